@@ -1,0 +1,1 @@
+"""firegate collector: MQTT in, InfluxDB out, nothing acknowledged before it is stored."""

@@ -1,0 +1,1 @@
+"""The ``firegate`` command line: one root, subcommands registered per concern."""

@@ -1,0 +1,1 @@
+"""Simulated field devices for tests, CI, demos and installers' bench tests."""
