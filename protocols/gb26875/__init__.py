@@ -61,7 +61,17 @@ from protocols.gb26875.objects import (
     UitdStatus,
     UitdTime,
 )
-from protocols.gb26875.profile import PROFILES, STANDARD, Profile, get_profile
+from protocols.gb26875.profile import (
+    DAHUA,
+    EXTRA_TIME_LABELS,
+    HANDSHAKE,
+    HIKVISION,
+    NO_TIME_LABELS,
+    PROFILES,
+    STANDARD,
+    Profile,
+    get_profile,
+)
 from protocols.gb26875.requests import (
     CheckPost,
     ClockSync,
@@ -95,7 +105,8 @@ from protocols.gb26875.tables import (
 from protocols.gb26875.timelabel import TimeLabel
 
 __all__ = [
-    "ANALOG_TYPES", "COMPONENT_TYPES", "PROFILES", "RESPONSE_TYPE", "SPECS", "STANDARD",
+    "ANALOG_TYPES", "COMPONENT_TYPES", "DAHUA", "EXTRA_TIME_LABELS", "HANDSHAKE", "HIKVISION",
+    "NO_TIME_LABELS", "PROFILES", "RESPONSE_TYPE", "SPECS", "STANDARD",
     "SYSTEM_TYPES", "Adu", "AnalogValue", "ApplicationData", "CheckPost", "ClockSync", "Command",
     "Completed", "ComponentAddress", "ComponentConfig", "ComponentRef", "ComponentState",
     "ComponentStatus", "DecodeError", "EncodeError", "ErrorKind", "FacilityConfig",

@@ -8,6 +8,7 @@ and ADUs shorter than two bytes decode to :class:`RawApplicationData`, never to 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -246,7 +247,12 @@ def encode_adu(data: Adu, max_adu: int = STD_MAX_ADU) -> bytes:
             if not isinstance(obj, spec.cls):
                 raise EncodeError(f"type {data.type_mark} carries {spec.cls.__name__} objects, "
                                   f"not {type(obj).__name__}")
-            parts.append(obj.encode_body())
+            try:
+                parts.append(obj.encode_body())
+            except (struct.error, ValueError, OverflowError) as exc:
+                if isinstance(exc, EncodeError):
+                    raise
+                raise EncodeError(f"{type(obj).__name__}: field out of range: {exc}") from None
             time: TimeLabel | None = getattr(obj, "time", None)
             timed.add(time is not None)
             if time is not None:

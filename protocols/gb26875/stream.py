@@ -10,7 +10,9 @@ errors found so far, in stream order. Rules (reference checklist §8, item 1):
   frame join the *same* error: one corruption gives exactly one counted error.
 * A complete frame whose end marker is right but whose checksum is wrong is reported at once and
   skipped whole (its length field is evidently intact): the driver can deny it straight away with
-  the serial from :func:`~protocols.gb26875.frame.peek_header` (§6.5.3).
+  the serial from :func:`~protocols.gb26875.frame.peek_header` (§6.5.3). Unless a good frame lies
+  inside that span: then the "frame" was a truncated one whose length reached the good frame's
+  end marker, and decoding resynchronises on the good frame.
 * A candidate whose declared length runs past a complete, valid frame further on is abandoned as
   soon as that frame is in the buffer, so a corrupted length never holds back an alarm behind it.
 * The buffer is bounded: at most one maximal frame plus the last chunk fed. Skipped bytes are
@@ -147,7 +149,16 @@ class StreamDecoder:
                 continue
             try:
                 frame = _build(buf, i, length)
-            except DecodeError as exc:  # bad checksum: report now, skip the whole frame
+            except DecodeError as exc:  # bad checksum
+                inner = self._next_complete(i + 1, end)
+                if inner is not None:
+                    # A truncated frame whose length happens to reach the "##" of a good frame
+                    # behind it: resynchronise on the good frame instead of skipping it.
+                    self._fail(exc.kind, exc.detail, self._base + i, out)
+                    self._skip_range(i, inner, out)
+                    pos = inner
+                    continue
+                # Report at once and skip the whole frame, so the driver can deny it now.
                 self._emit_pending(out)
                 exc.offset = self._base + i
                 self.errors[exc.kind] += 1

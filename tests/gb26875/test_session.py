@@ -1,0 +1,198 @@
+"""Session rules (§6): serials, confirm/deny, resend after timeout up to 3 times, dedupe."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocols.gb26875 import (
+    HIKVISION,
+    ApplicationData,
+    Command,
+    Completed,
+    DecodeError,
+    Failed,
+    Incoming,
+    Resend,
+    Session,
+    StreamDecoder,
+    TimeLabel,
+    Unmatched,
+    UitdState,
+    UitdStatus,
+    address_from_int,
+    decode_frame,
+)
+from protocols.gb26875.session import (
+    TRANSITIONS,
+    ProtocolError,
+    TxAction,
+    TxInput,
+    TxState,
+    transition,
+)
+
+T = TimeLabel(0, 0, 12, 1, 6, 26)
+UITD, CENTRE = address_from_int(889), address_from_int(0)
+DATA = ApplicationData(21, (UitdStatus(UitdState.NORMAL, T),))
+
+
+def pair(**kw: object) -> tuple[Session, Session]:
+    return (Session(UITD, CENTRE, clock=lambda: T, **kw),  # type: ignore[arg-type]
+            Session(CENTRE, UITD, clock=lambda: T))
+
+
+def test_every_state_input_pair_is_a_valid_transition_or_protocol_error() -> None:
+    for state, inp in itertools.product(TxState, TxInput):
+        try:
+            new, action = transition(state, inp)
+        except ProtocolError:
+            assert (state, inp) not in TRANSITIONS
+            assert state is not TxState.WAITING, "a waiting transaction accepts every input"
+        else:
+            assert new in TxState and action in TxAction
+            assert (new is TxState.FAILED) == (action is TxAction.FAIL)
+
+
+def test_confirm_completes_and_echoes_serial_with_swapped_addresses() -> None:
+    uitd, centre = pair()
+    raw = uitd.send(Command.SEND_DATA, DATA, now=0)
+    frame = decode_frame(raw)
+    assert (frame.serial, frame.source, frame.destination) == (0, UITD, CENTRE)
+    (inc,) = centre.receive(frame, 0)
+    assert isinstance(inc, Incoming) and not inc.duplicate
+    confirm = decode_frame(centre.confirm(frame))
+    assert (confirm.serial, confirm.command, confirm.adu) == (0, Command.CONFIRM, b"")
+    assert (confirm.source, confirm.destination) == (CENTRE, UITD)
+    (done,) = uitd.receive(confirm, 1)
+    assert isinstance(done, Completed) and done.request == frame
+    assert uitd.open_transactions == 0 and uitd.next_deadline() is None
+
+
+def test_timeout_resends_same_bytes_three_times_then_fails() -> None:
+    uitd, _ = pair()
+    raw = uitd.send(Command.SEND_DATA, DATA, now=0)
+    assert uitd.next_deadline() == 10.0
+    assert uitd.poll(9.99) == []
+    for attempt, now in ((2, 10.0), (3, 20.0), (4, 30.0)):
+        (ev,) = uitd.poll(now)
+        assert ev == Resend(0, raw, attempt)
+    (fail,) = uitd.poll(40.0)
+    assert isinstance(fail, Failed) and "4 transmissions" in fail.reason
+    assert uitd.stats["resent"] == 3 and uitd.stats["failed"] == 1
+
+
+def test_deny_resends_then_final_deny_fails() -> None:
+    uitd, centre = pair(retries=1)
+    frame = decode_frame(uitd.send(Command.SEND_DATA, DATA, now=0))
+    deny = decode_frame(centre.deny(frame))
+    assert deny.command == Command.DENY and deny.serial == frame.serial
+    (ev,) = uitd.receive(deny, 1)
+    assert isinstance(ev, Resend) and ev.attempt == 2
+    (ev2,) = uitd.receive(deny, 2)
+    assert isinstance(ev2, Failed) and "denied" in ev2.reason
+
+
+def test_retransmission_confirmed_again_but_reported_once() -> None:
+    uitd, centre = pair()
+    raw = uitd.send(Command.SEND_DATA, DATA, now=0)
+    (first,) = centre.receive(decode_frame(raw), 0)
+    (resend,) = uitd.poll(10)  # our confirm was lost
+    assert isinstance(resend, Resend)
+    (second,) = centre.receive(decode_frame(resend.data), 10)
+    assert isinstance(first, Incoming) and not first.duplicate
+    assert isinstance(second, Incoming) and second.duplicate
+    assert centre.stats["duplicates"] == 1
+    # Same serial but new content (the peer restarted numbering) is not a duplicate.
+    uitd.reset()
+    other = ApplicationData(21, (UitdStatus(UitdState.NORMAL | UitdState.FAULT, T),))
+    (third,) = centre.receive(decode_frame(uitd.send(Command.SEND_DATA, other, 11)), 11)
+    assert isinstance(third, Incoming) and not third.duplicate
+
+
+def test_request_response_and_unmatched_answers() -> None:
+    from protocols.gb26875 import Reserved
+
+    centre, uitd = Session(CENTRE, UITD, clock=lambda: T), Session(UITD, CENTRE, clock=lambda: T)
+    req = decode_frame(centre.send(Command.REQUEST, ApplicationData(81, (Reserved(),)), 0))
+    (inc,) = uitd.receive(req, 0)
+    assert isinstance(inc, Incoming)
+    resp = decode_frame(uitd.respond(req, DATA))
+    assert resp.command == Command.RESPONSE and resp.serial == req.serial
+    (done,) = centre.receive(resp, 1)
+    assert isinstance(done, Completed) and done.reply == resp
+    (late,) = centre.receive(resp, 2)
+    assert isinstance(late, Unmatched) and centre.stats["unmatched"] == 1
+
+
+def test_serials_start_per_profile_wrap_and_skip_open_ones() -> None:
+    hik = Session(UITD, CENTRE, profile=HIKVISION, clock=lambda: T)
+    assert decode_frame(hik.send(2, DATA, 0)).serial == 1
+    s = Session(UITD, CENTRE, clock=lambda: T)
+    s._next_serial = 0xFFFE
+    serials = [decode_frame(s.send(2, DATA, 0)).serial for _ in range(3)]
+    assert serials == [0xFFFE, 0xFFFF, 0]
+    s2 = Session(UITD, CENTRE, clock=lambda: T)
+    first = decode_frame(s2.send(2, DATA, 0)).serial
+    s2._next_serial = first  # force a collision with the open transaction
+    assert decode_frame(s2.send(2, DATA, 0)).serial == first + 1
+
+
+def test_reset_fails_open_transactions_and_restarts_numbering() -> None:
+    s = Session(UITD, CENTRE, clock=lambda: T)
+    s.send(2, DATA, 0)
+    s.send(2, DATA, 0)
+    events = s.reset()
+    assert [type(e) for e in events] == [Failed, Failed]
+    assert decode_frame(s.send(2, DATA, 0)).serial == 0
+
+
+def test_timeout_over_ten_seconds_is_refused() -> None:
+    with pytest.raises(ValueError, match="10"):
+        Session(UITD, CENTRE, timeout=11)
+
+
+def test_deny_damaged_frame_uses_its_serial() -> None:
+    uitd, centre = pair()
+    raw = bytearray(uitd.send(Command.SEND_DATA, DATA, 0))
+    raw[-3] ^= 0xFF
+    (err,) = StreamDecoder().feed(bytes(raw))
+    assert isinstance(err, DecodeError)
+    deny = centre.deny_damaged(err)
+    assert deny is not None
+    (ev,) = uitd.receive(decode_frame(deny), 1)
+    assert isinstance(ev, Resend)
+    assert centre.deny_damaged(DecodeError(err.kind, "x", 0, b"@@\x01")) is None
+
+
+@given(st.lists(st.sampled_from(["confirm", "deny", "timeout", "stray"]), max_size=30))
+def test_any_sequence_keeps_the_session_consistent(steps: list[str]) -> None:
+    uitd, centre = pair()
+    now = 0.0
+    frame = decode_frame(uitd.send(Command.SEND_DATA, DATA, now))
+    transmissions = 1
+    for step in steps:
+        now += 1
+        if uitd.open_transactions == 0:
+            frame = decode_frame(uitd.send(Command.SEND_DATA, DATA, now))
+            transmissions = 1
+        if step == "timeout":
+            now += 10
+            events = uitd.poll(now)
+        elif step == "stray":
+            events = uitd.receive(decode_frame(centre.confirm(
+                decode_frame(uitd.send(2, DATA, now)))), now)
+            events += uitd.receive(decode_frame(centre.confirm(frame)), now)
+        else:
+            reply = centre.confirm(frame) if step == "confirm" else centre.deny(frame)
+            events = uitd.receive(decode_frame(reply), now)
+        for ev in events:
+            if isinstance(ev, Resend):
+                transmissions += 1
+                assert ev.attempt == transmissions <= 4
+            if isinstance(ev, Failed):
+                assert transmissions == 4
+    assert uitd.open_transactions <= 2
