@@ -13,7 +13,10 @@ app = typer.Typer(help="Simulated fire panel, Modbus devices, BLE sensors and ga
                   no_args_is_help=True)
 
 # Registry: one line per simulator (module path, attribute ``register``).
-_REGISTRY: tuple[str, ...] = ()
+_REGISTRY: tuple[str, ...] = (
+    "simulators.ble.cli",
+    "simulators.modbus.cli",
+)
 
 
 def build() -> typer.Typer:

@@ -3,6 +3,8 @@ memory bounded, and do not depend on chunking; any object round-trips."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +55,7 @@ def test_stream_yields_only_frames_or_typed_errors(data: bytes, cuts: list[int])
     assert d.frames == sum(isinstance(e, Frame) for e in whole)
     assert sum(d.errors.values()) == sum(isinstance(e, DecodeError) for e in whole)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    chunks = [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
     chunked = _collect(StreamDecoder(), chunks)
     assert [e for e in chunked if isinstance(e, Frame)] == [
         e for e in whole if isinstance(e, Frame)]

@@ -20,9 +20,9 @@ from protocols.gb26875 import (
     Session,
     StreamDecoder,
     TimeLabel,
-    Unmatched,
     UitdState,
     UitdStatus,
+    Unmatched,
     address_from_int,
     decode_frame,
 )
