@@ -189,6 +189,20 @@ def decode_adu(adu: bytes, profile: Profile = STANDARD) -> Adu | None:
     return ApplicationData(mark, objs)
 
 
+_TIME_CACHE: dict[bytes, TimeLabel] = {}
+
+
+def _time_label(raw: bytes) -> TimeLabel:
+    """Time labels repeat (every object of a frame, consecutive frames): share the immutable
+    objects instead of building one per object. The cache is bounded."""
+    t = _TIME_CACHE.get(raw)
+    if t is None:
+        if len(_TIME_CACHE) >= 4096:
+            _TIME_CACHE.clear()
+        t = _TIME_CACHE[raw] = TimeLabel(raw[0], raw[1], raw[2], raw[3], raw[4], raw[5])
+    return t
+
+
 def _decode_objects(cls: type[InfoObject], adu: bytes, count: int,
                     has_tl: bool) -> tuple[InfoObject, ...]:
     n = len(adu)
@@ -200,13 +214,12 @@ def _decode_objects(cls: type[InfoObject], adu: bytes, count: int,
             raise DecodeError(ErrorKind.OBJECT_SIZE,
                               f"{count} objects of {step} bytes need {2 + count * step} bytes, "
                               f"ADU has {n}", 0, adu)
+        decode = cls.decode_body
         if not has_tl:
-            return tuple(cls.decode_body(adu, 2 + k * step, None) for k in range(count))
+            return tuple([decode(adu, 2 + k * step, None) for k in range(count)])
         out = []
-        for k in range(count):
-            off = 2 + k * step
-            t = adu[off + size:off + step]
-            out.append(cls.decode_body(adu, off, TimeLabel(t[0], t[1], t[2], t[3], t[4], t[5])))
+        for off in range(2, n, step):
+            out.append(decode(adu, off, _time_label(adu[off + size:off + step])))
         return tuple(out)
     off = 2
     out = []
@@ -217,7 +230,7 @@ def _decode_objects(cls: type[InfoObject], adu: bytes, count: int,
             raise DecodeError(ErrorKind.OBJECT_SIZE,
                               f"object at byte {off} runs past the ADU end ({stop} > {n})",
                               off, adu)
-        tl = TimeLabel.from_bytes(bytes(adu[end:stop])) if has_tl else None
+        tl = _time_label(adu[end:stop]) if has_tl else None
         out.append(cls.decode_body(adu, off, tl))
         off = stop
     if off != n:

@@ -143,8 +143,17 @@ def _build(data: bytes | bytearray, start: int, length: int) -> Frame:
                           f"checksum is 0x{expected:02x}, bytes sum to 0x{actual:02x}",
                           end - start, bytes(data[start:end + 3]))
     _, serial, main, user, time, src, dst, _, cmd = HEADER.unpack_from(data, start)
-    return Frame(serial, cmd, bytes(data[start + HEADER_LEN:end]), src, dst,
-                 TimeLabel(time[0], time[1], time[2], time[3], time[4], time[5]), (main, user))
+    label = _HEADER_TIMES.get(time)
+    if label is None:  # consecutive frames mostly share their time label: reuse the object
+        if len(_HEADER_TIMES) >= 1024:
+            _HEADER_TIMES.clear()
+        label = _HEADER_TIMES[time] = TimeLabel(time[0], time[1], time[2], time[3], time[4],
+                                                time[5])
+    return Frame(serial, cmd, bytes(data[start + HEADER_LEN:end]), src, dst, label,
+                 (main, user))
+
+
+_HEADER_TIMES: dict[bytes, TimeLabel] = {}
 
 
 def peek_header(data: bytes) -> tuple[int, bytes, bytes] | None:

@@ -53,6 +53,24 @@ class InfoObject:
 
 
 _SYS = struct.Struct("<BBH")
+
+# IntFlag construction is slow (enum machinery per call); state words repeat, so cache them.
+_SYSTEM_STATES: dict[int, SystemState] = {}
+_COMPONENT_STATES: dict[int, ComponentState] = {}
+
+
+def _system_state(value: int) -> SystemState:
+    flag = _SYSTEM_STATES.get(value)
+    if flag is None:
+        flag = _SYSTEM_STATES[value] = SystemState(value)
+    return flag
+
+
+def _component_state(value: int) -> ComponentState:
+    flag = _COMPONENT_STATES.get(value)
+    if flag is None:
+        flag = _COMPONENT_STATES[value] = ComponentState(value)
+    return flag
 _COMP = struct.Struct(f"<BBB4sH{DESCRIPTION_LEN}s")
 _ANALOG = struct.Struct("<BBB4sBh")
 _OP = struct.Struct("<BBBB")
@@ -72,7 +90,7 @@ class SystemStatus(InfoObject):
     @classmethod
     def decode_body(cls, data: bytes, off: int, time: TimeLabel | None) -> Self:
         st, sa, state = _SYS.unpack_from(data, off)
-        return cls(st, sa, SystemState(state), time)
+        return cls(st, sa, _system_state(state), time)
 
     def encode_body(self) -> bytes:
         return _SYS.pack(self.system_type, self.system_address, int(self.state))
@@ -99,8 +117,8 @@ class ComponentStatus(InfoObject):
     @classmethod
     def decode_body(cls, data: bytes, off: int, time: TimeLabel | None) -> Self:
         st, sa, ct, addr, state, raw = _COMP.unpack_from(data, off)
-        return cls(st, sa, ct, ComponentAddress(addr), ComponentState(state), decode_text(raw),
-                   time, raw)
+        return cls(st, sa, ct, ComponentAddress(addr), _component_state(state),
+                   decode_text(raw), time, raw)
 
     def encode_body(self) -> bytes:
         text = encode_text(self.description, self.description_raw, DESCRIPTION_LEN)
