@@ -11,6 +11,7 @@ import typer
 
 from edge.cli import decode as decode_cmd
 from edge.cli import demo as demo_cmd
+from simulators import cli as sim_cli
 
 app = typer.Typer(
     name="firegate",
@@ -22,6 +23,7 @@ app = typer.Typer(
 
 app.command("decode")(decode_cmd.decode)
 app.command("demo")(demo_cmd.demo)
+app.add_typer(sim_cli.build(), name="sim")
 
 
 def main() -> None:
