@@ -294,6 +294,29 @@ class Session:
         """Command 6 with an empty ADU."""
         return self.reply(to, Command.DENY)
 
+    def acknowledge(self, frame: Frame) -> bytes | None:
+        """The answer owed to a peer's packet that needs no application decision, or None.
+
+        * Sent data (command 2), whatever its type mark, even user-defined or a 1-byte ADU:
+          confirm (reference checklist item 3: never drop the link over an unknown upload).
+          The profile's handshake request is confirmed with its handshake reply ADU.
+        * The profile's keep-alive command: confirmed.
+        * Control (1) and request (4) packets are for the application to execute or answer.
+        """
+        p = self.profile
+        if frame.command == Command.SEND_DATA:
+            if p.handshake_request is not None and frame.adu == p.handshake_request:
+                stamp = frame.time if p.confirm_time == "echo" else self.clock()
+                reply = Frame(frame.serial, Command.CONFIRM, p.handshake_reply or b"",
+                              frame.destination, frame.source, stamp, p.version)
+                self.stats["handshakes"] += 1
+                return encode_frame(reply, p.max_adu)
+            return self.confirm(frame)
+        if p.keepalive_command is not None and frame.command == p.keepalive_command:
+            self.stats["keepalives"] += 1
+            return self.confirm(frame)
+        return None
+
     def deny_damaged(self, error: DecodeError) -> bytes | None:
         """Deny a frame that failed its check (§6.5.3: bad checksum, marker, length...), using
         the serial from its header; None when not even the header is readable."""

@@ -196,3 +196,20 @@ def test_any_sequence_keeps_the_session_consistent(steps: list[str]) -> None:
             if isinstance(ev, Failed):
                 assert transmissions == 4
     assert uitd.open_transactions <= 2
+
+
+def test_acknowledge_follows_the_profile() -> None:
+    from protocols.gb26875 import DAHUA, HANDSHAKE, Frame, RawApplicationData, encode_adu
+
+    centre = Session(CENTRE, UITD, profile=HANDSHAKE, clock=lambda: T)
+    hello = Frame(5, Command.SEND_DATA, b"\x16", UITD, CENTRE, T)
+    reply = decode_frame(centre.acknowledge(hello) or b"")
+    assert (reply.command, reply.adu, reply.serial, reply.time) == (Command.CONFIRM, b"\x17", 5, T)
+    odd = Frame(6, Command.SEND_DATA, encode_adu(RawApplicationData(200, 1, b"\x01")), UITD,
+                CENTRE, T)
+    assert decode_frame(centre.acknowledge(odd) or b"").command == Command.CONFIRM
+    assert centre.acknowledge(Frame(7, Command.REQUEST, b"", UITD, CENTRE, T)) is None
+    dahua = Session(CENTRE, UITD, profile=DAHUA, clock=lambda: T)
+    keepalive = Frame(8, 0x07, b"", UITD, CENTRE, T)
+    assert decode_frame(dahua.acknowledge(keepalive) or b"").command == Command.CONFIRM
+    assert Session(CENTRE, UITD, clock=lambda: T).acknowledge(keepalive) is None
