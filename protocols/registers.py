@@ -1,0 +1,479 @@
+"""Modbus device register maps: what a field device keeps in which register, as data.
+
+One model serves three readers: the Modbus simulator (``simulators/modbus``) serves these maps, the
+edge gateway's Modbus driver reads them, and the firmware shares the same tables. A
+:class:`PointSpec` says where one measured value lives (register type, 0-based protocol address,
+data type, word order) and how the raw number becomes a physical one (``physical = raw * scale +
+offset``) with its plausible range. A :class:`StatusWord` names the bits of one status register.
+A :class:`DeviceProfile` is a device model's whole map; :data:`PROFILES` holds the built-in ones.
+
+Why the raw <-> register conversion here uses ``struct`` and not pymodbus's
+``ModbusClientMixin.convert_to_registers`` / ``convert_from_registers``:
+
+* ``protocols`` is I/O-free. Importing that mixin imports pymodbus's client package, which pulls in
+  asyncio, socket, ssl and pyserial (measured with ``python -X importtime``: ~80 ms).
+* The firmware shares these tables and has no pymodbus.
+* pymodbus renames its conversion API between minors (``BinaryPayloadBuilder`` went away in 3.x,
+  ``word_order=`` arrived later); the wire layout of a u16/i16/u32/i32/f32 does not change.
+
+The conversion is a dozen lines of ``struct``. The simulator deliberately encodes with pymodbus's
+converter instead, so every client test compares two independent implementations, and
+``tests/sim_modbus/test_registers.py`` checks the two agree for every data type and word order.
+
+Conventions (Modbus Application Protocol V1.1b3, §4.2): a register is 16 bits sent big-endian;
+there is no standard for 32-bit values, so the *word order* (which register holds the high word)
+is a property of the device model. Byte-swapped layouts ("BADC") are not modelled.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+__all__ = [
+    "CANONICAL_UNIT",
+    "PROFILES",
+    "DataType",
+    "DeviceProfile",
+    "PointSpec",
+    "Quantity",
+    "ReadBlock",
+    "RegisterError",
+    "RegisterType",
+    "StatusWord",
+    "Unit",
+    "WordOrder",
+    "convert",
+    "get_profile",
+    "pack_raw",
+    "unpack_raw",
+]
+
+MAX_READ_REGISTERS = 125  # Modbus V1.1b3 §6.3/§6.4: quantity of registers 1..125 per read
+
+
+class RegisterType(StrEnum):
+    """The register table a value lives in, with the function code that reads it."""
+
+    HOLDING = "holding"
+    INPUT = "input"
+
+    @property
+    def read_function(self) -> int:
+        """Function code 0x03 (read holding registers) or 0x04 (read input registers)."""
+        return 3 if self is RegisterType.HOLDING else 4
+
+
+class DataType(StrEnum):
+    """How a value is laid out in one or two registers."""
+
+    U16 = "u16"
+    I16 = "i16"
+    U32 = "u32"
+    I32 = "i32"
+    F32 = "f32"
+
+    @property
+    def register_count(self) -> int:
+        """Number of 16-bit registers the value occupies."""
+        return 1 if self in (DataType.U16, DataType.I16) else 2
+
+    @property
+    def is_integer(self) -> bool:
+        """True for the integer types (raw values are rounded and range-checked)."""
+        return self is not DataType.F32
+
+
+_STRUCT = {DataType.U16: "H", DataType.I16: "h", DataType.U32: "I", DataType.I32: "i",
+           DataType.F32: "f"}
+_INT_LIMITS = {DataType.U16: (0, 0xFFFF), DataType.I16: (-0x8000, 0x7FFF),
+               DataType.U32: (0, 0xFFFF_FFFF), DataType.I32: (-0x8000_0000, 0x7FFF_FFFF)}
+_F32_MAX = 3.4028234663852886e38
+
+
+class WordOrder(StrEnum):
+    """Register order of a 32-bit value: ``big`` puts the high word at the lower address."""
+
+    BIG = "big"
+    LITTLE = "little"
+
+
+class Quantity(StrEnum):
+    """What is measured."""
+
+    PRESSURE = "pressure"
+    LEVEL = "level"
+    TEMPERATURE = "temperature"
+    RESIDUAL_CURRENT = "residual_current"
+
+
+class Unit(StrEnum):
+    """Units the devices report in."""
+
+    MPA = "MPa"
+    KPA = "kPa"
+    METRE = "m"
+    CELSIUS = "°C"
+    MILLIAMPERE = "mA"
+
+
+#: The unit each quantity is normalised to in records and scenarios.
+CANONICAL_UNIT: Mapping[Quantity, Unit] = MappingProxyType({
+    Quantity.PRESSURE: Unit.MPA,
+    Quantity.LEVEL: Unit.METRE,
+    Quantity.TEMPERATURE: Unit.CELSIUS,
+    Quantity.RESIDUAL_CURRENT: Unit.MILLIAMPERE,
+})
+# unit -> (quantity, factor to the canonical unit)
+_UNITS: Mapping[Unit, tuple[Quantity, float]] = MappingProxyType({
+    Unit.MPA: (Quantity.PRESSURE, 1.0),
+    Unit.KPA: (Quantity.PRESSURE, 0.001),
+    Unit.METRE: (Quantity.LEVEL, 1.0),
+    Unit.CELSIUS: (Quantity.TEMPERATURE, 1.0),
+    Unit.MILLIAMPERE: (Quantity.RESIDUAL_CURRENT, 1.0),
+})
+
+
+def convert(value: float, src: Unit, dst: Unit) -> float:
+    """Convert ``value`` between two units of the same quantity (e.g. kPa -> MPa)."""
+    (q_src, f_src), (q_dst, f_dst) = _UNITS[src], _UNITS[dst]
+    if q_src is not q_dst:
+        raise ValueError(f"cannot convert {src} ({q_src}) to {dst} ({q_dst})")
+    return value if src is dst else value * f_src / f_dst
+
+
+class RegisterError(ValueError):
+    """A value does not fit its data type, or a register list has the wrong length or values."""
+
+
+def pack_raw(raw: float, data_type: DataType, word_order: WordOrder = WordOrder.BIG) -> list[int]:
+    """Lay a raw (unscaled) value out as registers. Integers must be in the type's range."""
+    if data_type.is_integer:
+        if not float(raw).is_integer():
+            raise RegisterError(f"{data_type} needs an integer, got {raw!r}")
+        low, high = _INT_LIMITS[data_type]
+        if not low <= raw <= high:
+            raise RegisterError(f"{raw!r} outside {data_type} range {low}..{high}")
+        data = struct.pack(">" + _STRUCT[data_type], int(raw))
+    else:
+        if math.isfinite(raw) and abs(raw) > _F32_MAX:
+            raise RegisterError(f"{raw!r} outside f32 range")
+        data = struct.pack(">f", raw)
+    words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+    return words[::-1] if word_order is WordOrder.LITTLE else words
+
+
+def unpack_raw(registers: Sequence[int], data_type: DataType,
+               word_order: WordOrder = WordOrder.BIG) -> int | float:
+    """Read a raw value back from exactly ``data_type.register_count`` registers."""
+    if len(registers) != data_type.register_count:
+        raise RegisterError(f"{data_type} needs {data_type.register_count} registers, "
+                            f"got {len(registers)}")
+    if any(not 0 <= r <= 0xFFFF for r in registers):
+        raise RegisterError(f"registers must be 0..65535, got {list(registers)}")
+    words = list(registers)[::-1] if word_order is WordOrder.LITTLE else list(registers)
+    data = b"".join(w.to_bytes(2, "big") for w in words)
+    value: int | float = struct.unpack(">" + _STRUCT[data_type], data)[0]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """One measured value in a device's register map. ``physical = raw * scale + offset``."""
+
+    name: str
+    quantity: Quantity
+    unit: Unit
+    register_type: RegisterType
+    address: int  # 0-based protocol address (register 40001 of the old notation is address 0)
+    data_type: DataType
+    minimum: float  # plausible range in ``unit``; outside it a reading is suspect
+    maximum: float
+    scale: float = 1.0
+    offset: float = 0.0
+    word_order: WordOrder = WordOrder.BIG  # only meaningful for 32-bit types
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if _UNITS[self.unit][0] is not self.quantity:
+            raise ValueError(f"{self.name}: unit {self.unit} is not a unit of {self.quantity}")
+        if not 0 <= self.address <= 0x10000 - self.data_type.register_count:
+            raise ValueError(f"{self.name}: address {self.address} outside 0..65535")
+        if not math.isfinite(self.scale) or self.scale == 0:
+            raise ValueError(f"{self.name}: scale must be finite and non-zero")
+        if not self.minimum < self.maximum:
+            raise ValueError(f"{self.name}: minimum must be below maximum")
+
+    @property
+    def register_count(self) -> int:
+        """Number of registers the point occupies."""
+        return self.data_type.register_count
+
+    @property
+    def canonical_unit(self) -> Unit:
+        """The unit records use for this quantity (MPa, m, °C, mA)."""
+        return CANONICAL_UNIT[self.quantity]
+
+    def in_range(self, value: float) -> bool:
+        """True when ``value`` (in ``unit``) lies in the plausible range."""
+        return self.minimum <= value <= self.maximum
+
+    def raw_from_physical(self, value: float, *, saturate: bool = False) -> int | float:
+        """The raw register value for a physical value in ``unit``.
+
+        Integer types are rounded; a value the type cannot hold raises :class:`RegisterError`,
+        or with ``saturate=True`` is clamped to the type's limits as a real transmitter does.
+        """
+        if math.isnan(value):
+            raise RegisterError(f"{self.name}: NaN has no raw value")
+        raw = (value - self.offset) / self.scale
+        if not self.data_type.is_integer:
+            if saturate and math.isfinite(raw):
+                return max(-_F32_MAX, min(_F32_MAX, raw))
+            return raw
+        low, high = _INT_LIMITS[self.data_type]
+        if math.isinf(raw) or not low <= round(raw) <= high:
+            if not saturate:
+                raise RegisterError(f"{self.name}: {value} {self.unit} does not fit "
+                                    f"{self.data_type} (raw {raw})")
+            return low if raw < low else high
+        return round(raw)
+
+    def physical_from_raw(self, raw: float) -> float:
+        """The physical value (in ``unit``) of a raw register value."""
+        return raw * self.scale + self.offset
+
+    def encode(self, value: float, *, saturate: bool = False) -> list[int]:
+        """Registers holding the physical ``value`` (in ``unit``)."""
+        raw = self.raw_from_physical(value, saturate=saturate)
+        return pack_raw(raw, self.data_type, self.word_order)
+
+    def decode(self, registers: Sequence[int]) -> float:
+        """The physical value (in ``unit``) held in this point's registers."""
+        return self.physical_from_raw(unpack_raw(registers, self.data_type, self.word_order))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWord:
+    """A status register whose bits (0 = least significant) carry named flags."""
+
+    name: str
+    register_type: RegisterType
+    address: int
+    bits: Mapping[int, str] = field(hash=False)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.address <= 0xFFFF:
+            raise ValueError(f"{self.name}: address {self.address} outside 0..65535")
+        if any(not 0 <= b <= 15 for b in self.bits):
+            raise ValueError(f"{self.name}: bit numbers must be 0..15")
+        if len(set(self.bits.values())) != len(self.bits):
+            raise ValueError(f"{self.name}: bit names must be unique")
+
+    @property
+    def register_count(self) -> int:
+        """Always one register."""
+        return 1
+
+    def encode(self, active: Iterable[str]) -> list[int]:
+        """The register with the named flags set."""
+        by_name = {name: bit for bit, name in self.bits.items()}
+        word = 0
+        for name in active:
+            if name not in by_name:
+                raise RegisterError(f"{self.name}: no bit named {name!r}; "
+                                    f"known: {', '.join(sorted(by_name))}")
+            word |= 1 << by_name[name]
+        return [word]
+
+    def decode(self, registers: Sequence[int]) -> frozenset[str]:
+        """Names of the set bits; set bits without a name appear as ``bit<n>``."""
+        if len(registers) != 1 or not 0 <= registers[0] <= 0xFFFF:
+            raise RegisterError(f"{self.name}: needs one register 0..65535, got {registers}")
+        return frozenset(self.bits.get(b, f"bit{b}") for b in range(16) if registers[0] >> b & 1)
+
+
+Field = PointSpec | StatusWord
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """A run of adjacent registers that one read request can fetch."""
+
+    register_type: RegisterType
+    start: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """A device model's register map."""
+
+    key: str  # the profile id used in scenarios and configs, e.g. "pressure-a"
+    model: str
+    description: str
+    points: tuple[PointSpec, ...]
+    status_words: tuple[StatusWord, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError(f"{self.key}: a profile needs at least one point")
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.key}: field names must be unique")
+        taken: dict[tuple[RegisterType, int], str] = {}
+        for f in self.fields:
+            for a in range(f.address, f.address + f.register_count):
+                other = taken.setdefault((f.register_type, a), f.name)
+                if other != f.name:
+                    raise ValueError(f"{self.key}: {f.name} overlaps {other} at "
+                                     f"{f.register_type} {a}")
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        """Points then status words."""
+        return (*self.points, *self.status_words)
+
+    @property
+    def primary(self) -> PointSpec:
+        """The device's main measurement (the first point)."""
+        return self.points[0]
+
+    def point(self, name: str) -> PointSpec:
+        """The point called ``name``."""
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise KeyError(f"{self.key} has no point {name!r}; points: "
+                       f"{', '.join(p.name for p in self.points)}")
+
+    def points_of(self, quantity: Quantity) -> tuple[PointSpec, ...]:
+        """The points measuring ``quantity``."""
+        return tuple(p for p in self.points if p.quantity is quantity)
+
+    def read_blocks(self, max_count: int = MAX_READ_REGISTERS) -> list[ReadBlock]:
+        """The fewest reads that fetch every field, merging only adjacent registers.
+
+        Gaps are never bridged: many devices answer exception 2 (illegal data address) for an
+        unmapped register, so a read across a gap may fail as a whole.
+        """
+        blocks: list[ReadBlock] = []
+        ordered = sorted(self.fields, key=lambda f: (f.register_type, f.address))
+        for f in ordered:
+            last = blocks[-1] if blocks else None
+            if (last is not None and last.register_type is f.register_type
+                    and last.start + last.count == f.address
+                    and last.count + f.register_count <= max_count):
+                blocks[-1] = ReadBlock(f.register_type, last.start, last.count + f.register_count)
+            else:
+                blocks.append(ReadBlock(f.register_type, f.address, f.register_count))
+        return blocks
+
+    def decode_block(self, block: ReadBlock, registers: Sequence[int]
+                     ) -> dict[str, float | frozenset[str]]:
+        """Decode every field lying wholly inside ``block`` from the registers read for it."""
+        if len(registers) != block.count:
+            raise RegisterError(f"{self.key}: block of {block.count} registers, "
+                                f"got {len(registers)}")
+        out: dict[str, float | frozenset[str]] = {}
+        for f in self.fields:
+            rel = f.address - block.start
+            inside = 0 <= rel <= block.count - f.register_count
+            if f.register_type is block.register_type and inside:
+                out[f.name] = f.decode(registers[rel:rel + f.register_count])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in profiles. Model names are generic: each stands for a family of real devices with this
+# layout, not for one vendor's product. Register maps of real products differ in exactly these
+# respects (table, address, type, word order, scale/offset), which is what the set exercises.
+# ---------------------------------------------------------------------------------------------
+
+_HR, _IR = RegisterType.HOLDING, RegisterType.INPUT
+
+_PROFILES = (
+    DeviceProfile(
+        key="pressure-a",
+        model="Hydrant pressure transmitter, type A (u16 kPa)",
+        description="0-1.6 MPa piezoresistive transmitter with native Modbus RTU; pressure as an "
+                    "unsigned count of kPa in holding register 0 (the common low-cost layout).",
+        points=(PointSpec("pressure", Quantity.PRESSURE, Unit.MPA, _HR, 0x0000, DataType.U16,
+                          minimum=0.0, maximum=1.6, scale=0.001,
+                          description="pipe pressure, 1 count = 1 kPa"),),
+        status_words=(StatusWord("status", _HR, 0x0001, {0: "sensor_fault", 1: "over_range"}),),
+    ),
+    DeviceProfile(
+        key="pressure-b",
+        model="Sprinkler pressure transmitter, type B (f32 kPa, little word order)",
+        description="4-20 mA transmitter behind an acquisition module; the module reports kPa "
+                    "as an IEEE-754 float in input registers 0-1, low word first.",
+        points=(PointSpec("pressure", Quantity.PRESSURE, Unit.KPA, _IR, 0x0000, DataType.F32,
+                          minimum=0.0, maximum=1600.0, word_order=WordOrder.LITTLE,
+                          description="pipe pressure in kPa"),),
+        status_words=(StatusWord("status", _IR, 0x0002, {0: "sensor_fault", 1: "loop_open"},
+                                 description="loop_open: 4-20 mA loop below 3.6 mA"),),
+    ),
+    DeviceProfile(
+        key="pressure-c",
+        model="Pipe network pressure transmitter, type C (u32 Pa, big word order)",
+        description="Transmitter reporting pascals as an unsigned 32-bit value in holding "
+                    "registers 0x0100-0x0101, high word first.",
+        points=(PointSpec("pressure", Quantity.PRESSURE, Unit.KPA, _HR, 0x0100, DataType.U32,
+                          minimum=0.0, maximum=2500.0, scale=0.001,
+                          description="pipe pressure, 1 count = 1 Pa"),),
+    ),
+    DeviceProfile(
+        key="level",
+        model="Tank level transmitter (u16 mm)",
+        description="Submersible hydrostatic level transmitter for high-level fire water tanks; "
+                    "level as an unsigned count of millimetres in holding register 2.",
+        points=(PointSpec("level", Quantity.LEVEL, Unit.METRE, _HR, 0x0002, DataType.U16,
+                          minimum=0.0, maximum=10.0, scale=0.001,
+                          description="water level above the tank floor, 1 count = 1 mm"),),
+    ),
+    DeviceProfile(
+        key="level-cm",
+        model="Fire pool level transmitter (i16 cm above the probe)",
+        description="Level probe mounted 0.20 m above the pool floor; reports signed "
+                    "centimetres of water above the probe in input register 0x0010.",
+        points=(PointSpec("level", Quantity.LEVEL, Unit.METRE, _IR, 0x0010, DataType.I16,
+                          minimum=0.0, maximum=6.0, scale=0.01, offset=0.20,
+                          description="water level above the pool floor; raw is cm above "
+                                      "the probe, which sits 0.20 m above the floor"),),
+    ),
+    DeviceProfile(
+        key="elec-fire",
+        model="Electrical fire monitoring detector (1 residual current + 4 temperatures)",
+        description="Combined detector on a distribution board: residual current in mA and four "
+                    "cable temperatures in 0.1 °C in holding registers 0-4, status word in 5.",
+        points=(
+            PointSpec("residual_current", Quantity.RESIDUAL_CURRENT, Unit.MILLIAMPERE, _HR, 0x0000,
+                      DataType.U16, minimum=0.0, maximum=1000.0,
+                      description="residual (leakage) current, 1 count = 1 mA"),
+            *(PointSpec(f"temperature_{n}", Quantity.TEMPERATURE, Unit.CELSIUS, _HR, n,
+                        DataType.I16, minimum=-40.0, maximum=140.0, scale=0.1,
+                        description=f"cable temperature channel {n}, 1 count = 0.1 °C")
+              for n in range(1, 5)),
+        ),
+        status_words=(StatusWord("status", _HR, 0x0005, {
+            0: "residual_current_alarm", 1: "temperature_alarm",
+            8: "residual_current_fault", 9: "temperature_fault"}),),
+    ),
+)
+
+#: Built-in profiles by key.
+PROFILES: Mapping[str, DeviceProfile] = MappingProxyType({p.key: p for p in _PROFILES})
+
+
+def get_profile(key: str) -> DeviceProfile:
+    """The built-in profile ``key``; the error lists the known keys."""
+    try:
+        return PROFILES[key]
+    except KeyError:
+        raise KeyError(f"unknown profile {key!r}; known: {', '.join(sorted(PROFILES))}") from None
