@@ -111,8 +111,10 @@ def run() -> int:
             line = resend
         clock += 1.0
     console.print(table)
-    console.print(f"delivered {delivered} uploads; centre decoder errors "
-                  f"{dict(decoder.errors)}; UITD session {dict(uitd.stats)}")
+    errors = ", ".join(f"{k.value}={v}" for k, v in sorted(decoder.errors.items()))
+    stats = ", ".join(f"{k}={v}" for k, v in sorted(uitd.stats.items()))
+    console.print(f"delivered {delivered} uploads; centre decoder errors: {errors}; "
+                  f"UITD session: {stats}")
     return 0 if delivered == 6 and uitd.open_transactions == 0 else 1
 
 
