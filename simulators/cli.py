@@ -15,6 +15,7 @@ app = typer.Typer(help="Simulated fire panel, Modbus devices, BLE sensors and ga
 # Registry: one line per simulator (module path, attribute ``register``).
 _REGISTRY: tuple[str, ...] = (
     "simulators.ble.cli",
+    "simulators.fleet.cli",
     "simulators.modbus.cli",
 )
 

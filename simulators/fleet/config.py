@@ -1,0 +1,267 @@
+"""Settings of the gateway fleet simulator, validated in one place before anything is opened.
+
+Every refusal is a :class:`FleetConfigError` naming the setting (``rate``, ``broker``...) and
+what is allowed; the CLI prints it with the option's spelling (``--rate``). Nothing here opens
+a socket or starts a loop, so a bad command line fails at once (the Telegraf ``Init()`` rule).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from protocols.wire import MAX_RECORDS_PER_BATCH, Channel, WireError, topic
+
+__all__ = [
+    "DEFAULT_DURATION",
+    "DEFAULT_RATE",
+    "TEMPLATE_FIELDS",
+    "BrokerAddress",
+    "FleetConfig",
+    "FleetConfigError",
+    "MqttVersion",
+    "expand_template",
+    "parse_broker",
+]
+
+MqttVersion = Literal["5", "3.1.1"]
+DEFAULT_RATE = 10.0  # records/s per gateway
+DEFAULT_DURATION = 10.0  # seconds, when neither duration nor records is given
+SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+TEMPLATE_FIELDS = ("gateway", "site", "index")
+MAX_GATEWAYS = 99_999  # ids are <prefix>-NNNNN
+# paho's own in-flight limit is set to window + this, to leave room for status and health.
+CONTROL_SLOTS = 4
+
+
+class FleetConfigError(ValueError):
+    """A refused setting: ``key`` is the setting's name, ``message`` says what is allowed."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key, self.message = key, message
+        super().__init__(f"{key}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the fleet connects: ``mqtt://host:port`` (plain) or ``mqtts://`` (TLS)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_broker(url: str) -> BrokerAddress:
+    """``mqtt://HOST[:PORT]`` (default port 1883) or ``mqtts://HOST[:PORT]`` (8883)."""
+    hint = "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+    if "://" not in url:
+        raise FleetConfigError("broker", f"{url!r}: {hint}")
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise FleetConfigError("broker", f"{url!r}: scheme {parts.scheme!r} unknown; {hint}")
+    if parts.username is not None or parts.password is not None:
+        raise FleetConfigError(
+            "broker", f"{url!r}: put credentials in --username/--password, not in the URL"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise FleetConfigError("broker", f"{url!r}: no path or query allowed; {hint}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise FleetConfigError("broker", f"{url!r}: the port must be 1..65535") from None
+    if not parts.hostname:
+        raise FleetConfigError("broker", f"{url!r}: no host; {hint}")
+    if port == 0:
+        raise FleetConfigError("broker", f"{url!r}: the port must be 1..65535")
+    return BrokerAddress(parts.scheme, parts.hostname, port or SCHEMES[parts.scheme])
+
+
+def _check_template(key: str, template: str | None) -> None:
+    if template is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise FleetConfigError(key, f"{template!r}: {e} (write {{{{ for a literal brace)") from None
+    for name in fields:
+        if name not in TEMPLATE_FIELDS:
+            allowed = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+            raise FleetConfigError(
+                key, f"{template!r}: unknown placeholder {{{name}}}; use {allowed}")
+
+
+def expand_template(template: str, *, gateway: str, site: str, index: int) -> str:
+    """Fill ``{gateway}``, ``{site}`` and ``{index}`` (1-based) in a credential template."""
+    return template.format(gateway=gateway, site=site, index=index)
+
+
+def _positive(key: str, value: float | None, *, upper: float | None = None) -> None:
+    if value is None:
+        return
+    if not value > 0 or (upper is not None and value > upper):
+        bound = f" and <= {upper:g}" if upper is not None else ""
+        raise FleetConfigError(key, f"must be > 0{bound}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetConfig:
+    """One fleet run. Defaults give 10 gateways x 10 records/s for 10 s, no drops."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    ca: Path | None = None
+    """CA certificate file (PEM) for ``mqtts://``; default: the system trust store."""
+    username: str | None = None
+    """Template, e.g. ``{gateway}``: see :data:`TEMPLATE_FIELDS`."""
+    password: str | None = None
+    mqtt: MqttVersion = "5"
+    gateways: int = 10
+    prefix: str = "fleet"
+    """Gateway ids are ``<prefix>-00001``...; client id = gateway id."""
+    gateways_per_site: int = 4
+    rate: float | None = None
+    """Records per second per gateway (default :data:`DEFAULT_RATE`)."""
+    total_rate: float | None = None
+    """Records per second for the whole fleet, split evenly; instead of ``rate``."""
+    duration: float | None = None
+    """Seconds of production; or ``records``. Neither: :data:`DEFAULT_DURATION`."""
+    records: int | None = None
+    """Records to produce over the whole fleet (device traffic; see docs for link faults)."""
+    batch_interval: float = 1.0
+    max_batch: int = 1000
+    window: int = 8
+    """Record messages a gateway keeps unacknowledged at once."""
+    alarm_rate: float = 0.001
+    """Probability that a record starts an alarm burst (raise, then restore later)."""
+    offline_fraction: float = 0.0
+    offline_for: float = 10.0
+    health_interval: float = 60.0
+    keepalive: int = 60
+    connect_timeout: float = 5.0
+    drain_timeout: float = 30.0
+    """After production: how long to wait for every record to be acknowledged."""
+    seed: int = 0
+    keep_records: bool = False
+    """Keep every produced record in the ledger (for tests that compare values)."""
+
+    def __post_init__(self) -> None:
+        address = parse_broker(self.broker)
+        if self.ca is not None:
+            if not address.tls:
+                raise FleetConfigError("ca", "a CA file needs an mqtts:// broker URL")
+            if not Path(self.ca).is_file():
+                raise FleetConfigError("ca", f"{str(self.ca)!r} is not a file")
+        _check_template("username", self.username)
+        _check_template("password", self.password)
+        if self.password is not None and self.username is None:
+            raise FleetConfigError("password", "a password needs a username")
+        if self.mqtt not in ("5", "3.1.1"):
+            raise FleetConfigError("mqtt", f"{self.mqtt!r}: use 5 or 3.1.1")
+        if not 1 <= self.gateways <= MAX_GATEWAYS:
+            raise FleetConfigError("gateways", f"must be 1..{MAX_GATEWAYS}, got {self.gateways}")
+        try:
+            topic(self.gateway_id(self.gateways), Channel.RECORDS)
+            topic(self.site_id(self.gateways), Channel.RECORDS)
+        except WireError:
+            raise FleetConfigError(
+                "prefix", f"{self.prefix!r}: ids must be letters, digits, '_', '.', '-'"
+            ) from None
+        if self.gateways_per_site < 1:
+            raise FleetConfigError("gateways_per_site", "must be >= 1")
+        if self.rate is not None and self.total_rate is not None:
+            raise FleetConfigError("rate", "give a rate per gateway or a total rate, not both")
+        _positive("rate", self.rate)
+        _positive("total_rate", self.total_rate)
+        if self.duration is not None and self.records is not None:
+            raise FleetConfigError("duration", "give a duration or a number of records, not both")
+        _positive("duration", self.duration)
+        if self.records is not None and self.records < 1:
+            raise FleetConfigError("records", f"must be >= 1, got {self.records}")
+        _positive("batch_interval", self.batch_interval, upper=3600)
+        if not 1 <= self.max_batch <= MAX_RECORDS_PER_BATCH:
+            raise FleetConfigError("max_batch", f"must be 1..{MAX_RECORDS_PER_BATCH}")
+        if not 1 <= self.window <= 64:
+            raise FleetConfigError("window", "must be 1..64 (keep it within the broker's "
+                                   "receive maximum, 20 for Mosquitto by default)")
+        if not 0.0 <= self.alarm_rate <= 1.0:
+            raise FleetConfigError("alarm_rate", f"must be 0..1, got {self.alarm_rate!r}")
+        if not 0.0 <= self.offline_fraction <= 1.0:
+            raise FleetConfigError(
+                "offline_fraction", f"must be 0..1, got {self.offline_fraction!r}")
+        _positive("offline_for", self.offline_for)
+        _positive("health_interval", self.health_interval)
+        if not 5 <= self.keepalive <= 65535:
+            raise FleetConfigError("keepalive", "must be 5..65535 s")
+        _positive("connect_timeout", self.connect_timeout)
+        _positive("drain_timeout", self.drain_timeout)
+
+    @property
+    def address(self) -> BrokerAddress:
+        return parse_broker(self.broker)
+
+    @property
+    def per_gateway_rate(self) -> float:
+        if self.total_rate is not None:
+            return self.total_rate / self.gateways
+        return DEFAULT_RATE if self.rate is None else self.rate
+
+    @property
+    def production_s(self) -> float | None:
+        """Production time when it is set by duration; None when set by a record count."""
+        if self.records is not None:
+            return None
+        return DEFAULT_DURATION if self.duration is None else self.duration
+
+    @property
+    def expected_production_s(self) -> float:
+        """The duration, or how long ``records`` take at the configured rate."""
+        if self.records is None:
+            return self.production_s or DEFAULT_DURATION
+        return self.records / (self.per_gateway_rate * self.gateways)
+
+    def gateway_id(self, index: int) -> str:
+        """Id of gateway ``index`` (1-based): ``fleet-00001``."""
+        return f"{self.prefix}-{index:05d}"
+
+    def site_id(self, index: int) -> str:
+        """Site of gateway ``index``: ``<prefix>-site-0001`` for gateways 1..gateways_per_site."""
+        return f"{self.prefix}-site-{(index - 1) // self.gateways_per_site + 1:04d}"
+
+    def quota(self, index: int) -> int | None:
+        """Records gateway ``index`` produces in a ``records`` run (split evenly)."""
+        if self.records is None:
+            return None
+        base, extra = divmod(self.records, self.gateways)
+        return base + (1 if index <= extra else 0)
+
+    def summary(self) -> dict[str, object]:
+        """The settings for the report (no passwords)."""
+        return {
+            "broker": str(self.address),
+            "mqtt": self.mqtt,
+            "tls": self.address.tls,
+            "username": self.username,
+            "gateways": self.gateways,
+            "gateways_per_site": self.gateways_per_site,
+            "rate_per_gateway": self.per_gateway_rate,
+            "duration": self.production_s,
+            "records": self.records,
+            "batch_interval": self.batch_interval,
+            "max_batch": self.max_batch,
+            "window": self.window,
+            "alarm_rate": self.alarm_rate,
+            "offline_fraction": self.offline_fraction,
+            "offline_for": self.offline_for,
+            "health_interval": self.health_interval,
+            "seed": self.seed,
+        }
