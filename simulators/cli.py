@@ -17,6 +17,7 @@ _REGISTRY: tuple[str, ...] = (
     "simulators.ble.cli",
     "simulators.fleet.cli",
     "simulators.modbus.cli",
+    "simulators.panel.cli",
 )
 
 
