@@ -6,7 +6,8 @@ real UITD uploads them (with confirms and resends per §6.5), reads and controls
 are answered from a consistent state model, and faults of the line and of quirky devices can be
 injected. Layers: :mod:`.model` (the building's state, pure), :mod:`.scenario` (the ``[panel]``
 TOML table), :mod:`.engine` (the UITD, sans-I/O, on the codec's ``Session``), :mod:`.faults`,
-:mod:`.ledger`, :mod:`.link` (pty, serial, TCP, pacing) and :mod:`.runner` (asyncio).
+:mod:`.reads` (answers to the centre's reads), :mod:`.ledger`, :mod:`.link` (pty, serial, TCP,
+pacing) and :mod:`.runner` (asyncio).
 """
 
 from .clock import ManualClock, PanelClock, ScaledClock

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from .ledger import Ledger
     from .link import Connection, Transport
     from .scenario import PanelConfig
 
@@ -45,9 +46,6 @@ def _host_port(option: str, text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise _fail(f"{option}: expected HOST:PORT (port 0..65535), got {text!r}")
     return host, int(port)
-
-
-Times = Annotated[list[str] | None, typer.Option(metavar="AT[:COMPONENT]")]
 
 
 def panel(
@@ -89,11 +87,18 @@ def panel(
     check_post_answer: Annotated[str | None, typer.Option(
         "--check-post-answer", metavar="SECONDS|never",
         help="When the operator answers a check-post.")] = None,
-    fire_alarm_at: Times = None,
-    fault_at: Times = None,
-    restore_at: Times = None,
-    silence_at: Annotated[list[str] | None, typer.Option(metavar="AT")] = None,
-    reset_at: Annotated[list[str] | None, typer.Option(metavar="AT")] = None,
+    fire_alarm_at: Annotated[list[str] | None, typer.Option(
+        metavar="AT[:COMPONENT]", help="Fire alarm at scenario time AT (repeatable; default "
+                                       "component: the first).")] = None,
+    fault_at: Annotated[list[str] | None, typer.Option(
+        metavar="AT[:COMPONENT]", help="Component fault at AT (repeatable).")] = None,
+    restore_at: Annotated[list[str] | None, typer.Option(
+        metavar="AT[:COMPONENT]", help="Component back to normal at AT, fire alarms excepted "
+                                       "(repeatable).")] = None,
+    silence_at: Annotated[list[str] | None, typer.Option(
+        metavar="AT", help="Operator silences the panel at AT (repeatable).")] = None,
+    reset_at: Annotated[list[str] | None, typer.Option(
+        metavar="AT", help="Operator resets the panel at AT (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the first line and the "
                                                               "summary.")] = False,
     list_actions: Annotated[bool, typer.Option(
@@ -121,11 +126,19 @@ def panel(
     transport = _transport(port, tcp_listen, tcp_connect, cfg.baud, link)
     serial_line = tcp_listen is None and tcp_connect is None
     paced = serial_line if pace is None else pace
+    from .ledger import Ledger
+
     try:
-        asyncio.run(_run(cfg, transport, speed=speed, pace=cfg.baud if paced else None,
-                         duration=duration, ledger=ledger, quiet=quiet))
+        book = Ledger(ledger)
+    except OSError as exc:
+        raise _fail(f"--ledger: {exc}") from None
+    try:
+        asyncio.run(_run(cfg, transport, book, speed=speed, pace=cfg.baud if paced else None,
+                         duration=duration, quiet=quiet))
     except OSError as exc:
         raise _fail(f"cannot open {transport.kind} {transport.address}: {exc}") from None
+    finally:
+        book.close()
 
 
 def _config(path: Path | None, *, profile: str | None, baud: int | None,
@@ -194,15 +207,14 @@ def _transport(port: str | None, tcp_listen: str | None, tcp_connect: str | None
     return PtyTransport(link)
 
 
-async def _run(cfg: PanelConfig, transport: Transport, *, speed: float, pace: int | None,
-               duration: float | None, ledger: Path | None, quiet: bool) -> None:
+async def _run(cfg: PanelConfig, transport: Transport, ledger: Ledger, *, speed: float,
+               pace: int | None, duration: float | None, quiet: bool) -> None:
     from .clock import ScaledClock
     from .engine import UitdEngine
-    from .ledger import Ledger
     from .runner import Panel
     from .scenario import Event
 
-    engine = UitdEngine(cfg, ledger=Ledger(ledger))
+    engine = UitdEngine(cfg, ledger=ledger)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -219,9 +231,9 @@ async def _run(cfg: PanelConfig, transport: Transport, *, speed: float, pace: in
         if record["event"] in _SHOWN:
             extra = {k: v for k, v in record.items()
                      if k not in ("t", "event", "entry", "action", "type_mark", "summary")}
-            what = f"#{record['entry']} {record['summary']}" if "entry" in record else ""
-            say(f"{record['event']} t={record['t']:g} {what} "
-                + " ".join(f"{k}={v}" for k, v in extra.items()))
+            what = [f"#{record['entry']} {record['summary']}"] if "entry" in record else []
+            say(" ".join([f"{record['event']} t={record['t']:g}", *what,
+                          *(f"{k}={v}" for k, v in extra.items())]))
 
     def on_connect(conn: Connection | None) -> None:
         say(f"connected {conn.name}" if conn is not None else "disconnected")

@@ -30,9 +30,9 @@ import heapq
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from protocols.gb26875 import (
     RESPONSE_TYPE,
@@ -43,7 +43,6 @@ from protocols.gb26875 import (
     ClockSync,
     Command,
     Completed,
-    ComponentRef,
     ComponentState,
     ComponentStatus,
     DecodeError,
@@ -54,13 +53,10 @@ from protocols.gb26875 import (
     Incoming,
     InfoObject,
     RawApplicationData,
-    ReadOperations,
-    ReadUitdOperations,
     Resend,
     Session,
     SessionEvent,
     StreamDecoder,
-    SystemRef,
     SystemState,
     SystemStatus,
     TimeLabel,
@@ -81,6 +77,7 @@ from .model import (
     PanelModel,
     SystemKey,
 )
+from .reads import answer_read, stamp
 from .scenario import NEVER, Event, PanelConfig
 
 FIRE, STATE, PERIODIC = 0, 1, 2  # upload priorities: lower goes first
@@ -292,7 +289,7 @@ class UitdEngine:
 
     def _queue_upload(self, action: str, type_mark: int, objects: Sequence[InfoObject],
                       priority: int) -> LedgerEntry:
-        adu = ApplicationData(type_mark, self._stamp(type_mark, objects))
+        adu = ApplicationData(type_mark, stamp(self.profile, type_mark, objects, self.label()))
         if priority > FIRE and any(_is_fire(o) for o in adu.objects):
             priority = FIRE
         entry = self.ledger.add(action, adu, self._now, priority)
@@ -302,23 +299,10 @@ class UitdEngine:
     def _queue_state(self, action: str, priority: int) -> None:
         self._queue_upload(action, 21, [self.model.uitd_status(self.label())], priority)
         systems = [self.model.system_status(k) for k in self.model.all_systems()]
-        for k in range(0, len(systems), SPECS[1].max_count):
-            self._queue_upload(action, 1, systems[k:k + SPECS[1].max_count], priority)
-
-    def _stamp(self, type_mark: int, objects: Sequence[InfoObject]) -> tuple[InfoObject, ...]:
-        """Per-object time labels as the profile has them (present, absent or extra)."""
-        spec = SPECS[type_mark]
-        has = self.profile.has_time_label(type_mark, spec.time_label)
-        now = self.label()
-        out = []
-        for obj in objects:
-            if not hasattr(obj, "time"):  # downstream objects (never uploaded) have none
-                out.append(obj)
-                continue
-            current: TimeLabel | None = getattr(obj, "time", None)
-            stamped: InfoObject = replace(cast(Any, obj), time=(current or now) if has else None)
-            out.append(stamped)
-        return tuple(out)
+        # 102 per frame (§8.2.1), fewer under a smaller ADU limit (Hikvision: 512 bytes -> 51).
+        per = min(SPECS[1].max_count, (self.profile.max_adu - 2) // 10)
+        for k in range(0, len(systems), per):
+            self._queue_upload(action, 1, systems[k:k + per], priority)
 
     # -- session events ----------------------------------------------------------------------
 
@@ -424,7 +408,7 @@ class UitdEngine:
                 self._control(adu, now)
             return self.session.confirm(frame), {"event": "executed", "type_mark": t}
         if t in RESPONSE_TYPE and frame.command == Command.REQUEST:
-            answer = self._read(adu)
+            answer = answer_read(self.model, self.profile, adu, self.label())
             if answer is None:
                 return self.session.deny(frame), {"event": "denied", "type_mark": t,
                                                   "why": "nothing known by that reference"}
@@ -459,57 +443,6 @@ class UitdEngine:
             self.model.link_fault = False
             self._check_post_due = None
             self.ledger.log("initialised", now)
-
-    def _read(self, adu: ApplicationData) -> ApplicationData | None:
-        t, objs, m = adu.type_mark, adu.objects, self.model
-        systems = [(o.system_type, o.system_address) for o in objs if isinstance(o, SystemRef)]
-        comps = [(o.system_type, o.system_address, o.address.raw) for o in objs
-                 if isinstance(o, ComponentRef)]
-        label = self.label()
-        found: Sequence[InfoObject]
-        if t == 61:
-            found = m.read_systems(systems)
-        elif t == 62:
-            found = m.read_components(comps)
-        elif t == 63:
-            found = m.read_analogs(comps)
-        elif t == 64:
-            r = objs[0]
-            assert isinstance(r, ReadOperations)
-            ops = m.read_operations((r.system_type, r.system_address), r.count, r.start)
-            return self._fit(4, ops)
-        elif t == 65:
-            found = m.read_versions(systems)
-        elif t == 66:
-            found = m.read_configs(systems)
-        elif t == 67:
-            found = m.read_component_configs(comps)
-        elif t == 68:
-            found = m.read_times(systems, label)
-        elif t == 81:
-            found = [m.uitd_status(label)]
-        elif t == 84:
-            r84 = objs[0]
-            assert isinstance(r84, ReadUitdOperations)
-            return self._fit(24, m.read_uitd_operations(r84.count, r84.start))
-        elif t == 85:
-            found = [m.read_uitd_version()]
-        elif t == 86:
-            found = [m.read_uitd_config()]
-        else:  # 88
-            found = [m.read_uitd_time(label)]
-        return self._fit(RESPONSE_TYPE[t], found) if found else None
-
-    def _fit(self, type_mark: int, objects: Sequence[InfoObject]) -> ApplicationData:
-        """As many objects as the type's maximum count and the profile's ADU limit allow."""
-        stamped = self._stamp(type_mark, objects)
-        size, keep = 2, 0
-        for obj in stamped[:SPECS[type_mark].max_count]:
-            size += len(obj.encode_body()) + (6 if getattr(obj, "time", None) else 0)
-            if size > self.profile.max_adu:
-                break
-            keep += 1
-        return ApplicationData(type_mark, stamped[:keep])
 
     # -- scenario actions --------------------------------------------------------------------
 

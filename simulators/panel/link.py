@@ -191,9 +191,14 @@ class PtyTransport:
         tty.setraw(slave)  # no echo, no line editing, no CR/LF translation
         self.address = os.ttyname(slave)
         if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
-            self.link.symlink_to(self.address)
+            try:
+                if self.link.is_symlink():  # a stale link from an earlier run; never a file
+                    self.link.unlink()
+                self.link.symlink_to(self.address)  # FileExistsError (an OSError) otherwise
+            except OSError:
+                self.link = None
+                await self.stop()
+                raise
 
     async def connections(self) -> AsyncIterator[Connection]:
         self._conn = FdConnection(self._fds[0], self.address)

@@ -134,3 +134,10 @@ def test_bad_scenario_and_flags_exit_2_with_the_key(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "choose one of" in result.output
     result = runner.invoke(build(), ["panel", "--port", str(tmp_path / "no-such-port")])
     assert result.exit_code == 2 and "cannot open serial" in result.output
+    result = runner.invoke(build(), ["panel", "--ledger", str(tmp_path / "no" / "dir.jsonl")])
+    assert result.exit_code == 2 and "--ledger: " in result.output
+    precious = tmp_path / "precious"
+    precious.write_text("keep me", encoding="utf-8")
+    result = runner.invoke(build(), ["panel", "--link", str(precious), "--duration", "0"])
+    assert result.exit_code == 2 and "cannot open pty" in result.output
+    assert precious.read_text(encoding="utf-8") == "keep me"

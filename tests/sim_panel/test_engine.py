@@ -509,8 +509,8 @@ def test_handshake_dialect_opens_with_the_1_byte_adu() -> None:
     link = MemoryLink(config(profile="handshake"))
     first = link.centre.frames[0][1]
     assert (first.command, first.adu, first.version) == (2, b"\x16", HANDSHAKE.version)
-    replies = link.centre.frames  # the centre answered 0x17; the session completed it
-    assert link.engine.stats["handshake_confirmed"] == 1 and replies
+    assert link.centre.session.stats["handshakes"] == 1  # answered with the 0x17 ADU
+    assert link.engine.stats["handshake_confirmed"] == 1  # and the UITD took that as a confirm
     link.trigger("fire_alarm", component="smoke-3F-east")
     assert decoded(link.centre.uploads[-1]).type_mark == 2
 
@@ -535,3 +535,24 @@ def test_uitd_address_and_profile_defaults() -> None:
     link = MemoryLink(cfg)
     link.trigger("fire_alarm", component="smoke-3F-east")
     assert link.centre.uploads[0].source == bytes.fromhex("790300000000")
+
+
+def test_the_sample_scenario_runs_to_the_end_with_everything_delivered() -> None:
+    from pathlib import Path
+
+    from simulators.panel import load_scenario
+
+    sample = Path(__file__).resolve().parents[2] / "simulators" / "panel" / "sample.toml"
+    link = MemoryLink(load_scenario(sample))
+    link.advance(120)
+    ledger = link.engine.ledger
+    assert [e.action for e in ledger.entries] == [
+        "fire_alarm", "start", "feedback", "analog", "fault", "silence", "restore",
+        "mains_fault", "reset", "reset"]
+    assert not ledger.undelivered()
+    assert ledger.entries[6].attempts == 2  # the damaged transmission was denied and resent
+    assert link.engine.faults.injected == {"garbage": 2, "bad_checksum": 1}
+    mains = next(e for e in ledger.entries if e.action == "mains_fault")
+    assert mains.sent_at == 65.0  # held back by the link loss from 50 s to 65 s
+    first = decoded(link.centre.uploads[0]).objects[0]
+    assert first.time == TimeLabel(5, 0, 8, 1, 5, 24)  # type: ignore[attr-defined]
