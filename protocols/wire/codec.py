@@ -29,6 +29,7 @@ __all__ = [
     "check_gateway",
     "decode_batch",
     "encode_batch",
+    "encode_batch_from_encoded",
     "encode_batches",
     "encode_record",
     "pack_batches",
@@ -122,6 +123,34 @@ def encode_batch(batch: Batch, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
     payload = b"".join(
         (_head(batch.gateway_id, batch.site, batch.sent_ms), _join(batch.records), b"]}")
     )
+    if len(payload) > max_bytes:
+        raise WireError(WireErrorReason.TOO_LARGE, "", f"{len(payload)} bytes > {max_bytes}")
+    return payload
+
+
+def encode_batch_from_encoded(
+    gateway_id: str,
+    site: str | None,
+    sent_ms: int,
+    encoded: Sequence[bytes],
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> bytes:
+    """One batch payload from records already encoded by :func:`encode_record`.
+
+    The edge outbox stores each record's bytes when it commits it, so resending a backlog
+    costs a join, not a re-encode. Byte-identical to :func:`encode_batch` of the same
+    records. The fragments are trusted (they come from ``encode_record``): only the count
+    (EMPTY_BATCH, TOO_MANY_RECORDS) and the size (TOO_LARGE) are checked, not duplicate seqs.
+    """
+    n = len(encoded)
+    if n == 0:
+        raise WireError(WireErrorReason.EMPTY_BATCH, "recs", "a batch carries >= 1 record")
+    if n > MAX_RECORDS_PER_BATCH:
+        raise WireError(
+            WireErrorReason.TOO_MANY_RECORDS, "recs", f"{n} > {MAX_RECORDS_PER_BATCH} records"
+        )
+    payload = b"".join((_head(gateway_id, site, sent_ms), b",".join(encoded), b"]}"))
     if len(payload) > max_bytes:
         raise WireError(WireErrorReason.TOO_LARGE, "", f"{len(payload)} bytes > {max_bytes}")
     return payload

@@ -1,0 +1,67 @@
+"""What the outbox hands out: stored records for the uplink and statistics for health."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from protocols.wire import Priority
+
+__all__ = ["BATCH_HEAD_MAX", "OutboxStats", "StoredRecord"]
+
+BATCH_HEAD_MAX = 256
+"""Bytes a batch needs besides its records: ``{"v":1,"gw":<64>,"site":<64>,"ts":<16
+digits>,"recs":[`` ... ``]}`` is at most 185. ``next_batch``'s default byte budget is
+``MAX_PAYLOAD_BYTES - BATCH_HEAD_MAX``, so its records always fit one payload."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A committed record, as the uplink sends it.
+
+    ``encoded`` is exactly what :func:`protocols.wire.encode_record` produced at commit
+    time; :func:`protocols.wire.encode_batch_from_encoded` joins these into a payload
+    without decoding or re-encoding anything.
+    """
+
+    seq: int
+    priority: Priority
+    stored_ms: int
+    encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """A snapshot for the health report and the technician's tools."""
+
+    depth: Mapping[Priority, int]
+    """Records stored and not yet acknowledged, per class (in flight included)."""
+    payload_bytes: int
+    """Stored payload bytes (what ``max_bytes`` caps)."""
+    in_flight: int
+    """Handed out by ``next_batch`` and neither acknowledged nor released."""
+    oldest_age_s: float | None
+    """Age of the oldest unacknowledged record; None when empty."""
+    evicted: Mapping[Priority, int]
+    """Records dropped, per class, since the database was created: cap, full disk and age."""
+    expired: Mapping[Priority, int]
+    """The part of ``evicted`` that was dropped for age."""
+    errors: Mapping[str, int]
+    """Storage errors since open, by :class:`edge.outbox.ErrorReason` value."""
+    last_seq: int
+    """Highest seq committed so far (0: none yet)."""
+    file_bytes: int
+    """Database plus WAL on disk."""
+    reserve_ok: bool
+    """The emergency reserve file is in place (False after a full disk used it)."""
+    disk_full: bool
+    """The disk filled up: the file is held at its size, measurements give way, until
+    maintenance finds room again."""
+
+    @property
+    def total_depth(self) -> int:
+        return sum(self.depth.values())
+
+    def evicted_by_label(self) -> dict[str, int]:
+        """``evicted`` keyed the way ``Health.evicted`` wants it (``"measurement"``)."""
+        return {p.label: n for p, n in self.evicted.items()}
