@@ -32,10 +32,11 @@ DEFAULT_MAX_AGE_S: Mapping[Priority, float | None] = MappingProxyType(
 class OutboxConfig:
     """Where the outbox lives and how large, old and bursty it may get.
 
-    Records average ~130-250 bytes of stored payload, so the default 256 MiB cap holds
-    roughly a million records, several days of a busy building's readings. The SQLite file
-    is larger than ``max_bytes`` by its index and page overhead (see docs/benchmarks.md);
-    ``max_file_bytes`` is the hard ceiling for the file itself.
+    A typical record stores ~140 bytes of payload (measurements ~125, panel events with
+    Chinese descriptions ~170-250), so the default 256 MiB cap holds about 1.9 million
+    records, days of a busy building's readings. The SQLite file is ~1.3x ``max_bytes``
+    (index and page overhead, see docs/benchmarks.md); ``max_file_bytes`` is the hard
+    ceiling for the file itself.
     """
 
     path: Path
