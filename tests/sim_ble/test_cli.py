@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,11 @@ import typer
 from typer.testing import CliRunner
 
 from simulators.ble.cli import register
+from tests.infra.simproc import sim_command
 from tests.sim_ble.helpers import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = Path(__file__).resolve().parents[2] / "simulators" / "ble" / "example.toml"
-# A "sim" group holding only the ble command (the real group also has the other simulators).
-APP_SNIPPET = ("import typer; from simulators.ble.cli import register; "
-               "app = typer.Typer(); app.callback()(lambda: None); register(app); app()")
 
 
 def sim_app() -> typer.Typer:
@@ -83,8 +80,7 @@ def test_bad_scenario_file_exits_2(tmp_path: Path) -> None:
 def test_runs_until_interrupted_and_stops_the_bus(signum: signal.Signals) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", APP_SNIPPET, "ble", "--sensor", "door:A4:C1:38:00:00:01",
-         "--interval", "0.5"],
+        [*sim_command("ble"), "--sensor", "door:A4:C1:38:00:00:01", "--interval", "0.5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None

@@ -1,24 +1,24 @@
 """``firegate sim fleet`` run for real as a subprocess, against a real broker and subscriber.
 
-The ``firegate`` root command does not mount the ``sim`` group yet, so the subprocess runs the
-group itself: ``python -c "from simulators.cli import build; build()()" fleet ...``.
+The subprocess is the installed console command, ``firegate sim fleet ...``
+(``tests/infra/simproc.py``).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from simulators.fleet import SeqRanges
 from tests.infra.mosquitto import Mosquitto
 from tests.infra.ports import free_port
+from tests.infra.simproc import sim_command
 
 from .helpers import Collector
 
 REPO = Path(__file__).resolve().parents[2]
-SIM = [sys.executable, "-c", "from simulators.cli import build; build()()", "fleet"]
+SIM = sim_command("fleet")
 LIMIT = 60.0  # bound on a run; never a timing assertion
 
 

@@ -1,16 +1,14 @@
 """``firegate sim modbus`` run for real as a subprocess, and read with a real client.
 
-The ``firegate`` root command does not mount the ``sim`` group yet, so the subprocess runs the
-group itself: ``python -c "from simulators.cli import build; build()()" modbus ...``.
+The subprocess is the installed console command, ``firegate sim modbus ...``
+(``tests/infra/simproc.py``); every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,32 +16,18 @@ from typer.testing import CliRunner
 
 from protocols.registers import get_profile
 from simulators.cli import build
+from tests.infra.simproc import REPO, WAIT, sim_command
+from tests.infra.simproc import simulator as _simulator
 
 from .helpers import read_value, rtu_client, tcp_client
 
-REPO = Path(__file__).resolve().parents[2]
-SIM = [sys.executable, "-c", "from simulators.cli import build; build()()", "modbus"]
-WAIT = 20.0  # generous bound for start-up on a loaded CI machine; never a timing assertion
+SIM = sim_command("modbus")
 
 
-@contextlib.asynccontextmanager
-async def simulator(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start the simulator, yield it with the address from its ``listening`` line, stop it."""
-    proc = await asyncio.create_subprocess_exec(
-        *SIM, *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
-        assert line.startswith("listening "), line
-        yield proc, line.split()[2]
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)  # by PID: the process we started
-            try:
-                await asyncio.wait_for(proc.wait(), WAIT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+def simulator(*args: str) -> contextlib.AbstractAsyncContextManager[
+        tuple[asyncio.subprocess.Process, str]]:
+    """Start the simulator, yield it with the address from its first line, stop it."""
+    return _simulator("modbus", *args)
 
 
 async def wait_for_value(read: Callable[[], Awaitable[float]],

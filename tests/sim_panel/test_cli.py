@@ -1,8 +1,7 @@
 """``firegate sim panel`` run for real as a subprocess, and talked to as the agent will.
 
-The ``firegate`` root command does not mount the ``sim`` group yet, so the subprocess runs the
-group itself: ``python -c "from simulators.cli import build; build()()" panel ...``. Every process
-started here is stopped by its PID.
+The subprocess is the installed console command, ``firegate sim panel ...``
+(``tests/infra/simproc.py``); every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -11,40 +10,24 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from protocols.gb26875 import ComponentStatus, Reserved, UitdState, UitdStatus
 from simulators.cli import build
+from tests.infra.simproc import WAIT, sim_command
+from tests.infra.simproc import simulator as _simulator
 
 from .helpers import decoded, pty_centre, tcp_centre
 
-REPO = Path(__file__).resolve().parents[2]
-SIM = [sys.executable, "-c", "from simulators.cli import build; build()()", "panel"]
-WAIT = 20.0  # generous bound for start-up on a loaded CI machine; never a timing assertion
+SIM = sim_command("panel")
 
 
-@contextlib.asynccontextmanager
-async def simulator(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+def simulator(*args: str) -> contextlib.AbstractAsyncContextManager[
+        tuple[asyncio.subprocess.Process, str]]:
     """Start the simulator, yield it with the address from its first line, stop it."""
-    proc = await asyncio.create_subprocess_exec(
-        *SIM, *args, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
-        assert line.startswith(("listening ", "dialing ")), line
-        yield proc, line.split()[2]
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)  # by PID: the process we started
-            try:
-                await asyncio.wait_for(proc.wait(), WAIT)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+    return _simulator("panel", *args, first_line=("listening ", "dialing "))
 
 
 async def rest_of_output(proc: asyncio.subprocess.Process) -> str:
