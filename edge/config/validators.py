@@ -1,0 +1,267 @@
+"""Small named validators for TOML configs, ESPHome style: every error names its key.
+
+A section parser wraps its TOML table in a :class:`Table` and asks for each key with the type
+and range it needs; whatever it did not ask for is reported as unknown by :meth:`Table.finish`
+with the keys that are allowed (a typo must not silently fall back to a default). The first
+error stops the load with a :class:`ConfigError` whose ``key`` is the full dotted path:
+``modbus[0].device[2].interval_s: must be at least 0.05, got 0``.
+
+Nothing here opens a port or a device: ``firegate check-config`` runs exactly this code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+__all__ = ["MISSING", "ConfigError", "Table"]
+
+E = TypeVar("E", bound=Enum)
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: _Missing = _Missing()
+"""Default meaning "this key is required"."""
+
+
+class ConfigError(ValueError):
+    """A config value that is missing, of the wrong type, out of range or unknown."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+class Table:
+    """One TOML table being read; remembers which keys were used."""
+
+    def __init__(self, data: Mapping[str, object], path: str = "", *,
+                 base_dir: Path | None = None, env: Mapping[str, str] | None = None) -> None:
+        self.data = data
+        self.path = path
+        self.base_dir = base_dir or Path.cwd()
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self._used: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def key(self, key: str) -> str:
+        """The full dotted path of ``key`` in this table."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        raise ConfigError(self.key(key) if key else self.path, message)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _get(self, key: str, default: object) -> object:
+        self._used.add(key)
+        if key in self.data:
+            return self.data[key]
+        if default is MISSING:
+            self.fail(key, "is required")
+        return default
+
+    def _child(self, data: Mapping[str, object], path: str) -> Table:
+        return Table(data, path, base_dir=self.base_dir, env=self.env)
+
+    # -- scalars -------------------------------------------------------------------------------
+
+    def text(self, key: str, default: str | _Missing = MISSING, *,
+             pattern: str | None = None, hint: str | None = None,
+             min_len: int = 1, max_len: int = 1024) -> str:
+        """A string; ``pattern`` must match it whole (``hint`` describes it in the error)."""
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            self.fail(key, f"must be a string, got {_kind(value)}")
+        if not min_len <= len(value) <= max_len:
+            self.fail(key, f"must be {min_len}-{max_len} characters, got {len(value)}")
+        if pattern is not None and re.fullmatch(pattern, value) is None:
+            self.fail(key, f"must be {hint or 'of the form ' + pattern}, got {value!r}")
+        return value
+
+    def opt_text(self, key: str, *, pattern: str | None = None, hint: str | None = None,
+                 max_len: int = 1024) -> str | None:
+        if key not in self.data:
+            self._used.add(key)
+            return None
+        return self.text(key, pattern=pattern, hint=hint, max_len=max_len)
+
+    def integer(self, key: str, default: int | _Missing = MISSING, *,
+                min: int | None = None, max: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer, got {_kind(value)}")
+        self._range(key, value, min, max)
+        return value
+
+    def opt_integer(self, key: str, *, min: int | None = None, max: int | None = None
+                    ) -> int | None:
+        if key not in self.data:
+            self._used.add(key)
+            return None
+        return self.integer(key, min=min, max=max)
+
+    def number(self, key: str, default: float | _Missing = MISSING, *,
+               min: float | None = None, max: float | None = None,
+               above: float | None = None) -> float:
+        """An integer or float (TOML ``1`` and ``1.0`` both); ``above`` is an exclusive minimum."""
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"must be a number, got {_kind(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            self.fail(key, "must be a finite number")
+        if above is not None and not number > above:
+            self.fail(key, f"must be greater than {above:g}, got {number:g}")
+        self._range(key, number, min, max)
+        return number
+
+    def opt_number(self, key: str, *, min: float | None = None, max: float | None = None,
+                   above: float | None = None) -> float | None:
+        if key not in self.data:
+            self._used.add(key)
+            return None
+        return self.number(key, min=min, max=max, above=above)
+
+    def _range(self, key: str, value: float, lo: float | None, hi: float | None) -> None:
+        if lo is not None and value < lo:
+            self.fail(key, f"must be at least {lo:g}, got {value:g}")
+        if hi is not None and value > hi:
+            self.fail(key, f"must be at most {hi:g}, got {value:g}")
+
+    def flag(self, key: str, default: bool | _Missing = MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {_kind(value)}")
+        return value
+
+    def choice(self, key: str, enum: type[E], default: E | _Missing = MISSING) -> E:
+        """One of an enum's values (matched on ``.value``)."""
+        value = self._get(key, default)
+        if isinstance(value, enum):
+            return value
+        for member in enum:
+            if member.value == value:
+                return member
+        allowed = ", ".join(repr(m.value) for m in enum)
+        self.fail(key, f"must be one of {allowed}, got {value!r}")
+
+    def one_of(self, key: str, allowed: Sequence[str], default: str | _Missing = MISSING) -> str:
+        value = self._get(key, default)
+        if value not in allowed:
+            self.fail(key, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        assert isinstance(value, str)
+        return value
+
+    def texts(self, key: str, default: Sequence[str] | _Missing = MISSING) -> list[str]:
+        value = self._get(key, default)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            self.fail(key, f"must be an array of strings, got {_kind(value)}")
+        return list(value)
+
+    def path_value(self, key: str, default: str | _Missing | None = MISSING, *,
+                   must_exist: bool = False) -> Path | None:
+        """A file path; relative paths are relative to the config file's directory."""
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a path string, got {_kind(value)}")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        if must_exist and not path.exists():
+            self.fail(key, f"file not found: {path}")
+        return path
+
+    def secret(self, key: str) -> str | None:
+        """A secret given inline (``key``), in a file (``key_file``) or in the environment
+        (``key_env`` names the variable). At most one of the three; None when none is given.
+        """
+        given = [k for k in (key, f"{key}_file", f"{key}_env") if k in self.data]
+        self._used.update((key, f"{key}_file", f"{key}_env"))
+        if len(given) > 1:
+            self.fail(key, f"give only one of {', '.join(given)}")
+        if not given:
+            return None
+        which = given[0]
+        if which == key:
+            return self.text(key)
+        if which.endswith("_file"):
+            path = self.path_value(which, must_exist=True)
+            assert path is not None
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.fail(which, f"cannot read {path}: {exc.strerror}")
+        name = self.text(which, pattern=r"[A-Za-z_][A-Za-z0-9_]*", hint="a variable name")
+        if name not in self.env:
+            self.fail(which, f"environment variable {name} is not set")
+        return self.env[name]
+
+    # -- nesting -------------------------------------------------------------------------------
+
+    def table(self, key: str, *, required: bool = False) -> Table | None:
+        value = self._get(key, MISSING if required else None)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(key, f"must be a table, got {_kind(value)}")
+        return self._child(value, self.key(key))
+
+    def tables(self, key: str) -> list[Table]:
+        """An array of tables (``[[key]]``); a single table is accepted as a list of one."""
+        value = self._get(key, [])
+        if isinstance(value, Mapping):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            self.fail(key, f"must be an array of tables ([[{key}]]), got {_kind(value)}")
+        return [self._child(v, f"{self.key(key)}[{i}]") for i, v in enumerate(value)]
+
+    def mapping(self, key: str) -> dict[str, Table]:
+        """A table of tables keyed by name (``[key.NAME]``)."""
+        sub = self.table(key)
+        if sub is None:
+            return {}
+        out: dict[str, Table] = {}
+        for name in sub.data:
+            child = sub.table(name, required=True)
+            assert child is not None
+            out[name] = child
+        sub.finish()
+        return out
+
+    def finish(self) -> None:
+        """Refuse keys nobody asked for, naming the allowed ones."""
+        unknown = [k for k in self.data if k not in self._used]
+        if unknown:
+            allowed = ", ".join(sorted(self._used)) or "none"
+            self.fail(unknown[0], f"unknown key; allowed here: {allowed}")

@@ -1,0 +1,89 @@
+"""The path every record takes from a driver to the outbox: rules, then storage, then the view.
+
+``Pipeline.emit`` is the ``DriverContext.emit`` of every driver. It applies the local rules
+(thresholds, deadband), appends what remains to the outbox (numbered and durable when the
+call returns: the panel driver confirms a frame only then), and notes the stored records for
+the technician's local view. A fire alarm goes through the same path: the rules pass events
+through untouched and the outbox commits a fire alarm without waiting for company.
+
+``run_rules_clock`` is the task that lets a debounced threshold mature when no new sample
+arrives (a sensor read once a minute still alarms ``debounce_s`` after the crossing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from edge.drivers.base import Counters, wall_ms
+from edge.outbox import Outbox
+from edge.rules import RuleEngine
+from edge.state import StateWriter
+from protocols.wire import Event, Record
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline:
+    def __init__(self, outbox: Outbox, rules: RuleEngine, state: StateWriter,
+                 counters: Counters | None = None) -> None:
+        self.outbox = outbox
+        self.rules = rules
+        self.state = state
+        self.counters = counters if counters is not None else rules.counters
+        self._wake = asyncio.Event()
+        self._last_active = rules.active
+        self._retry: list[Record] = []
+        # Threshold events the rules already decided on but the outbox refused: the rule has
+        # flipped, so they would never be produced again. Kept (bounded by the number of
+        # rules) and stored by the clock task once the outbox takes them.
+
+    async def emit(self, records: Sequence[Record]) -> None:
+        out = self.rules.process(records)
+        try:
+            if out:
+                await self._store(out)
+        except BaseException:
+            self._keep_derived(out, records)
+            raise
+        finally:
+            if self.rules.next_deadline_ms() is not None or self._retry:
+                self._wake.set()
+
+    def _keep_derived(self, out: Sequence[Record], given: Sequence[Record]) -> None:
+        ids = {id(r) for r in given}
+        derived = [r for r in out if isinstance(r, Event) and id(r) not in ids]
+        if derived:
+            self._retry.extend(derived)
+            self.counters.inc("rule_event_retry", len(derived))
+
+    async def _store(self, records: list[Record]) -> None:
+        stored = await self.outbox.append(records)
+        self.state.note(stored)
+        active = self.rules.active
+        if active != self._last_active:
+            self._last_active = active
+            self.state.set_active(active)
+
+    async def run_rules_clock(self) -> None:
+        """Mature debounced thresholds on time; runs until cancelled."""
+        while True:
+            deadline = self.rules.next_deadline_ms()
+            if self._retry:
+                deadline = min(deadline or wall_ms() + 1000, wall_ms() + 1000)
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = max(0.0, (deadline - wall_ms()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay + 0.005)
+            matured = [*self._retry, *self.rules.tick(wall_ms())]
+            self._retry = []
+            if matured:
+                try:
+                    await self._store(matured)
+                except Exception:
+                    self._retry = matured  # retried in a second; counted
+                    self.counters.inc("emit_failed")

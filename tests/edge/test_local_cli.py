@@ -1,0 +1,114 @@
+"""The technician's read commands against a state written by the real StateWriter."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from edge.cli import local
+from edge.state import StateReader, StateWriter
+from protocols.wire import Bus, Event, EventType, Measurement, Quantity, Source
+
+NOW = int(time.time() * 1000)
+DETECTOR = Source("panel/1-1/42-0x00000102", Bus.GB26875, description="三层东走廊感烟探测器")
+HYDRANT = Source("modbus/bus1/3/pressure", Bus.MODBUS, description="1号消火栓")
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    local.register(app)
+    return app
+
+
+def _populate(data_dir: Path, *, keep: int = 20_000) -> StateWriter:
+    writer = StateWriter(data_dir / "state.db", keep_events=keep)
+    writer.note([
+        Event(source=DETECTOR, type=EventType.FIRE_ALARM, receive_ms=NOW - 60_000, seq=7),
+        Measurement(source=HYDRANT, quantity=Quantity.PRESSURE, value=0.31, unit="MPa",
+                    receive_ms=NOW - 5_000, seq=8),
+        Event(source=Source(HYDRANT.id, Bus.RULE), type=EventType.THRESHOLD_LOW, seq=9,
+              receive_ms=NOW - 1_000, value=0.1, limit=0.15, detail="rule hydrant-low"),
+        Measurement(source=HYDRANT, quantity=Quantity.PRESSURE, value=0.10, unit="MPa",
+                    receive_ms=NOW - 1_000, seq=10),
+    ])
+    writer.set_active({(HYDRANT.id, "threshold_low")})
+    writer.set_snapshot("agent", {"pid": os.getpid(), "gateway_id": "gw-test", "site": "s1",
+                                  "version": "0.1.0"})
+    writer.set_snapshot("links", {"panel/com1": {"state": "down", "since_ms": NOW,
+                                                 "detail": "silent 120 s"}})
+    writer.set_snapshot("uplink", {"state": "up", "last_ack_ms": NOW - 2000})
+    writer.set_snapshot("outbox", {"depth": {"fire": 0, "measurement": 12},
+                                   "evicted": {"measurement": 3}, "last_seq": 10})
+    writer.flush()
+    return writer
+
+
+def test_events_sensors_status_read_what_the_writer_stored(tmp_path: Path) -> None:
+    _populate(tmp_path).close()
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["events", "--data-dir", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.splitlines()]
+    assert [r["type"] for r in rows] == ["threshold_low", "fire_alarm"]  # newest first
+    assert rows[1]["description"] == "三层东走廊感烟探测器" and rows[1]["seq"] == 7
+
+    res = runner.invoke(_app(), ["events", "--data-dir", str(tmp_path), "--json",
+                                 "--kind", "fire_alarm"])
+    assert [json.loads(x)["seq"] for x in res.output.splitlines()] == [7]
+    res = runner.invoke(_app(), ["events", "--data-dir", str(tmp_path), "--json",
+                                 "--since", "30s"])
+    assert [json.loads(x)["seq"] for x in res.output.splitlines()] == [9]
+
+    res = runner.invoke(_app(), ["sensors", "--data-dir", str(tmp_path), "--json"])
+    (sensor,) = [json.loads(x) for x in res.output.splitlines()]
+    assert sensor["value"] == 0.10 and sensor["unit"] == "MPa" and sensor["seq"] == 10
+    assert sensor["alarms"] == ["threshold_low"]
+
+    res = runner.invoke(_app(), ["status", "--data-dir", str(tmp_path), "--json"])
+    doc = json.loads(res.output)
+    assert doc["running"] is True  # this test process' pid, fresh snapshot
+    assert doc["links"]["panel/com1"]["state"] == "down"
+    assert doc["outbox"]["evicted"] == {"measurement": 3}
+    assert doc["active_threshold_alarms"] == [{"source": HYDRANT.id, "type": "threshold_low"}]
+
+    res = runner.invoke(_app(), ["status", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 0 and "gw-test" in res.output and "silent 120 s" in res.output
+    res = runner.invoke(_app(), ["events", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 0 and "fire_alarm" in res.output
+
+
+def test_status_says_not_running_when_the_pid_is_gone(tmp_path: Path) -> None:
+    writer = StateWriter(tmp_path / "state.db")
+    writer.set_snapshot("agent", {"pid": 2**22 + 12345, "gateway_id": "gw"})
+    writer.flush()
+    writer.close()
+    res = CliRunner().invoke(_app(), ["status", "--data-dir", str(tmp_path), "--json"])
+    assert json.loads(res.output)["running"] is False
+
+
+def test_events_are_bounded_newest_kept(tmp_path: Path) -> None:
+    writer = StateWriter(tmp_path / "state.db", keep_events=100)
+    for i in range(250):
+        writer.note([Event(source=DETECTOR, type=EventType.FAULT, receive_ms=NOW + i, seq=i + 1)])
+        if i % 50 == 49:
+            writer.flush()
+    writer.close()
+    with StateReader(tmp_path / "state.db") as reader:
+        rows = reader.events(limit=1000)
+    assert len(rows) == 100 and rows[0].seq == 250 and rows[-1].seq == 151
+
+
+def test_missing_state_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(_app(), ["events", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 1 and "no local state" in res.output
+
+
+def test_bad_since_is_refused(tmp_path: Path) -> None:
+    _populate(tmp_path).close()
+    res = CliRunner().invoke(_app(), ["events", "--data-dir", str(tmp_path), "--since", "soon"])
+    assert res.exit_code == 2 and "use 30s" in res.output
