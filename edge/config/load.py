@@ -19,7 +19,7 @@ from edge.outbox import OutboxConfig
 from .ble import BleConfig, parse_ble
 from .gateway import GatewaySection, StateSection, parse_gateway, parse_outbox, parse_state
 from .modbus import ModbusBusConfig, parse_modbus, parse_modbus_profiles
-from .panel import PanelConfig, parse_panel
+from .panel import PanelConfig, parse_panels
 from .rules import RuleConfig, parse_rule
 from .uplink import UplinkConfig, parse_uplink
 from .validators import ConfigError, Table
@@ -72,14 +72,13 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
     state = parse_state(top.table("state"))
     uplink_t = top.table("uplink")
     uplink = None if uplink_t is None else parse_uplink(uplink_t)
-    panels = tuple(parse_panel(t) for t in top.tables("panel"))
+    panels = tuple(parse_panels(top))
     profiles = parse_modbus_profiles(top)
     buses = tuple(parse_modbus(t, profiles) for t in top.tables("modbus"))
     ble_t = top.table("ble")
     ble = None if ble_t is None else parse_ble(ble_t)
     rules = tuple(parse_rule(t) for t in top.tables("rule"))
     top.finish()
-    _unique(top, "panel", [p.name for p in panels])
     _unique(top, "modbus", [b.name for b in buses])
     _unique(top, "rule", [r.name for r in rules])
     if not (panels or buses or ble):

@@ -1,0 +1,628 @@
+"""GB/T 26875.3 fire panel driver: the monitoring-centre end of a link to a UITD (asyncio shell).
+
+All protocol rules live in the sans-I/O codec (``protocols.gb26875``: StreamDecoder, Session,
+profiles); this file moves bytes, time and records:
+
+* **Confirm only what is durable.** Every valid upload (command 2) is mapped to records
+  (:mod:`.panel_records`), handed to ``ctx.emit``, and confirmed (command 3) only after emit
+  returned (图3). If emit raises, no confirm goes out: the UITD resends (§6.5.4) and nothing is
+  lost; ``emit_failed`` counts it. A frame that fails its check is denied (command 6, §6.5.3).
+* **Report once.** A retransmission (same serial and content: our confirm was lost) is confirmed
+  again and reported once; state words are diffed per source, so a re-sent state adds nothing.
+* **Know the state.** At start and after every reconnect the driver reads the system states (61),
+  the components configured or last seen in an abnormal state (62) and the UITD state (81); the
+  answers (command 5) become events like uploads. The UITD clock is set (90) on connect and on a
+  schedule; check-posts (91) are sent on command and answered later by a type 24 upload.
+* **Watch the line.** No valid frame for ``silence_timeout_s`` (a quiet panel is asked for its
+  state after ``probe_after_s``), or a port that errors or vanishes, is one ``link_fault`` event,
+  a down link, and reopening with jittered exponential back-off until frames flow again; then
+  the fault is cleared and the state read again. One raise per outage, never two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge.config.panel import PanelConfig
+from edge.drivers.base import CommandError, CommandHandler, DriverContext
+from edge.drivers.panel_link import LinkClosed, PanelLink, make_link
+from edge.drivers.panel_records import PanelMapper
+from protocols.gb26875 import (
+    ApplicationData,
+    CheckPost,
+    ClockSync,
+    Command,
+    Completed,
+    ComponentAddress,
+    ComponentRef,
+    DecodeError,
+    ErrorKind,
+    Failed,
+    Frame,
+    Incoming,
+    Resend,
+    Reserved,
+    Session,
+    SessionEvent,
+    StreamDecoder,
+    SystemRef,
+    TimeLabel,
+    address_from_int,
+    decode_adu,
+    get_profile,
+)
+from protocols.wire import Bus, Event, EventType, JsonValue, Record, Source, WireError
+from protocols.wire import Command as WireCommand
+from protocols.wire import CommandName as Cmd
+
+__all__ = ["PanelDriver", "RequestFailed"]
+
+_STATE_TYPES = frozenset({1, 2, 21})  # state words: diffed, so a repeat adds no record
+_TICK = 0.2  # s between watchdog/timer checks; resends may be this late, well within §6.5.4
+_IDLE_FLUSH = 0.5  # s of line idle before skipped bytes are reported (StreamDecoder.flush)
+_DEDUPE = 512  # retransmissions remembered
+
+
+class RequestFailed(Exception):
+    """A read or control the UITD did not confirm or answer (denied, timed out, link lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    frame: Frame
+    objects: int  # information objects in the answer
+    records: int  # records emitted for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Upload:
+    frame: Frame
+    session: Session
+    receive_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    frame: Frame
+    receive_ms: int
+    future: asyncio.Future[_Reply] | None  # None: nobody waits any more, still recorded
+
+
+class PanelDriver:
+    """One GB/T 26875.3 link (``panel/<name>``), the gateway acting as monitoring centre."""
+
+    def __init__(self, config: PanelConfig, ctx: DriverContext, *,
+                 link: PanelLink | None = None) -> None:
+        self.config, self.ctx = config, ctx
+        self.profile = get_profile(config.profile)
+        self.link: PanelLink = link if link is not None else make_link(config)
+        self._tz = ZoneInfo(config.timezone) if config.timezone else None
+        order = self.profile.address_byte_order
+        self._local = address_from_int(config.centre_address, order)
+        self._peer = address_from_int(config.uitd_address or 0, order)
+        base = f"{config.source_prefix}/{config.name}"
+        self.mapper = PanelMapper(config.source_prefix, f"{base}/uitd", tz=self._tz,
+                                  report_test_mode=config.report_test_mode,
+                                  uitd_description=f"用户信息传输装置 {config.name}")
+        self.link_source = Source(f"{base}/link", Bus.GB26875,
+                                  description=f"监测连接线路 {self.link.description}"[:64])
+        self._session: Session | None = None
+        self._queue: asyncio.Queue[_Upload | _Answer] = asyncio.Queue(maxsize=256)
+        self._pending: dict[int, asyncio.Future[_Reply]] = {}
+        self._write_lock = asyncio.Lock()
+        self._delivered: OrderedDict[object, None] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._broken = asyncio.Event()
+        self._broken_by = LinkClosed("write failed")
+        self._up = False
+        self._down_detail = "not connected yet"
+        self._last_frame = self._last_bytes = self._last_probe = 0.0
+        self._flushed = True
+        self._state_ok = False
+        self._state_task: asyncio.Task[None] | None = None
+        self._next_state_read = math.inf
+        self._sync_task: asyncio.Task[None] | None = None
+        self._next_sync = math.inf
+        self._fault_wanted = self._fault_reported = False
+        self._fault_detail = ""
+        self._fault_changed = asyncio.Event()
+        self._backoff = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.link_name
+
+    @property
+    def up(self) -> bool:
+        """True while valid frames arrive from the UITD."""
+        return self._up
+
+    def commands(self) -> Mapping[Cmd, CommandHandler]:
+        return {Cmd.READ_PANEL_STATE: self._cmd_read_state, Cmd.CHECK_POST: self._cmd_check_post,
+                Cmd.SYNC_CLOCK: self._cmd_sync_clock}
+
+    def matches(self, prefix: str) -> bool:
+        """Whether a ``read_panel_state`` ``panel`` argument names anything of this panel."""
+        systems, components, uitd = self._targets(prefix)
+        return bool(systems or components or uitd)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the link until cancelled; field trouble is counted, reported and retried."""
+        self.ctx.links.set(self.name, False, self._down_detail)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._process(), name=f"{self.name}/process")
+                tg.create_task(self._report_faults(), name=f"{self.name}/link-fault")
+                await self._connect_loop()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(OSError):
+                await self.link.shutdown()
+            self._fail_pending("driver stopped")
+
+    async def _connect_loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.config.silence_timeout_s):
+                    await self.link.open()
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: pyserial settings
+                self.ctx.counters.inc("open_failed")
+                self._lost(f"cannot open {self.link.description}: {exc or 'timed out'}")
+                await self._pause()
+                continue
+            ended = await self._serve()
+            with contextlib.suppress(OSError):
+                await self.link.close()
+            if ended.fault:
+                self.ctx.counters.inc("link_lost")
+                self._lost(str(ended))
+                await self._pause()
+            else:  # the UITD reconnected: take the new connection at once
+                self._up = False
+
+    async def _pause(self) -> None:
+        """Jittered exponential back-off before the next reopen."""
+        c = self.config
+        delay = min(c.reopen_max_s, c.reopen_min_s * 2 ** min(self._backoff, 30))
+        self._backoff += 1
+        await asyncio.sleep(delay * random.uniform(0.75, 1.0))
+        self.ctx.counters.inc("reopen")
+
+    def _lost(self, detail: str) -> None:
+        self._up = False
+        self._down_detail = detail
+        self.ctx.links.set(self.name, False, detail)
+        if not self._fault_wanted:
+            self._fault_wanted, self._fault_detail = True, detail
+            self._fault_changed.set()
+
+    def _traffic(self, now: float) -> None:
+        """A valid frame arrived: the line works."""
+        self._last_frame = now
+        if self._up:
+            return
+        self._up, self._backoff = True, 0
+        self.ctx.links.set(self.name, True)
+        if self._fault_wanted:
+            self._fault_wanted = False
+            self._fault_changed.set()
+        if self.config.clock_sync_interval_s > 0:
+            self._next_sync = now
+        self._next_state_read = min(self._next_state_read, now)  # if not read yet: now
+
+    async def _report_faults(self) -> None:
+        """The only emitter of link_fault events: one raise and one clear per outage, retried
+        until durable."""
+        while True:
+            await self._fault_changed.wait()
+            self._fault_changed.clear()
+            while self._fault_wanted != self._fault_reported:
+                active = self._fault_wanted
+                event = Event(source=self.link_source, type=EventType.LINK_FAULT, active=active,
+                              receive_ms=self.ctx.now_ms(),
+                              detail=(self._fault_detail if active
+                                      else "恢复 restored: valid frames from the UITD")[:256])
+                try:
+                    await self.ctx.emit([event])
+                except Exception:  # the outbox refused: keep the state, try again shortly
+                    self.ctx.counters.inc("emit_failed")
+                    await asyncio.sleep(1.0)
+                    continue
+                self._fault_reported = active
+
+    # -- one connection --------------------------------------------------------------------------
+
+    async def _serve(self) -> LinkClosed:
+        c = self.config
+        session = Session(self._local, self._peer, self.profile, c.request_timeout_s, c.retries,
+                          clock=self._label)
+        decoder = StreamDecoder(self.profile)
+        self._session, self._broken = session, asyncio.Event()
+        now = time.monotonic()
+        self._last_frame = self._last_bytes = self._last_probe = now
+        self._state_ok = False
+        self._next_state_read = now  # the first tick reads (the answers show the line works)
+        if not c.read_state_on_connect and c.probe_after_s > 0:
+            self._spawn(self._probe(), "probe")
+        reader = asyncio.create_task(self._read_loop(session, decoder))
+        ticker = asyncio.create_task(self._tick(session, decoder))
+        broken = asyncio.create_task(self._broken.wait())
+        try:
+            await asyncio.wait((reader, ticker, broken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, ticker, broken):
+                task.cancel()
+            await asyncio.gather(reader, ticker, broken, return_exceptions=True)
+            self._session = None
+            for task in list(self._tasks):  # reads, probes, syncs of this connection
+                task.cancel()
+            for ev in session.reset():  # what was open fails (表1: numbering restarts)
+                if isinstance(ev, Failed):
+                    self._fail(ev.serial, f"link lost ({ev.reason})", "link_reset")
+        if ticker.done() and not ticker.cancelled() and ticker.exception() is None:
+            return LinkClosed(ticker.result())
+        if reader.done() and not reader.cancelled() and isinstance(reader.exception(),
+                                                                    LinkClosed):
+            exc = reader.exception()
+            assert isinstance(exc, LinkClosed)
+            return exc
+        return self._broken_by
+
+    async def _read_loop(self, session: Session, decoder: StreamDecoder) -> None:
+        while True:
+            data = await self.link.read()
+            now, receive_ms = time.monotonic(), self.ctx.now_ms()
+            self._last_bytes, self._flushed = now, False
+            for item in decoder.feed(data):
+                await self._item(item, session, now, receive_ms)
+
+    async def _tick(self, session: Session, decoder: StreamDecoder) -> str:
+        """Timers of one connection; returns when the line has been silent too long."""
+        c = self.config
+        while True:
+            now = time.monotonic()
+            await self._session_events(session.poll(now), session)
+            if not self._flushed and now - self._last_bytes >= _IDLE_FLUSH:
+                self._flushed = True
+                for item in decoder.flush():
+                    await self._item(item, session, now, self.ctx.now_ms())
+            quiet = now - self._last_frame
+            if quiet >= c.silence_timeout_s:
+                return f"no valid frame from the UITD for {c.silence_timeout_s:g} s"
+            if (c.probe_after_s > 0 and quiet >= c.probe_after_s and not self._pending
+                    and now - self._last_probe >= c.probe_after_s):
+                self._last_probe = now
+                self._spawn(self._probe(), "probe")
+            if (c.read_state_on_connect and not self._state_ok and now >= self._next_state_read
+                    and (self._state_task is None or self._state_task.done())):
+                # At open, and again while frames flow but a read went unanswered.
+                self._next_state_read = now + max(c.probe_after_s, 10.0)
+                self._state_task = self._spawn(self._initial_read(), "read-state")
+            if self._up and now >= self._next_sync and (
+                    self._sync_task is None or self._sync_task.done()):
+                self._next_sync = now + c.clock_sync_interval_s
+                self._sync_task = self._spawn(self._scheduled_sync(), "clock-sync")
+            await asyncio.sleep(_TICK)
+
+    async def _item(self, item: Frame | DecodeError, session: Session, now: float,
+                    receive_ms: int) -> None:
+        if isinstance(item, DecodeError):
+            self.ctx.counters.inc(item.kind.value)
+            if item.kind not in (ErrorKind.GARBAGE, ErrorKind.TRUNCATED):
+                deny = session.deny_damaged(item)  # §6.5.3: a check error is denied
+                if deny is not None:
+                    self.ctx.counters.inc("deny_sent")
+                    await self._write(deny)
+            return
+        self._traffic(now)
+        if self.config.uitd_address is None and item.source != self._peer:
+            self._peer = session.peer = item.source  # learn the UITD's address
+        await self._session_events(session.receive(item, now), session, receive_ms)
+
+    async def _session_events(self, events: list[SessionEvent], session: Session,
+                              receive_ms: int = 0) -> None:
+        for ev in events:
+            if isinstance(ev, Incoming):
+                if ev.frame.command == Command.SEND_DATA:
+                    await self._queue.put(_Upload(ev.frame, session, receive_ms))
+                    continue
+                answer = session.acknowledge(ev.frame)  # a dialect's keep-alive
+                if answer is None:  # §6.5.3: unrecognised command (or a centre's command)
+                    self.ctx.counters.inc("unknown_command")
+                    answer = session.deny(ev.frame)
+                else:
+                    self.ctx.counters.inc("keepalive")
+                await self._write(answer)
+            elif isinstance(ev, Completed):
+                future = self._pending.pop(ev.serial, None)
+                if future is not None and future.done():
+                    future = None  # the requester gave up; the answer is still recorded
+                if ev.reply.command == Command.RESPONSE:
+                    await self._queue.put(_Answer(ev.reply, receive_ms, future))
+                elif future is not None:
+                    future.set_result(_Reply(ev.reply, 0, 0))
+            elif isinstance(ev, Resend):
+                self.ctx.counters.inc("resend")
+                await self._write(ev.data)
+            elif isinstance(ev, Failed):
+                self._fail(ev.serial, ev.reason,
+                           "denied" if ev.reason.startswith("denied") else "timeout")
+            else:
+                self.ctx.counters.inc("unmatched")
+
+    def _fail(self, serial: int, reason: str, counter: str) -> None:
+        self.ctx.counters.inc(counter)
+        future = self._pending.pop(serial, None)
+        if future is not None and not future.done():
+            future.set_exception(RequestFailed(reason))
+
+    def _fail_pending(self, reason: str) -> None:
+        for serial in list(self._pending):
+            self._fail(serial, reason, "link_reset")
+
+    async def _write(self, data: bytes) -> None:
+        async with self._write_lock:
+            try:
+                await self.link.write(data)
+            except LinkClosed as exc:
+                self._broken_by = exc
+                self._broken.set()
+                raise
+
+    # -- uploads and answers: records first, then the confirm --------------------------------------
+
+    async def _process(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, _Answer):
+                    await self._answer(item)
+                else:
+                    await self._upload(item)
+            except LinkClosed:
+                self.ctx.counters.inc("confirm_lost")  # the UITD resends; dedupe covers it
+
+    async def _upload(self, item: _Upload) -> None:
+        frame, session, c = item.frame, item.session, self.ctx.counters
+        exact = (frame.serial, frame.adu)
+        try:
+            adu = decode_adu(frame.adu, self.profile)
+        except DecodeError as exc:  # intact frame, unreadable data: refuse it (图3), say so
+            c.inc(exc.kind.value)
+            if frame.adu not in self._delivered and await self._store([Event(
+                    source=self.mapper.uitd_source(), type=EventType.DEVICE_ERROR,
+                    receive_ms=item.receive_ms,
+                    detail=f"undecodable upload, type {frame.adu[:1].hex()}: {exc.detail}"
+                           [:256])]):
+                self._remember(frame.adu)
+            c.inc("deny_sent")
+            await self._write(session.deny(frame))
+            return
+        point = not isinstance(adu, ApplicationData) or adu.type_mark not in _STATE_TYPES
+        if exact in self._delivered or (point and frame.adu in self._delivered):
+            c.inc("duplicate")  # a retransmission: confirm again, report once
+        else:
+            try:
+                mapped = self.mapper.map(adu, item.receive_ms, frame.time)
+            except WireError:  # a value no record can carry: refuse it, count it, go on
+                c.inc("unmappable")
+                c.inc("deny_sent")
+                await self._write(session.deny(frame))
+                return
+            if mapped.records and not await self._store(mapped.records):
+                return  # no confirm: the UITD resends it
+            self.mapper.commit(mapped)
+            self._remember(exact)
+            if point and mapped.records:  # the same operation or sample again, new serial
+                self._remember(frame.adu)
+            c.inc("uploads")
+        answer = session.acknowledge(frame)  # 3 (or the dialect's handshake reply)
+        assert answer is not None
+        c.inc("confirm_sent")
+        await self._write(answer)
+
+    async def _answer(self, item: _Answer) -> None:
+        try:
+            adu = decode_adu(item.frame.adu, self.profile)
+        except DecodeError as exc:
+            self.ctx.counters.inc(exc.kind.value)
+            self._settle(item.future, RequestFailed(f"unreadable answer: {exc.detail}"))
+            return
+        try:
+            mapped = self.mapper.map(adu, item.receive_ms, item.frame.time)
+        except WireError as exc:
+            self.ctx.counters.inc("unmappable")
+            self._settle(item.future, RequestFailed(f"answer not recordable: {exc}"))
+            return
+        if mapped.records and not await self._store(mapped.records):
+            self._settle(item.future, RequestFailed("records could not be stored"))
+            return
+        self.mapper.commit(mapped)
+        count = len(adu.objects) if isinstance(adu, ApplicationData) else 0
+        self._settle(item.future, _Reply(item.frame, count, len(mapped.records)))
+
+    @staticmethod
+    def _settle(future: asyncio.Future[_Reply] | None, outcome: _Reply | Exception) -> None:
+        if future is None or future.done():
+            return
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    async def _store(self, records: Sequence[Record]) -> bool:
+        try:
+            await self.ctx.emit(records)
+        except Exception:  # outbox full or broken: counted; the caller withholds the confirm
+            self.ctx.counters.inc("emit_failed")
+            return False
+        self.ctx.counters.inc("records", len(records))
+        return True
+
+    def _remember(self, key: object) -> None:
+        self._delivered[key] = None
+        while len(self._delivered) > _DEDUPE:
+            self._delivered.popitem(last=False)
+
+    # -- requests and controls ---------------------------------------------------------------------
+
+    def _label(self) -> TimeLabel:
+        return TimeLabel.from_datetime(datetime.now(self._tz))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"{self.name}/{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _request(self, command: int, adu: ApplicationData) -> _Reply:
+        session = self._session
+        if session is None:
+            raise RequestFailed(f"link down: {self._down_detail}")
+        raw = session.send(command, adu, time.monotonic())
+        serial = raw[2] | raw[3] << 8
+        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        self._pending[serial] = future
+        try:
+            await self._write(raw)
+        except LinkClosed as exc:
+            self._pending.pop(serial, None)
+            raise RequestFailed(f"link lost: {exc}") from None
+        return await future
+
+    async def _probe(self) -> None:
+        with contextlib.suppress(RequestFailed):  # unanswered: the watchdog decides
+            await self._request(Command.REQUEST, ApplicationData(81, (Reserved(),)))
+
+    async def _initial_read(self) -> None:
+        try:
+            result = await self._read_state(None)
+        except (RequestFailed, CommandError):
+            self.ctx.counters.inc("state_read_failed")
+            return
+        failed = result.get("failed")
+        # A denied read was answered (the panel lacks that system); any other failure (no
+        # answer, link lost, answer not stored) is read again while frames flow.
+        self._state_ok = not isinstance(failed, list) or all(
+            isinstance(f, str) and ": denied" in f for f in failed)
+
+    def _targets(self, prefix: str | None) -> tuple[list[tuple[int, int]],
+                                                    list[tuple[int, int, int]], bool]:
+        def chosen(source_id: str) -> bool:
+            want = (prefix or "").rstrip("/")
+            return not want or source_id == want or source_id.startswith(want + "/")
+
+        m = self.mapper
+        systems = [s for s in dict.fromkeys([*self.config.systems, *m.systems()])
+                   if chosen(m.system_id(*s))]
+        known = {key: sid for sid, key in m.component_sources().items()}
+        configured = [(k.system_type, k.system_address, k.address)
+                      for k in self.config.components]
+        components = [k for k in dict.fromkeys([*configured, *m.active_components()])
+                      if chosen(known.get(k, f"{m.prefix}/{k[0]}-{k[1]}/?-0x{k[2]:08x}"))]
+        return systems, components, chosen(m.uitd_id)
+
+    async def _read_state(self, prefix: str | None) -> dict[str, JsonValue]:
+        """Read 61 / 62 / 81 (§8.3.2, 图31, 图32, 图39); the answers become records."""
+        systems, components, uitd = self._targets(prefix)
+        if not (systems or components or uitd):
+            raise CommandError(f"{self.name}: nothing matches {prefix!r}")
+        reads: list[tuple[str, ApplicationData]] = []
+        for k in range(0, len(systems), 102):  # 图31: at most 102 per frame
+            reads.append(("systems", ApplicationData(61, tuple(
+                SystemRef(*s) for s in systems[k:k + 102]))))
+        for k in range(0, len(components), 22):  # 图32: at most 22 per frame
+            reads.append(("components", ApplicationData(62, tuple(
+                ComponentRef(st, sa, ComponentAddress.from_int(a))
+                for st, sa, a in components[k:k + 22]))))
+        if uitd:
+            reads.append(("uitd", ApplicationData(81, (Reserved(),))))
+        counts: dict[str, int] = {"systems": 0, "components": 0, "uitd": 0, "records": 0}
+        failed: list[JsonValue] = []
+        for what, adu in reads:
+            try:
+                reply = await self._request(Command.REQUEST, adu)
+            except RequestFailed as exc:
+                failed.append(f"{adu.type_mark}: {exc}")
+                continue
+            counts[what] += reply.objects
+            counts["records"] += reply.records
+        if len(failed) == len(reads):
+            raise CommandError(f"{self.name}: no read answered: {'; '.join(map(str, failed))}")
+        result: dict[str, JsonValue] = {"panel": self.name, **counts}
+        if failed:
+            result["failed"] = failed
+        return result
+
+    async def _sync_clock(self, when: datetime) -> _Reply:
+        label = TimeLabel.from_datetime(when)  # 图45: the centre's time, six bytes
+        return await self._request(Command.CONTROL, ApplicationData(90, (ClockSync(label),)))
+
+    async def _scheduled_sync(self) -> None:
+        try:
+            await self._sync_clock(datetime.now(self._tz))
+        except RequestFailed:
+            self.ctx.counters.inc("clock_sync_failed")
+        else:
+            self.ctx.counters.inc("clock_synced")
+
+    # -- command handlers (protocols.wire CommandName) ---------------------------------------------
+
+    @staticmethod
+    def _args(cmd: WireCommand, allowed: set[str]) -> None:
+        unknown = sorted(set(cmd.args) - allowed)
+        if unknown:
+            raise CommandError(f"unknown argument {unknown[0]!r} for {cmd.cmd.value}")
+
+    def _require_link(self) -> None:
+        if self._session is None:
+            raise CommandError(f"{self.name}: link down: {self._down_detail}")
+
+    async def _cmd_read_state(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
+        self._args(cmd, {"panel"})
+        prefix = cmd.args.get("panel")
+        if prefix is not None and not isinstance(prefix, str):
+            raise CommandError("argument 'panel' must be a string (a source id prefix)")
+        self._require_link()
+        return await self._read_state(prefix)
+
+    async def _cmd_check_post(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
+        self._args(cmd, {"timeout_s"})
+        timeout = cmd.args.get("timeout_s", 600)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not (
+                1 <= timeout <= 255 * 60):
+            raise CommandError("argument 'timeout_s' must be an integer 1-15300 (图46 carries "
+                               "1-255 minutes)")
+        minutes = math.ceil(timeout / 60)  # 图46: the answer timeout is in minutes
+        self._require_link()
+        try:
+            reply = await self._request(self.profile.control_command,
+                                        ApplicationData(91, (CheckPost(minutes),)))
+        except RequestFailed as exc:
+            raise CommandError(f"{self.name}: check-post not confirmed: {exc}") from None
+        return {"panel": self.name, "sent": True, "timeout_minutes": minutes,
+                "serial": reply.frame.serial}
+
+    async def _cmd_sync_clock(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
+        self._args(cmd, set())
+        self._require_link()
+        try:
+            # docs/wire-protocol.md: sync_clock sets the clock from the command's ts.
+            when = datetime.fromtimestamp(cmd.ts_ms / 1000, self._tz)
+            await self._sync_clock(when)
+        except (RequestFailed, ValueError, OverflowError, OSError) as exc:
+            raise CommandError(f"{self.name}: clock not set: {exc}") from None
+        return {"panel": self.name, "time": when.replace(microsecond=0).isoformat()}

@@ -1,0 +1,442 @@
+"""The panel driver against the real panel simulator (``firegate sim panel`` as a subprocess).
+
+The simulator runs on a pty it creates (reached through a ``--link`` symlink, which it removes
+when it stops: the port vanishes like an unplugged USB adapter) or over TCP; its JSON-lines
+ledger says what it uploaded, what was confirmed, which faults it injected and what it answered.
+Records leave the driver through a real ``DriverContext.emit`` that appends to a list (and can
+be told to fail like a full outbox). Every wait has a generous deadline; nothing asserts timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import textwrap
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.config.panel import ComponentKey, PanelConfig
+from edge.drivers.base import CommandError, DriverContext
+from edge.drivers.panel import PanelDriver
+from edge.drivers.panel_link import LinkClosed, TcpServerLink
+from protocols.wire import Command, CommandName, Event, EventType, Measurement, Priority, Record
+from tests.infra.ports import free_port
+from tests.infra.simproc import simulator
+
+WAIT = 20.0
+SMOKE = "panel/1-1/42-0x00000bb9"  # the simulator's smoke-3F-east (42, address 3001)
+MODULE = "panel/1-1/87-0x00000065"  # module-pump-room (87, address 101)
+CALLPOINT = "panel/1-1/23-0x00000bc2"  # callpoint-3F-stairs (23, address 3010)
+LINK = "panel/com1/link"
+FIRE_AT_MS = 1_714_521_601_000  # 2024-05-01 08:00:01 Asia/Shanghai: start_time + 1 s
+
+
+class Outbox:
+    """``DriverContext.emit``: stores records, or raises like a full outbox while told to."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.failing = False
+        self.refused = 0
+
+    async def emit(self, records: Sequence[Record]) -> None:
+        if self.failing:
+            self.refused += 1
+            raise OSError("outbox full")
+        self.records.extend(records)
+
+    def events(self, source: str | None = None, kind: EventType | None = None) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event)
+                and (source is None or r.source.id == source) and (kind is None or r.type is kind)]
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def ledger(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def entries(path: Path) -> dict[int, str]:
+    """Upload id -> its last status in the ledger."""
+    status: dict[int, str] = {}
+    for rec in ledger(path):
+        if "entry" in rec:
+            status[rec["entry"]] = rec["event"]
+    return status
+
+
+def scenario(tmp: Path, events: str, **panel: object) -> str:
+    lines = ["[panel]", "start_time = 2024-05-01T08:00:00"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in panel.items()]
+    path = tmp / "scenario.toml"
+    path.write_text("\n".join(lines) + "\n" + textwrap.dedent(events), encoding="utf-8")
+    return str(path)
+
+
+def config(port: Path | None = None, **kw: Any) -> PanelConfig:
+    base: dict[str, Any] = dict(name="com1", silence_timeout_s=60, probe_after_s=0,
+                                request_timeout_s=1.0, clock_sync_interval_s=0,
+                                reopen_min_s=0.1, reopen_max_s=0.5, timezone="Asia/Shanghai")
+    if port is not None:
+        base["port"] = str(port)
+    base.update(kw)
+    return PanelConfig(**base)
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: PanelConfig) -> AsyncIterator[tuple[PanelDriver, Outbox, DriverContext]]:
+    outbox = Outbox()
+    ctx = DriverContext("gw-test", outbox.emit)
+    driver = PanelDriver(cfg, ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        yield driver, outbox, ctx
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def sim(tmp: Path, *args: str, name: str = "uitd") -> contextlib.AbstractAsyncContextManager[
+        tuple[asyncio.subprocess.Process, str]]:
+    """The simulator on a new pty behind the symlink ``tmp/name`` (gone when it stops)."""
+    return simulator("panel", "--link", str(tmp / name), "--ledger", str(tmp / "ledger.jsonl"),
+                     *args, first_line=("listening ", "dialing "))
+
+
+@contextlib.asynccontextmanager
+async def null_modem(tmp: Path) -> AsyncIterator[tuple[Path, Path]]:
+    """Two ptys joined by socat, like a null-modem cable: the driver opens one end before the
+    simulator opens the other, so no byte of the simulator's timeline is missed."""
+    ends = tmp / "centre", tmp / "panel"
+    proc = await asyncio.create_subprocess_exec(
+        "socat", f"pty,raw,echo=0,link={ends[0]}", f"pty,raw,echo=0,link={ends[1]}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await until(lambda: ends[0].exists() and ends[1].exists(), "socat's ptys")
+        yield ends
+    finally:
+        proc.terminate()  # by PID: the socat we started
+        await proc.wait()
+
+
+# -- uploads --------------------------------------------------------------------------------------
+
+async def test_a_fire_alarm_becomes_a_fire_event_confirmed_after_it_is_stored(
+        tmp_path: Path) -> None:
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 1.0
+        action = "fire_alarm"
+        component = "smoke-3F-east"
+        """, confirm_timeout=2.0)
+    async with sim(tmp_path, "--scenario", script), running(config(tmp_path / "uitd")) as (
+            driver, outbox, ctx):
+        await until(lambda: outbox.events(SMOKE, EventType.FIRE_ALARM), "the fire alarm")
+        await until(lambda: entries(tmp_path / "ledger.jsonl").get(1) == "confirmed",
+                    "the simulator to see the confirm")
+        (fire,) = outbox.events(SMOKE, EventType.FIRE_ALARM)
+        assert fire.active and fire.priority is Priority.FIRE
+        assert fire.source.description == "3F 东侧走廊"
+        assert (fire.source.component_type, fire.source.component_address) == (42, 3001)
+        assert fire.source_ms == FIRE_AT_MS  # the panel's own time label
+        assert fire.receive_ms > FIRE_AT_MS  # the gateway clock (this machine's is later)
+        assert driver.up and ctx.links.snapshot()["panel/com1"].state.value == "up"
+        assert ctx.counters.get("confirm_sent") == 1 and ctx.counters.get("uploads") == 1
+
+
+async def test_every_upload_is_emitted_exactly_once_through_line_faults(tmp_path: Path) -> None:
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 0.0
+        action = "withhold_confirm"      # our first read gets no answer: we resend it
+        [[panel.events]]
+        at = 0.0
+        action = "duplicate_confirm"     # ... and its answer then comes twice
+        [[panel.events]]
+        at = 1.0
+        action = "duplicate_frame"       # the fire alarm is written twice, same serial
+        [[panel.events]]
+        at = 1.0
+        action = "fire_alarm"
+        component = "smoke-3F-east"
+        [[panel.events]]
+        at = 1.5
+        action = "garbage"               # noise on the line before the next two frames
+        count = 2
+        bytes = 24
+        [[panel.events]]
+        at = 1.5
+        action = "fault"
+        component = "module-pump-room"
+        [[panel.events]]
+        at = 2.0
+        action = "bad_checksum"          # a check error: we deny it, it comes again
+        [[panel.events]]
+        at = 2.0
+        action = "supervisory"
+        component = "callpoint-3F-stairs"
+        [[panel.events]]
+        at = 2.5
+        action = "split"                 # a frame in pieces with idle gaps
+        parts = 4
+        [[panel.events]]
+        at = 2.5
+        action = "analog"
+        component = "pressure-roof"
+        value = 180.0
+        [[panel.events]]
+        at = 3.0
+        action = "silence"
+        operator = 2
+        [[panel.events]]
+        at = 3.5
+        action = "restore"
+        component = "module-pump-room"
+        """, confirm_timeout=1.0, retries=5)
+    book = tmp_path / "ledger.jsonl"
+    async with null_modem(tmp_path) as (centre, panel), running(config(centre)) as (
+            _, outbox, ctx), simulator("panel", "--port", str(panel), "--ledger", str(book),
+                                       "--scenario", script):
+        await until(lambda: len(entries(book)) == 6 and set(entries(book).values()) == {
+            "confirmed"}, "all six uploads confirmed")
+        await asyncio.sleep(0.5)  # a late retransmission would show up as a second record
+        components = Counter((e.source.id, e.type, e.active) for e in outbox.events()
+                             if e.source.component_type is not None)
+        assert components == Counter({(SMOKE, EventType.FIRE_ALARM, True): 1,
+                                      (MODULE, EventType.FAULT, True): 1,
+                                      (CALLPOINT, EventType.SUPERVISORY, True): 1,
+                                      (MODULE, EventType.FAULT, False): 1})
+        (silence,) = outbox.events(kind=EventType.OPERATION)
+        assert silence.operations == ("silence",) and silence.operator == 2
+        pressure = [(m.value, m.unit) for m in outbox.records if isinstance(m, Measurement)]
+        assert pressure == [(180.0, "kPa")]
+        # System-level events can only come from the first system read; never twice.
+        system = Counter((e.type, e.active) for e in outbox.events("panel/1-1/system"))
+        assert all(n == 1 for n in system.values())
+        counts = ctx.counters.snapshot()
+        assert counts["uploads"] == 6 and counts["duplicate"] >= 1
+        assert counts["garbage"] >= 1 and counts["bad_checksum"] >= 1
+        assert counts["deny_sent"] >= 1 and counts["resend"] >= 1 and counts["unmatched"] >= 1
+    log = ledger(book)
+    injected = {r["fault"] for r in log if r["event"] == "injected"}
+    assert injected >= {"withhold_confirm", "duplicate_confirm", "duplicate_frame", "garbage",
+                        "bad_checksum", "split"}
+    supervisory = next(r["entry"] for r in log if r.get("action") == "supervisory")
+    assert any(r["event"] == "resent" and r.get("why") == "denied" and r["entry"] == supervisory
+               for r in log), "the damaged upload was denied and sent again"
+
+
+async def test_emit_failure_withholds_the_confirm_and_nothing_is_lost(tmp_path: Path) -> None:
+    book = tmp_path / "ledger.jsonl"
+    async with sim(tmp_path, "--fire-alarm-at", "1", "--confirm-timeout", "0.5",
+                   "--retries", "20"), running(config(tmp_path / "uitd")) as (_, outbox, ctx):
+        outbox.failing = True  # the state read at start finds nothing to record
+        await until(lambda: outbox.refused >= 3, "the panel to resend while emit fails")
+        assert entries(book).get(1) in ("sent", "resent")  # not confirmed
+        assert ctx.counters.get("confirm_sent") == 0
+        assert ctx.counters.get("emit_failed") == outbox.refused
+        outbox.failing = False
+        await until(lambda: entries(book).get(1) == "confirmed", "the confirm once stored")
+        await asyncio.sleep(0.5)
+        assert len(outbox.events(SMOKE, EventType.FIRE_ALARM)) == 1
+        assert ctx.counters.get("confirm_sent") == 1
+    resent = [r for r in ledger(book) if r["event"] == "resent" and r.get("entry") == 1]
+    assert len(resent) >= 3 and all(r["why"] == "no confirm" for r in resent)
+
+
+def driver_up(ctx: DriverContext) -> bool:
+    link = ctx.links.get("panel/com1")
+    return link is not None and link.state.value == "up"
+
+
+# -- state reads, clock, check-post, commands -----------------------------------------------------
+
+async def test_state_read_at_start_clock_sync_check_post_and_commands(tmp_path: Path) -> None:
+    book = tmp_path / "ledger.jsonl"
+    cfg = config(tmp_path / "uitd", clock_sync_interval_s=3600, systems=((1, 1), (99, 9)),
+                 components=(ComponentKey(1, 1, 3001),), timezone=None)
+    async with sim(tmp_path, "--check-post-answer", "1"), running(cfg) as (driver, outbox, _):
+        def answered(mark: int) -> bool:
+            return any(r["event"] == "answered" and r["type_mark"] == mark for r in ledger(book))
+
+        await until(lambda: answered(61) and answered(62) and answered(81),
+                    "the state read at start (61, 62, 81)")
+        await until(lambda: any(r["event"] == "clock_synced" for r in ledger(book)),
+                    "the clock sync on connect")
+        handlers = driver.commands()
+
+        result = await handlers[CommandName.READ_PANEL_STATE](
+            Command("c1", CommandName.READ_PANEL_STATE, 0, args={"panel": "panel/1-1"}))
+        assert result == {"panel": "panel/com1", "systems": 1, "components": 1, "uitd": 0,
+                          "records": 0}
+        everything = await handlers[CommandName.READ_PANEL_STATE](
+            Command("c2", CommandName.READ_PANEL_STATE, 0))
+        # 99-9 is asked for with 1-1 in one 61: the panel answers what it knows.
+        assert everything == {"panel": "panel/com1", "systems": 1, "components": 1, "uitd": 1,
+                              "records": 0}
+
+        with pytest.raises(CommandError, match="denied"):
+            await handlers[CommandName.READ_PANEL_STATE](
+                Command("c3", CommandName.READ_PANEL_STATE, 0, args={"panel": "panel/99-9"}))
+        with pytest.raises(CommandError, match="nothing matches"):
+            await handlers[CommandName.READ_PANEL_STATE](
+                Command("c4", CommandName.READ_PANEL_STATE, 0, args={"panel": "panel/7-7"}))
+        with pytest.raises(CommandError, match="unknown argument 'zone'"):
+            await handlers[CommandName.READ_PANEL_STATE](
+                Command("c5", CommandName.READ_PANEL_STATE, 0, args={"zone": "x"}))
+
+        when = datetime(2025, 1, 2, 3, 4, 5)  # local time of this gateway (timezone unset)
+        synced = await handlers[CommandName.SYNC_CLOCK](
+            Command("c6", CommandName.SYNC_CLOCK, int(when.timestamp() * 1000)))
+        assert synced == {"panel": "panel/com1", "time": "2025-01-02T03:04:05"}
+        assert any(r["event"] == "clock_synced" and r["to"] == "2025-01-02 03:04:05"
+                   for r in ledger(book))
+        with pytest.raises(CommandError, match="clock not set"):  # no two-digit year for it
+            await handlers[CommandName.SYNC_CLOCK](Command(
+                "c6b", CommandName.SYNC_CLOCK, int(datetime(2150, 1, 1).timestamp() * 1000)))
+
+        sent = await handlers[CommandName.CHECK_POST](
+            Command("c7", CommandName.CHECK_POST, 0, args={"timeout_s": 90}))
+        assert sent["sent"] is True and sent["timeout_minutes"] == 2
+        await until(lambda: outbox.events(kind=EventType.CHECK_POST), "the check-post answer")
+        (answer,) = outbox.events(kind=EventType.CHECK_POST)
+        assert answer.source.id == "panel/com1/uitd" and answer.operator == 1
+        with pytest.raises(CommandError, match="timeout_s"):
+            await handlers[CommandName.CHECK_POST](
+                Command("c8", CommandName.CHECK_POST, 0, args={"timeout_s": 0}))
+    check = [r for r in ledger(book) if r["event"] == "check_post"]
+    assert check and check[0]["timeout_minutes"] == 2
+
+
+# -- the link watchdog ----------------------------------------------------------------------------
+
+async def test_port_removed_is_one_link_fault_and_restored_clears_it_and_rereads(
+        tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        first = contextlib.AsyncExitStack()
+        await first.enter_async_context(sim(tmp_path, "--fire-alarm-at", "0.3",
+                                            "--confirm-timeout", "1"))
+        driver, outbox, ctx = await stack.enter_async_context(running(config(tmp_path / "uitd")))
+        await until(lambda: outbox.events(SMOKE, EventType.FIRE_ALARM), "the fire alarm")
+        assert not outbox.events(LINK)
+        await first.aclose()  # the simulator stops: its pty closes, the --link symlink goes
+        await until(lambda: outbox.events(LINK), "the link fault")
+        await until(lambda: ctx.counters.get("reopen") >= 3, "reopen attempts")
+        assert len(outbox.events(LINK)) == 1 and not driver.up and not driver_up(ctx)
+        assert "uitd" in (ctx.links.get("panel/com1").detail or "")  # type: ignore[union-attr]
+        with pytest.raises(CommandError, match="link down"):
+            await driver.commands()[CommandName.CHECK_POST](
+                Command("c1", CommandName.CHECK_POST, 0))
+        async with sim(tmp_path):  # a new panel behind the same device name
+            await until(lambda: len(outbox.events(LINK)) == 2, "the link fault to clear")
+            # The state read after the reconnect finds the smoke detector normal again.
+            await until(lambda: len(outbox.events(SMOKE, EventType.FIRE_ALARM)) == 2,
+                        "the fire alarm restore from the re-read")
+            assert driver.up and driver_up(ctx)
+            raise_, clear = outbox.events(LINK)
+            assert (raise_.active, clear.active) == (True, False)
+            assert raise_.priority is Priority.ALARM and raise_.source.bus.value == "gb26875"
+            assert not outbox.events(SMOKE, EventType.FIRE_ALARM)[1].active
+            assert ctx.counters.get("link_lost") == 1 and ctx.counters.get("open_failed") >= 3
+
+
+async def test_a_silent_panel_is_one_link_fault_until_it_talks_again(tmp_path: Path) -> None:
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 1.0
+        action = "link_loss"           # the UITD neither sends nor answers for 5 s
+        duration = 5.0
+        [[panel.events]]
+        at = 2.0
+        action = "fire_alarm"          # queued during the loss, delivered afterwards
+        component = "smoke-3F-east"
+        """, confirm_timeout=1.0, retries=20)
+    cfg = config(tmp_path / "uitd", silence_timeout_s=2.0, probe_after_s=0.5)
+    async with sim(tmp_path, "--scenario", script), running(cfg) as (driver, outbox, ctx):
+        await until(lambda: outbox.events(LINK), "the link fault")
+        (fault,) = outbox.events(LINK)
+        assert fault.active and "no valid frame" in (fault.detail or "")
+        await until(lambda: len(outbox.events(LINK)) == 2, "the fault to clear")
+        await until(lambda: outbox.events(SMOKE, EventType.FIRE_ALARM), "the queued fire alarm")
+        assert [e.active for e in outbox.events(LINK)] == [True, False]
+        # The probes (81) went unanswered and were dropped with the link; it was reopened.
+        assert ctx.counters.get("reopen") >= 1 and ctx.counters.get("link_reset") >= 1
+        assert driver.up
+
+
+# -- other transports and dialects ----------------------------------------------------------------
+
+async def test_tcp_client_to_a_listening_uitd_with_a_dialect(tmp_path: Path) -> None:
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 0.5
+        action = "fault"
+        component = "module-pump-room"
+        """, keepalive_interval=0.3, profile="dahua")
+    async with sim(tmp_path, "--tcp-listen", "127.0.0.1:0", "--scenario", script) as (_, addr):
+        host, _, port = addr.rpartition(":")
+        cfg = config(None, connect=(host, int(port)), profile="dahua")
+        async with running(cfg) as (_, outbox, ctx):
+            await until(lambda: outbox.events(MODULE, EventType.FAULT), "the fault over TCP")
+            await until(lambda: ctx.counters.get("keepalive") >= 1, "a keep-alive confirmed")
+            assert ctx.counters.get("unknown_command") == 0
+
+
+async def test_tcp_server_the_uitd_dials_in_hikvision_dialect(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = config(None, listen=("127.0.0.1", port), profile="hikvision")
+    async with running(cfg) as (_, outbox, ctx):
+        async with sim(tmp_path, "--tcp-connect", f"127.0.0.1:{port}", "--profile", "hikvision",
+                       "--fire-alarm-at", "0.5"):
+            await until(lambda: outbox.events(SMOKE, EventType.FIRE_ALARM), "the fire alarm")
+            await until(lambda: entries(tmp_path / "ledger.jsonl").get(1) == "confirmed",
+                        "the confirm over TCP")
+            assert driver_up(ctx)
+        assert ctx.counters.get("bad_checksum") == 0
+
+
+async def test_tcp_server_link_the_newest_connection_wins_without_a_fault() -> None:
+    link = TcpServerLink("127.0.0.1", 0)
+    await link.listen()
+    assert link.address is not None
+    host, port = link.address
+    try:
+        _, first = await asyncio.open_connection(host, port)
+        async with asyncio.timeout(WAIT):
+            await link.open()
+        first.write(b"@@")
+        assert await link.read() == b"@@"
+        second_reader, second = await asyncio.open_connection(host, port)
+        with pytest.raises(LinkClosed) as info:  # a UITD that reconnects is no line fault
+            async with asyncio.timeout(WAIT):
+                await link.read()
+        assert info.value.fault is False
+        await link.close()
+        async with asyncio.timeout(WAIT):
+            await link.open()  # the waiting connection, at once
+        await link.write(b"##")
+        assert await asyncio.wait_for(second_reader.readexactly(2), WAIT) == b"##"
+        second.close()
+        with pytest.raises(LinkClosed) as info:  # the UITD hung up: that is a fault
+            async with asyncio.timeout(WAIT):
+                await link.read()
+        assert info.value.fault is True
+        first.close()
+    finally:
+        await link.shutdown()

@@ -1,0 +1,328 @@
+"""The pure mapping from decoded GB/T 26875.3 uploads to wire records, every upload type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from edge.drivers.panel_records import (
+    COMPONENT_FLAGS,
+    SYSTEM_FLAGS,
+    UITD_FLAGS,
+    PanelMapper,
+    label_ms,
+)
+from protocols.gb26875 import (
+    AnalogValue,
+    ApplicationData,
+    ComponentAddress,
+    ComponentConfig,
+    ComponentState,
+    ComponentStatus,
+    FacilityConfig,
+    FacilityOperation,
+    FacilityOperationRecord,
+    FacilitySoftwareVersion,
+    FacilityTime,
+    InfoObject,
+    RawApplicationData,
+    StreamDecoder,
+    SystemState,
+    SystemStatus,
+    TimeLabel,
+    UitdConfig,
+    UitdOperation,
+    UitdOperationRecord,
+    UitdSoftwareVersion,
+    UitdState,
+    UitdStatus,
+    UitdTime,
+    decode_adu,
+)
+from protocols.wire import Event, EventType, Measurement, Priority, Quantity, Record, WireError
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+T = TimeLabel(0, 0, 8, 1, 5, 24)  # 2024-05-01 08:00:00 in Shanghai = 00:00:00Z
+T_MS = 1_714_521_600_000
+RT = 1_714_521_601_234  # the gateway's receive time
+ADDR = ComponentAddress.from_int(3001)  # 0x00000bb9
+SMOKE = "panel/1-1/42-0x00000bb9"
+DATA = Path(__file__).resolve().parents[1] / "data" / "gb26875" / "every-upload-type"
+
+N = ComponentState.NORMAL
+
+
+def mapper(**kw: object) -> PanelMapper:
+    return PanelMapper("panel", "panel/com1/uitd", tz=SHANGHAI, **kw)  # type: ignore[arg-type]
+
+
+def smoke(state: ComponentState, desc: str = "3F 东侧走廊", time: TimeLabel | None = T
+          ) -> ComponentStatus:
+    return ComponentStatus(1, 1, 42, ADDR, state, desc, time)
+
+
+def run(m: PanelMapper, mark: int, *objs: InfoObject, frame_time: TimeLabel | None = None,
+        commit: bool = True) -> list[Record]:
+    mapped = m.map(ApplicationData(mark, tuple(objs)), RT, frame_time)
+    if commit:
+        m.commit(mapped)
+    return list(mapped.records)
+
+
+def events(records: list[Record]) -> list[tuple[str, EventType, bool]]:
+    return [(r.source.id, r.type, r.active) for r in records if isinstance(r, Event)]
+
+
+# -- state words: raise, restore, first sight ------------------------------------------------------
+
+def test_fire_alarm_becomes_a_fire_event_with_description_and_both_times() -> None:
+    (rec,) = run(mapper(), 2, smoke(N | ComponentState.FIRE_ALARM))
+    assert isinstance(rec, Event)
+    assert (rec.type, rec.active, rec.priority) == (EventType.FIRE_ALARM, True, Priority.FIRE)
+    assert rec.source.id == SMOKE
+    assert rec.source.description == "3F 东侧走廊"
+    assert (rec.source.system_type, rec.source.system_address) == (1, 1)
+    assert (rec.source.component_type, rec.source.component_address) == (42, 3001)
+    assert rec.source_ms == T_MS and rec.receive_ms == RT
+    assert rec.state == 0x0003
+    assert rec.detail == "火警 / 点型光电感烟火灾探测器"
+    assert rec.seq == 0
+
+
+def test_first_sight_raises_only_active_flags_then_changes_raise_and_restore() -> None:
+    m = mapper()
+    assert run(m, 2, smoke(N)) == []  # first sight, nothing active
+    assert events(run(m, 2, smoke(N | ComponentState.FAULT | ComponentState.DISABLED))) == [
+        (SMOKE, EventType.FAULT, True), (SMOKE, EventType.DISABLED, True)]
+    assert run(m, 2, smoke(N | ComponentState.FAULT | ComponentState.DISABLED)) == []  # resent
+    assert events(run(m, 2, smoke(N | ComponentState.DISABLED | ComponentState.SUPERVISORY))) \
+        == [(SMOKE, EventType.FAULT, False), (SMOKE, EventType.SUPERVISORY, True)]
+    assert events(run(m, 2, smoke(N))) == [(SMOKE, EventType.DISABLED, False),
+                                           (SMOKE, EventType.SUPERVISORY, False)]
+
+
+def test_a_restore_keeps_the_class_of_its_raise_and_the_known_description() -> None:
+    m = mapper()
+    run(m, 2, smoke(N | ComponentState.FIRE_ALARM))
+    (rec,) = run(m, 2, smoke(N, desc=""))
+    assert isinstance(rec, Event)
+    assert (rec.type, rec.active, rec.priority) == (EventType.FIRE_ALARM, False, Priority.FIRE)
+    assert rec.source.description == "3F 东侧走廊"
+
+
+def test_every_component_bit_maps_to_its_event() -> None:
+    expected = {1: EventType.FIRE_ALARM, 2: EventType.FAULT, 3: EventType.DISABLED,
+                4: EventType.SUPERVISORY, 5: EventType.STARTED, 6: EventType.FEEDBACK,
+                7: EventType.DELAY, 8: EventType.POWER_FAULT}
+    assert {f.bit: f.event for f in COMPONENT_FLAGS if f.bit} == expected
+    for bit, event_type in expected.items():
+        (rec,) = run(mapper(), 2, smoke(ComponentState(1 | 1 << bit)))
+        assert isinstance(rec, Event) and rec.type is event_type and rec.active
+
+
+def test_every_system_bit_maps_to_its_event_and_reset_is_a_point() -> None:
+    expected = {1: EventType.FIRE_ALARM, 2: EventType.FAULT, 3: EventType.DISABLED,
+                4: EventType.SUPERVISORY, 5: EventType.STARTED, 6: EventType.FEEDBACK,
+                7: EventType.DELAY, 8: EventType.MAINS_POWER_FAULT,
+                9: EventType.BACKUP_POWER_FAULT, 10: EventType.BUS_FAULT,
+                11: EventType.MANUAL_MODE, 12: EventType.CONFIG_CHANGED, 13: EventType.RESET}
+    assert {f.bit: f.event for f in SYSTEM_FLAGS if f.bit} == expected
+    m = mapper()
+    sid = "panel/1-1/system"
+    word = SystemState.NORMAL | SystemState.MAINS_POWER_FAULT | SystemState.RESET
+    recs = run(m, 1, SystemStatus(1, 1, word, T))
+    assert events(recs) == [(sid, EventType.MAINS_POWER_FAULT, True), (sid, EventType.RESET, True)]
+    assert recs[0].source.description is None and recs[0].source.component_type is None
+    # The reset bit falling is no restore; the power fault clearing is.
+    assert events(run(m, 1, SystemStatus(1, 1, SystemState.NORMAL, T))) == [
+        (sid, EventType.MAINS_POWER_FAULT, False)]
+    assert events(run(m, 1, SystemStatus(1, 1, SystemState.NORMAL | SystemState.RESET, T))) \
+        == [(sid, EventType.RESET, True)]
+
+
+def test_bit0_clear_raises_test_mode_only_when_the_site_asks() -> None:
+    silent = mapper()
+    assert run(silent, 2, smoke(ComponentState(0))) == []  # many devices always send bit 0 = 0
+    loud = mapper(report_test_mode=True)
+    assert events(run(loud, 2, smoke(ComponentState(0)))) == [(SMOKE, EventType.TEST_MODE, True)]
+    assert events(run(loud, 2, smoke(N))) == [(SMOKE, EventType.TEST_MODE, False)]
+
+
+def test_several_objects_of_one_source_in_one_upload_diff_in_order() -> None:
+    m = mapper()
+    recs = run(m, 2, smoke(N | ComponentState.FIRE_ALARM), smoke(N),
+               smoke(N | ComponentState.FIRE_ALARM))
+    assert events(recs) == [(SMOKE, EventType.FIRE_ALARM, True),
+                            (SMOKE, EventType.FIRE_ALARM, False),
+                            (SMOKE, EventType.FIRE_ALARM, True)]
+    assert m.state(SMOKE) == 0x0003
+
+
+def test_nothing_changes_until_commit() -> None:
+    m = mapper()
+    first = run(m, 2, smoke(N | ComponentState.FIRE_ALARM), commit=False)
+    again = run(m, 2, smoke(N | ComponentState.FIRE_ALARM), commit=False)
+    assert events(first) == events(again) == [(SMOKE, EventType.FIRE_ALARM, True)]
+    assert m.state(SMOKE) is None and m.systems() == [] and m.active_components() == []
+    run(m, 2, smoke(N | ComponentState.FIRE_ALARM))
+    assert m.state(SMOKE) == 0x0003
+    assert m.systems() == [(1, 1)] and m.active_components() == [(1, 1, 3001)]
+    run(m, 2, smoke(N))
+    assert m.active_components() == [] and list(m.component_sources()) == [SMOKE]
+
+
+def test_uitd_state_link_bits_go_to_separate_sub_sources() -> None:
+    assert {f.bit: f.event for f in UITD_FLAGS if f.bit} == {
+        1: EventType.FIRE_ALARM, 2: EventType.FAULT, 3: EventType.MAINS_POWER_FAULT,
+        4: EventType.BACKUP_POWER_FAULT, 5: EventType.LINK_FAULT, 6: EventType.LINK_FAULT}
+    m = mapper(uitd_description="用户信息传输装置 com1")
+    u = "panel/com1/uitd"
+    both = UitdState.NORMAL | UitdState.CENTRE_LINK_FAULT | UitdState.MONITORING_LINE_FAULT
+    recs = run(m, 21, UitdStatus(both, T))
+    assert events(recs) == [(u + "/centre_link", EventType.LINK_FAULT, True),
+                            (u + "/panel_line", EventType.LINK_FAULT, True)]
+    assert recs[0].source.description == "用户信息传输装置 com1"
+    # One link clearing restores that one only.
+    recs = run(m, 21, UitdStatus(UitdState.NORMAL | UitdState.MONITORING_LINE_FAULT
+                                 | UitdState.MAINS_POWER_FAULT, T))
+    assert events(recs) == [(u, EventType.MAINS_POWER_FAULT, True),
+                            (u + "/centre_link", EventType.LINK_FAULT, False)]
+
+
+# -- points: analog values, operations, check-post answers ---------------------------------------
+
+@pytest.mark.parametrize(("analog_type", "raw", "quantity", "value", "unit"), [
+    (1, 7, Quantity.EVENT_COUNT, 7.0, ""),
+    (2, 250, Quantity.LEVEL, 2.5, "m"),
+    (3, -50, Quantity.TEMPERATURE, -5.0, "°C"),
+    (4, 12, Quantity.PRESSURE, 1.2, "MPa"),
+    (5, 3125, Quantity.PRESSURE, 312.5, "kPa"),
+    (6, 105, Quantity.GAS_CONCENTRATION, 10.5, "%LEL"),
+    (7, 90, Quantity.DURATION, 90.0, "s"),
+    (8, 2200, Quantity.VOLTAGE, 220.0, "V"),
+    (9, 15, Quantity.CURRENT, 1.5, "A"),
+    (10, 55, Quantity.FLOW, 5.5, "L/s"),
+    (11, 123, Quantity.AIR_VOLUME, 12.3, "m³/min"),
+    (12, 4, Quantity.WIND_SPEED, 4.0, "m/s"),
+])
+def test_analog_values_become_measurements_in_wire_units(
+        analog_type: int, raw: int, quantity: Quantity, value: float, unit: str) -> None:
+    (rec,) = run(mapper(), 3, AnalogValue(11, 1, 99, ADDR, analog_type, raw, T))
+    assert isinstance(rec, Measurement)
+    assert (rec.quantity, rec.value, rec.unit) == (quantity, value, unit)
+    assert rec.source.id == "panel/11-1/99-0x00000bb9"
+    assert rec.source_ms == T_MS and rec.receive_ms == RT and rec.priority is Priority.MEASUREMENT
+
+
+def test_user_defined_analog_is_raw_on_its_own_source_and_type_0_is_unused() -> None:
+    m = mapper()
+    (rec,) = run(m, 3, AnalogValue(11, 1, 99, ADDR, 0x9A, -123, T))
+    assert isinstance(rec, Measurement)
+    assert (rec.quantity, rec.value, rec.unit) == (Quantity.ANALOG, -123.0, "")
+    assert rec.source.id == "panel/11-1/99-0x00000bb9/analog-154"
+    assert rec.source.component_address == 3001
+    assert run(m, 3, AnalogValue(11, 1, 99, ADDR, 0, 5, T)) == []
+
+
+def test_analog_description_comes_from_what_the_panel_said_before() -> None:
+    m = mapper()
+    run(m, 7, ComponentConfig(11, 1, 99, ADDR, "屋顶消火栓 稳压压力"))
+    (rec,) = run(m, 3, AnalogValue(11, 1, 99, ADDR, 5, 3500, T))
+    assert rec.source.description == "屋顶消火栓 稳压压力"
+
+
+def test_facility_operations_become_operation_events() -> None:
+    flags = FacilityOperation.RESET | FacilityOperation.SILENCE
+    m = mapper()
+    run(m, 6, FacilityConfig(1, 1, "1号火灾报警控制器 A栋"))
+    (rec,) = run(m, 4, FacilityOperationRecord(1, 1, flags, 2, T))
+    assert isinstance(rec, Event)
+    assert (rec.type, rec.active, rec.priority) == (EventType.OPERATION, True, Priority.EVENT)
+    assert rec.operations == ("reset", "silence") and rec.operator == 2
+    assert rec.source.id == "panel/1-1/system" and rec.source_ms == T_MS
+    assert rec.source.description == "1号火灾报警控制器 A栋"
+    assert run(m, 4, FacilityOperationRecord(1, 1, FacilityOperation(0), 2, T)) == []
+
+
+def test_uitd_operations_and_the_check_post_answer() -> None:
+    m = mapper()
+    (answer,) = run(m, 24, UitdOperationRecord(UitdOperation.CHECK_POST_ANSWER, 3, T))
+    assert isinstance(answer, Event)
+    assert (answer.type, answer.active, answer.operator) == (EventType.CHECK_POST, True, 3)
+    assert answer.source.id == "panel/com1/uitd" and answer.source_ms == T_MS
+    both = run(m, 24, UitdOperationRecord(UitdOperation.CHECK_POST_ANSWER
+                                          | UitdOperation.SELF_TEST, 3, T))
+    assert [r.type for r in both if isinstance(r, Event)] == [EventType.CHECK_POST,
+                                                               EventType.OPERATION]
+    assert isinstance(both[1], Event) and both[1].operations == ("self_test",)
+
+
+# -- types that carry no record, raw ADUs, times ---------------------------------------------------
+
+def test_info_types_give_no_records_but_teach_descriptions() -> None:
+    m = mapper()
+    assert run(m, 5, FacilitySoftwareVersion(1, 1, 3, 2)) == []
+    assert run(m, 6, FacilityConfig(1, 1, "A栋主机")) == []
+    assert run(m, 7, ComponentConfig(1, 1, 42, ADDR, "三层东走廊")) == []
+    assert run(m, 8, FacilityTime(1, 1, T)) == []
+    assert run(m, 25, UitdSoftwareVersion(2, 1)) == []
+    assert run(m, 26, UitdConfig("模拟装置")) == []
+    assert run(m, 28, UitdTime(T)) == []
+    (rec,) = run(m, 2, smoke(N | ComponentState.FAULT, desc=""))
+    assert rec.source.description == "三层东走廊"
+    (op,) = run(m, 4, FacilityOperationRecord(1, 1, FacilityOperation.SILENCE, 1, T))
+    assert op.source.description == "A栋主机"
+    (uitd,) = run(m, 24, UitdOperationRecord(UitdOperation.RESET, 1, T))
+    assert uitd.source.description == "模拟装置"
+
+
+def test_raw_and_empty_adus_give_nothing() -> None:
+    m = mapper()
+    assert m.map(RawApplicationData(0x16, None), RT).records == ()
+    assert m.map(RawApplicationData(200, 1, b"\x01\x02"), RT).summary == "raw user_defined_200"
+    assert m.map(None, RT).records == ()
+
+
+def test_source_time_falls_back_to_the_frame_and_an_impossible_label_gives_none() -> None:
+    m = mapper()
+    (rec,) = run(m, 2, smoke(N | ComponentState.FAULT, time=None), frame_time=T)
+    assert rec.source_ms == T_MS  # no per-object label (dialect): the frame's time
+    (rec,) = run(m, 2, smoke(N | ComponentState.FAULT | ComponentState.FIRE_ALARM,
+                             time=TimeLabel(0, 0, 0, 0, 0, 0)))
+    assert rec.source_ms is None and rec.receive_ms == RT  # a panel whose clock was never set
+    assert label_ms(T, SHANGHAI) == T_MS
+    assert label_ms(T, ZoneInfo("UTC")) == T_MS + 8 * 3600 * 1000
+
+
+def test_long_descriptions_fit_the_wire_limit() -> None:
+    m = mapper()
+    run(m, 6, FacilityConfig(1, 1, "火" * 100))
+    (rec,) = run(m, 1, SystemStatus(1, 1, SystemState.NORMAL | SystemState.FAULT, T))
+    assert rec.source.description == "火" * 64
+
+
+def test_every_golden_upload_frame_maps_to_valid_records() -> None:
+    text = (DATA / "input.hex").read_text(encoding="utf-8")
+    raw = bytes.fromhex(" ".join(line.split("#")[0] for line in text.splitlines()))
+    frames = [f for f in StreamDecoder().feed(raw) if not isinstance(f, Exception)]
+    marks = sorted({f.adu[0] for f in frames})
+    assert marks == [1, 2, 3, 4, 5, 6, 7, 8, 21, 24, 25, 26, 28]
+    m = mapper(report_test_mode=True)
+    kinds: dict[int, set[str]] = {}
+    for frame in frames:
+        mapped = m.map(decode_adu(frame.adu), RT, frame.time)
+        m.commit(mapped)
+        kinds[frame.adu[0]] = {type(r).__name__ for r in mapped.records}
+        for rec in mapped.records:  # constructed records are valid wire records
+            assert rec.receive_ms == RT and rec.source.bus.value == "gb26875"
+    assert kinds[3] == {"Measurement"}
+    assert kinds[1] <= {"Event"} and kinds[2] == {"Event"} and kinds[4] == {"Event"}
+    assert all(not kinds[t] for t in (5, 6, 7, 8, 25, 26, 28))
+
+
+def test_records_refuse_what_the_wire_contract_refuses() -> None:
+    # The mapper builds validated records: a prefix that is not a source id fails loudly there.
+    with pytest.raises(WireError):
+        run(PanelMapper("bad prefix", "x"), 2, smoke(N | ComponentState.FAULT))
