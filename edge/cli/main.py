@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import typer
 
+from collector import cli as collector_cli
+from edge.cli import agent as agent_cmd
 from edge.cli import decode as decode_cmd
 from edge.cli import demo as demo_cmd
+from edge.cli import diag_ble, diag_modbus, diag_serial, local, provision
 from simulators import cli as sim_cli
 
 app = typer.Typer(
@@ -23,6 +26,16 @@ app = typer.Typer(
 
 app.command("decode")(decode_cmd.decode)
 app.command("demo")(demo_cmd.demo)
+agent_cmd.register(app)
+local.register(app)
+provision.register(app)
+diag = typer.Typer(help="Diagnose field buses: live panel traffic, Modbus reads, BLE scans.",
+                   no_args_is_help=True)
+diag_serial.register(diag)
+diag_modbus.register(diag)
+diag_ble.register(diag)
+app.add_typer(diag, name="diag")
+collector_cli.register(app)
 app.add_typer(sim_cli.build(), name="sim")
 
 
