@@ -85,6 +85,10 @@ async def run_agent(cfg: GatewayConfig, *, stop: asyncio.Event | None = None) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     logging.getLogger("bthome_ble.parser").setLevel(logging.ERROR)  # one line per bad advert
+    if cfg.modbus:
+        from edge.drivers.modbus_adapter import quiet_pymodbus_logging
+
+        quiet_pymodbus_logging()  # a frame dump per timeout; the driver counts them
     gw = cfg.gateway
     gw.data_dir.mkdir(parents=True, exist_ok=True)
     state = StateWriter(cfg.state_path, keep_events=cfg.state.keep_events)
@@ -94,11 +98,14 @@ async def run_agent(cfg: GatewayConfig, *, stop: asyncio.Event | None = None) ->
     started_ms = wall_ms()
     try:
         async with Outbox(cfg.outbox) as outbox:
-            pipeline = Pipeline(outbox, rules, state)
+            previous = state.load_conditions()
+            pipeline = Pipeline(outbox, rules, state, conditions=previous)
+            frozen = frozenset(previous)
 
             def make_ctx(name: str) -> DriverContext:
                 counters[name] = Counters()
-                return DriverContext(gw.id, pipeline.emit, counters[name], links)
+                return DriverContext(gw.id, pipeline.emit, counters[name], links,
+                                     previous=frozen)
 
             drivers = build_drivers(cfg, make_ctx)
             probe = HealthProbe(gw.id, outbox, gw.data_dir, counters=lambda: counters,

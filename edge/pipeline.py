@@ -20,14 +20,20 @@ from edge.drivers.base import Counters, wall_ms
 from edge.outbox import Outbox
 from edge.rules import RuleEngine
 from edge.state import StateWriter
-from protocols.wire import Event, Record
+from protocols.wire import Event, EventType, Record
 
-__all__ = ["Pipeline"]
+__all__ = ["POINT_EVENTS", "Pipeline"]
+
+POINT_EVENTS = frozenset({EventType.OPERATION, EventType.RESET, EventType.CHECK_POST,
+                          EventType.CONFIG_CHANGED})
+"""Events that happen at a point in time (always ``active``), as opposed to conditions that
+are raised and later restored."""
 
 
 class Pipeline:
     def __init__(self, outbox: Outbox, rules: RuleEngine, state: StateWriter,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None,
+                 conditions: set[tuple[str, str]] | None = None) -> None:
         self.outbox = outbox
         self.rules = rules
         self.state = state
@@ -35,6 +41,8 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._last_active = rules.active
         self._retry: list[Record] = []
+        self.conditions: set[tuple[str, str]] = set(conditions or ())
+        """Raised and not restored, as stored: (source id, event type)."""
         # Threshold events the rules already decided on but the outbox refused: the rule has
         # flipped, so they would never be produced again. Kept (bounded by the number of
         # rules) and stored by the clock task once the outbox takes them.
@@ -61,6 +69,22 @@ class Pipeline:
     async def _store(self, records: list[Record]) -> None:
         stored = await self.outbox.append(records)
         self.state.note(stored)
+        raised: list[tuple[str, str]] = []
+        cleared: list[tuple[str, str]] = []
+        for r in stored:
+            if isinstance(r, Event) and r.type not in POINT_EVENTS:
+                key = (r.source.id, r.type.value)
+                if r.active and key not in self.conditions:
+                    self.conditions.add(key)
+                    raised.append(key)
+                elif not r.active and key in self.conditions:
+                    self.conditions.discard(key)
+                    cleared.append(key)
+        if raised or cleared:
+            try:
+                await asyncio.to_thread(self.state.write_conditions, raised, cleared)
+            except Exception:  # the view is not the data: the records are stored
+                self.counters.inc("conditions_write_failed")
         active = self.rules.active
         if active != self._last_active:
             self._last_active = active

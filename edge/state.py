@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ _DDL = (
         source_id TEXT PRIMARY KEY, bus TEXT NOT NULL, description TEXT, quantity TEXT NOT NULL,
         value REAL NOT NULL, unit TEXT NOT NULL, receive_ms INTEGER NOT NULL, seq INTEGER)""",
     """CREATE TABLE IF NOT EXISTS active_alarms (
+        source_id TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (source_id, type))""",
+    """CREATE TABLE IF NOT EXISTS conditions (
         source_id TEXT NOT NULL, type TEXT NOT NULL, PRIMARY KEY (source_id, type))""",
     """CREATE TABLE IF NOT EXISTS snapshot (
         key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL)""",
@@ -75,6 +78,7 @@ class StateWriter:
         self._sensors: dict[str, Measurement] = {}
         self._snapshots: dict[str, object] = {}
         self._active: set[tuple[str, str]] | None = None
+        self._lock = threading.Lock()  # flush and write_conditions run in worker threads
 
     def note(self, records: Iterable[Record]) -> None:
         for r in records:
@@ -89,6 +93,28 @@ class StateWriter:
     def set_active(self, active: set[tuple[str, str]]) -> None:
         self._active = set(active)
 
+    def load_conditions(self) -> set[tuple[str, str]]:
+        rows = self._db.execute("SELECT source_id, type FROM conditions").fetchall()
+        return {(str(a), str(b)) for a, b in rows}
+
+    def write_conditions(self, raised: Iterable[tuple[str, str]],
+                         cleared: Iterable[tuple[str, str]]) -> None:
+        """Record condition changes now, in their own transaction (blocking: call it from a
+        thread). Called after the outbox committed the events, before a driver hears that
+        they are stored, so a restart knows every condition the cloud was told about (a kill
+        between the two at worst repeats a raise or a restore, never loses one)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.executemany("INSERT OR IGNORE INTO conditions VALUES (?,?)", list(raised))
+                db.executemany("DELETE FROM conditions WHERE source_id = ? AND type = ?",
+                               list(cleared))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     def load_active(self) -> set[tuple[str, str]]:
         rows = self._db.execute("SELECT source_id, type FROM active_alarms").fetchall()
         return {(str(a), str(b)) for a, b in rows}
@@ -100,6 +126,12 @@ class StateWriter:
         snapshots, self._snapshots = self._snapshots, {}
         active, self._active = self._active, None
         now = _now_ms()
+        with self._lock:
+            self._write(events, sensors, snapshots, active, now)
+
+    def _write(self, events: list[Event], sensors: dict[str, Measurement],
+               snapshots: dict[str, object], active: set[tuple[str, str]] | None,
+               now: int) -> None:
         db = self._db
         db.execute("BEGIN")
         try:
@@ -200,6 +232,11 @@ class StateReader:
     def sensors(self) -> list[SensorRow]:
         rows = self._db.execute("SELECT * FROM sensors ORDER BY source_id").fetchall()
         return [SensorRow(*r) for r in rows]
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """Every condition raised and not restored (source id, event type)."""
+        rows = self._db.execute("SELECT source_id, type FROM conditions ORDER BY 1, 2").fetchall()
+        return [(str(a), str(b)) for a, b in rows]
 
     def active_alarms(self) -> list[tuple[str, str]]:
         rows = self._db.execute("SELECT source_id, type FROM active_alarms ORDER BY 1").fetchall()

@@ -18,7 +18,7 @@ from edge.outbox import OutboxConfig
 
 from .ble import BleConfig, parse_ble
 from .gateway import GatewaySection, StateSection, parse_gateway, parse_outbox, parse_state
-from .modbus import ModbusBusConfig, parse_modbus, parse_modbus_profiles
+from .modbus import ModbusBusConfig, parse_modbus_buses, parse_modbus_profiles
 from .panel import PanelConfig, parse_panels
 from .rules import RuleConfig, parse_rule
 from .uplink import UplinkConfig, parse_uplink
@@ -74,12 +74,11 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
     uplink = None if uplink_t is None else parse_uplink(uplink_t)
     panels = tuple(parse_panels(top))
     profiles = parse_modbus_profiles(top)
-    buses = tuple(parse_modbus(t, profiles) for t in top.tables("modbus"))
+    buses = parse_modbus_buses(top.tables("modbus"), profiles)
     ble_t = top.table("ble")
     ble = None if ble_t is None else parse_ble(ble_t)
     rules = tuple(parse_rule(t) for t in top.tables("rule"))
     top.finish()
-    _unique(top, "modbus", [b.name for b in buses])
     _unique(top, "rule", [r.name for r in rules])
     if not (panels or buses or ble):
         raise ConfigError("", "no drivers configured: add a [[panel]], [[modbus]] or [ble] table")

@@ -127,6 +127,15 @@ class DriverContext:
     counters: Counters = field(default_factory=Counters)
     links: LinkBoard = field(default_factory=LinkBoard)
     now_ms: Callable[[], int] = wall_ms
+    previous: frozenset[tuple[str, str]] = frozenset()
+    """Conditions (source id, event type) that were raised and not restored when the agent
+    last stopped, however it stopped. A driver seeds its state with the ones of its own
+    sources, so a condition that cleared while the agent was down gets its restore event
+    (and one still active is not raised twice)."""
+
+    def previous_of(self, source_id: str) -> set[str]:
+        """The event types still raised for ``source_id`` at the last stop."""
+        return {t for sid, t in self.previous if sid == source_id}
 
 
 class Driver(Protocol):

@@ -67,7 +67,8 @@ gap_ms = 5
 
 
 @contextlib.asynccontextmanager
-async def agent(config: Path, *, log: Path | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
+async def agent(config: Path, *, log: Path | None = None
+                ) -> AsyncIterator[asyncio.subprocess.Process]:
     """``firegate agent run --config CONFIG``; stopped with SIGTERM (SIGKILL if it hangs)."""
     out = open(log or config.with_suffix(".log"), "ab")  # noqa: SIM115 - closed below
     proc = await asyncio.create_subprocess_exec(

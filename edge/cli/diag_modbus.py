@@ -1,0 +1,264 @@
+"""``firegate diag modbus``: read one Modbus device on the bench or in the field.
+
+A technician's tool: open the RS-485 adapter (``--port``) or a Modbus TCP gateway (``--host``),
+read one device (``--unit``) through a register map (``--profile``) or raw registers
+(``--register/--address/--count``), and see the decoded values with their units and whether
+they are plausible, the status bits, the raw registers, and - when it goes wrong - why: no
+answer, an exception code with its meaning, a port that will not open. ``--json`` prints one
+JSON object per read for scripts; ``--watch`` repeats until Ctrl-C.
+
+Exit status: 0 every read answered, 1 the (last) read failed, 2 bad options or the port cannot
+be opened. pymodbus is imported inside the command so the ``firegate`` tree builds fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from protocols.registers import PROFILES, DeviceProfile, PointSpec, ReadBlock, RegisterType
+
+if TYPE_CHECKING:
+    from edge.drivers.modbus_adapter import BusClient, ReadResult
+
+__all__ = ["register"]
+
+_HINTS = {
+    "timeout": "check the unit address, baud rate and parity, A/B wiring and termination",
+    "exception_1": "the device does not support this function: try the other --register table",
+    "exception_2": "the device has no register there: wrong profile or address?",
+    "exception_11": "the TCP gateway got no answer from the device behind it",
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``modbus`` command to the ``firegate diag`` group."""
+    app.command("modbus", no_args_is_help=True)(modbus)
+
+
+@dataclass
+class _Round:
+    """One read of the device: every block, decoded."""
+
+    reads: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    values: dict[str, float | frozenset[str]] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(2)
+
+
+def _load_profiles(path: Path) -> dict[str, DeviceProfile]:
+    from edge.config.modbus import parse_modbus_profiles
+    from edge.config.validators import ConfigError, Table
+
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+        return parse_modbus_profiles(Table(document, base_dir=path.parent))
+    except (OSError, tomllib.TOMLDecodeError, ConfigError) as exc:
+        raise _fail(f"{path}: {exc}") from None
+
+
+def modbus(
+    unit: Annotated[int, typer.Option("--unit", min=1, max=247,
+                                      help="Modbus device address (1-247).")],
+    port: Annotated[str | None, typer.Option(
+        "--port", metavar="DEVICE", help="Serial device of the RS-485 line (Modbus RTU).")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Modbus TCP host.")] = None,
+    tcp_port: Annotated[int, typer.Option("--tcp-port", min=1, max=65535)] = 502,
+    baud: Annotated[int, typer.Option("--baud", min=1200)] = 9600,
+    parity: Annotated[str, typer.Option("--parity", help="N, E or O.")] = "N",
+    stopbits: Annotated[int, typer.Option("--stopbits", min=1, max=2)] = 1,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help=f"Register map: {', '.join(PROFILES)} or a custom one "
+                          f"(--config).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", metavar="FILE", help="Gateway config whose [modbus_profiles] to "
+                                         "use.")] = None,
+    register_type: Annotated[str | None, typer.Option(
+        "--register", help="Raw read instead of a profile: holding or input.")] = None,
+    address: Annotated[int, typer.Option("--address", min=0, max=65535,
+                                         help="Raw read: first register (0-based).")] = 0,
+    count: Annotated[int, typer.Option("--count", min=1, max=125,
+                                       help="Raw read: number of registers.")] = 1,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.05, max=10.0,
+                                           help="Seconds to wait for an answer.")] = 0.5,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per read.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Repeat until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.05,
+                                            help="Seconds between reads with --watch.")] = 1.0,
+    reads: Annotated[int | None, typer.Option(
+        "--reads", min=1, help="Stop after this many reads (default 1, or unlimited with "
+                               "--watch).")] = None,
+) -> None:
+    """Read one Modbus device and show decoded values, status bits and raw registers."""
+    if (port is None) == (host is None):
+        raise _fail("give --port DEVICE (Modbus RTU) or --host HOST (Modbus TCP)")
+    if parity not in ("N", "E", "O"):
+        raise _fail(f"--parity: must be N, E or O, got {parity!r}")
+    if (profile is None) == (register_type is None):
+        raise _fail("give --profile KEY, or --register holding|input with --address/--count")
+    chosen: DeviceProfile | None = None
+    blocks: list[ReadBlock]
+    if profile is not None:
+        known = {**PROFILES, **(_load_profiles(config) if config else {})}
+        if profile not in known:
+            raise _fail(f"--profile: unknown profile {profile!r}; known: "
+                        f"{', '.join(sorted(known))}")
+        chosen = known[profile]
+        blocks = chosen.read_blocks()
+    else:
+        if register_type not in ("holding", "input"):
+            raise _fail(f"--register: must be holding or input, got {register_type!r}")
+        if address + count > 0x10000:
+            raise _fail("--address + --count: past register 65535")
+        blocks = [ReadBlock(RegisterType(register_type), address, count)]
+
+    from edge.drivers.modbus_adapter import (
+        BusClient,
+        SerialEndpoint,
+        TcpEndpoint,
+        quiet_pymodbus_logging,
+    )
+
+    quiet_pymodbus_logging()  # every failure is shown here, typed, with its meaning
+    endpoint = (TcpEndpoint(host, tcp_port) if host is not None
+                else SerialEndpoint(str(port), baud, parity, 8, stopbits))
+    client = BusClient(endpoint, timeout_s=timeout, gap_s=0.005)
+    limit = reads if reads is not None else (None if watch else 1)
+    try:
+        ok = asyncio.run(_session(client, unit, chosen, blocks, limit, interval, json_out))
+    except KeyboardInterrupt:
+        ok = True
+    if not ok:
+        raise typer.Exit(1)
+
+
+async def _session(client: BusClient, unit: int, profile: DeviceProfile | None,
+                   blocks: list[ReadBlock], limit: int | None, interval: float,
+                   json_out: bool) -> bool:
+    from edge.drivers.modbus_adapter import OpenError
+
+    try:
+        await client.open()
+    except OpenError as exc:
+        if json_out:
+            print(json.dumps({"ok": False, "error": "open", "detail": str(exc)}), flush=True)
+        raise _fail(str(exc)) from None
+    ok, done = True, 0
+    try:
+        while limit is None or done < limit:
+            if done:
+                await asyncio.sleep(interval)
+            result = await _read(client, unit, profile, blocks)
+            ok = not result.errors
+            done += 1
+            if json_out:
+                print(json.dumps(_as_json(client, unit, profile, result), ensure_ascii=False),
+                      flush=True)
+            else:
+                _show(client, unit, profile, result)
+    finally:
+        client.close()
+    return ok
+
+
+async def _read(client: BusClient, unit: int, profile: DeviceProfile | None,
+                blocks: list[ReadBlock]) -> _Round:
+    result = _Round()
+    start = time.perf_counter()
+    for block in blocks:
+        where = {"register": block.register_type.value, "start": block.start,
+                 "count": block.count}
+        reply = await client.read(block.register_type, block.start, block.count, unit)
+        error = _error(reply)
+        if error is not None:
+            result.errors.append({**where, **error})
+            continue
+        values = getattr(reply, "values", ())
+        result.reads.append({**where, "registers": list(values)})
+        if profile is not None:
+            result.values.update(profile.decode_block(block, values))
+    result.elapsed_ms = (time.perf_counter() - start) * 1000.0
+    return result
+
+
+def _error(reply: ReadResult) -> dict[str, Any] | None:
+    from edge.drivers.modbus_adapter import ExceptionReply, LinkError, NoAnswer, Registers
+
+    if isinstance(reply, Registers):
+        return None
+    if isinstance(reply, ExceptionReply):
+        return {"error": "exception", "code": reply.code, "meaning": reply.meaning,
+                "hint": _HINTS.get(f"exception_{reply.code}")}
+    if isinstance(reply, NoAnswer):
+        return {"error": "timeout", "detail": reply.detail, "hint": _HINTS["timeout"]}
+    kind = "link" if isinstance(reply, LinkError) else "bad_reply"
+    return {"error": kind, "detail": reply.detail}
+
+
+def _points(profile: DeviceProfile, values: dict[str, float | frozenset[str]]
+            ) -> list[tuple[PointSpec, float]]:
+    return [(p, v) for p in profile.points if isinstance(v := values.get(p.name), float)]
+
+
+def _as_json(client: BusClient, unit: int, profile: DeviceProfile | None, r: _Round
+             ) -> dict[str, Any]:
+    out: dict[str, Any] = {"ts_ms": time.time_ns() // 1_000_000, "endpoint": str(client.endpoint),
+                           "unit": unit, "ok": not r.errors,
+                           "elapsed_ms": round(r.elapsed_ms, 1)}
+    if profile is not None:
+        out["profile"] = profile.key
+        out["points"] = {p.name: {"value": v, "unit": p.unit.value, "min": p.minimum,
+                                  "max": p.maximum, "in_range": p.in_range(v)}
+                         for p, v in _points(profile, r.values)}
+        out["status"] = {w.name: sorted(bits) for w in profile.status_words
+                         if isinstance(bits := r.values.get(w.name), frozenset)}
+    out["reads"] = r.reads
+    out["errors"] = [{k: v for k, v in e.items() if v is not None} for e in r.errors]
+    return out
+
+
+def _show(client: BusClient, unit: int, profile: DeviceProfile | None, r: _Round) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console(highlight=False)
+    what = f"{profile.key} ({profile.model})" if profile is not None else "raw registers"
+    console.print(f"[bold]unit {unit}[/] · {what} · {client.endpoint} · "
+                  f"{r.elapsed_ms:.0f} ms")
+    if profile is not None and (points := _points(profile, r.values)):
+        table = RichTable("point", "value", "unit", "range", "plausible")
+        for p, v in points:
+            good = p.in_range(v)
+            table.add_row(p.name, f"{v:.6g}", p.unit.value, f"{p.minimum:g}..{p.maximum:g}",
+                          "yes" if good else "[bold red]NO - out of range[/]")
+        console.print(table)
+        for w in profile.status_words:
+            bits = r.values.get(w.name)
+            if isinstance(bits, frozenset):
+                shown = ", ".join(sorted(bits)) or "none set"
+                console.print(f"status {w.name}: {shown}")
+    for read in r.reads:
+        regs = ", ".join(f"{read['start'] + i}={v} (0x{v:04X})"
+                         for i, v in enumerate(read["registers"]))
+        console.print(f"raw {read['register']} {regs}")
+    for e in r.errors:
+        span = f"{e['register']} {e['start']}..{e['start'] + e['count'] - 1}"
+        if e["error"] == "exception":
+            text = f"exception {e['code']} ({e['meaning']})"
+        else:
+            text = f"{e['error']}: {e['detail']}"
+        hint = f" - {e['hint']}" if e.get("hint") else ""
+        console.print(f"[bold red]{span}: {text}[/]{hint}")

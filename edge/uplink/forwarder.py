@@ -1,0 +1,281 @@
+"""Outbox -> broker: batches out at QoS 1, deleted from the outbox only after their PUBACK.
+
+One :class:`Forwarder` serves every session (``MqttUplink.run(forwarder.serve, ...)``). Per
+session it puts everything the last session left in flight back to pending
+(``outbox.release_all()``), then loops: take a batch (fire alarms first, in a small batch of
+their own), join the stored record bytes into a contract batch, publish it, and on PUBACK
+``ack`` the seqs (deleting them); a failed publish ``nack``s them (pending again, same seqs).
+
+Throughput comes from a window of ``max_inflight`` record messages awaiting PUBACK (a
+1,000,000-record backlog drains at tens of thousands of records/s to a local broker). Two
+rules keep the window from costing what matters more:
+
+* **A fire alarm never waits for the window**: one more message is reserved for it, and while
+  the window is full the forwarder looks for a newly stored fire alarm every
+  ``FIRE_POLL_S`` (the outbox's ``next_batch`` then hands it out first, alone).
+* **Nor behind much data**: on one connection a fire alarm still queues behind the bytes
+  already handed to it, so the window is also bounded by time: at most about
+  ``queue_target_s`` (1 s) of the link's measured throughput is unacknowledged. On loopback
+  that is never the limit; on a 1 Mbit/s cellular link it is one or two messages instead of
+  16 x 128 KiB (~17 s of queue, beyond GB 26875.1's 10 s for a fire alarm).
+* **No reordering inside a class**: for fire alarms, alarms and events - where a restore
+  must never overtake its raise - at most one message carrying the class awaits its PUBACK at
+  a time. MQTT delivers one connection's messages in order (MQTT 3.1.1 §4.6, 5.0 §4.6), but a
+  message refused with a reason code (quota, ACL) would otherwise leave a later one of the
+  same class delivered ahead of it. Measurements, the bulk of any backlog, pipeline freely.
+
+A refused records publish ends the session (the uplink reconnects with back-off), so a broker
+that keeps refusing is retried at the back-off pace, not in a tight loop; the records stay in
+the outbox. Duplicates are possible (a PUBACK lost with the connection, or acknowledged
+records whose delete had not committed when a new session released them) and always carry
+the same seq, which the collector drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edge.config.uplink import UplinkConfig
+from edge.drivers.base import Counters, wall_ms
+from edge.outbox import Outbox, OutboxClosed, OutboxError, StoredRecord
+from protocols.wire import Channel, Priority, WireError, encode_batch_from_encoded, topic
+
+from .mqtt import RESERVED_SLOTS, MqttSession, PublishRefused
+
+__all__ = ["FIRE_POLL_S", "Forwarder"]
+
+log = logging.getLogger("edge.uplink")
+
+FIRE_POLL_S = 0.02
+"""While the window is full, how often to look for a newly stored fire alarm."""
+QUEUE_TARGET_S = 1.0
+"""Unacknowledged records data allowed, in seconds of measured throughput."""
+INITIAL_RATE = 256 * 1024
+"""Bytes/s assumed until the first large message has been acknowledged."""
+RATE_SAMPLE_MIN_BYTES = 16 * 1024
+"""Smaller messages are dominated by the round trip, not by the throughput."""
+OUTBOX_RETRY_S = 1.0
+ACK_FLUSH_S = 5.0
+"""Longest wait, at the end of a session, for the acks of what the broker confirmed."""
+_FIRE = Priority.FIRE
+_ORDERED = frozenset({Priority.FIRE, Priority.ALARM, Priority.EVENT})
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """One records message between ``next_batch`` and its ack (or nack)."""
+
+    seqs: tuple[int, ...]
+    per_class: Counter[Priority]
+    fire: bool
+    ordered: frozenset[Priority]
+    nbytes: int = 0
+    sent_at: float = 0.0
+
+    @classmethod
+    def of(cls, batch: Sequence[StoredRecord]) -> _Flight:
+        per_class = Counter(r.priority for r in batch)
+        return cls(tuple(r.seq for r in batch), per_class, batch[0].priority is _FIRE,
+                   frozenset(per_class) & _ORDERED)
+
+
+@dataclass(eq=False, slots=True)
+class _Window:
+    """One session's messages in flight; discarded with the session."""
+
+    limit: int
+    flights: int = 0  # non-fire messages not yet acked/nacked (the window proper)
+    bytes_out: int = 0  # payload bytes of non-fire messages awaiting their PUBACK
+    last_ack_at: float = 0.0
+    busy: Counter[Priority] = field(default_factory=Counter)  # ordered classes awaiting PUBACK
+    held: Counter[Priority] = field(default_factory=Counter)  # records taken, not yet done
+    to_ack: list[_Flight] = field(default_factory=list)
+    acks_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def take(self, flight: _Flight) -> None:
+        self.held.update(flight.per_class)
+        if not flight.fire:
+            self.flights += 1
+
+    def finish(self, flight: _Flight) -> None:
+        self.held.subtract(flight.per_class)
+        if not flight.fire:
+            self.flights -= 1
+        self.changed.set()
+
+    async def wait_changed(self, timeout: float | None) -> None:
+        self.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
+
+
+class Forwarder:
+    """Moves records from the outbox to ``firegate/v1/<gw>/records``; one per gateway.
+
+    ``acked_records`` / ``acked_batches`` count what the broker confirmed since start;
+    ``counters`` gets ``ack_failed`` and ``unsendable`` by reason.
+    """
+
+    def __init__(self, outbox: Outbox, config: UplinkConfig, *, gateway_id: str,
+                 site: str | None = None, counters: Counters | None = None,
+                 clock_ms: Callable[[], int] = wall_ms,
+                 queue_target_s: float = QUEUE_TARGET_S) -> None:
+        self._outbox = outbox
+        self._batch_max = config.batch_max_records
+        self._max_inflight = config.max_inflight
+        self._gw = gateway_id
+        self._site = site
+        self._topic = topic(gateway_id, Channel.RECORDS)
+        self._clock = clock_ms
+        self.counters = counters if counters is not None else Counters()
+        self._queue_target_s = queue_target_s
+        self.throughput: float | None = None
+        """Bytes/s the link acknowledged large messages at (EWMA); None until measured."""
+        self.acked_records = 0
+        self.acked_batches = 0
+        self.on_confirmed: Callable[[tuple[int, ...]], None] | None = None
+        """Called on the event loop with the seqs of each records message the broker
+        confirmed (before their delete commits): delivery tracking, latency figures."""
+
+    async def serve(self, session: MqttSession) -> None:
+        """Forward until cancelled (when the session ends); a :class:`Service`."""
+        # The broker may accept fewer unacknowledged messages than configured (MQTT 5
+        # Receive Maximum); status, health and acks need their share too.
+        limit = max(1, min(self._max_inflight, session.receive_maximum - RESERVED_SLOTS))
+        window = _Window(limit)
+        released = self._outbox.release_all()
+        if released:
+            log.info("uplink: %d records in flight in the last session go out again", released)
+        acker = asyncio.create_task(self._acker(window), name="uplink acks")
+        acker.add_done_callback(lambda _: window.changed.set())
+        try:
+            await self._pump(session, window, acker)
+        finally:
+            # What the broker confirmed is deleted even though the session is over (else it
+            # would go out again after the reconnect); then the window is dropped.
+            window.closed = True
+            window.acks_ready.set()
+            await asyncio.wait([acker], timeout=ACK_FLUSH_S)
+            acker.cancel()
+
+    def _fire_waiting(self, window: _Window) -> bool:
+        return self._outbox.depth(_FIRE) > window.held[_FIRE]
+
+    def _byte_budget(self) -> float:
+        return (self.throughput or INITIAL_RATE) * self._queue_target_s
+
+    def _may_take(self, window: _Window) -> bool:
+        if window.flights < window.limit and (
+                window.bytes_out == 0 or window.bytes_out < self._byte_budget()):
+            return True
+        return not window.busy[_FIRE] and self._fire_waiting(window)
+
+    def _measure(self, window: _Window, flight: _Flight) -> None:
+        # The time this message spent at the head of the queue: since the previous PUBACK
+        # if it was already waiting behind it, else since it was sent (an idle link).
+        now = time.monotonic()
+        if not flight.fire and flight.nbytes >= RATE_SAMPLE_MIN_BYTES:
+            busy_s = max(now - max(flight.sent_at, window.last_ack_at), 1e-4)
+            sample = flight.nbytes / busy_s
+            old = self.throughput
+            self.throughput = sample if old is None else 0.8 * old + 0.2 * sample
+        window.last_ack_at = now
+
+    async def _pump(self, session: MqttSession, window: _Window,
+                    acker: asyncio.Task[None]) -> None:
+        while not session.closed.done():  # then the uplink cancels us; take nothing more
+            if acker.done():
+                acker.result()  # it only ends by a bug: raise it (the session restarts)
+            if not self._may_take(window):
+                await window.wait_changed(FIRE_POLL_S)
+                continue
+            await self._outbox.wait_for_records()
+            try:
+                batch = await self._outbox.next_batch(self._batch_max)
+            except OutboxError as e:  # counted by the outbox too; the disk may recover
+                self.counters.inc("outbox_error")
+                log.error("uplink: outbox read failed: %s", e)
+                await asyncio.sleep(OUTBOX_RETRY_S)
+                continue
+            if not batch:
+                continue
+            flight = _Flight.of(batch)
+            window.take(flight)
+            # Seq order within a class: wait until no earlier message of this batch's
+            # event classes awaits its PUBACK (see the module docstring).
+            while any(window.busy[p] for p in flight.ordered):
+                await window.wait_changed(None)
+            self._send(session, window, flight, batch)
+
+    def _send(self, session: MqttSession, window: _Window, flight: _Flight,
+              batch: Sequence[StoredRecord]) -> None:
+        try:
+            payload = encode_batch_from_encoded(self._gw, self._site, self._clock(),
+                                                [r.encoded for r in batch])
+        except WireError as e:
+            # Cannot happen with next_batch's byte budget; if it does, the records stay in
+            # flight (not retried in a loop, not lost) until the next session releases them.
+            self.counters.inc("unsendable", len(batch))
+            log.error("uplink: cannot encode seqs %d..%d: %s", flight.seqs[0], flight.seqs[-1], e)
+            return
+        future = session.publish(self._topic, payload)
+        flight.nbytes, flight.sent_at = len(payload), time.monotonic()
+        if not flight.fire:
+            window.bytes_out += flight.nbytes
+        window.busy.update(flight.ordered)
+        future.add_done_callback(lambda f: self._published(session, window, flight, f))
+
+    def _published(self, session: MqttSession, window: _Window, flight: _Flight,
+                   future: asyncio.Future[None]) -> None:
+        error = future.exception() if not future.cancelled() else None
+        if window.closed:
+            return  # the next session releases everything this one had in flight
+        window.busy.subtract(flight.ordered)
+        if not flight.fire:
+            window.bytes_out -= flight.nbytes
+        if error is None and not future.cancelled():
+            self._measure(window, flight)
+            window.to_ack.append(flight)
+            window.acks_ready.set()
+            window.changed.set()
+            if self.on_confirmed is not None:
+                try:
+                    self.on_confirmed(flight.seqs)
+                except Exception:
+                    log.exception("uplink: on_confirmed failed")
+            return
+        self._outbox.nack(flight.seqs)
+        window.finish(flight)
+        if isinstance(error, PublishRefused):
+            # Nothing more goes out on this session; the uplink reconnects with back-off.
+            session.end(error)
+
+    async def _acker(self, window: _Window) -> None:
+        # Acks of everything confirmed meanwhile share one outbox call (one commit).
+        while not (window.closed and not window.to_ack):
+            await window.acks_ready.wait()
+            window.acks_ready.clear()
+            flights, window.to_ack = window.to_ack, []
+            if not flights:
+                continue
+            seqs = [s for f in flights for s in f.seqs]
+            try:
+                await self._outbox.ack(seqs)
+            except (OutboxError, OutboxClosed) as e:
+                # Delivered but not deleted: sent again after the next reconnect (same seqs).
+                self.counters.inc("ack_failed")
+                log.error("uplink: outbox ack of %d records failed: %s", len(seqs), e)
+            else:
+                self.acked_records += len(seqs)
+                self.acked_batches += len(flights)
+            for f in flights:
+                window.finish(f)

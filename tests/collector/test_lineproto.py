@@ -1,0 +1,186 @@
+"""to_line: escaping rules, refusals, and a round trip through an independent parser.
+
+The parser below follows the line protocol reference (InfluxDB 2.x / VictoriaMetrics
+reading): ``\\,``, ``\\=`` and ``\\ `` unescape in names and tag values, ``\\"`` and ``\\\\`` in
+string fields, every other backslash is literal. For any point, parsing to_line's output
+must give back the point, changed only as lineproto's docstring says.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.lineproto import to_line, to_lines
+from collector.points import FieldValue, Point
+
+
+def parse_line(line: str) -> Point:
+    """A small reference parser of one line (test-side, independent of to_line)."""
+    i = 0
+
+    def ident(stop: str) -> str:
+        nonlocal i
+        out: list[str] = []
+        while i < len(line):
+            c = line[i]
+            if c == "\\" and i + 1 < len(line) and line[i + 1] in ",= ":
+                out.append(line[i + 1])
+                i += 2
+            elif c in stop:
+                break
+            else:
+                out.append(c)
+                i += 1
+        return "".join(out)
+
+    def expect(c: str) -> None:
+        nonlocal i
+        assert line[i] == c, (line, i, c)
+        i += 1
+
+    measurement = ident(", ")
+    tags: list[tuple[str, str]] = []
+    while line[i] == ",":
+        i += 1
+        key = ident("=")
+        expect("=")
+        tags.append((key, ident(", ")))
+    expect(" ")
+    fields: list[tuple[str, FieldValue]] = []
+    while True:
+        key = ident("=")
+        expect("=")
+        if line[i] == '"':
+            i += 1
+            chars: list[str] = []
+            while line[i] != '"':
+                if line[i] == "\\" and line[i + 1] in '"\\':
+                    i += 1
+                chars.append(line[i])
+                i += 1
+            i += 1
+            fields.append((key, "".join(chars)))
+        else:
+            m = re.compile(r"[^, ]+").match(line, i)
+            assert m is not None
+            token = m.group()
+            i = m.end()
+            value: FieldValue
+            if token in ("true", "false"):
+                value = token == "true"
+            elif token.endswith("i"):
+                value = int(token[:-1])
+            else:
+                value = float(token)
+            fields.append((key, value))
+        if line[i] == ",":
+            i += 1
+            continue
+        break
+    expect(" ")
+    return Point(measurement, tuple(tags), tuple(fields), int(line[i:]))
+
+
+def test_escapes_by_position() -> None:
+    p = Point("m x,y", (("a b", "c,d=e"), ("k", 'q"uote')),
+              (("f=1", 'he said "hi" \\o/'), ("n", 3), ("b", False), ("x", 0.1)), 42)
+    assert to_line(p) == ('m\\ x\\,y,a\\ b=c\\,d\\=e,k=q"uote '
+                          'f\\=1="he said \\"hi\\" \\\\o/",n=3i,b=false,x=0.1 42')
+
+
+def test_backslashes_in_identifiers_are_written_only_where_every_server_agrees() -> None:
+    def tag_of(value: str) -> str:
+        line = to_line(Point("m", (("t", value),), (("f", 1),), 1))
+        assert line.startswith("m,t=") and line.endswith(" f=1i 1")
+        return line[len("m,t="):-len(" f=1i 1")]
+
+    assert tag_of("a\\b") == "a\\b"  # literal everywhere
+    assert tag_of("a\\") == "a/"  # would escape the separator
+    assert tag_of("a\\,b") == "a/\\,b"
+    assert tag_of("a\\\\b") == "a/\\b"
+    assert tag_of("a\\ b") == "a/\\ b"
+    assert tag_of("a\\=b") == "a/\\=b"
+
+
+def test_string_fields_keep_backslashes_and_write_newlines_as_text() -> None:
+    line = to_line(Point("m", (), (("s", "a\\b\nc\rd\te"),), 1))
+    assert line == 'm s="a\\\\b\\\\nc\\\\rd\te" 1'
+    assert "\n" not in line and "\r" not in line
+
+
+def test_numbers() -> None:
+    fields: tuple[tuple[str, FieldValue], ...] = (
+        ("f", 1.0), ("g", 1e-05), ("h", 1.5e16), ("i", -(2**63)), ("j", 2**63 - 1),
+        ("k", True), ("z", -0.0))
+    assert to_line(Point("m", (), fields, -5)) == \
+        "m f=1.0,g=1e-05,h=1.5e+16,i=-9223372036854775808i,j=9223372036854775807i,k=true," \
+        "z=-0.0 -5"
+
+
+@pytest.mark.parametrize(("point", "message"), [
+    (Point("m", (), (("f", math.nan),), 1), "no line-protocol form"),
+    (Point("m", (), (("f", math.inf),), 1), "no line-protocol form"),
+    (Point("m", (), (("f", 2**63),), 1), "64-bit"),
+    (Point("m", (), (), 1), "at least one field"),
+    (Point("m", (("t", ""),), (("f", 1),), 1), "empty"),
+    (Point("m", (("", "v"),), (("f", 1),), 1), "empty"),
+    (Point("", (), (("f", 1),), 1), "empty measurement"),
+    (Point("#m", (), (("f", 1),), 1), "comment"),
+    (Point("m", (("t", "a\nb"),), (("f", 1),), 1), "control character"),
+    (Point("m", (("t", "a\tb"),), (("f", 1),), 1), "control character"),
+    (Point("m", (), (("f", [1]),), 1), "not a line-protocol type"),  # type: ignore[arg-type]
+    (Point("m", (), (("f", 1),), 2**63 - 1), "int64"),
+])
+def test_refuses_what_has_no_faithful_line(point: Point, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        to_line(point)
+
+
+def test_to_lines_is_a_request_body() -> None:
+    p = Point("m", (), (("f", 1),), 1)
+    assert to_lines([p, p]) == "m f=1i 1\nm f=1i 1\n"
+    assert to_lines([]) == ""
+
+
+# -- round trip through the reference parser -----------------------------------------------
+
+_names = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF,
+                               blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+_strings = st.text(max_size=30)  # anything: control characters, quotes, newlines, Chinese
+_values = st.one_of(
+    _strings, st.booleans(), st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False))
+
+
+def _expected_identifier(s: str) -> str:
+    return re.sub(r"\\(?=[\\,= ]|$)", "/", s)
+
+
+def _expected_value(v: FieldValue) -> FieldValue:
+    return v.replace("\n", "\\n").replace("\r", "\\r") if isinstance(v, str) else v
+
+
+@settings(max_examples=400, deadline=None)
+@given(_names.filter(lambda s: not s.startswith("#")),
+       st.dictionaries(_names, _names, max_size=4),
+       st.dictionaries(_names, _values, min_size=1, max_size=5),
+       st.integers(-(2**63) + 1, 2**63 - 2))
+def test_parser_reads_back_what_to_line_wrote(measurement: str, tags: dict[str, str],
+                                              fields: dict[str, FieldValue], t: int) -> None:
+    point = Point(measurement, tuple(sorted(tags.items())), tuple(fields.items()), t)
+    line = to_line(point)
+    assert "\n" not in line and "\r" not in line
+    back = parse_line(line)
+    assert back.measurement == _expected_identifier(measurement)
+    assert back.tags == tuple((_expected_identifier(k), _expected_identifier(v))
+                              for k, v in point.tags)
+    assert back.fields == tuple((_expected_identifier(k), _expected_value(v))
+                                for k, v in point.fields)
+    for (_, got), (_, sent) in zip(back.fields, point.fields, strict=True):
+        assert type(got) is type(sent)  # 1.0 stays a float, 1 an integer, True a boolean
+    assert back.time_ns == t

@@ -1,0 +1,259 @@
+"""The uplink against a real Mosquitto with a real outbox: batches, PUBACK-gated deletes, the
+send window, fire alarms first, status and the last will.
+
+Helpers (observer, relay, rig) are in test_uplink_infra.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.drivers.base import wall_ms
+from edge.uplink import Backoff
+from protocols.wire import (
+    Event,
+    EventType,
+    GatewayState,
+    Priority,
+    Record,
+    decode_batch,
+    encode_batch,
+)
+from tests.infra.mosquitto import Mosquitto
+
+from .helpers import DETECTOR, T0, event, measurement, record
+from .test_uplink_infra import (
+    GW,
+    SITE,
+    VERSION,
+    Observer,
+    Relay,
+    retained_status,
+    running,
+    until,
+    uplink_config,
+)
+
+FIRE, ALARM, EVENT, MEAS = Priority
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_records_arrive_as_contract_batches_and_are_deleted_once_acked(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    obs = Observer(mosquitto.port)
+    before = wall_ms()
+    try:
+        async with running(tmp_path, uplink_config(mosquitto.port, batch_max_records=300)) as rig:
+            mix = [record([MEAS, EVENT, ALARM, MEAS][i % 4], i) for i in range(2_500)]
+            numbered: list[Record] = []
+            for i in range(0, len(mix), 500):
+                numbered += await rig.outbox.append(mix[i:i + 500])
+            await until(lambda: rig.outbox.ledger[0] == (0, 0, 0, 0), "an empty outbox")
+            await until(lambda: len(set(obs.seqs())) == 2_500, "every record at the broker")
+            batches = obs.batches()
+            assert all(b.gateway_id == GW and b.site == SITE for b in batches)
+            assert all(1 <= len(b.records) <= 300 for b in batches)
+            got = {r.seq: r for b in batches for r in b.records}
+            assert got == {r.seq: r for r in numbered}  # the same records, field for field
+            assert rig.forwarder.acked_records == 2_500
+            assert rig.counters.snapshot() == {}  # nothing refused, lost or failed
+            last = rig.uplink.last_ack_ms  # the last packet from the broker
+            assert last is not None and before <= last <= wall_ms()
+    finally:
+        obs.close()
+
+
+async def test_records_leave_the_outbox_only_after_the_puback(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    relay = await Relay(mosquitto.port).start()
+    obs = Observer(mosquitto.port)
+    try:
+        async with running(tmp_path, uplink_config(relay.port)) as rig:
+            relay.hold()  # the broker's PUBACKs wait in the relay
+            await rig.outbox.append([measurement(i) for i in range(10)])
+            await until(lambda: len(obs.seqs()) == 10, "the batch at the broker")
+            await asyncio.sleep(0.5)
+            assert rig.outbox.depth(MEAS) == 10  # delivered, but not confirmed: kept
+            assert rig.forwarder.acked_records == 0
+            relay.release()
+            await until(lambda: rig.outbox.depth(MEAS) == 0, "the delete after the PUBACK")
+            assert rig.forwarder.acked_records == 10
+    finally:
+        obs.close()
+        await relay.close()
+
+
+async def test_a_fire_alarm_does_not_wait_for_a_full_window(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    relay = await Relay(mosquitto.port).start()
+    try:
+        cfg = uplink_config(relay.port, max_inflight=2, batch_max_records=5)
+        async with running(tmp_path, cfg) as rig:
+            relay.hold()
+            await rig.outbox.append([measurement(i) for i in range(50)])
+            await until(lambda: len(relay.records()) == 2, "a full window")
+            await asyncio.sleep(0.3)
+            assert len(relay.records()) == 2  # the window is full: nothing more goes out
+            [fire] = await rig.outbox.append([event(FIRE, 99)])
+            await until(lambda: len(relay.records()) == 3, "the fire alarm despite the window")
+            assert [r.seq for r in relay.records()[2].records] == [fire.seq]
+            relay.release()
+            await until(lambda: rig.outbox.depth(MEAS) == 0, "the backlog drained")
+            seqs = [r.seq for b in relay.records() for r in b.records]
+            assert sorted(set(seqs)) == list(range(1, 52))
+    finally:
+        await relay.close()
+
+
+async def test_on_a_slow_link_a_fire_alarm_queues_behind_little_data(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The window is bounded by measured throughput too: with 0.25 s of a 2 MB/s path
+    allowed, a fire alarm finds a few messages ahead of it, not the whole window of 64."""
+    relay = await Relay(mosquitto.port, rate=2_000_000).start()
+    try:
+        cfg = uplink_config(relay.port, max_inflight=64, batch_max_records=1000)
+        async with running(tmp_path, cfg, queue_target_s=0.25) as rig:
+            for i in range(0, 24_000, 4_000):
+                await rig.outbox.append([measurement(i + k) for k in range(4_000)])
+            await until(lambda: len(relay.records()) >= 6, "the backlog flowing")
+            seen_then = len(relay.records())
+            [fire] = await rig.outbox.append([event(FIRE, 99)])
+            await until(lambda: any(b.records[0].seq == fire.seq for b in relay.records()),
+                        "the fire alarm at the broker")
+            position = next(i for i, b in enumerate(relay.records())
+                            if b.records[0].seq == fire.seq)
+            # ~500 kB allowed = about 4 messages of ~128 kB (+1 sent as the limit is checked
+            # before a batch is taken); without the bound all 24 would be queued ahead.
+            assert position - seen_then <= 9, (seen_then, position)
+            assert rig.forwarder.throughput is not None
+            await until(lambda: rig.outbox.depth(MEAS) == 0, "the backlog drained")
+    finally:
+        await relay.close()
+
+
+async def test_event_classes_are_not_pipelined_measurements_are(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A restore must never overtake its raise: one message per event class awaits its
+    PUBACK at a time; measurements fill the window."""
+    relay = await Relay(mosquitto.port).start()
+    try:
+        cfg = uplink_config(relay.port, max_inflight=8, batch_max_records=2)
+        async with running(tmp_path, cfg) as rig:
+            relay.hold()
+            alarms = [Event(source=DETECTOR, type=EventType.FAULT, receive_ms=T0 + i,
+                            active=i % 2 == 0) for i in range(6)]  # raise, restore, ...
+            stored = await rig.outbox.append(alarms)
+            await until(lambda: len(relay.records()) == 1, "the first alarm batch")
+            await asyncio.sleep(0.5)
+            assert len(relay.records()) == 1  # the next alarm batch waits for this PUBACK
+            relay.release()
+            await until(lambda: rig.outbox.depth(ALARM) == 0, "the alarms delivered")
+            assert [r.seq for b in relay.records() for r in b.records] == \
+                [r.seq for r in stored]  # seq order, raise before restore
+
+            relay.hold()
+            await rig.outbox.append([measurement(i) for i in range(12)])
+            await until(lambda: len(relay.records()) == 3 + 6, "six measurement batches at once")
+            relay.release()
+            await until(lambda: rig.outbox.depth(MEAS) == 0, "the measurements delivered")
+    finally:
+        await relay.close()
+
+
+async def test_status_online_on_connect_offline_on_stop(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    async with running(tmp_path, uplink_config(mosquitto.port)) as rig:
+        online = await retained_status(mosquitto.port)
+        assert (online.state, online.version, online.site, online.reason) == \
+            (GatewayState.ONLINE, VERSION, SITE, None)
+        obs = Observer(mosquitto.port)
+        await until(lambda: bool(obs.statuses()), "the observer's retained copy")
+        await rig.stop()
+        try:
+            await until(lambda: len(obs.statuses()) == 2, "the offline status")
+            offline = obs.statuses()[1]
+            assert (offline.state, offline.reason, offline.version) == \
+                (GatewayState.OFFLINE, "shutdown", VERSION)
+            await asyncio.sleep(0.5)
+            assert len(obs.statuses()) == 2  # a clean DISCONNECT: the will is not published
+        finally:
+            obs.close()
+    stored = await retained_status(mosquitto.port)
+    assert (stored.state, stored.reason) == (GatewayState.OFFLINE, "shutdown")
+    info = rig.links.get("uplink")
+    assert info is not None and info.detail == "stopped"
+
+
+CHILD = """
+import asyncio, sys
+from edge.config.uplink import UplinkConfig
+from edge.uplink import MqttUplink
+
+async def main() -> None:
+    up = MqttUplink(UplinkConfig("127.0.0.1", int(sys.argv[1])), gateway_id="gw-child",
+                    version="9.9")
+    task = asyncio.create_task(up.run())
+    while up.session is None:
+        await asyncio.sleep(0.02)
+    print("up", flush=True)
+    await task
+
+asyncio.run(main())
+"""
+
+
+async def test_the_last_will_marks_a_killed_gateway_offline(mosquitto: Mosquitto) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(mosquitto.port)], cwd=REPO,
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout is not None
+        assert (await asyncio.to_thread(child.stdout.readline)) == b"up\n"
+        online = await retained_status(mosquitto.port, "gw-child")
+        assert online.state is GatewayState.ONLINE
+        obs = Observer(mosquitto.port)
+        await until(lambda: bool(obs.statuses("gw-child")), "the retained online status")
+        child.send_signal(signal.SIGKILL)  # by PID: the process we started
+        try:
+            await until(lambda: len(obs.statuses("gw-child")) == 2, "the last will")
+            will = obs.statuses("gw-child")[1]
+            assert (will.state, will.reason, will.version) == \
+                (GatewayState.OFFLINE, "lwt", "9.9")
+        finally:
+            obs.close()
+        assert (await retained_status(mosquitto.port, "gw-child")).reason == "lwt"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+        if child.stdout:
+            child.stdout.close()
+
+
+async def test_payloads_are_byte_identical_to_the_reference_encoder(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    relay = await Relay(mosquitto.port).start()
+    try:
+        async with running(tmp_path, uplink_config(relay.port)) as rig:
+            stored = await rig.outbox.append([event(ALARM, 1), measurement(2)])
+            await until(lambda: rig.outbox.depth(MEAS) == 0, "the delivery")
+            [sent] = [p for p in relay.published if p.topic.endswith("/records")]
+            batch = decode_batch(sent.payload)
+            assert list(batch.records) == stored
+            assert encode_batch(batch) == sent.payload
+    finally:
+        await relay.close()
+
+
+def test_back_off_doubles_with_jitter_between_min_and_max() -> None:
+    low = Backoff(1.0, 60.0, rng=lambda: 0.0)
+    assert [low.next() for _ in range(9)] == [1, 1, 2, 4, 8, 16, 30, 30, 30]
+    high = Backoff(1.0, 60.0, rng=lambda: 1.0)
+    assert [high.next() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    high.reset()
+    assert high.next() == 1
+    assert [Backoff(0.5, 0.5).next() for _ in range(5)] == [0.5] * 5
