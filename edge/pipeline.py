@@ -24,8 +24,7 @@ from protocols.wire import Event, EventType, Record
 
 __all__ = ["POINT_EVENTS", "Pipeline"]
 
-POINT_EVENTS = frozenset({EventType.OPERATION, EventType.RESET, EventType.CHECK_POST,
-                          EventType.CONFIG_CHANGED})
+POINT_EVENTS = frozenset({EventType.OPERATION, EventType.RESET, EventType.CHECK_POST})
 """Events that happen at a point in time (always ``active``), as opposed to conditions that
 are raised and later restored."""
 

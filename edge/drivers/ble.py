@@ -26,7 +26,9 @@ doubling back-off; a BlueZ watchdog checks the adapter every ``watchdog_s`` whil
 
 State events (door, smoke...) are committed only once ``emit`` returned, so a failed emit is
 retried by the next advert of the device instead of being lost; measurements that could not
-be stored are counted ``emit_failed`` (a broadcast sensor cannot be asked to resend).
+be stored are counted ``emit_failed`` (a broadcast sensor cannot be asked to resend). The
+states start from the conditions still raised when the agent last stopped (``ctx.previous``):
+a device's first authentic advert restores what cleared meanwhile and raises nothing twice.
 
 Counters: ``adverts``, ``ignored``, ``not_bthome``, ``bad_payload``, ``decrypt_failed``,
 ``downgrade``, ``replay``, ``duplicate``, ``bad_value``, ``queue_full``, ``emit_failed``,
@@ -261,6 +263,10 @@ _BINARY_EVENTS: Mapping[str, tuple[EventType, Priority | None]] = {
 }
 
 
+_STATE_TYPES = frozenset(t for t, _ in _BINARY_EVENTS.values())
+"""Conditions this driver raises and restores from binary objects (seeded after a restart)."""
+
+
 def _split_key(key: str) -> tuple[str, int]:
     """bthome-ble names repeated objects ``temperature_1``, ``temperature_2``."""
     base, _, suffix = key.rpartition("_")
@@ -357,7 +363,20 @@ class BleDriver:
         self._lock = asyncio.Lock()  # one advert or offline check at a time: state + emit
         self._backoff = Backoff(config.restart_backoff_s, config.restart_backoff_max_s)
         self._scanning_since: float | None = None
-        self._fault_raised = False
+        self._fault_raised = EventType.LINK_FAULT.value in ctx.previous_of(
+            self._adapter_source.id)  # restored once the scanner runs, not raised twice
+        for dev in self._devices.values():
+            self._seed(dev, ctx.previous_of(dev.source.id))
+
+    @staticmethod
+    def _seed(dev: _Device, previous: set[str]) -> None:
+        """Start a device from the conditions still raised when the agent last stopped.
+
+        Its first authentic advert then restores those that cleared meanwhile (door closed,
+        smoke gone; ``sensor_offline`` by being heard) and raises none of them twice.
+        """
+        dev.offline = EventType.SENSOR_OFFLINE.value in previous
+        dev.raised.update({t: True for t in _STATE_TYPES if t.value in previous})
 
     @property
     def name(self) -> str:
@@ -522,7 +541,8 @@ class BleDriver:
         changed: dict[EventType, bool] = {}
         for etype, keys in on.items():
             active = bool(keys)
-            # A first sight reports only a raised state: nothing to restore yet.
+            # A first sight reports only a raised state, unless the condition was still
+            # raised at the last stop (seeded in ``raised``): then a clear state restores it.
             if dev.raised.get(etype, False) is not active:
                 out.append(self._event(dev, etype, active, receive_ms, priority[etype],
                                        ", ".join(keys) if active else None))

@@ -11,8 +11,11 @@ profiles); this file moves bytes, time and records:
   again and reported once; state words are diffed per source, so a re-sent state adds nothing.
 * **Know the state.** At start and after every reconnect the driver reads the system states (61),
   the components configured or last seen in an abnormal state (62) and the UITD state (81); the
-  answers (command 5) become events like uploads. The UITD clock is set (90) on connect and on a
-  schedule; check-posts (91) are sent on command and answered later by a type 24 upload.
+  answers (command 5) become events like uploads. Sources that had conditions raised when the
+  agent last stopped (``ctx.previous``) are read too, and their first word is diffed against
+  those conditions: what cleared while the agent was down is restored, nothing is raised
+  twice. The UITD clock is set (90) on connect and on a schedule; check-posts (91) are sent on
+  command and answered later by a type 24 upload.
 * **Watch the line.** No valid frame for ``silence_timeout_s`` (a quiet panel is asked for its
   state after ``probe_after_s``), or a port that errors or vanishes, is one ``link_fault`` event,
   a down link, and reopening with jittered exponential back-off until frames flow again; then
@@ -111,9 +114,17 @@ class PanelDriver:
         self._local = address_from_int(config.centre_address, order)
         self._peer = address_from_int(config.uitd_address or 0, order)
         base = f"{config.source_prefix}/{config.name}"
+        # Conditions raised before the last stop, per source of this panel (every id of ours
+        # starts with the prefix, which is unique per panel): the first word of each source
+        # is diffed against them, so what cleared while the agent was down is restored.
+        previous: dict[str, set[str]] = {}
+        for sid, etype in ctx.previous:
+            if sid.startswith(config.source_prefix + "/"):
+                previous.setdefault(sid, set()).add(etype)
         self.mapper = PanelMapper(config.source_prefix, f"{base}/uitd", tz=self._tz,
                                   report_test_mode=config.report_test_mode,
-                                  uitd_description=f"用户信息传输装置 {config.name}")
+                                  uitd_description=f"用户信息传输装置 {config.name}",
+                                  previous=previous)
         self.link_source = Source(f"{base}/link", Bus.GB26875,
                                   description=f"监测连接线路 {self.link.description}"[:64])
         self._session: Session | None = None
@@ -133,7 +144,10 @@ class PanelDriver:
         self._next_state_read = math.inf
         self._sync_task: asyncio.Task[None] | None = None
         self._next_sync = math.inf
-        self._fault_wanted = self._fault_reported = False
+        # A link fault still raised at the last stop is down until frames flow: the first
+        # valid frame restores it, a failed first open raises nothing new.
+        raised = EventType.LINK_FAULT.value in previous.get(self.link_source.id, ())
+        self._fault_wanted = self._fault_reported = raised
         self._fault_detail = ""
         self._fault_changed = asyncio.Event()
         self._backoff = 0
@@ -526,12 +540,17 @@ class PanelDriver:
             return not want or source_id == want or source_id.startswith(want + "/")
 
         m = self.mapper
-        systems = [s for s in dict.fromkeys([*self.config.systems, *m.systems()])
+        # Sources with conditions raised before a restart and not seen since are read too:
+        # a fire alarm that cleared while the agent was down is found and restored.
+        systems = [s for s in dict.fromkeys([*self.config.systems, *m.systems(),
+                                             *m.previous_systems()])
                    if chosen(m.system_id(*s))]
-        known = {key: sid for sid, key in m.component_sources().items()}
+        previous = m.previous_components()
+        known = {key: sid for sid, key in [*previous.items(), *m.component_sources().items()]}
         configured = [(k.system_type, k.system_address, k.address)
                       for k in self.config.components]
-        components = [k for k in dict.fromkeys([*configured, *m.active_components()])
+        components = [k for k in dict.fromkeys([*configured, *m.active_components(),
+                                                *previous.values()])
                       if chosen(known.get(k, f"{m.prefix}/{k[0]}-{k[1]}/?-0x{k[2]:08x}"))]
         return systems, components, chosen(m.uitd_id)
 

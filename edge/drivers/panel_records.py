@@ -3,8 +3,10 @@
 A panel reports *states* (a system's or component's state word, 图6/图7; the UITD's, 图13) and
 *points in time* (operator actions, 图9/图14; analog samples, 表6). States become events by
 diffing each source's new word against the last one known: a bit that rises is a raise
-(``active=True``), a bit that falls a restore. The first word seen from a source raises its
-active conditions only. Points become one record each.
+(``active=True``), a bit that falls a restore. The first word seen from a source is diffed
+against the conditions the agent had raised for it when it last stopped (``previous``): a
+condition that cleared meanwhile is restored, one still set is not raised again, and a source
+with none raises its active conditions only. Points become one record each.
 
 Mapping is two-phase so that nothing is lost when the outbox refuses records:
 :meth:`PanelMapper.map` computes the records and the states they lead to without changing
@@ -21,7 +23,8 @@ Source ids (stable, unique per gateway; ``<prefix>`` is the panel's ``source_pre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
@@ -107,6 +110,11 @@ _CONDITION_BITS = 0x1FE  # 图7 bits 1-8: a component with any of these set is w
 SystemKey = tuple[int, int]  # system type, system address
 ComponentKey = tuple[int, int, int]  # system type, system address, component address (uint32)
 
+# The part of a source id after ``<prefix>/`` (see the module docstring), read back so that the
+# sources of conditions raised before a restart can be read again (61 / 62).
+_SYSTEM_ID = re.compile(r"(\d{1,3})-(\d{1,3})/system")
+_COMPONENT_ID = re.compile(r"(\d{1,3})-(\d{1,3})/\d{1,3}-0x([0-9a-f]{8})")
+
 
 def label_ms(label: TimeLabel | None, tz: tzinfo | None = None) -> int | None:
     """A panel time label as epoch milliseconds, in ``tz`` (None: the gateway's zone).
@@ -155,7 +163,11 @@ class PanelMapper:
     """Maps one panel's uploads to records, remembering each source's last state word."""
 
     def __init__(self, prefix: str, uitd_id: str, *, tz: tzinfo | None = None,
-                 report_test_mode: bool = False, uitd_description: str | None = None) -> None:
+                 report_test_mode: bool = False, uitd_description: str | None = None,
+                 previous: Mapping[str, Collection[str]] | None = None) -> None:
+        """``previous``: source id -> event type values raised and not restored when the agent
+        last stopped (``DriverContext.previous``); the first word of each source is diffed
+        against them instead of against "all clear"."""
         self.prefix = prefix
         self.uitd_id = uitd_id
         self.tz = tz
@@ -165,6 +177,8 @@ class PanelMapper:
         self._descriptions: dict[object, str] = {}
         self._systems: dict[SystemKey, None] = {}
         self._components: dict[str, ComponentKey] = {}
+        self._previous: dict[str, frozenset[str]] = {
+            sid: frozenset(types) for sid, types in (previous or {}).items() if types}
 
     # -- ids ---------------------------------------------------------------------------------
 
@@ -194,6 +208,30 @@ class PanelMapper:
     def component_sources(self) -> dict[str, ComponentKey]:
         """Every component seen, by source id."""
         return dict(self._components)
+
+    def previous_systems(self) -> list[SystemKey]:
+        """Systems with conditions raised before the restart whose state is not known yet:
+        to read (61), so that what cleared while the agent was down is restored."""
+        found = []
+        for sid in self._unseen_previous():
+            match = _SYSTEM_ID.fullmatch(sid[len(self.prefix) + 1:])
+            if match is not None and max(int(match[1]), int(match[2])) <= 0xFF:
+                found.append((int(match[1]), int(match[2])))
+        return found
+
+    def previous_components(self) -> dict[str, ComponentKey]:
+        """Components with conditions raised before the restart whose state is not known yet,
+        by source id: to read (62) for the same reason."""
+        found = {}
+        for sid in self._unseen_previous():
+            match = _COMPONENT_ID.fullmatch(sid[len(self.prefix) + 1:])
+            if match is not None and max(int(match[1]), int(match[2])) <= 0xFF:
+                found[sid] = (int(match[1]), int(match[2]), int(match[3], 16))
+        return found
+
+    def _unseen_previous(self) -> list[str]:
+        return sorted(sid for sid in self._previous
+                      if sid.startswith(self.prefix + "/") and sid not in self._states)
 
     # -- mapping -------------------------------------------------------------------------------
 
@@ -256,17 +294,24 @@ class PanelMapper:
 
     def _diff(self, source: Source, word: int, flags: Sequence[Flag], what: str,
               source_ms: int | None, w: _Work, sub: dict[str, Source] | None = None) -> None:
-        """Events for the bits of ``word`` that changed since the source's last known word."""
+        """Events for the bits of ``word`` that changed since the source's last known word.
+
+        Without one (the first word since the agent started), a condition "was" active iff it
+        was raised and not restored when the agent last stopped.
+        """
         sid = source.id
         old = w.states.get(sid, self._states.get(sid))
         for flag in flags:
             if flag.event is EventType.TEST_MODE and not self.report_test_mode:
                 continue
-            now = bool(word >> flag.bit & 1) != flag.inverted
-            was = None if old is None else bool(old >> flag.bit & 1) != flag.inverted
-            if now == bool(was) or (flag.point and not now):
-                continue  # unchanged, first sight of an inactive flag, or a point that ended
             src = (sub or {}).get(flag.suffix, source) if flag.suffix else source
+            now = bool(word >> flag.bit & 1) != flag.inverted
+            if old is None:
+                was = flag.event.value in self._previous.get(src.id, ())
+            else:
+                was = bool(old >> flag.bit & 1) != flag.inverted
+            if now == was or (flag.point and not now):
+                continue  # unchanged, first sight of an inactive flag, or a point that ended
             w.records.append(Event(source=src, type=flag.event, active=now,
                                    receive_ms=w.receive_ms, source_ms=source_ms, state=word,
                                    detail=f"{flag.zh} / {what}"))

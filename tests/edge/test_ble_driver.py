@@ -89,10 +89,12 @@ class Collector:
                 and r.source.id == source and r.quantity is quantity]
 
 
-def driver_for(*devices: BleDeviceConfig, **options: Any) -> tuple[BleDriver, Collector]:
+def driver_for(*devices: BleDeviceConfig, previous: frozenset[tuple[str, str]] = frozenset(),
+               **options: Any) -> tuple[BleDriver, Collector]:
     collect = Collector()
     return BleDriver(BleConfig(devices=devices, **options),
-                     DriverContext(gateway_id="gw-test", emit=collect)), collect
+                     DriverContext(gateway_id="gw-test", emit=collect, previous=previous)
+                     ), collect
 
 
 async def feed(driver: BleDriver, *adverts: tuple[BLEDevice, AdvertisementData]) -> None:
@@ -286,6 +288,34 @@ async def test_failed_emit_is_counted_and_the_state_change_retried() -> None:
     assert [(e.type, e.active) for e in out.events()] == [(EventType.DOOR_OPEN, True)]
 
 
+async def test_after_a_restart_the_first_authentic_advert_restores_what_cleared() -> None:
+    door, smoke, keyed = "A4:C1:38:00:00:0A", "A4:C1:38:00:00:0B", "A4:C1:38:00:00:0C"
+    previous = frozenset({(f"ble/{door}", "door_open"), (f"ble/{door}", "sensor_offline"),
+                          (f"ble/{smoke}", "fire_alarm"), (f"ble/{keyed}", "door_open"),
+                          (f"ble/{door}/2", "fault")})  # not a source of this driver
+    driver, out = driver_for(BleDeviceConfig(door), BleDeviceConfig(smoke),
+                             BleDeviceConfig(keyed, key=KEY), previous=previous)
+    await feed(driver,
+               bthome_advert([(O.PACKET_ID, 1), (O.DOOR, False)], address=door),
+               bthome_advert([(O.PACKET_ID, 2), (O.DOOR, False)], address=door),
+               bthome_advert([(O.PACKET_ID, 1), (O.SMOKE, True)], address=smoke),  # still on
+               bthome_advert([(O.PACKET_ID, 1), (O.DOOR, False)], address=keyed, key=WRONG_KEY,
+                             counter=5))  # not authentic: proves nothing
+    assert [(e.source.id, e.type, e.active) for e in out.events()] == [
+        (f"ble/{door}", EventType.SENSOR_OFFLINE, False),
+        (f"ble/{door}", EventType.DOOR_OPEN, False)]
+    await feed(driver,
+               bthome_advert([(O.PACKET_ID, 2), (O.SMOKE, False)], address=smoke),
+               bthome_advert([(O.PACKET_ID, 1), (O.DOOR, False)], address=keyed, key=KEY,
+                             counter=6),
+               bthome_advert([(O.PACKET_ID, 3), (O.DOOR, True)], address=door))
+    assert [(e.source.id, e.type, e.active) for e in out.events()][2:] == [
+        (f"ble/{smoke}", EventType.FIRE_ALARM, False),
+        (f"ble/{keyed}", EventType.DOOR_OPEN, False),
+        (f"ble/{door}", EventType.DOOR_OPEN, True)]  # from here on, plain diffs
+    assert driver.ctx.counters.get("decrypt_failed") == 1
+
+
 # -- the real scanner over the mocked BlueZ ------------------------------------------------------
 
 
@@ -399,6 +429,38 @@ async def test_scenario_arrives_as_records(bluez: MockBluez) -> None:
     assert [links.get(f"ble/{a}").state.value for a in (ROOF, DOOR, WRONG)] == [  # type: ignore[union-attr]
         "up", "up", "down"]
     assert not out.events(kind=EventType.LINK_FAULT)
+
+
+async def test_after_a_restart_scanner_and_devices_restore_and_raise_nothing_twice(
+        bluez: MockBluez) -> None:
+    door, smoke, gone, control = (f"A4:C1:38:00:04:0{i}" for i in range(1, 5))
+    previous = frozenset({(f"ble/{bluez.adapter}", "link_fault"),
+                          (f"ble/{door}", "door_open"), (f"ble/{smoke}", "fire_alarm"),
+                          (f"ble/{gone}", "sensor_offline")})
+    driver, out = driver_for(*(BleDeviceConfig(a, expected_interval_s=0.5, offline_after_s=1.0)
+                               for a in (door, smoke, gone, control)), previous=previous)
+
+    def heard(address: str) -> bool:
+        return bool(out.values(f"ble/{address}", Quantity.RSSI))
+
+    task = await start(driver)
+    try:
+        for address, kind, obj, on in ((door, "door", O.DOOR, False),
+                                       (smoke, "smoke", O.SMOKE, True)):
+            data = bthome.encode_service_data([(O.PACKET_ID, 1), (obj, on)])
+            bluez.add_device(address, kind, Advert(-60, {SERVICE_UUID: data}, {}))
+        await wait_until(lambda: heard(door) and heard(smoke))
+        # The control device, silent and without previous conditions, goes offline; the
+        # same check passes over the silent device that was offline before the restart.
+        await wait_until(lambda: bool(out.events(f"ble/{control}", EventType.SENSOR_OFFLINE)))
+    finally:
+        await stop(task)
+    assert [(e.source.id, e.type, e.active) for e in out.events()
+            if e.source.id != f"ble/{control}"] == [
+        (f"ble/{bluez.adapter}", EventType.LINK_FAULT, False),
+        (f"ble/{door}", EventType.DOOR_OPEN, False)]
+    link = driver.ctx.links.get(f"ble/{gone}")
+    assert link is not None and link.state.value == "down"
 
 
 def _bluez_mock(bluez: MockBluez) -> Any:

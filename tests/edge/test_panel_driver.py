@@ -99,9 +99,10 @@ def config(port: Path | None = None, **kw: Any) -> PanelConfig:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: PanelConfig) -> AsyncIterator[tuple[PanelDriver, Outbox, DriverContext]]:
+async def running(cfg: PanelConfig, previous: frozenset[tuple[str, str]] = frozenset()
+                  ) -> AsyncIterator[tuple[PanelDriver, Outbox, DriverContext]]:
     outbox = Outbox()
-    ctx = DriverContext("gw-test", outbox.emit)
+    ctx = DriverContext("gw-test", outbox.emit, previous=previous)
     driver = PanelDriver(cfg, ctx)
     task = asyncio.create_task(driver.run())
     try:
@@ -378,6 +379,44 @@ async def test_a_silent_panel_is_one_link_fault_until_it_talks_again(tmp_path: P
         # The probes (81) went unanswered and were dropped with the link; it was reopened.
         assert ctx.counters.get("reopen") >= 1 and ctx.counters.get("link_reset") >= 1
         assert driver.up
+
+
+# -- after a restart -----------------------------------------------------------------------------
+
+async def test_after_a_restart_what_cleared_is_restored_once_and_nothing_raised_twice(
+        tmp_path: Path) -> None:
+    """The agent stopped with these raised; meanwhile the smoke detector's fire alarm (and so
+    the system's) cleared and the line came back; the pump-room module's fault still holds."""
+    system, centre_link = "panel/1-1/system", "panel/com1/uitd/centre_link"
+    previous = frozenset({(SMOKE, "fire_alarm"), (MODULE, "fault"), (system, "fire_alarm"),
+                          (system, "fault"), (LINK, "link_fault"), (centre_link, "link_fault")})
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 0.0
+        action = "fault"
+        component = "module-pump-room"
+        """, confirm_timeout=1.0, retries=10)
+    book = tmp_path / "ledger.jsonl"
+    async with running(config(tmp_path / "uitd"), previous) as (driver, outbox, ctx):
+        # No port yet: the link fault raised before the restart is not raised a second time.
+        await until(lambda: ctx.counters.get("open_failed") >= 2, "failed opens")
+        assert outbox.records == [] and not driver.up
+        async with sim(tmp_path, "--scenario", script):
+            await until(lambda: len([e for e in outbox.events() if not e.active]) >= 4,
+                        "the four restores")
+            await until(lambda: entries(book).get(1) == "confirmed", "the fault upload stored")
+            await asyncio.sleep(0.5)  # a second restore or a late raise would show up here
+            seen = Counter((e.source.id, e.type, e.active) for e in outbox.events())
+            answered = {r["type_mark"]: r["count"] for r in ledger(book)
+                        if r["event"] == "answered"}
+    assert seen == Counter({(SMOKE, EventType.FIRE_ALARM, False): 1,
+                            (system, EventType.FIRE_ALARM, False): 1,
+                            (LINK, EventType.LINK_FAULT, False): 1,
+                            (centre_link, EventType.LINK_FAULT, False): 1})
+    # Both components of the previous conditions were read (62), never seen since the start;
+    # the system too (61), though no system was configured or uploaded.
+    assert answered == {61: 1, 62: 2, 81: 1}
+    assert ctx.counters.get("uploads") >= 1
 
 
 # -- other transports and dialects ----------------------------------------------------------------

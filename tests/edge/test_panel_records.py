@@ -191,6 +191,75 @@ def test_uitd_state_link_bits_go_to_separate_sub_sources() -> None:
                             (u + "/centre_link", EventType.LINK_FAULT, False)]
 
 
+# -- after a restart: the first word is diffed against the conditions raised before it ------------
+
+SYSTEM = "panel/1-1/system"
+
+
+def test_first_word_after_a_restart_restores_what_cleared_and_raises_nothing_twice() -> None:
+    m = mapper(previous={SMOKE: {"fire_alarm", "fault"}, SYSTEM: {"fire_alarm"}})
+    # Fire alarm cleared while the agent was down: restored; the fault still holds: silent.
+    recs = run(m, 2, smoke(N | ComponentState.FAULT))
+    assert events(recs) == [(SMOKE, EventType.FIRE_ALARM, False)]
+    assert recs[0].priority is Priority.FIRE  # a restore keeps the class of its raise
+    # From now on the known word rules: the fault clears once, nothing comes from previous.
+    assert events(run(m, 2, smoke(N))) == [(SMOKE, EventType.FAULT, False)]
+    assert run(m, 2, smoke(N)) == []
+    assert events(run(m, 2, smoke(N | ComponentState.FIRE_ALARM))) == [
+        (SMOKE, EventType.FIRE_ALARM, True)]
+    # The system: its fire alarm restored, a fault not raised before is raised (first sight).
+    assert events(run(m, 1, SystemStatus(1, 1, SystemState.NORMAL | SystemState.FAULT, T))) \
+        == [(SYSTEM, EventType.FIRE_ALARM, False), (SYSTEM, EventType.FAULT, True)]
+
+
+def test_previous_conditions_of_other_sources_change_nothing() -> None:
+    plain, seeded = mapper(), mapper(previous={SYSTEM: {"fault"}, "panel/1-1/42-0x00000001":
+                                               {"fire_alarm"}})
+    for word in (N | ComponentState.FIRE_ALARM, N, N | ComponentState.FAULT):
+        assert events(run(seeded, 2, smoke(word))) == events(run(plain, 2, smoke(word)))
+
+
+def test_previous_uitd_link_faults_are_kept_apart_by_sub_source() -> None:
+    u = "panel/com1/uitd"
+    m = mapper(previous={u + "/centre_link": {"link_fault"}, u + "/panel_line": {"link_fault"},
+                         u: {"mains_power_fault"}})
+    recs = run(m, 21, UitdStatus(UitdState.NORMAL | UitdState.MONITORING_LINE_FAULT, T))
+    assert events(recs) == [(u, EventType.MAINS_POWER_FAULT, False),
+                            (u + "/centre_link", EventType.LINK_FAULT, False)]
+
+
+def test_an_unstored_first_word_is_diffed_against_previous_again() -> None:
+    m = mapper(previous={SMOKE: {"fire_alarm"}})
+    first = run(m, 2, smoke(N), commit=False)  # the outbox refused it: mapped again later
+    again = run(m, 2, smoke(N))
+    assert events(first) == events(again) == [(SMOKE, EventType.FIRE_ALARM, False)]
+    assert run(m, 2, smoke(N)) == []
+
+
+def test_sources_with_previous_conditions_are_read_back_from_their_ids() -> None:
+    m = mapper(previous={
+        SMOKE: {"fire_alarm"},
+        "panel/2-7/31-0xfffffffe": {"fault"},
+        SYSTEM: {"fault"},
+        "panel/11-1/system": {"mains_power_fault"},
+        "panel/com1/uitd": {"fault"},  # the UITD is read with 81 anyway
+        "panel/com1/link": {"link_fault"},
+        "panel/1-1/99-0x00000065/analog-5": {"threshold_high"},  # a rule's, not a state word
+        "panel/300-1/system": {"fault"},  # no such system type: not a source of ours
+        "panel/1-1/42-0xbb9": {"fault"},
+        "other/1-1/42-0x00000bb9": {"fire_alarm"},  # another panel's prefix
+        "panelx/1-1/system": {"fault"},
+    })
+    assert m.previous_systems() == [(1, 1), (11, 1)]
+    assert m.previous_components() == {SMOKE: (1, 1, 3001),
+                                       "panel/2-7/31-0xfffffffe": (2, 7, 0xFFFFFFFE)}
+    run(m, 2, smoke(N))  # seen (and restored): its current state is known now
+    run(m, 1, SystemStatus(11, 1, SystemState.NORMAL, T))
+    assert m.previous_components() == {"panel/2-7/31-0xfffffffe": (2, 7, 0xFFFFFFFE)}
+    assert m.previous_systems() == [(1, 1)]
+    assert mapper().previous_systems() == [] and mapper().previous_components() == {}
+
+
 # -- points: analog values, operations, check-post answers ---------------------------------------
 
 @pytest.mark.parametrize(("analog_type", "raw", "quantity", "value", "unit"), [
