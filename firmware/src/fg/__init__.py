@@ -1,0 +1,1 @@
+# firegate firmware for the ESP32 (MicroPython); see docs/firmware.md.

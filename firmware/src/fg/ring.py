@@ -1,0 +1,221 @@
+# The firmware's outbox: a bounded ring of fixed-size record slots on flash that survives reboot.
+#
+# Rules (docs/firmware.md "Ring buffer", the same as the edge outbox in docs/outbox.md):
+# * a record is on flash, with its seq, before anything else happens to it;
+# * seqs strictly increase across reboots: each slot keeps its seq after it is acknowledged (only
+#   its state byte changes), so the highest seq on flash is the last one assigned, and only a
+#   newer record ever overwrites a slot;
+# * when every slot is taken, the oldest record of the least urgent class goes: measurements
+#   oldest-first, alarms last; each eviction is counted per class in ``meta``, which survives;
+# * a slot is freed only by ``ack()``, which the uplink calls after the broker's PUBACK.
+#
+# Files in ``directory``: ``meta`` (geometry, eviction counters; replaced by rename, so a power
+# cut leaves the old or the new one), ``src`` (the source table: one "bus\tid" line per source,
+# append only; slots refer to a line by number) and segments ``s0``, ``s1``... of
+# SEG_SLOTS slots each. Segments of one flash block (4 KiB) keep littlefs fast: a write inside a
+# file rewrites the block it touches (copy on write), so small files mean one block per write.
+
+import os
+import struct
+
+from micropython import const
+
+from fg.modbus import crc16
+
+SLOT = const(40)
+# state, kind<<4|prio, code, flags, src, seq hi/lo, rt hi/lo, value, limit, aux, crc
+FMT = ">BBBBHHIHIddIH"
+FREE = const(0xFF)  # in ``prio``: no live record in this slot
+LIVE = const(0x4C)  # 'L': waiting for the broker's acknowledgement
+DONE = const(0x44)  # 'D': acknowledged or evicted; its seq still counts
+SEG_SLOTS = const(102)  # 102 x 40 = 4080 bytes: one 4 KiB flash block
+META = ">4sHHH4IHI"  # magic, slot size, slots per segment, segments, evicted x4, seq base
+MAGIC = b"FGR1"
+
+
+def crc(slot):
+    # the state byte is left out: ack() changes it in place
+    return crc16(memoryview(slot)[1:SLOT - 2])
+
+
+def join(path, name):
+    return path + "/" + name
+
+
+class Ring:
+    """``append(records) -> seqs``, ``pending(n)`` -> slots to send, ``read(slots)``,
+    ``ack(slots)``; ``depth``, ``last_seq``, ``evicted`` (per class), ``capacity``. Opened
+    (files read or created, the index built) by ``fg.ringopen.open_ring``."""
+
+    def __init__(self, directory, counters):
+        # filled by fg/ringopen.py (start-up code, dropped from memory after use)
+        self.dir = directory
+        self.counters = counters
+        self.evicted = [0, 0, 0, 0]
+        self.last_seq = 0
+
+    def write_meta(self):
+        data = struct.pack(META, MAGIC, SLOT, SEG_SLOTS, self.segs, *self.evicted,
+                           self.last_seq >> 32, self.last_seq & 0xFFFFFFFF)
+        tmp = join(self.dir, "meta.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.write(struct.pack(">H", crc16(data)))
+        os.rename(tmp, join(self.dir, "meta"))
+
+    def source(self, i):
+        """The source key ("bus\tid") of source table line ``i``."""
+        return self.sources[i]
+
+    def _source_index(self, key):
+        i = self.index.get(key)
+        if i is None:
+            i = len(self.sources)
+            with open(join(self.dir, "src"), "ab") as f:
+                f.write(key.encode() + b"\n")
+            self.index[key] = i
+            self.sources.append(key)
+        return i
+
+    def seg(self, n):
+        return join(self.dir, "s%d" % n)
+
+    # -- write --------------------------------------------------------------------------------
+
+    def oldest(self, want):
+        # the live slot with the lowest seq among those whose class is in ``want``, or -1
+        prio = self.prio
+        best = -1
+        low = 0
+        for s in range(self.segs):
+            sq = self.seq[s]
+            base = s * SEG_SLOTS
+            for j in range(SEG_SLOTS):
+                if prio[base + j] in want and (best < 0 or sq[j] < low):
+                    best = base + j
+                    low = sq[j]
+        return best
+
+    def _victim(self):
+        # the oldest record of the least urgent class present (spec "Priorities")
+        for p in (3, 2, 1, 0):
+            best = self.oldest((p,))
+            if best >= 0:
+                return best
+        raise OSError(28)  # unreachable: the ring is full of live records
+
+    def _free_slot(self):
+        prio, n = self.prio, self.capacity
+        i = self.cursor
+        for _ in range(n):
+            if prio[i] == FREE:
+                self.cursor = (i + 1) % n
+                return i, -1
+            i = (i + 1) % n
+        v = self._victim()
+        return v, prio[v]
+
+    def append(self, records):
+        """Store records (tuples of fg/records.py); returns their seqs. Evicts when full."""
+        if not records:
+            return []
+        seqs = []
+        slots = {}  # slot -> slot bytes; a slot taken twice in one call keeps the later record
+        evicted = False
+        for rec in records:
+            i, victim = self._free_slot()
+            if victim >= 0:
+                self.evicted[victim] += 1
+                self.depth -= 1
+                evicted = True
+            self.last_seq += 1
+            seq = self.last_seq
+            seqs.append(seq)
+            kind, prio, code, flags, src, _, rt, value, limit, aux = rec
+            data = bytearray(struct.pack(
+                FMT, LIVE, kind << 4 | prio, code, flags, self._source_index(src),
+                seq >> 32, seq & 0xFFFFFFFF, rt >> 32, rt & 0xFFFFFFFF,
+                value, limit, aux, 0))
+            c = crc(data)
+            data[SLOT - 2] = c >> 8
+            data[SLOT - 1] = c & 0xFF
+            slots[i] = data
+            self.prio[i] = prio  # live from here on: the next record may evict it (oldest)
+            self.seq[i // SEG_SLOTS][i % SEG_SLOTS] = seq & 0xFFFFFFFF
+            self.depth += 1
+        if evicted:
+            self.write_meta()  # count first: a cut after this over-counts, never hides one
+        by_seg = {}
+        for i, data in slots.items():
+            by_seg.setdefault(i // SEG_SLOTS, []).append((i, data))
+        for s, items in by_seg.items():
+            with open(self.seg(s), "r+b") as f:
+                for i, data in items:
+                    f.seek((i % SEG_SLOTS) * SLOT)
+                    f.write(data)
+        return seqs
+
+    # -- read and acknowledge -----------------------------------------------------------------
+
+    def pending(self, limit):
+        """Up to ``limit`` live slots, most urgent class first, oldest first within a class."""
+        prio = self.prio
+        out = []
+        for p in range(4):
+            want = limit - len(out)
+            if want <= 0:
+                break
+            best = []  # (seq, slot), sorted, at most ``want``
+            for seg in range(self.segs):
+                sq = self.seq[seg]
+                base = seg * SEG_SLOTS
+                for j in range(SEG_SLOTS):
+                    if prio[base + j] != p:
+                        continue
+                    q = sq[j]
+                    if len(best) == want:
+                        if q >= best[-1][0]:
+                            continue
+                        best.pop()
+                    k = len(best)
+                    while k and best[k - 1][0] > q:
+                        k -= 1
+                    best.insert(k, (q, base + j))
+            out.extend(i for _, i in best)
+        return out
+
+    def read(self, slots):
+        """Yield the record tuples in ``slots`` (source as its key), in the order given; one at
+        a time, so that a batch never holds all its records in memory."""
+        buf = bytearray(SLOT)
+        f = None
+        seg = -1
+        try:
+            for i in slots:
+                if i // SEG_SLOTS != seg:
+                    if f:
+                        f.close()
+                    seg = i // SEG_SLOTS
+                    f = open(self.seg(seg), "rb")
+                f.seek((i % SEG_SLOTS) * SLOT)
+                f.readinto(buf)
+                v = struct.unpack(FMT, buf)
+                yield (v[1] >> 4, v[1] & 0x0F, v[2], v[3], self.sources[v[4]],
+                       v[5] << 32 | v[6], v[7] << 32 | v[8], v[9], v[10], v[11])
+        finally:
+            if f:
+                f.close()
+
+    def ack(self, slots):
+        """The broker acknowledged these slots' records: mark them done, free the slots."""
+        by_seg = {}
+        for i in slots:
+            by_seg.setdefault(i // SEG_SLOTS, []).append(i)
+        for s, items in by_seg.items():
+            with open(self.seg(s), "r+b") as f:
+                for i in items:
+                    f.seek((i % SEG_SLOTS) * SLOT)
+                    f.write(b"D")
+                    if self.prio[i] != FREE:
+                        self.prio[i] = FREE
+                        self.depth -= 1

@@ -1,0 +1,172 @@
+"""The firmware's flash ring (fg/ring.py), run in real MicroPython on real files.
+
+Each step runs in a fresh MicroPython process on the same directory, so "reopen" is what a
+reboot does: everything the next step sees was read back from the files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import SEG_SLOTS, SLOT, json_lines, run_mpy
+
+DRIVER = """
+import json, sys
+from fg.ring import Ring
+from fg.ringopen import open_ring
+kb, ops = json.loads(sys.stdin.read())
+counters = {}
+r = open_ring(Ring('ring', counters), kb)
+for op in ops:
+    if op[0] == 'append':
+        print('OUT', json.dumps(r.append([tuple(x[:5]) + (0,) + tuple(x[5:]) for x in op[1]])))
+    elif op[0] == 'pending':
+        slots = r.pending(op[1])
+        print('OUT', json.dumps([list(x) for x in r.read(slots)]))
+    elif op[0] == 'ack':
+        r.ack(r.pending(op[1]))
+        print('OUT', json.dumps(r.depth))
+    elif op[0] == 'state':
+        best = r.oldest((0, 1, 2, 3))
+        print('OUT', json.dumps({'depth': r.depth, 'last_seq': r.last_seq, 'capacity': r.capacity,
+                                 'evicted': r.evicted, 'counters': counters,
+                                 'oldest_rt': next(r.read([best]))[6] if best >= 0 else None}))
+"""
+
+
+class RingDir:
+    """A directory playing the node's flash, with the firmware code linked in."""
+
+    def __init__(self, path: Path, build: Path, kb: int = 4) -> None:
+        self.path = path
+        self.kb = kb
+        (path / "fg").symlink_to(build / "fg")
+
+    def run(self, *ops: list[Any]) -> list[Any]:
+        out = run_mpy(DRIVER, self.path, stdin=json.dumps([self.kb, list(ops)]), heap="1M")
+        return json_lines(out, "OUT")
+
+    def state(self) -> dict[str, Any]:
+        return self.run(["state"])[0]  # type: ignore[no-any-return]
+
+
+def m(rt: int, value: float = 0.35, src: str = "firmware\tmodbus/b/1/pressure") -> list[Any]:
+    """A measurement as fg/records.py keeps it: kind, prio, code, flags, src, rt, v, lim, aux."""
+    return [0, 3, 0, 0, src, rt, value, 0.0, 0]
+
+
+def alarm(rt: int, prio: int = 1, active: bool = True) -> list[Any]:
+    return [1, prio, 0, 7 if active else 6, "rule\tmodbus/b/1/pressure", rt, 0.1, 0.15, 0]
+
+
+@pytest.fixture
+def ring(tmp_path: Path, fw_build: Path) -> RingDir:
+    return RingDir(tmp_path, fw_build)
+
+
+def test_records_go_out_most_urgent_class_first_then_oldest(ring: RingDir) -> None:
+    recs = [m(1), alarm(2), m(3), alarm(4, prio=2), alarm(5, prio=0), m(6), alarm(7)]
+    seqs, pending = ring.run(["append", recs], ["pending", 100])
+    assert seqs == [1, 2, 3, 4, 5, 6, 7]
+    assert [(r[1], r[5]) for r in pending] == [(0, 5), (1, 2), (1, 7), (2, 4), (3, 1), (3, 3),
+                                               (3, 6)]
+    # a limited batch is the head of that order
+    assert [r[5] for r in ring.run(["pending", 3])[0]] == [5, 2, 7]
+
+
+def test_what_is_stored_reads_back_exactly_after_a_reboot(ring: RingDir) -> None:
+    recs = [m(1718000000123 + i, value=0.1 * i) for i in range(5)]
+    recs.append([1, 1, 3, 6, "firmware\tmodbus/b/9/level", 1718000009999, -2.5, 6.0,
+                 0x10203])
+    ring.run(["append", recs])
+    got = ring.run(["pending", 100])[0]  # a new process: read from the files
+    want = [[*r[:5], i + 1, *r[5:]] for i, r in enumerate(recs)]
+    assert sorted(got, key=lambda r: r[5]) == want
+
+
+def test_nothing_is_freed_before_ack_and_seqs_survive_reboots(ring: RingDir) -> None:
+    ring.run(["append", [m(i) for i in range(10)]])
+    assert ring.state()["depth"] == 10  # rebooted: all still there
+    assert ring.run(["ack", 4]) == [6]
+    state = ring.state()
+    assert (state["depth"], state["last_seq"]) == (6, 10)
+    assert [r[5] for r in ring.run(["pending", 100])[0]] == [5, 6, 7, 8, 9, 10]
+    ring.run(["ack", 100])
+    state = ring.state()
+    assert (state["depth"], state["last_seq"]) == (0, 10)  # nothing waits, the seq is kept
+    assert ring.run(["append", [m(99)]]) == [[11]]  # never reused
+
+
+def test_a_full_ring_drops_measurements_oldest_first_and_alarms_last(ring: RingDir) -> None:
+    cap = ring.state()["capacity"]
+    assert cap == SEG_SLOTS  # 4 KB: one segment
+    alarms = 60
+    ring.run(["append", [alarm(i) for i in range(alarms)]],
+             ["append", [m(100 + i) for i in range(cap - alarms)]])
+    assert ring.state()["evicted"] == [0, 0, 0, 0]
+    ring.run(["append", [m(1000 + i) for i in range(50)]])  # 50 more measurements
+    state = ring.state()
+    assert state["depth"] == cap
+    assert state["evicted"] == [0, 0, 0, 50]  # fire, alarm, event, measurement
+    live = ring.run(["pending", 1000])[0]
+    assert sum(1 for r in live if r[1] == 1) == alarms  # every alarm kept
+    kept = sorted(r[5] for r in live if r[1] == 3)
+    assert kept == list(range(cap + 50 - (cap - alarms) + 1, cap + 51))  # the newest ones
+    # alarms only when no measurement is left, oldest alarm first
+    ring.run(["append", [alarm(5000 + i, prio=0) for i in range(cap - alarms + 5)]])
+    state = ring.state()
+    assert state["evicted"] == [0, 5, 0, 50 + cap - alarms]
+    live = ring.run(["pending", 1000])[0]
+    assert not [r for r in live if r[1] == 3]
+    assert sorted(r[5] for r in live if r[1] == 1) == list(range(6, alarms + 1))
+
+
+def test_a_torn_slot_is_counted_not_sent(ring: RingDir) -> None:
+    ring.run(["append", [m(i) for i in range(5)]])
+    seg = ring.path / "ring" / "s0"
+    data = bytearray(seg.read_bytes())
+    data[2 * SLOT + 20] ^= 0xFF  # a write cut short in the third slot
+    seg.write_bytes(bytes(data))
+    state = ring.state()
+    assert state["depth"] == 4
+    assert state["counters"] == {"torn_slots": 1}
+    assert [r[5] for r in ring.run(["pending", 100])[0]] == [1, 2, 4, 5]
+
+
+def test_a_cut_source_line_is_dropped_and_the_table_stays_usable(ring: RingDir) -> None:
+    ring.run(["append", [m(1)]])
+    src = ring.path / "ring" / "src"
+    src.write_bytes(src.read_bytes() + b"firmware\tmodbus/b/2/pre")  # power cut mid-line
+    other = "firmware\tmodbus/b/3/level"
+    out = ring.run(["state"], ["append", [m(2, src=other)]], ["pending", 10])
+    assert out[0]["counters"] == {"src_torn": 1}
+    assert [r[4] for r in out[2]] == ["firmware\tmodbus/b/1/pressure", other]
+    assert src.read_text() == f"firmware\tmodbus/b/1/pressure\n{other}\n"
+
+
+def test_the_eviction_counters_and_geometry_survive_reboots(tmp_path: Path,
+                                                           fw_build: Path) -> None:
+    ring = RingDir(tmp_path, fw_build, kb=8)
+    cap = ring.state()["capacity"]
+    assert cap == 2 * SEG_SLOTS
+    ring.run(["append", [m(i) for i in range(cap + 7)]])
+    ring.kb = 4  # a smaller ring in the config: kept while records wait in the old one
+    state = ring.state()
+    assert (state["capacity"], state["evicted"]) == (cap, [0, 0, 0, 7])
+    assert state["counters"] == {"resize_deferred": 1}
+    ring.run(["ack", 1000])
+    state = ring.state()  # empty now: the new size is taken, the seq and counters carry over
+    assert (state["capacity"], state["evicted"], state["last_seq"]) == (SEG_SLOTS,
+                                                                        [0, 0, 0, 7], cap + 7)
+    assert ring.run(["append", [m(1)]]) == [[cap + 8]]
+
+
+def test_oldest_waiting_record(ring: RingDir) -> None:
+    ring.run(["append", [m(500), alarm(300), m(700)]])
+    assert ring.state()["oldest_rt"] == 500  # the lowest seq, whatever its class
+    ring.run(["ack", 2])  # the alarm and the first measurement
+    assert ring.state()["oldest_rt"] == 700
