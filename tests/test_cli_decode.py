@@ -82,6 +82,6 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
 
 
 def test_demo_runs() -> None:
-    r = firegate("demo")
+    r = firegate("demo", "--codec")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3F 东侧走廊" in r.stdout and "delivered 6 uploads" in r.stdout

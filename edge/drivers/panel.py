@@ -443,6 +443,10 @@ class PanelDriver:
             if point and mapped.records:  # the same operation or sample again, new serial
                 self._remember(frame.adu)
             c.inc("uploads")
+            if any(_is_reset(r) for r in mapped.records):
+                # A reset (复位, 图9 bit 0) clears latched alarms on the panel, but many panels
+                # send no new state for each component: read back those we hold in alarm.
+                self._spawn(self._read_after_reset(), "reset-read")
         answer = session.acknowledge(frame)  # 3 (or the dialect's handshake reply)
         assert answer is not None
         c.inc("confirm_sent")
@@ -516,6 +520,12 @@ class PanelDriver:
             self._pending.pop(serial, None)
             raise RequestFailed(f"link lost: {exc}") from None
         return await future
+
+    async def _read_after_reset(self) -> None:
+        try:
+            await self._read_state(None)
+        except (RequestFailed, CommandError):
+            self.ctx.counters.inc("state_read_failed")
 
     async def _probe(self) -> None:
         with contextlib.suppress(RequestFailed):  # unanswered: the watchdog decides
@@ -645,3 +655,9 @@ class PanelDriver:
         except (RequestFailed, ValueError, OverflowError, OSError) as exc:
             raise CommandError(f"{self.name}: clock not set: {exc}") from None
         return {"panel": self.name, "time": when.replace(microsecond=0).isoformat()}
+
+
+def _is_reset(record: Record) -> bool:
+    return isinstance(record, Event) and (
+        record.type is EventType.RESET
+        or (record.type is EventType.OPERATION and "reset" in record.operations))

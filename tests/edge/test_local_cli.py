@@ -26,6 +26,8 @@ def _app() -> typer.Typer:
 
 
 def _populate(data_dir: Path, *, keep: int = 20_000) -> StateWriter:
+    global NOW  # noqa: PLW0603 - "now" is when the state is written, not when the module loaded
+    NOW = int(time.time() * 1000)
     writer = StateWriter(data_dir / "state.db", keep_events=keep)
     writer.note([
         Event(source=DETECTOR, type=EventType.FIRE_ALARM, receive_ms=NOW - 60_000, seq=7),

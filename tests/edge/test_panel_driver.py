@@ -479,3 +479,28 @@ async def test_tcp_server_link_the_newest_connection_wins_without_a_fault() -> N
         first.close()
     finally:
         await link.shutdown()
+
+
+async def test_a_panel_reset_reads_back_the_alarms_it_cleared(tmp_path: Path) -> None:
+    """Many panels answer a reset (复位) with the operation record and a system state, not a
+    new state per component: the driver reads back what it holds in alarm and restores it."""
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 1.0
+        action = "fire_alarm"
+        component = "smoke-3F-east"
+
+        [[panel.events]]
+        at = 3.0
+        action = "reset"
+        """, confirm_timeout=2.0)
+    async with sim(tmp_path, "--scenario", script), running(config(tmp_path / "uitd")) as (
+            _driver, outbox, _ctx):
+        await until(lambda: [e.active for e in outbox.events(SMOKE, EventType.FIRE_ALARM)]
+                    == [True, False], "the fire alarm raised, then restored by the reset")
+        resets = [e for e in outbox.records if isinstance(e, Event)
+                  and (e.type is EventType.RESET or "reset" in e.operations)]
+        assert resets  # the reset itself is reported too
+        reads = [r for r in ledger(tmp_path / "ledger.jsonl")
+                 if r.get("event") == "answered" and r.get("type_mark") == 62]
+        assert reads  # the component was read back after the reset
