@@ -1,0 +1,228 @@
+"""The collector's composition root: every part built and wired here, and nowhere else.
+
+Threads, each with one job (house style: no class that owns everything):
+
+* paho's network thread (:class:`collector.ingest.MqttIngest`): receives into ``inbox``;
+* ``decoder`` (:class:`collector.ingest.Decoder`): strict decode, gateway check, points;
+* ``writer`` (:class:`collector.pipeline.Writer`): de-duplicate, write, effects, commit, ack;
+* one sender per webhook (:class:`collector.notify.Notifier`);
+* ``metrics``: the Prometheus endpoint.
+
+:func:`run` supervises the decoder and the writer as named tasks of one
+``asyncio.TaskGroup`` and stops everything on SIGTERM / SIGINT: the writer finishes the group
+in hand (stored, committed, acknowledged), then the session is closed with its unacknowledged
+messages kept by the broker. A part that fails ends the process with the error; nothing was
+acknowledged that was not stored, so a supervisor (systemd) simply starts it again.
+
+One collector process per state directory: the ledger keeps its intervals in memory, so a
+second process on the same files would corrupt the accounting. A lock file enforces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from collector.config import CollectorConfig
+from collector.deadletter import DeadLetters
+from collector.ingest import Decoder, Inbound, MqttIngest, Prepared
+from collector.ledger import SeqLedger
+from collector.metrics import Metrics, MetricsServer
+from collector.notify import Notifier
+from collector.pipeline import Effects, Writer
+from collector.registry import Registry
+from collector.risk import RiskBoard
+from collector.sinks.base import open_sink
+
+__all__ = ["Collector", "CollectorError", "run"]
+
+log = logging.getLogger("firegate.collector")
+MAX_SNAPSHOT_GAPS = 50
+
+
+class CollectorError(Exception):
+    """The collector cannot start (state directory in use, store cannot be opened...)."""
+
+
+class Collector:
+    """Every part of one collector process, built from its config (nothing started yet)."""
+
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.started_ms = time.time_ns() // 1_000_000
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock(config.state_dir)
+        self.metrics = Metrics()
+        self.sink = open_sink(config.sink)
+        self.ledger = SeqLedger(config.ledger_path)
+        self.deadletters = DeadLetters(config.deadletter_path)
+        self.registry = Registry(config.registry_path)
+        self.risk = RiskBoard(config.risk, self.registry.conditions())
+        self.notifier = Notifier(config.notify_path, config.webhooks, self.metrics) \
+            if config.webhooks else None
+        pipe = config.pipeline
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=pipe.queue_size)
+        # Decoded messages are ~10x their bytes: only what fills the next write groups waits.
+        self.prepared: queue.Queue[Prepared] = queue.Queue(maxsize=2 * pipe.group_max_messages)
+        self.ingest = MqttIngest(config.mqtt, self.inbox, self.metrics)
+        self.decoder = Decoder(self.inbox, self.prepared, self.metrics)
+        self.effects = Effects(registry=self.registry, risk=self.risk, notifier=self.notifier,
+                               ledger=self.ledger, metrics=self.metrics, config=pipe,
+                               connected_for=self._connected_for,
+                               report_gaps=pipe.report_gaps, snapshot=self.snapshot,
+                               collector_id=config.collector_id)
+        self.writer = Writer(config=pipe, collector_id=config.collector_id,
+                             prepared=self.prepared, sink=self.sink, ledger=self.ledger,
+                             deadletters=self.deadletters, effects=self.effects,
+                             metrics=self.metrics, acker=self.ingest)
+        self.metrics.queue_depth.read_from(lambda: self.inbox.qsize() + self.prepared.qsize())
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics_listen is not None:
+            host, port = config.metrics_listen
+            self.metrics_server = MetricsServer(self.metrics, host, port)
+        self._threads: list[threading.Thread] = []
+        self._last_rate: tuple[float, float] = (time.monotonic(), 0.0)
+        self._closed = False
+
+    def _connected_for(self) -> float | None:
+        since = self.ingest.connected_since
+        return None if since is None or not self.ingest.connected else time.monotonic() - since
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start_services(self) -> None:
+        """Webhook senders, metrics endpoint, MQTT session (the decoder and writer loops are
+        started by :meth:`start` or supervised by :func:`run`)."""
+        if self.notifier is not None:
+            self.notifier.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+        self.ingest.start()
+
+    def start(self) -> Collector:
+        """Everything on plain threads (tests, benchmarks); :meth:`close` stops it."""
+        self.start_services()
+        for name, target in (("decoder", self.decoder.run), ("writer", self.writer.run)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop_loops(self) -> None:
+        """Let the writer finish the group in hand, then stop both loops."""
+        self.writer.stop.set()
+        self.decoder.stop.set()
+
+    def close(self) -> None:
+        """Stop and release everything; a final snapshot is written. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_loops()
+        for t in self._threads:
+            t.join(timeout=30)
+        self.ingest.close()
+        if self.notifier is not None:
+            self.notifier.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        with contextlib.suppress(Exception):
+            now = time.time_ns() // 1_000_000
+            body = self.snapshot(now)
+            body["running"] = False
+            self.registry.save_snapshot(self.config.collector_id, now, body)
+        self.registry.close()
+        self.ledger.close()
+        self.deadletters.close()
+        self.sink.close()
+        self._lock_file.close()
+
+    # -- the status snapshot -----------------------------------------------------------------
+
+    def snapshot(self, now_ms: int) -> dict[str, object]:
+        """What ``collector status`` shows about this process (saved every few seconds)."""
+        m = self.metrics
+        stored = m.records_stored.value()
+        then, before = self._last_rate
+        now = time.monotonic()
+        rate = (stored - before) / (now - then) if now > then else 0.0
+        self._last_rate = (now, stored)
+        gaps = self.ledger.gaps() if self.config.pipeline.report_gaps else []
+        return {
+            "collector": self.config.collector_id, "pid": os.getpid(), "running": True,
+            "started_ms": self.started_ms, "updated_ms": now_ms,
+            "broker": self.config.mqtt.url, "client_id": self.config.mqtt.client_id,
+            "connected": self.ingest.connected, "mqtt_error": self.ingest.last_error,
+            "sink": self.config.sink.describe(), "sink_error": self.writer.sink_error,
+            "sink_down_since_ms": self.writer.sink_down_since_ms,
+            "messages": int(sum(m.messages.values().values())),
+            "records_received": int(m.records_in.value()), "records_stored": int(stored),
+            "duplicates": int(m.duplicates.value()), "records_per_s": round(rate, 1),
+            "dead_letters": self.deadletters.count_by_reason(),
+            "queue_depth": self.inbox.qsize() + self.prepared.qsize(),
+            "notifications": self.notifier.counts() if self.notifier is not None else {},
+            "gap_ranges": len(gaps), "gap_records": sum(g.missing for g in gaps),
+            "gaps": [{"gateway": g.gateway_id, "first": g.first, "last": g.last,
+                      "since_ms": g.since_ms} for g in gaps[:MAX_SNAPSHOT_GAPS]],
+        }
+
+
+def _lock(state_dir: Path) -> IO[str]:
+    f = open(state_dir / "collector.lock", "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        owner = f.read().strip()
+        f.close()
+        raise CollectorError(f"state directory {state_dir} is used by another "
+                             f"collector process ({owner or 'unknown pid'}); give each "
+                             "collector its own [collector] state_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    return f
+
+
+async def run(config: CollectorConfig, *,
+              on_ready: Callable[[Collector], None] | None = None) -> None:
+    """Run a collector until SIGTERM / SIGINT (or a part fails, which raises)."""
+    collector = Collector(config)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        collector.start_services()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(asyncio.to_thread(collector.decoder.run), name="decoder")
+            tg.create_task(asyncio.to_thread(collector.writer.run), name="writer")
+            tg.create_task(_supervise(collector, stop, on_ready), name="supervisor")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(collector.close)
+
+
+async def _supervise(collector: Collector, stop: asyncio.Event,
+                     on_ready: Callable[[Collector], None] | None) -> None:
+    try:
+        if on_ready is not None:
+            while not collector.ingest.subscribed.is_set() and not stop.is_set():
+                await asyncio.sleep(0.05)
+            if not stop.is_set():
+                on_ready(collector)
+        await stop.wait()
+    finally:
+        collector.stop_loops()

@@ -1,0 +1,488 @@
+"""The writer stage: group, de-duplicate, store, commit, then acknowledge.
+
+For each group of decoded messages (:class:`collector.ingest.Prepared`, in arrival order) the
+writer thread runs, in this order - the order is the crash-safety argument:
+
+1. dead-letter what the decoder refused (reason and path): acknowledged with the group;
+2. ``SeqLedger.fresh``: drop records already stored (and repeats inside the group);
+3. effects (:class:`Effects`): webhook notifications queued durably - an alarm reaches people
+   even while the database is down - and registry and risk colours updated in memory;
+4. ``Sink.write`` of every new point and of the effects' points (risk colours, gateway
+   states), retried with back-off (``Retry-After`` honoured) for as long as it takes:
+   **nothing is acknowledged while the database is down**; the broker holds the data;
+5. the registry saved, ``SeqLedger.commit``, then the PUBACKs, in arrival order.
+
+A crash before 5 means the broker redelivers: the points are rewritten onto themselves
+(idempotent times), notifications are keyed so each is queued once, the effects are applied
+again (raising an active condition changes nothing), and the ledger commits. A crash between
+the commit and the ack means the redelivered records are dropped as duplicates.
+
+A write refused as *permanently* bad (HTTP 400/422, a point the store cannot hold) while the
+sink accepts a known-good canary point is narrowed down message by message; the culprit is
+dead-lettered (``sink_refused``) and acknowledged instead of blocking the stream forever. A
+refusal because of the configuration (401/403/404: token, bucket) is an outage: retried with
+back-off, never acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, PipelineConfig
+from collector.deadletter import DeadLetters
+from collector.ingest import Inbound, Kind, Prepared
+from collector.ledger import SeqLedger
+from collector.metrics import Metrics
+from collector.notify import Notification, Notifier, event_body, gateway_body
+from collector.points import (
+    Point,
+    point_for_gap,
+    point_for_risk,
+    points_for_health,
+    points_for_status,
+)
+from collector.registry import Registry, Transition
+from collector.risk import RiskBoard
+from collector.sinks.base import Sink, SinkError
+from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, Status
+
+__all__ = ["Acknowledger", "Effects", "Writer"]
+
+log = logging.getLogger("firegate.collector.pipeline")
+CONFIG_ERRORS = frozenset({401, 403, 404})
+"""HTTP statuses that mean the sink is misconfigured, not that the data is bad."""
+TICK_S = 0.5
+SINK_REFUSED = "sink_refused"
+
+
+class Acknowledger(Protocol):
+    """What the writer needs from the MQTT side (:class:`collector.ingest.MqttIngest`)."""
+
+    def ack(self, items: Sequence[Inbound]) -> int: ...
+
+    def is_current(self, item: Inbound) -> bool: ...
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Writer:
+    """The writer thread (:meth:`run`); :attr:`stop` ends it after the group in hand."""
+
+    def __init__(self, *, config: PipelineConfig, collector_id: str,
+                 prepared: queue.Queue[Prepared], sink: Sink, ledger: SeqLedger,
+                 deadletters: DeadLetters, effects: Effects, metrics: Metrics,
+                 acker: Acknowledger, clock: Callable[[], int] = _now_ms) -> None:
+        self.config = config
+        self.collector_id = collector_id
+        self.prepared = prepared
+        self.sink = sink
+        self.ledger = ledger
+        self.deadletters = deadletters
+        self.effects = effects
+        self.metrics = metrics
+        self.acker = acker
+        self.clock = clock
+        self.stop = threading.Event()
+        self.sink_error: str | None = None
+        """The last write error while the sink is failing; None when it works."""
+        self.sink_down_since_ms: int | None = None
+        self._last_tick = 0.0
+
+    def run(self) -> None:
+        """Gather groups and handle them until :attr:`stop`; tick the effects in between.
+
+        Anything but a sink error (the ledger or a state file failing, say) ends the loop with
+        the exception: nothing unstored was acknowledged, so the process exits and its
+        supervisor starts it again (crash-only)."""
+        try:
+            while not self.stop.is_set():
+                group = self._gather()
+                if group:
+                    self.handle(group)
+                if time.monotonic() - self._last_tick >= TICK_S:
+                    self._last_tick = time.monotonic()
+                    self.effects.tick(self.clock(), self._write_extra)
+        except Exception:
+            log.exception("the writer failed; nothing unstored was acknowledged")
+            raise
+
+    def _gather(self) -> list[Prepared]:
+        """Up to ``group_max_messages`` / ``group_max_points``; waits ``group_wait_ms`` for
+        more unless the group carries a fire alarm (GB 26875.1 §4.1.2.3: it goes at once)."""
+        try:
+            first = self.prepared.get(timeout=TICK_S)
+        except queue.Empty:
+            return []
+        group, urgent = [first], first.urgent
+        points = len(first.points or ())
+        cfg = self.config
+        deadline = time.monotonic() + cfg.group_wait_ms / 1000
+        while len(group) < cfg.group_max_messages and points < cfg.group_max_points:
+            try:
+                item = self.prepared.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if urgent or remaining <= 0:
+                    break
+                try:
+                    item = self.prepared.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            group.append(item)
+            points += len(item.points or ())
+            urgent |= item.urgent
+        return group
+
+    # -- one group ---------------------------------------------------------------------------
+
+    def handle(self, group: list[Prepared]) -> bool:
+        """Store, commit and acknowledge ``group``. False if it was given up before it was
+        stored (stopping, or all of it arrived on a lost connection): nothing acknowledged,
+        the broker redelivers."""
+        now = self.clock()
+        parts: list[tuple[Prepared, list[Point]]] = []
+        fresh: dict[int, Sequence[Record]] = {}
+        in_group: dict[str, set[int]] = {}
+        sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
+        for item in group:
+            if item.kind is Kind.BATCH:
+                assert item.batch is not None and item.points is not None
+                gw, records = item.batch.gateway_id, item.batch.records
+                if item.batch.site is not None:
+                    sites[gw] = item.batch.site
+                flags = self.ledger.fresh(gw, [r.seq for r in records])
+                seen = in_group.setdefault(gw, set())
+                if all(flags) and not seen.intersection(r.seq for r in records):
+                    points, kept = item.points, records
+                else:
+                    keep = [i for i, ok in enumerate(flags) if ok and records[i].seq not in seen]
+                    points = [item.points[i] for i in keep]
+                    kept = tuple(records[i] for i in keep)
+                    self.metrics.duplicates.inc(n=len(records) - len(keep))
+                seen.update(r.seq for r in kept)
+                fresh[id(item)] = kept
+                parts.append((item, points))
+            elif item.kind is Kind.STATUS:
+                assert item.status is not None
+                if item.status.site is not None:
+                    sites[item.status.gateway_id] = item.status.site
+                parts.append((item, points_for_status(
+                    item.status, received_ms=item.inbound.received_ms)))
+            elif item.kind is Kind.HEALTH:
+                assert item.health is not None and item.gateway_id is not None
+                site = sites.get(item.gateway_id) or \
+                    self.effects.registry.site_of(item.gateway_id)
+                parts.append((item, points_for_health(item.health, site)))
+            elif item.kind is Kind.REJECT:
+                assert item.error is not None
+                self._dead_letter(item.inbound, item.error.reason.value, item.error.path or None)
+        fresh_parts = [(item, fresh.get(id(item), ())) for item, _ in parts]
+        extra = self.effects.apply(fresh_parts, now) + self.effects.take_pending()
+        if extra:
+            parts.append((group[0], extra))  # same write; never refused (not a message)
+        refused = self._store(parts, give_up=True, own=extra)
+        if refused is None:
+            self.effects.pending += extra  # effects are applied: their points go later
+            return False
+        stored = [(item, recs) for item, recs in fresh_parts if id(item) not in refused]
+        self.effects.commit()
+        commits: dict[str, list[int]] = {}
+        for item, recs in stored:
+            if recs and item.gateway_id is not None:
+                commits.setdefault(item.gateway_id, []).extend(r.seq for r in recs)
+        self._commit(commits, now)
+        self.acker.ack([item.inbound for item in group])
+        self.metrics.records_stored.inc(n=sum(len(s) for s in commits.values()))
+        done = time.perf_counter_ns()
+        for item in group:
+            if item.urgent:
+                self.metrics.latency_seconds.observe((done - item.inbound.received_ns) / 1e9)
+        return True
+
+    def _commit(self, commits: dict[str, list[int]], now_ms: int) -> None:
+        # One transaction (one fsync) for the whole group when the ledger offers it; one per
+        # gateway otherwise, which dominates a group's cost with many small batches.
+        many = getattr(self.ledger, "commit_many", None)
+        if many is not None:
+            many(commits, now_ms)
+            return
+        for gw, seqs in commits.items():
+            self.ledger.commit(gw, seqs, now_ms)
+
+    def _dead_letter(self, inbound: Inbound, reason: str, path: str | None) -> None:
+        self.deadletters.add(inbound.topic, inbound.payload, reason, path, self.clock())
+        self.metrics.dead_letters.inc(reason)
+        log.warning("dead letter %s on %s%s", reason, inbound.topic[:100],
+                    f" at {path}" if path else "")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _store(self, parts: list[tuple[Prepared, list[Point]]], *, give_up: bool,
+               own: list[Point] | None = None) -> set[int] | None:
+        """Write every part's points, retrying until it works. Returns the ids of parts the
+        sink refused for good (dead-lettered), or None when stopping - or, with ``give_up``,
+        when no message of the group can be acknowledged any more. ``own`` is the part that
+        holds the collector's own points (never dead-lettered: dropped if refused)."""
+        points = [p for _, pts in parts for p in pts]
+        if not points:
+            return set()
+        attempt = 0
+        while True:
+            try:
+                self._write(points)
+                return set()
+            except SinkError as e:
+                if e.permanent and e.status not in CONFIG_ERRORS and self._canary_ok():
+                    if give_up:
+                        return self._isolate(parts, own)
+                    self._drop_own(points, e)
+                    return set()
+                if not self._wait(e, attempt, [i for i, _ in parts] if give_up else None):
+                    return None
+                attempt += 1
+
+    def _isolate(self, parts: list[tuple[Prepared, list[Point]]], own: list[Point] | None
+                 ) -> set[int] | None:
+        refused: set[int] = set()
+        for item, points in parts:
+            attempt = 0
+            while points:
+                try:
+                    self._write(points)
+                    break
+                except SinkError as e:
+                    if e.permanent and e.status not in CONFIG_ERRORS:
+                        if points is own:
+                            self._drop_own(points, e)
+                            break
+                        self.metrics.sink_errors.inc("refused")
+                        self._dead_letter(item.inbound, SINK_REFUSED, f"sink: {e}"[:200])
+                        refused.add(id(item))
+                        break
+                    if not self._wait(e, attempt, [item]):
+                        return None
+                    attempt += 1
+        return refused
+
+    def _write(self, points: Sequence[Point]) -> None:
+        start = time.perf_counter()
+        self.sink.write(points)
+        self.metrics.write_seconds.observe(time.perf_counter() - start)
+        if self.sink_error is not None:
+            log.warning("sink %s writes again (after: %s)", self.sink.name, self.sink_error)
+            self.sink_error = self.sink_down_since_ms = None
+
+    def _canary_ok(self) -> bool:
+        """Does the sink take a known-good point? Tells a bad message from a bad sink."""
+        canary = Point("fg_collector", (("collector", self.collector_id),), (("alive", True),),
+                       time.time_ns())
+        try:
+            self.sink.write([canary])
+            return True
+        except SinkError:
+            return False
+
+    def _wait(self, error: SinkError, attempt: int, items: list[Prepared] | None) -> bool:
+        """Back off after a failed write. False: give the group up (stopping, or none of
+        ``items`` can be acknowledged any more, so the broker redelivers all of them)."""
+        kind = "config" if error.status in CONFIG_ERRORS else \
+            "refused" if error.permanent else "transient"
+        self.metrics.sink_errors.inc(kind)
+        if self.sink_error is None:
+            self.sink_down_since_ms = self.clock()
+            log.error("sink %s write failed (%s): %s; holding acknowledgements, retrying",
+                      self.sink.name, kind, error)
+        self.sink_error = str(error)[:300]
+        delay = min(self.config.retry_max_s, self.config.retry_min_s * 2 ** min(attempt, 20))
+        delay *= 0.5 + random.random() / 2  # jitter: collectors sharing a database spread out
+        if error.retry_after_s is not None:
+            delay = max(delay, min(error.retry_after_s, self.config.retry_max_s))
+        if self.stop.wait(delay):
+            return False
+        return items is None or any(self.acker.is_current(i.inbound) for i in items)
+
+    def _write_extra(self, points: list[Point]) -> bool:
+        """For the periodic tick: one try, never blocking the loop on a sink that is down.
+        False: keep the points for the next tick."""
+        try:
+            self._write(points)
+            return True
+        except SinkError as e:
+            if e.permanent and e.status not in CONFIG_ERRORS and self._canary_ok():
+                self._drop_own(points, e)
+                return True
+            self.metrics.sink_errors.inc("transient")
+            self.sink_error = str(e)[:300]
+            return False
+
+    def _drop_own(self, points: Sequence[Point], error: SinkError) -> None:
+        # The collector's own points (risk, gateway, gaps) refused for good while the sink
+        # takes others: no MQTT message waits for them, so they are dropped, loudly, rather
+        # than stalling every gateway's records behind them.
+        self.metrics.sink_errors.inc("refused")
+        log.error("sink %s refused %d of the collector's own points (%s): dropped",
+                  self.sink.name, len(points), error)
+
+
+class Effects:
+    """What stored messages change besides the database: the gateway registry, the sites'
+    risk colours, webhook notifications; plus the periodic work (stale heartbeats, gaps, the
+    status snapshot). Runs on the writer thread only."""
+
+    def __init__(self, *, registry: Registry, risk: RiskBoard, notifier: Notifier | None,
+                 ledger: SeqLedger, metrics: Metrics, config: PipelineConfig,
+                 connected_for: Callable[[], float | None], report_gaps: bool = True,
+                 snapshot: Callable[[int], dict[str, object]] | None = None,
+                 collector_id: str = "collector") -> None:
+        self.registry = registry
+        self.risk = risk
+        self.notifier = notifier
+        self.ledger = ledger
+        self.metrics = metrics
+        self.config = config
+        self.connected_for = connected_for
+        self.report_gaps = report_gaps
+        self.snapshot = snapshot
+        self.collector_id = collector_id
+        self.pending: list[Point] = []
+        """Points of the periodic work not yet written (the sink was down)."""
+        self._reported_gaps: set[tuple[str, int, int]] = set()
+        self._last_snapshot = 0.0
+        watch = {Quantity.PRESSURE} if risk.rules.pressure_critical_mpa is not None else set()
+        if risk.rules.level_critical_m is not None:
+            watch.add(Quantity.LEVEL)
+        self._watch = frozenset(watch)
+
+    def _site(self, gateway_id: str, site: str | None = None) -> str:
+        # A gateway without a site id is its own site.
+        return site or self.registry.site_of(gateway_id) or gateway_id
+
+    def apply(self, stored: Sequence[tuple[Prepared, Sequence[Record]]], now_ms: int
+              ) -> list[Point]:
+        """Apply the new records and messages of a group (about to be written); returns the
+        points of what changed (risk colours). Notifications are queued durably before this
+        returns."""
+        changed: set[str] = set()
+        notes: list[Notification] = []
+        risk, registry, notifier, watch = self.risk, self.registry, self.notifier, self._watch
+        for item, records in stored:
+            gw = item.gateway_id
+            if gw is None:
+                continue
+            transition = None
+            if item.kind is Kind.BATCH:
+                assert item.batch is not None
+                transition = registry.seen(gw, item.batch.site, now_ms)
+                site = self._site(gw, item.batch.site)
+                for r in records:
+                    if r.__class__ is Event:
+                        assert isinstance(r, Event)
+                        if risk.apply_event(site, gw, r):
+                            changed.add(site)
+                        if notifier is not None and notifier.wants(r.type.value, r.active):
+                            colour = risk.assess(site).colour.value
+                            notes.append(Notification(r.type.value, f"event:{gw}:{r.seq}",
+                                                      event_body(gw, site, r, colour=colour),
+                                                      r.active))
+                    elif watch and r.quantity in watch:  # type: ignore[union-attr]
+                        assert isinstance(r, Measurement)
+                        if risk.apply_measurement(site, gw, r):
+                            changed.add(site)
+            elif item.kind is Kind.STATUS:
+                assert item.status is not None
+                transition = registry.on_status(item.status, now_ms)
+            elif item.kind is Kind.HEALTH:
+                assert item.health is not None
+                transition = registry.on_health(item.health, now_ms)
+                self.ledger.note_last_seq(gw, item.health.last_seq, now_ms)
+            if transition is not None:
+                self._transition(transition, changed, notes)
+        if notes and notifier is not None:
+            notifier.enqueue(notes)
+        return self._assess(changed, now_ms)
+
+    def _transition(self, t: Transition, changed: set[str], notes: list[Notification]) -> None:
+        site = self._site(t.gateway_id, t.site)
+        if self.risk.set_gateway_offline(site, t.gateway_id, not t.online, t.time_ms):
+            changed.add(site)
+        if self.notifier is None or (t.online and t.previous != "offline"):
+            return  # a gateway seen for the first time is not news
+        kind = GATEWAY_ONLINE if t.online else GATEWAY_OFFLINE
+        if self.notifier.wants(kind, not t.online):
+            notes.append(Notification(kind, t.key, gateway_body(
+                t.gateway_id, t.site, kind, t.key, t.time_ms, t.reason), not t.online))
+
+    def _assess(self, sites: set[str], now_ms: int) -> list[Point]:
+        points = []
+        for site in sorted(sites):
+            a = self.risk.assess(site)
+            if self.registry.set_site(a, now_ms):
+                points.append(point_for_risk(site, a.colour.value, a.reasons, now_ms))
+        raised, cleared = self.risk.take_changes()
+        self.registry.record_conditions(raised, cleared)
+        return points
+
+    def take_pending(self) -> list[Point]:
+        """The periodic work's points not written yet, to go with the next write."""
+        points, self.pending = self.pending, []
+        return points
+
+    def commit(self) -> None:
+        """Persist the registry (after the points of its changes were written)."""
+        self.registry.flush()
+
+    def tick(self, now_ms: int, write: Callable[[list[Point]], bool]) -> None:
+        """Periodic work: stale heartbeats, gaps, gauges, the status snapshot."""
+        limit_s = self.config.health_interval_s * self.config.offline_factor
+        connected = self.connected_for()
+        # Only judge heartbeats after being connected for a whole period: after a restart the
+        # broker is still delivering what the gateways sent meanwhile.
+        if connected is not None and connected >= limit_s:
+            changed: set[str] = set()
+            notes: list[Notification] = []
+            for t in self.registry.check_stale(now_ms, int(limit_s * 1000)):
+                self.pending += points_for_status(Status(
+                    t.gateway_id, GatewayState.OFFLINE, now_ms, site=t.site, reason=t.reason))
+                self._transition(t, changed, notes)
+            if notes and self.notifier is not None:
+                self.notifier.enqueue(notes)
+            self.pending += self._assess(changed, now_ms)
+        if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+            self._last_snapshot = time.monotonic()
+            self._periodic(now_ms)
+        if self.pending and write(self.pending):
+            self.pending = []
+        self.registry.flush()
+
+    def _periodic(self, now_ms: int) -> None:
+        states: dict[tuple[str, ...], float] = {("online",): 0, ("offline",): 0, ("unknown",): 0}
+        for info in self.registry.gateways.values():
+            states[(info.state,)] = states.get((info.state,), 0) + 1
+        self.metrics.gateways.replace(states)
+        colours: dict[tuple[str, ...], float] = {("green",): 0, ("yellow",): 0, ("red",): 0}
+        for s in self.registry.sites.values():
+            colours[(s.colour,)] += 1
+        self.metrics.sites.replace(colours)
+        if self.notifier is not None:
+            self.metrics.notify_pending.set(self.notifier.pending())
+        if self.report_gaps:
+            grace_ms = self.config.gap_grace_s * 1000
+            gaps = [g for g in self.ledger.gaps() if now_ms - g.since_ms >= grace_ms]
+            self.metrics.gap_ranges.set(len(gaps))
+            self.metrics.gaps.set(sum(g.missing for g in gaps))
+            keys = {(g.gateway_id, g.first, g.last) for g in gaps}
+            for g in gaps:
+                if (g.gateway_id, g.first, g.last) not in self._reported_gaps:
+                    self.pending.append(point_for_gap(g.gateway_id, g.first, g.last, now_ms))
+            self._reported_gaps = keys
+        self.ledger.flush()
+        if self.snapshot is not None:
+            self.registry.save_snapshot(self.collector_id, now_ms, self.snapshot(now_ms))

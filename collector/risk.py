@@ -1,0 +1,244 @@
+"""Three-colour risk per site (三色预警): green, yellow, red, from the conditions active there.
+
+Pure logic, no I/O: :class:`RiskBoard` holds the active conditions (a fire alarm on a panel
+point, a fault, a sensor offline, a gateway offline, water pressure below its critical limit)
+and answers the colour of a site with the reasons behind it. The pipeline feeds it the records
+it has just stored, in order, and persists the changes it reports (``registry.py``); the rules
+come from ``[risk]`` (:class:`collector.config.RiskRules`) and are documented in
+docs/collector.md.
+
+* **red** while a condition of ``red_events`` is active (a fire alarm), or water supply is
+  critically low: a ``threshold_low`` from a source matching ``critical_low_sources``, or a
+  pressure / level reading below ``pressure_critical_mpa`` / ``level_critical_m``;
+* **yellow** while a condition of ``yellow_events`` is active (faults, offline sensors,
+  threshold warnings...), or a gateway of the site is offline (``gateway_offline``);
+* **green** otherwise.
+
+A condition is raised by an event with ``on: true`` and cleared by the same event type from the
+same source with ``on: false``. Fire alarms latch on real panels until the panel is reset, so a
+``reset`` event also clears the ``reset_clears`` conditions of the panel it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from collector.config import RiskRules
+from protocols.wire import Event, EventType, Measurement, Quantity
+
+__all__ = ["Assessment", "Colour", "Condition", "RiskBoard"]
+
+PRESSURE_CRITICAL = "pressure_critical"
+LEVEL_CRITICAL = "level_critical"
+GATEWAY_OFFLINE = "gateway_offline"
+GATEWAY_SOURCE = "gateway"
+MAX_REASONS = 20
+
+# Conversion of the contract's units to MPa and metres (docs/wire-protocol.md, units table).
+_TO_MPA = {"MPa": 1.0, "kPa": 0.001, "bar": 0.1}
+_TO_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+
+class Colour(StrEnum):
+    GREEN = "green"
+    YELLOW = "yellow"
+    RED = "red"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Colour.GREEN: 0, Colour.YELLOW: 1, Colour.RED: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One active condition at a site."""
+
+    site: str
+    gateway_id: str
+    source_id: str
+    kind: str
+    """An event type value, or ``pressure_critical``, ``level_critical``, ``gateway_offline``."""
+    since_ms: int
+    seq: int
+    """The record that raised it (0 for gateway conditions)."""
+    colour: Colour
+    text: str = ""
+    """Human description: the source's ``desc`` or the reading."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.gateway_id, self.source_id, self.kind)
+
+    def reason(self) -> str:
+        where = f"{self.gateway_id} {self.source_id}" if self.source_id else self.gateway_id
+        return f"{self.kind}: {where}" + (f" {self.text}" if self.text else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The colour of a site and why (most severe reasons first)."""
+
+    site: str
+    colour: Colour
+    reasons: tuple[str, ...]
+
+
+class RiskBoard:
+    """Active conditions per site; every ``apply_*`` returns the sites whose conditions changed.
+
+    Changes are also collected in :attr:`raised` / :attr:`cleared` until :meth:`take_changes`,
+    so the caller can persist exactly what moved.
+    """
+
+    def __init__(self, rules: RiskRules, conditions: Iterable[Condition] = ()) -> None:
+        self.rules = rules
+        self._by_site: dict[str, dict[tuple[str, str, str], Condition]] = {}
+        self._last_seq: dict[tuple[str, str, str], int] = {}
+        self.raised: dict[tuple[str, str, str], Condition] = {}
+        self.cleared: dict[tuple[str, str, str], Condition] = {}
+        for c in conditions:
+            self._by_site.setdefault(c.site, {})[c.key] = c
+            self._last_seq[c.key] = c.seq
+        self._watch_pressure = rules.pressure_critical_mpa is not None
+        self._watch_level = rules.level_critical_m is not None
+
+    # -- classification ----------------------------------------------------------------------
+
+    def colour_of(self, kind: str, source_id: str) -> Colour | None:
+        """The colour a condition of ``kind`` from ``source_id`` gives its site (None: not
+        tracked)."""
+        rules = self.rules
+        if kind in rules.red_events or kind in (PRESSURE_CRITICAL, LEVEL_CRITICAL):
+            return Colour.RED
+        if kind == EventType.THRESHOLD_LOW and any(
+                fnmatchcase(source_id, p) for p in rules.critical_low_sources):
+            return Colour.RED
+        if kind == GATEWAY_OFFLINE:
+            return None if rules.gateway_offline is None else Colour(rules.gateway_offline)
+        if kind in rules.yellow_events:
+            return Colour.YELLOW
+        return None
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def apply_event(self, site: str, gateway_id: str, event: Event) -> bool:
+        """Raise, clear or reset from one stored event; True when a condition changed."""
+        kind = event.type.value
+        if event.type is EventType.RESET or (
+                event.type is EventType.OPERATION and "reset" in event.operations):
+            return self._reset(site, gateway_id, event.source.id, event.seq)
+        colour = self.colour_of(kind, event.source.id)
+        if colour is None:
+            return False
+        key = (gateway_id, event.source.id, kind)
+        if self._last_seq.get(key, 0) > event.seq:
+            return False  # an older record of this condition arriving late: already superseded
+        self._last_seq[key] = event.seq
+        if event.active:
+            text = event.source.description or ""
+            if event.value is not None:
+                text = f"{text} {event.value:g}".strip()
+            return self._raise(Condition(site, gateway_id, event.source.id, kind,
+                                         event.receive_ms, event.seq, colour, text))
+        return self._clear(site, key)
+
+    def apply_measurement(self, site: str, gateway_id: str, m: Measurement) -> bool:
+        """Water supply limits: a pressure or level reading below its critical value is red
+        until a reading at or above it arrives."""
+        if m.quantity is Quantity.PRESSURE and self._watch_pressure:
+            limit, value, kind = self.rules.pressure_critical_mpa, _TO_MPA[m.unit] * m.value, \
+                PRESSURE_CRITICAL
+            shown = f"{value:g} MPa"
+        elif m.quantity is Quantity.LEVEL and self._watch_level:
+            limit, value, kind = self.rules.level_critical_m, _TO_M[m.unit] * m.value, \
+                LEVEL_CRITICAL
+            shown = f"{value:g} m"
+        else:
+            return False
+        assert limit is not None
+        key = (gateway_id, m.source.id, kind)
+        if self._last_seq.get(key, 0) > m.seq:
+            return False
+        self._last_seq[key] = m.seq
+        if value < limit:
+            if key in self._by_site.get(site, {}):
+                return False
+            return self._raise(Condition(site, gateway_id, m.source.id, kind, m.receive_ms,
+                                         m.seq, Colour.RED, f"{shown} < {limit:g}"))
+        return self._clear(site, key)
+
+    def set_gateway_offline(self, site: str, gateway_id: str, offline: bool,
+                            now_ms: int) -> bool:
+        """A gateway went offline (last will, shutdown, stale heartbeat) or came back."""
+        key = (gateway_id, GATEWAY_SOURCE, GATEWAY_OFFLINE)
+        if not offline:
+            return self._clear(site, key)
+        colour = self.colour_of(GATEWAY_OFFLINE, GATEWAY_SOURCE)
+        if colour is None or key in self._by_site.get(site, {}):
+            return False
+        return self._raise(Condition(site, gateway_id, GATEWAY_SOURCE, GATEWAY_OFFLINE, now_ms,
+                                     0, colour))
+
+    def _reset(self, site: str, gateway_id: str, source_id: str, seq: int) -> bool:
+        # "panel/1-1/system" resets everything under "panel/1-1/"; a source without two
+        # levels resets the whole gateway.
+        parts = source_id.split("/")
+        prefix = "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
+        changed = False
+        for key, c in list(self._by_site.get(site, {}).items()):
+            if (c.gateway_id == gateway_id and c.kind in self.rules.reset_clears
+                    and c.source_id.startswith(prefix) and c.seq < seq):
+                self._last_seq[key] = seq
+                changed |= self._clear(site, key)
+        return changed
+
+    def _raise(self, c: Condition) -> bool:
+        active = self._by_site.setdefault(c.site, {})
+        old = active.get(c.key)
+        if old is not None and old.colour == c.colour:
+            return False  # raised again while active: keep the first time
+        active[c.key] = c
+        self.raised[c.key] = c
+        self.cleared.pop(c.key, None)
+        return True
+
+    def _clear(self, site: str, key: tuple[str, str, str]) -> bool:
+        active = self._by_site.get(site)
+        if not active or key not in active:
+            return False
+        c = active.pop(key)
+        if not active:
+            del self._by_site[site]
+        self.cleared[key] = c
+        self.raised.pop(key, None)
+        return True
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def take_changes(self) -> tuple[list[Condition], list[Condition]]:
+        """Conditions raised and cleared since the last call (for persistence)."""
+        raised, cleared = list(self.raised.values()), list(self.cleared.values())
+        self.raised.clear()
+        self.cleared.clear()
+        return raised, cleared
+
+    def assess(self, site: str) -> Assessment:
+        """The colour of ``site`` now, with up to 20 reasons, most severe and oldest first."""
+        active = sorted(self._by_site.get(site, {}).values(),
+                        key=lambda c: (-c.colour.rank, c.since_ms, c.key))
+        colour = active[0].colour if active else Colour.GREEN
+        return Assessment(site, colour, tuple(c.reason() for c in active[:MAX_REASONS]))
+
+    def conditions(self, site: str | None = None) -> list[Condition]:
+        if site is not None:
+            return list(self._by_site.get(site, {}).values())
+        return [c for active in self._by_site.values() for c in active.values()]
+
+    def sites(self) -> list[str]:
+        return sorted(self._by_site)

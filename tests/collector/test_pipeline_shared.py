@@ -1,0 +1,79 @@
+"""Three collector processes on one shared subscription: the load is split, one is killed,
+the others carry on, and once it is back (same client id) nothing is missing.
+
+Mosquitto 2.0 keeps routing the dead member's share into its persistent session (measured:
+round robin over online and offline members), so that share waits in the broker until the
+member returns - docs/collector.md, "Deployment", says how to run collectors so they do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from collector.cli import collect_status
+from collector.config import load_config
+from collector.ledger import SeqLedger
+from simulators.fleet import FleetConfig, run_fleet
+from tests.infra.mosquitto import Mosquitto
+
+from .conftest import (
+    CollectorProcess,
+    assert_store_matches,
+    async_wait_until,
+    config_data,
+    missing_records,
+    toml,
+)
+
+
+def stored(state: Path) -> int:
+    ledger = SeqLedger(state / "ledger.sqlite")
+    try:
+        return ledger.stats().stored
+    finally:
+        ledger.close()
+
+
+async def test_three_collectors_share_the_load_and_survive_one_kill(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = tmp_path / "store.sqlite3"
+    paths = []
+    for i in (1, 2, 3):
+        path = tmp_path / f"c{i}.toml"
+        path.write_text(toml(config_data(
+            tmp_path / f"state{i}", mosquitto, collector={"id": f"c{i}", "report_gaps": False},
+            store={"sqlite": str(store)})))
+        paths.append(path)
+    procs = [await asyncio.to_thread(CollectorProcess(p).start) for p in paths]
+    fleet = asyncio.create_task(run_fleet(FleetConfig(
+        broker=f"mqtt://127.0.0.1:{mosquitto.port}", gateways=13, rate=80, duration=6.0,
+        batch_interval=0.1, max_batch=50, alarm_rate=0.01, seed=31, keep_records=True)))
+    await async_wait_until(lambda: all(stored(tmp_path / f"state{i}") > 0 for i in (1, 2, 3)),
+                           "each collector storing its share")
+    await asyncio.sleep(1.0)
+    assert await asyncio.to_thread(procs[2].kill) == -9
+    at_kill = [stored(tmp_path / f"state{i}") for i in (1, 2)]
+    report = await fleet
+    assert report.ok, report.to_json()["errors"]
+    # The survivors carry on: both keep storing after the kill ...
+    await async_wait_until(lambda: all(stored(tmp_path / f"state{i}") > n + 500
+                                       for i, n in zip((1, 2), at_kill, strict=True)),
+                           "the survivors storing after the kill")
+    # ... and the dead member's share waits in its session until it is back.
+    procs[2] = await asyncio.to_thread(CollectorProcess(paths[2]).start)
+    try:
+        await async_wait_until(lambda: not missing_records(report, store),
+                               "every record in the store")
+    finally:
+        for p in procs:
+            assert await asyncio.to_thread(p.stop) == 0
+    assert_store_matches(report, store)
+    shares = [stored(tmp_path / f"state{i}") for i in (1, 2, 3)]
+    assert sum(shares) >= report.produced  # a redelivered message may land on another member
+    assert all(s > report.produced / 10 for s in shares), shares  # split, not one taking all
+    configs = [load_config(p) for p in paths]
+    merged = collect_status(configs)
+    assert merged["gaps"]["ranges"] == 0 and merged["gaps"]["records"] == 0
+    assert {c["collector"] for c in merged["collectors"]} == {"c1", "c2", "c3"}
+    assert {c["state"] for c in merged["collectors"]} == {"stopped"}
