@@ -9,9 +9,10 @@ message (or dead-lettered it). A crash at any instant therefore loses nothing: t
 redelivers every message that was not acknowledged, and the (gateway, seq) ledger drops what
 had been stored already.
 
-The broker sends at most ``receive_maximum`` unacknowledged QoS 1 messages (MQTT 5.0 §3.1.2.11.3,
-§4.9 flow control), which bounds what is in flight while the database is down; the queues are
-at least twice that, so paho's thread is not held by a full queue in normal operation.
+The broker should send at most ``receive_maximum`` unacknowledged QoS 1 messages (MQTT 5.0
+§3.1.2.11.3, §4.9 flow control). The queue is at least twice that, and bounded anyway: a broker
+that overshoots (Mosquitto 2.0.11 does while a backlog is acknowledged, mosquitto#2301) makes
+paho's thread wait in ``on_message`` - TCP pushes back and the broker keeps the rest.
 
 Acknowledgements are sent in the order the messages were received: MQTT 5.0 §4.6
 [MQTT-4.6.0-2] asks it of a client (Mosquitto and EMQX accept any order; the pipeline keeps it

@@ -167,6 +167,21 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
+@dataclass(slots=True)
+class _Plan:
+    """One gateway's part of a commit, computed before the transaction."""
+
+    gateway_id: str
+    state: _Seqs
+    firsts: list[int]
+    lasts: list[int]
+    sinces: list[int]
+    removed: set[int]
+    upserts: dict[int, tuple[int, int]]
+    added: int
+    announced_ms: int | None
+
+
 class SeqLedger:
     """Per-gateway stored seqs, persisted in the SQLite file ``path``. Thread-safe."""
 
@@ -218,56 +233,72 @@ class SeqLedger:
         Raises ValueError for a seq below 1 and sqlite3.Error when the ledger cannot be
         saved; the in-memory state changes only after the transaction committed.
         """
+        self.commit_many({gateway_id: seqs}, now_ms)
+
+    def commit_many(self, commits: Mapping[str, Sequence[int]], now_ms: int) -> None:
+        """:meth:`commit` for several gateways in **one** transaction (one fsync): the
+        pipeline commits a whole write group at once. All or nothing."""
         with self._lock:
-            st = self._gw.get(gateway_id) or _Seqs()
-            runs = _runs(s for s in seqs if not st.contains(s))
-            if runs and runs[0][0] < 1:
-                raise ValueError(f"{gateway_id}: seq {runs[0][0]} is below 1")
-            firsts, lasts, sinces = list(st.firsts), list(st.lasts), list(st.sinces)
-            removed: set[int] = set()
-            upserts: dict[int, tuple[int, int]] = {}
-            for a, b in runs:
-                first, last, since = a, b, now_ms
-                i = bisect_right(firsts, a)  # no interval overlaps a..b: none is stored
-                if i > 0 and lasts[i - 1] == a - 1:  # joins the interval on its left
-                    i -= 1
-                    first, since = firsts[i], min(since, sinces[i])
-                    del firsts[i], lasts[i], sinces[i]
-                if i < len(firsts) and firsts[i] == b + 1:  # ... and the one on its right
-                    last, since = lasts[i], min(since, sinces[i])
-                    removed.add(firsts[i])
-                    upserts.pop(firsts[i], None)
-                    del firsts[i], lasts[i], sinces[i]
-                firsts.insert(i, first)
-                lasts.insert(i, last)
-                sinces.insert(i, since)
-                upserts[first] = (last, since)
-            added = sum(b - a + 1 for a, b in runs)
-            highest = lasts[-1] if lasts else 0
-            announced_ms = st.announced_ms if st.announced > highest else None
+            plans = [self._plan(gw, seqs, now_ms) for gw, seqs in commits.items()]
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    "DELETE FROM seq_intervals WHERE gateway = ? AND first = ?",
-                    [(gateway_id, f) for f in removed - upserts.keys()])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?)",
-                    [(gateway_id, f, last, since) for f, (last, since) in upserts.items()])
-                self._save_gateway(gateway_id, st.stored + added, st.duplicates, st.announced,
-                                   announced_ms, now_ms)
+                for p in plans:
+                    conn.executemany(
+                        "DELETE FROM seq_intervals WHERE gateway = ? AND first = ?",
+                        [(p.gateway_id, f) for f in p.removed - p.upserts.keys()])
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?)",
+                        [(p.gateway_id, f, last, since)
+                         for f, (last, since) in p.upserts.items()])
+                    st = p.state
+                    self._save_gateway(p.gateway_id, st.stored + p.added, st.duplicates,
+                                       st.announced, p.announced_ms, now_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            if gateway_id not in self._gw:
-                self._gw[gateway_id] = st
-            st.firsts, st.lasts, st.sinces = firsts, lasts, sinces
-            st.stored += added
-            st.announced_ms = announced_ms
-            st.last_commit_ms = now_ms
-            st.dirty = False
+            for p in plans:
+                st = p.state
+                if p.gateway_id not in self._gw:
+                    self._gw[p.gateway_id] = st
+                st.firsts, st.lasts, st.sinces = p.firsts, p.lasts, p.sinces
+                st.stored += p.added
+                st.announced_ms = p.announced_ms
+                st.last_commit_ms = now_ms
+                st.dirty = False
+
+    def _plan(self, gateway_id: str, seqs: Sequence[int], now_ms: int) -> _Plan:
+        """The new intervals of one gateway after committing ``seqs`` (copies; nothing
+        changes until the transaction committed)."""
+        st = self._gw.get(gateway_id) or _Seqs()
+        runs = _runs(s for s in seqs if not st.contains(s))
+        if runs and runs[0][0] < 1:
+            raise ValueError(f"{gateway_id}: seq {runs[0][0]} is below 1")
+        firsts, lasts, sinces = list(st.firsts), list(st.lasts), list(st.sinces)
+        removed: set[int] = set()
+        upserts: dict[int, tuple[int, int]] = {}
+        for a, b in runs:
+            first, last, since = a, b, now_ms
+            i = bisect_right(firsts, a)  # no interval overlaps a..b: none is stored
+            if i > 0 and lasts[i - 1] == a - 1:  # joins the interval on its left
+                i -= 1
+                first, since = firsts[i], min(since, sinces[i])
+                del firsts[i], lasts[i], sinces[i]
+            if i < len(firsts) and firsts[i] == b + 1:  # ... and the one on its right
+                last, since = lasts[i], min(since, sinces[i])
+                removed.add(firsts[i])
+                upserts.pop(firsts[i], None)
+                del firsts[i], lasts[i], sinces[i]
+            firsts.insert(i, first)
+            lasts.insert(i, last)
+            sinces.insert(i, since)
+            upserts[first] = (last, since)
+        highest = lasts[-1] if lasts else 0
+        return _Plan(gateway_id, st, firsts, lasts, sinces, removed, upserts,
+                     sum(b - a + 1 for a, b in runs),
+                     st.announced_ms if st.announced > highest else None)
 
     def _save_gateway(self, gw: str, stored: int, dups: int, announced: int,
                       announced_ms: int | None, last_ms: int | None) -> None:
