@@ -10,14 +10,13 @@ The commented sample with every key and its default is ``collector/collector.exa
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from collector.sinks.config import DEFAULT_SQLITE_NAME, MAX_POINTS_PER_WRITE, SinkConfig
-from edge.config.validators import ConfigError, Table
+from edge.config.validators import ConfigError, Table, read_toml
 from protocols.wire import EventType
 
 __all__ = [
@@ -165,16 +164,7 @@ class CollectorConfig:
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> CollectorConfig:
     """Read and validate ``path``; ConfigError (naming the key) for anything wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"{path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     config = parse_config(data, base_dir=path.resolve().parent, env=env)
     return CollectorConfig(config.collector_id, config.state_dir, config.mqtt, config.sink,
                            config.pipeline, config.webhooks, config.risk,

@@ -9,7 +9,6 @@ is ``edge/gateway.example.toml``.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from .modbus import ModbusBusConfig, parse_modbus_buses, parse_modbus_profiles
 from .panel import PanelConfig, parse_panels
 from .rules import RuleConfig, parse_rule
 from .uplink import UplinkConfig, parse_uplink
-from .validators import ConfigError, Table
+from .validators import ConfigError, Table, read_toml
 
 __all__ = ["GatewayConfig", "load_config", "parse_config"]
 
@@ -47,16 +46,7 @@ class GatewayConfig:
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read and validate ``path``; raises :class:`ConfigError` (also for unreadable files)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"{path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     cfg = parse_config(data, base_dir=path.resolve().parent, env=env)
     return GatewayConfig(cfg.gateway, cfg.outbox, cfg.state, cfg.uplink, cfg.panels, cfg.modbus,
                          cfg.ble, cfg.rules, path)

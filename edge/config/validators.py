@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-__all__ = ["MISSING", "ConfigError", "Table"]
+__all__ = ["MISSING", "ConfigError", "Table", "read_toml"]
 
 E = TypeVar("E", bound=Enum)
 
@@ -265,3 +266,18 @@ class Table:
         if unknown:
             allowed = ", ".join(sorted(self._used)) or "none"
             self.fail(unknown[0], f"unknown key; allowed here: {allowed}")
+
+
+def read_toml(path: Path) -> dict[str, object]:
+    """A config file's TOML tables; :class:`ConfigError` for an unreadable, non-UTF-8 or
+    malformed file (every process's ``load_config`` starts here)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path} is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from tests.infra.simproc import FIREGATE, REPO, WAIT
 
 from .test_uplink_infra import until
 
-__all__ = ["agent", "agent_config", "firegate_json", "until"]
+__all__ = ["agent", "agent_config", "firegate_json", "last_seq", "stored_seqs", "until"]
 
 
 def agent_config(tmp: Path, *, gw: str, broker_port: int | None, panel_port: Path | None = None,
@@ -109,3 +110,26 @@ async def wait_for_file(path: Path, what: str) -> None:
 
 def env_with(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
+
+
+def _outbox(tmp: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{tmp / 'data' / 'outbox.db'}?mode=ro", uri=True)
+
+
+def stored_seqs(tmp: Path) -> list[int]:
+    """Seqs still waiting in the agent's outbox (read-only, the agent may be running)."""
+    db = _outbox(tmp)
+    try:
+        return [s for (s,) in db.execute("SELECT seq FROM outbox")]
+    finally:
+        db.close()
+
+
+def last_seq(tmp: Path) -> int:
+    """The highest seq the agent's outbox ever assigned."""
+    db = _outbox(tmp)
+    try:
+        (next_seq,) = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        return int(next_seq) - 1
+    finally:
+        db.close()

@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import re
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tests.infra.mosquitto import Mosquitto
 from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
 
-from .agent_rig import agent, agent_config, until
+from .agent_rig import agent, agent_config, last_seq, stored_seqs, until
 from .test_uplink_infra import Observer
 
 GW = "gw-crash"
@@ -99,22 +98,22 @@ async def test_kill_minus_9_twenty_times_loses_nothing(tmp_path: Path,
             produced = len(confirmed_uploads(ledger))
             # One clean run while the panel still talks: it drains the outbox.
             async with agent(config):
-                await until(lambda: _stored(tmp_path) == [] and len(confirmed_uploads(ledger))
+                await until(lambda: stored_seqs(tmp_path) == [] and len(confirmed_uploads(ledger))
                             > produced, "a drained outbox and fresh uploads", 60)
         async with agent(config):  # the simulators are gone: it reports that, then drains
-            await until(lambda: _stored(tmp_path) == [], "a drained outbox", 60)
+            await until(lambda: stored_seqs(tmp_path) == [], "a drained outbox", 60)
     finally:
         obs.close()
     assert kills == ROUNDS
 
-    last = _last_seq(tmp_path)
-    await until(lambda: set(obs.seqs(GW)) >= set(range(1, last + 1)) - set(_stored(tmp_path)),
+    last = last_seq(tmp_path)
+    await until(lambda: set(obs.seqs(GW)) >= set(range(1, last + 1)) - set(stored_seqs(tmp_path)),
                 "every seq at the broker", 30)
     seen: dict[int, Record] = {}
     for batch in obs.batches(GW):
         for r in batch.records:
             assert seen.setdefault(r.seq, r) == r, f"seq {r.seq} carried two different records"
-    assert set(seen) | set(_stored(tmp_path)) == set(range(1, last + 1))
+    assert set(seen) | set(stored_seqs(tmp_path)) == set(range(1, last + 1))
     assert max(seen) == last and last > 500
 
     # Every confirmed upload is an event at the broker; the final states agree.
@@ -134,23 +133,3 @@ async def test_kill_minus_9_twenty_times_loses_nothing(tmp_path: Path,
         # upload stored can be one it sent but never saw confirmed.
         assert mine and theirs and theirs[-1] in (mine[-1], last_sent)
 
-
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{tmp_path / 'data' / 'outbox.db'}?mode=ro", uri=True)
-
-
-def _stored(tmp_path: Path) -> list[int]:
-    db = _db(tmp_path)
-    try:
-        return [s for (s,) in db.execute("SELECT seq FROM outbox")]
-    finally:
-        db.close()
-
-
-def _last_seq(tmp_path: Path) -> int:
-    db = _db(tmp_path)
-    try:
-        (next_seq,) = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        return int(next_seq) - 1
-    finally:
-        db.close()

@@ -8,7 +8,6 @@ panel raises fire alarms and the pressure transmitters keep being read.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from tests.infra.mosquitto import Mosquitto
 from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
 
-from .agent_rig import agent, agent_config, until
+from .agent_rig import agent, agent_config, last_seq, stored_seqs, until
 from .test_uplink_infra import Observer
 
 GW = "gw-outage"
@@ -70,10 +69,10 @@ async def test_broker_down_a_minute_loses_nothing_and_fire_alarms_go_first(
                 restarted_ms = int(time.time() * 1000)
                 broker.start()  # same port, same persistence
                 await asyncio.sleep(3)
-                await until(lambda: _stored(tmp_path) <= 40, "the backlog drained", 60)
+                await until(lambda: len(stored_seqs(tmp_path)) <= 40, "the backlog drained", 60)
             # Stopped cleanly: whatever is left is in the outbox, the rest at the broker.
-            last = _last_seq(tmp_path)
-            left = set(_stored_seqs(tmp_path))
+            last = last_seq(tmp_path)
+            left = set(stored_seqs(tmp_path))
             await until(lambda: set(obs.seqs(GW)) | left == set(range(1, last + 1)),
                         "every seq at the broker or still stored", 30)
     finally:
@@ -94,27 +93,3 @@ async def test_broker_down_a_minute_loses_nothing_and_fire_alarms_go_first(
     order = [r.seq for b in obs.batches(GW) for r in b.records if r.seq in outage]
     assert set(order[:len(fires)]) == fires
 
-
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{tmp_path / 'data' / 'outbox.db'}?mode=ro", uri=True)
-
-
-def _stored_seqs(tmp_path: Path) -> list[int]:
-    db = _db(tmp_path)
-    try:
-        return [s for (s,) in db.execute("SELECT seq FROM outbox")]
-    finally:
-        db.close()
-
-
-def _stored(tmp_path: Path) -> int:
-    return len(_stored_seqs(tmp_path))
-
-
-def _last_seq(tmp_path: Path) -> int:
-    db = _db(tmp_path)
-    try:
-        (next_seq,) = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        return int(next_seq) - 1
-    finally:
-        db.close()
