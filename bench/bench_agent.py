@@ -31,16 +31,15 @@ and a paho subscriber in this process standing in for the centre. Two parts:
    processes' CPU. ``--profile FILE`` runs that agent under cProfile (figures then include
    the profiler's overhead) and prints where its main thread spends time.
 
-What-ifs without touching the agent: ``--entry lean`` starts ``run_agent()`` without the rest
-of the CLI imported; ``--entry FILE.py`` runs your own launcher (``python FILE.py CONFIG``);
-``--agent-env KEY=VALUE`` adds to the agent's environment.
+What-ifs without touching the agent: ``--entry FILE.py`` runs your own launcher (``python
+FILE.py CONFIG``); ``--agent-env KEY=VALUE`` adds to the agent's environment.
 
 Every process is stopped by its PID at the end, also on Ctrl-C. Results go to stdout only
 (``--json`` for a JSON document); progress goes to stderr. Timings are reported, never asserted.
 
     python bench/bench_agent.py [--alarms 100] [--devices 10] [--interval-s 0.05]
                                 [--seconds 60] [--warmup 15] [--json] [--profile FILE]
-                                [--entry firegate|lean|FILE.py] [--agent-env KEY=VALUE]
+                                [--entry firegate|FILE.py] [--agent-env KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -512,7 +511,7 @@ def named(self):
     libc.prctl(15, self.name[:15].encode(), 0, 0, 0)  # PR_SET_NAME
     start(self)
 threading.Thread._bootstrap_inner = named
-from edge.cli.main import main
+from edge.entry import main
 out, sys.argv = sys.argv[1], ["firegate", *sys.argv[2:]]
 prof = cProfile.Profile(time.thread_time)
 try:
@@ -521,20 +520,6 @@ except SystemExit:
     pass
 finally:
     prof.dump_stats(out)
-"""
-
-
-# For --entry lean: what-if, the agent without the rest of the CLI (edge.cli.main imports
-# every command group: collector, simulators, diagnostics, rich).
-LEAN = """
-import asyncio, logging, sys
-from pathlib import Path
-from edge.app import run_agent
-from edge.config.load import load_config
-cfg = load_config(Path(sys.argv[1]))
-logging.basicConfig(level=cfg.gateway.log_level.upper(),
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-sys.exit(asyncio.run(run_agent(cfg)))
 """
 
 
@@ -556,8 +541,6 @@ def agent_argv(config: Path, entry: str = "firegate", profile: Path | None = Non
     if profile is not None:
         return [sys.executable, "-c", PROFILED, str(profile), "agent", "run", "--config",
                 str(config)]
-    if entry == "lean":
-        return [sys.executable, "-c", LEAN, str(config)]
     if entry != "firegate":  # a what-if launcher of your own: python FILE CONFIG
         return [sys.executable, entry, str(config)]
     return [FIREGATE, "agent", "run", "--config", str(config)]
@@ -877,9 +860,8 @@ def main() -> None:
                     help="the panel simulator's periodic state uploads, seconds")
     ap.add_argument("--seed", type=int, default=26875)
     ap.add_argument("--profile", type=Path, help="run the part-2 agent under cProfile")
-    ap.add_argument("--entry", default="firegate", metavar="firegate|lean|FILE.py",
-                    help="how the agent starts: firegate agent run (default); lean: "
-                         "run_agent() without the rest of the CLI imported; FILE.py: a "
+    ap.add_argument("--entry", default="firegate", metavar="firegate|FILE.py",
+                    help="how the agent starts: firegate agent run (default); FILE.py: a "
                          "what-if launcher run as python FILE.py CONFIG")
     ap.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the agent (e.g. MALLOC_ARENA_MAX=2)")

@@ -10,9 +10,11 @@ Tasks (named, so a stack dump or a log line says which is which):
 * ``uplink``: the MQTT session with the forwarder and the control channel as its services;
 * ``state``: the technician's local view, flushed every second.
 
-Records flow driver -> ``Pipeline.emit`` (rules, outbox commit, local view) -> outbox ->
-forwarder -> broker. Nothing here owns another part's state; the parts meet through the
-interfaces in ``edge/drivers/base.py``.
+Records flow driver -> ``Pipeline.emit``/``submit`` (rules, outbox commit, local view) ->
+outbox -> forwarder -> broker. A clean stop (SIGTERM) stops the drivers first, lets the
+forwarder send what is stored (at most ``STOP_DRAIN_S``, when connected), then ends the rest.
+Nothing here owns another part's state; the parts meet through the interfaces in
+``edge/drivers/base.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.commands import merge_handlers
@@ -36,11 +38,17 @@ from edge.outbox import Outbox, OutboxStats
 from edge.pipeline import Pipeline
 from edge.rules import RuleEngine
 from edge.state import StateWriter
+from protocols.wire import LinkState
+
+if TYPE_CHECKING:
+    from edge.uplink import Forwarder
 
 __all__ = ["run_agent"]
 
 log = logging.getLogger("firegate.agent")
 RESTART_MIN_S, RESTART_MAX_S = 1.0, 60.0
+STOP_DRAIN_S = 5.0
+"""On a clean stop with the broker connected, longest wait for the outbox to empty."""
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], counters: Counters) -> None:
@@ -105,7 +113,7 @@ async def run_agent(cfg: GatewayConfig, *, stop: asyncio.Event | None = None) ->
             def make_ctx(name: str) -> DriverContext:
                 counters[name] = Counters()
                 return DriverContext(gw.id, pipeline.emit, counters[name], links,
-                                     previous=frozen)
+                                     submit=pipeline.submit, previous=frozen)
 
             drivers = build_drivers(cfg, make_ctx)
             probe = HealthProbe(gw.id, outbox, gw.data_dir, counters=lambda: counters,
@@ -115,15 +123,16 @@ async def run_agent(cfg: GatewayConfig, *, stop: asyncio.Event | None = None) ->
                           "config": str(cfg.source) if cfg.source else None,
                           "drivers": [d.name for d in drivers]}
             uplink_view: Callable[[], dict[str, Any]] = dict
+            forwarder: Forwarder | None = None
             async with asyncio.TaskGroup() as tg:
-                for driver in drivers:
-                    tg.create_task(supervise(driver.name, driver.run, counters[driver.name]),
-                                   name=driver.name)
-                tg.create_task(supervise("rules-clock", pipeline.run_rules_clock,
-                                         counters["agent"]), name="rules-clock")
+                producers = [tg.create_task(supervise(d.name, d.run, counters[d.name]),
+                                            name=d.name) for d in drivers]
+                producers.append(tg.create_task(
+                    supervise("rules-clock", pipeline.run_rules_clock, counters["agent"]),
+                    name="rules-clock"))
                 if cfg.uplink is not None:
-                    uplink_view = _start_uplink(tg, cfg, outbox, drivers, probe, links,
-                                                counters)
+                    uplink_view, forwarder = _start_uplink(tg, cfg, outbox, drivers, probe,
+                                                           links, counters)
                 tg.create_task(_state_loop(cfg, state, outbox, links, counters, agent_info,
                                            uplink_view), name="state")
                 log.info("agent running: gateway %s, drivers %s, uplink %s", gw.id,
@@ -131,6 +140,16 @@ async def run_agent(cfg: GatewayConfig, *, stop: asyncio.Event | None = None) ->
                          cfg.uplink.url if cfg.uplink else "not configured")
                 await stop.wait()
                 log.info("stopping")
+                for task in producers:
+                    task.cancel()
+                await asyncio.wait(producers)
+                link = links.get("uplink")
+                if forwarder is not None and link is not None and link.state is LinkState.UP:
+                    # Readings lingering for company go out now rather than at the next
+                    # start (they would not be lost either way: they are in the outbox).
+                    left = await forwarder.drain(STOP_DRAIN_S)
+                    if left:
+                        log.info("stopping with %d records still in the outbox", left)
                 raise _Stop  # cancels every task; the uplink publishes "offline" as it goes
     except* _Stop:
         pass
@@ -145,7 +164,8 @@ class _Stop(Exception):
 
 def _start_uplink(tg: asyncio.TaskGroup, cfg: GatewayConfig, outbox: Outbox,
                   drivers: list[Any], probe: HealthProbe, links: LinkBoard,
-                  counters: dict[str, Counters]) -> Callable[[], dict[str, Any]]:
+                  counters: dict[str, Counters]
+                  ) -> tuple[Callable[[], dict[str, Any]], Forwarder]:
     from edge.uplink import ControlChannel, Forwarder, MqttUplink
 
     assert cfg.uplink is not None
@@ -169,7 +189,7 @@ def _start_uplink(tg: asyncio.TaskGroup, cfg: GatewayConfig, outbox: Outbox,
                 "acked_records": forwarder.acked_records,
                 "acked_batches": forwarder.acked_batches}
 
-    return view
+    return view, forwarder
 
 
 async def _state_loop(cfg: GatewayConfig, state: StateWriter, outbox: Outbox,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -38,19 +36,11 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="The agent's
         log_level: Annotated[str | None, typer.Option(help="Overrides [gateway] log_level.")]
         = None) -> None:
     """Run the edge agent until SIGTERM or Ctrl-C."""
-    from edge.app import run_agent
-    from edge.config import ConfigError
-    from edge.config.load import load_config
+    # `firegate agent run` normally never gets here: edge.entry hands it to edge.launch
+    # before typer is imported. This path serves `--help` and in-process callers.
+    from edge.launch import run as launch
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        typer.echo(f"{config}: {exc}", err=True)
-        raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=(log_level or cfg.gateway.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    raise typer.Exit(asyncio.run(run_agent(cfg)))
+    raise typer.Exit(launch(config, log_level))
 
 
 def register(app: typer.Typer) -> None:

@@ -66,6 +66,9 @@ class UplinkConfig:
     """Record messages sent and not yet acknowledged; one more is kept for fire alarms."""
     health_interval_s: float = 60.0
     """How often the health report is published (and on every connect)."""
+    linger_s: float = 1.0
+    """When only a few readings are pending, how long the uplink may wait for more to fill
+    a message (0: never). Events and fire alarms end the wait at once."""
 
     @property
     def url(self) -> str:
@@ -110,6 +113,7 @@ def parse_uplink(t: Table) -> UplinkConfig:
     batch_max_records = t.integer("batch_max_records", 1000, min=1, max=MAX_RECORDS_PER_BATCH)
     max_inflight = t.integer("max_inflight", 16, min=1, max=256)
     health_interval_s = t.number("health_interval_s", 60.0, min=1.0, max=86_400.0)
+    linger_ms = t.integer("linger_ms", 1000, min=0, max=60_000)
     if t.has("qos"):
         t.fail("qos", "is not configurable: the contract sends everything at QoS 1 "
                       "(QoS 0 would lose records)")
@@ -117,7 +121,7 @@ def parse_uplink(t: Table) -> UplinkConfig:
     return UplinkConfig(
         host, port, tls, protocol, client_id, username, password, ca_file, cert_file, key_file,
         tls_insecure, keepalive_s, connect_timeout_s, reconnect_min_s, reconnect_max_s,
-        batch_max_records, max_inflight, health_interval_s,
+        batch_max_records, max_inflight, health_interval_s, linger_ms / 1000,
     )
 
 

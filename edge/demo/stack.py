@@ -49,7 +49,7 @@ def firegate_command() -> list[str]:
     script = Path(sys.executable).parent / "firegate"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from edge.cli.main import main; main()"]
+    return [sys.executable, "-c", "from edge.entry import main; main()"]
 
 
 @dataclass

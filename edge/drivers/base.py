@@ -127,11 +127,20 @@ class DriverContext:
     counters: Counters = field(default_factory=Counters)
     links: LinkBoard = field(default_factory=LinkBoard)
     now_ms: Callable[[], int] = wall_ms
+    submit: Emit | None = None
+    """Like ``emit``, for sources nobody waits on (a Modbus poll, a BLE advert): returns once
+    any *events* among the records are durable, but readings alone are only queued and
+    share a commit with the next ones (``OutboxConfig.submit_window_s``); the pipeline
+    counts readings it then fails to store. None: ``emit``. Call :meth:`emit_readings`."""
     previous: frozenset[tuple[str, str]] = frozenset()
     """Conditions (source id, event type) that were raised and not restored when the agent
     last stopped, however it stopped. A driver seeds its state with the ones of its own
     sources, so a condition that cleared while the agent was down gets its restore event
     (and one still active is not raised twice)."""
+
+    async def emit_readings(self, records: Sequence[Record]) -> None:
+        """``submit`` if the pipeline offers it, else ``emit`` (see ``submit``)."""
+        await (self.submit or self.emit)(records)
 
     def previous_of(self, source_id: str) -> set[str]:
         """The event types still raised for ``source_id`` at the last stop."""

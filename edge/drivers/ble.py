@@ -611,7 +611,7 @@ class BleDriver:
     async def _emit(self, records: list[Record]) -> bool:
         """Hand records to the outbox; False (counted per record) when they were not stored."""
         try:
-            await self.ctx.emit(records)
+            await self.ctx.emit_readings(records)
         except Exception as exc:  # OutboxFull / OutboxError: drivers do not import the outbox
             self.ctx.counters.inc("emit_failed", len(records))
             log.warning("BLE: %d record(s) not stored: %s", len(records), exc)

@@ -362,7 +362,7 @@ class ModbusDriver:
         if not records:
             return
         try:
-            await self._ctx.emit(records)
+            await self._ctx.emit_readings(records)
         except Exception:  # OutboxFull / OutboxError: a driver may not import the outbox
             self._ctx.counters.inc("emit_failed")
             return  # the conditions stay unreported: the next poll sends them again

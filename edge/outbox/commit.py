@@ -4,8 +4,9 @@ Why: with ``synchronous=FULL`` every commit costs an fsync (0.5-5 ms on the shar
 VM, tens of ms on an SD card), so one fsync per record would cap the outbox at a few hundred
 to a few thousand records a second. Instead appends queue (:mod:`edge.outbox.queue`) and
 this single committer task takes what has arrived - at most ``max_group_records`` - into
-one transaction. An append waits at most ``commit_window_s`` for company; an append
-carrying a fire alarm never waits: it wakes the committer and is committed in a small
+one transaction. An append waits at most ``commit_window_s`` for company, submitted records
+(nobody awaits their fsync) at most ``submit_window_s``; an append carrying a fire alarm
+never waits: it wakes the committer and is committed in a small
 transaction of its own (GB 26875.1 §4.1.2.3: fire alarms pre-empt everything else).
 """
 
@@ -166,12 +167,13 @@ async def run_committer(outbox: Outbox, q: Queue) -> None:
             q.wake.clear()
             await _wait(q.wake, next_maintenance - loop.time())
         else:
-            delay = q.first_arrival() + config.commit_window_s - loop.time()
+            delay = q.due() - loop.time()
             if delay > 0 and not (
                 outbox.closing or q.urgent() or q.records >= config.max_group_records
             ):
                 q.kick.clear()
-                await _wait(q.kick, delay)
+                if await _wait(q.kick, delay):
+                    continue  # something changed the deadline: look again
             await _flush(outbox, *q.take())
         if loop.time() >= next_maintenance and not outbox.closing:
             try:
@@ -234,8 +236,10 @@ async def _ack_in_chunks(outbox: Outbox, acks: list[AckRequest]) -> None:
             ack.future.set_result(len(ack.seqs & deleted))
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; whether it was set."""
     if timeout <= 0:
-        return
+        return event.is_set()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
+    return event.is_set()

@@ -77,6 +77,7 @@ class Outbox:
         self._errors: Counter[str] = Counter()
         self._inflight = InFlight()
         self._ready = asyncio.Event()
+        self._stored = asyncio.Event()  # replaced at each commit that stores records
         wal_bytes = config.wal_autocheckpoint_pages * 4096  # SQLite's default page size
         self.disk = space.DiskGuard(config.path, config.reserve_bytes, wal_bytes)
 
@@ -160,7 +161,7 @@ class Outbox:
         :class:`OutboxFull` when the disk (or ``max_file_bytes``) has no room even after
         evicting every measurement: nothing of this call was stored.
         """
-        return await asyncio.shield(self._enqueue(checked(records)))
+        return await asyncio.shield(self._enqueue(checked(records), waited=True))
 
     async def submit(self, records: Iterable[Record]) -> asyncio.Future[list[Record]]:
         """Queue records without waiting for their commit; the future resolves like
@@ -168,8 +169,10 @@ class Outbox:
 
         For sources that need not wait for the fsync before going on (a Modbus poll, BLE
         advertisements): their next records can join the commit under way, so a flood is
-        stored at the CPU's pace rather than the disk's. When ``max_queued_records`` are
-        already queued this waits for room; records carrying a fire alarm never wait.
+        stored at the CPU's pace rather than the disk's; they share commits for up to
+        ``submit_window_s`` unless an ``append`` or ack shortens the wait (fire alarms
+        never wait). When ``max_queued_records`` are already queued this waits for room;
+        records carrying a fire alarm never wait.
         Retrieve every future's result, or errors go unseen.
         """
         batch = checked(records)
@@ -177,9 +180,11 @@ class Outbox:
         if not any(r.priority is _FIRE for r in batch):
             while q.records >= self.config.max_queued_records and not self._closing:
                 await q.room.wait()
-        return self._enqueue(batch)
+        return self._enqueue(batch, waited=False)
 
-    def _enqueue(self, batch: tuple[Record, ...]) -> asyncio.Future[list[Record]]:
+    def _enqueue(
+        self, batch: tuple[Record, ...], *, waited: bool
+    ) -> asyncio.Future[list[Record]]:
         self._require_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Record]] = loop.create_future()
@@ -187,7 +192,7 @@ class Outbox:
             future.set_result([])
             return future
         urgent = any(r.priority is _FIRE for r in batch)
-        self._queue.put_append(AppendRequest(batch, future, loop.time(), urgent))
+        self._queue.put_append(AppendRequest(batch, future, loop.time(), urgent, waited))
         return future
 
     # -- the uplink's side -------------------------------------------------------------
@@ -238,6 +243,15 @@ class Outbox:
         """Return when ``next_batch`` has something to hand out."""
         await self._ready.wait()
 
+    async def wait_stored(self, timeout: float | None = None) -> bool:
+        """Wait until the next commit that stores records (or ``timeout`` seconds); whether
+        one did. Lets the uplink fill a message without polling (``Forwarder`` linger)."""
+        stored = self._stored
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await stored.wait()
+        return stored.is_set()
+
     def _update_ready(self) -> None:
         if sum(self._ledger.depth) > len(self._inflight):
             self._ready.set()
@@ -245,6 +259,11 @@ class Outbox:
             self._ready.clear()
 
     # -- housekeeping ------------------------------------------------------------------
+
+    @property
+    def queued_records(self) -> int:
+        """Records given to ``append``/``submit`` and not yet committed."""
+        return self._queue.records
 
     def depth(self, priority: Priority) -> int:
         """Records of one class stored and not yet acknowledged."""
@@ -325,6 +344,9 @@ class Outbox:
 
     def _apply(self, changes: Changes) -> None:
         self._ledger.apply(changes)
+        if changes.next_seq:
+            self._stored.set()
+            self._stored = asyncio.Event()
         for p, through in enumerate(changes.deleted_through):
             if through:
                 self._inflight.forget_through(p, through)

@@ -35,6 +35,8 @@ class AppendRequest:
     future: asyncio.Future[list[Record]]
     arrived: float
     urgent: bool
+    waited: bool = True
+    """A caller awaits the commit (``append``); False for ``submit``."""
 
 
 @dataclass(slots=True)
@@ -55,7 +57,8 @@ class Queue:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     """Something arrived (the committer may be idle)."""
     kick: asyncio.Event = field(default_factory=asyncio.Event)
-    """Commit now: a fire alarm, a full group, or closing."""
+    """Look again: a fire alarm, a full group, closing, or a request whose window ends
+    sooner than the committer's current wait."""
     room: asyncio.Event = field(default_factory=asyncio.Event)
     """Fewer than ``max_queued_records`` wait: ``submit`` may queue more."""
 
@@ -63,17 +66,24 @@ class Queue:
         self.room.set()
 
     def put_append(self, request: AppendRequest) -> None:
+        sooner = request.waited and not self._waited_queued()
         self.appends.append(request)
         self.records += len(request.records)
         self.wake.set()
-        if request.urgent or self.records >= self.config.max_group_records:
+        if request.urgent or sooner or self.records >= self.config.max_group_records:
             self.kick.set()
         if self.records >= self.config.max_queued_records:
             self.room.clear()
 
     def put_ack(self, request: AckRequest) -> None:
+        sooner = not self._waited_queued()
         self.acks.append(request)
         self.wake.set()
+        if sooner:
+            self.kick.set()
+
+    def _waited_queued(self) -> bool:
+        return bool(self.acks) or any(a.waited for a in self.appends)
 
     def __bool__(self) -> bool:
         return bool(self.appends or self.acks)
@@ -81,8 +91,15 @@ class Queue:
     def urgent(self) -> bool:
         return any(a.urgent for a in self.appends)
 
-    def first_arrival(self) -> float:
-        return min([a.arrived for a in self.appends[:1]] + [a.arrived for a in self.acks[:1]])
+    def due(self) -> float:
+        """When the queued requests must be committed (loop time): the earliest arrival
+        plus its window, ``commit_window_s`` for a waiting caller or an ack,
+        ``submit_window_s`` for submitted records."""
+        short, long = self.config.commit_window_s, self.config.submit_window_s
+        times = [a.arrived + (short if a.waited else long) for a in self.appends]
+        if self.acks:
+            times.append(self.acks[0].arrived + short)
+        return min(times)
 
     def take(self) -> tuple[list[AppendRequest], list[AckRequest]]:
         """The next group, and all acks. When fire alarms wait, the group is only their

@@ -179,6 +179,51 @@ async def test_submit_waits_for_room_but_a_fire_alarm_never_does(tmp_path: Path)
         assert [r.seq for r in await (await asyncio.wait_for(blocked, 1))] == [5]
 
 
+async def test_submitted_records_wait_for_company_until_someone_waits(tmp_path: Path) -> None:
+    """Nobody awaits a submitted reading's fsync, so it waits up to ``submit_window_s`` to
+    share a commit; an ``append`` (a caller waiting) or an ack ends that wait at once, and
+    everything queued goes in the same transaction."""
+    async with Outbox(config(tmp_path, submit_window_s=5.0)) as ob:
+        await ob.append([measurement()])  # warm up
+        commits = 0
+        original = ob.transact
+
+        async def counting(body):  # type: ignore[no-untyped-def]
+            nonlocal commits
+            commits += 1
+            return await original(body)
+
+        ob.transact = counting  # type: ignore[method-assign]
+        queued = [await ob.submit([measurement(i)]) for i in range(1, 41)]
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in queued)  # within their 5 s window
+        assert commits == 0
+        t = time.perf_counter()
+        [fault] = await ob.append([event(ALARM, 1)])
+        assert time.perf_counter() - t < 2.5  # the append did not sit out the 5 s
+        assert [f.result()[0].seq for f in queued] == list(range(2, 42))
+        assert fault.seq == 42
+        assert commits == 1  # one transaction, one fsync for all 41 records
+
+        later = await ob.submit([measurement(50)])
+        await asyncio.sleep(0.2)
+        assert not later.done()
+        t = time.perf_counter()
+        assert await ob.ack([1]) == 1  # an ack is awaited by the uplink: it cuts the wait too
+        assert time.perf_counter() - t < 2.5
+        assert later.done() and later.result()[0].seq == 43
+        assert commits == 2
+
+
+async def test_submitted_records_alone_commit_when_their_window_ends(tmp_path: Path) -> None:
+    async with Outbox(config(tmp_path, submit_window_s=0.4)) as ob:
+        t = time.perf_counter()
+        future = await ob.submit([measurement(1)])
+        [r] = await asyncio.wait_for(future, 10)
+        assert r.seq == 1
+        assert time.perf_counter() - t >= 0.35  # it did wait for company
+
+
 async def test_append_refuses_numbered_and_foreign_records(tmp_path: Path) -> None:
     async with Outbox(config(tmp_path)) as ob:
         with pytest.raises(ValueError, match="already numbered"):

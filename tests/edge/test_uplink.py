@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from edge.drivers.base import wall_ms
@@ -163,6 +164,50 @@ async def test_event_classes_are_not_pipelined_measurements_are(
             await until(lambda: rig.outbox.depth(MEAS) == 0, "the measurements delivered")
     finally:
         await relay.close()
+
+
+async def test_a_few_readings_linger_to_fill_a_message_but_events_never_wait(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A trickle of readings waits up to ``linger_s`` for company (one message instead of
+    hundreds); an event, a fire alarm or a full message ends the wait at once."""
+    obs = Observer(mosquitto.port)
+    try:
+        cfg = uplink_config(mosquitto.port, linger_s=3.0, batch_max_records=100)
+        async with running(tmp_path, cfg) as rig:
+            await rig.outbox.append([measurement(i) for i in range(3)])
+            await asyncio.sleep(0.6)
+            assert obs.seqs() == []  # lingering for more
+            t = time.monotonic()
+            [fault] = await rig.outbox.append([event(ALARM, 1)])
+            await until(lambda: len(obs.seqs()) == 4, "the fault, and the readings with it")
+            assert time.monotonic() - t < 2.5  # not the rest of the 3 s linger
+            assert obs.batches()[0].records[0].seq == fault.seq  # alarms go first
+
+            since = time.monotonic()
+            await rig.outbox.append([measurement(i) for i in range(10, 15)])
+            await asyncio.sleep(1.5)
+            assert len(obs.seqs()) == 4
+            t = time.monotonic()
+            [fire] = await rig.outbox.append([event(FIRE, 2)])
+            await until(lambda: fire.seq in obs.seqs(), "the fire alarm")
+            assert time.monotonic() - t < 1.0  # it travels alone, at once
+            assert len(obs.seqs()) == 5
+            await until(lambda: len(obs.seqs()) == 10, "the readings after their linger")
+            # they keep the linger they started with (3 s), not a new one after the fire alarm
+            assert time.monotonic() - since < 4.2
+
+            t = time.monotonic()
+            await rig.outbox.append([measurement(i) for i in range(100, 200)])  # a full message
+            await until(lambda: len(obs.seqs()) == 110, "a full message at once")
+            assert time.monotonic() - t < 2.5
+
+            t = time.monotonic()
+            await rig.outbox.append([measurement(300)])
+            await until(lambda: len(obs.seqs()) == 111, "the lone reading after the linger")
+            assert time.monotonic() - t >= 2.5  # it waited (nearly) the whole linger
+            await until(lambda: rig.outbox.ledger[0] == (0, 0, 0, 0), "an empty outbox")
+    finally:
+        obs.close()
 
 
 async def test_status_online_on_connect_offline_on_stop(

@@ -137,8 +137,8 @@ HINT = "mqtt://host[:port] or mqtts://host[:port]"
                                     "everything at QoS 1 (QoS 0 would lose records)"),
     ({"url": "mqtt://h", "hots": "x"},
      "uplink.hots: unknown key; allowed here: batch_max_records, ca_file, cert_file, client_id, "
-     "connect_timeout_s, health_interval_s, keepalive_s, key_file, max_inflight, password, "
-     "password_env, password_file, protocol, reconnect_max_s, reconnect_min_s, "
+     "connect_timeout_s, health_interval_s, keepalive_s, key_file, linger_ms, max_inflight, "
+     "password, password_env, password_file, protocol, reconnect_max_s, reconnect_min_s, "
      "tls_insecure, url, username"),
 ])
 def test_refusals(data: dict[str, object], message: str) -> None:
