@@ -18,8 +18,16 @@ and runs the collector as a real subprocess (``python -m collector.cli run``). T
    collector's own receipt-to-committed histogram,
    ``firegate_collector_fire_alarm_latency_seconds``, is printed instead).
 
+4. **soak**: ``--soak-rate`` records/s for ``--soak-seconds`` (the figure: 100,000/s for 10
+   minutes) from a light publisher process that formats contract payloads from a template
+   (checked once by the strict decoder) instead of simulating gateways, so the fleet's own
+   CPU does not take the collector's share of the 2 cores. Every 10 s: records published and
+   stored in the last 10 s, the backlog, the collector's RSS. Memory is flat when RSS stops
+   growing while the backlog stays bounded.
+
     python bench/bench_collector.py [--sink sqlite|victoria] [--records 1000000]
         [--live-rate 100000] [--live-seconds 20] [--background 10000] [--probes 400]
+        [--soak-rate 100000] [--soak-seconds 600] [--only drain live latency soak]
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -252,6 +261,89 @@ def latency(tmp: Path, broker: Mosquitto, vm: VictoriaMetrics | None, background
         {k.split('le="')[1].rstrip('"}'): v for k, v in buckets.items()}), flush=True)
 
 
+SOAK_GATEWAYS = 200
+SOAK_BATCH = 900  # ~119 KB: within the contract's 128 KiB
+SOAK_RECORD = ('{"seq":%d,"k":"m","rt":%d,"src":{"id":"modbus/bus1/%d/pressure","bus":"modbus"},'
+               '"q":"pressure","v":%s,"u":"MPa"}')
+
+
+def soak_payload(gw: int, first_seq: int, now_ms: int) -> bytes:
+    """One contract batch of SOAK_BATCH readings for gateway ``gw``, seqs from ``first_seq``."""
+    recs = ",".join(SOAK_RECORD % (first_seq + i, now_ms, i % 16, repr(0.2 + (i % 97) / 1000))
+                    for i in range(SOAK_BATCH))
+    return (f'{{"v":1,"gw":"soak-{gw}","site":"soak-site-{gw % 20}","ts":{now_ms},'
+            f'"recs":[{recs}]}}').encode()
+
+
+def soak_publisher(port: int, rate: float, seconds: float, published: Any) -> None:
+    """Child process: ``rate`` records/s as SOAK_BATCH-record messages, round robin over the
+    gateways; ``published`` (a shared counter) counts records whose PUBACK arrived."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-publisher",
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(64)
+
+    def on_publish(*_args: Any) -> None:
+        with published.get_lock():
+            published.value += SOAK_BATCH
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    seqs = [1] * SOAK_GATEWAYS
+    interval = SOAK_BATCH / rate
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < seconds:
+        gw = n % SOAK_GATEWAYS
+        client.publish(f"firegate/v1/soak-{gw}/records",
+                       soak_payload(gw, seqs[gw], time.time_ns() // 10**6), qos=1)
+        seqs[gw] += SOAK_BATCH
+        n += 1
+        delay = start + n * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    time.sleep(2)
+    client.loop_stop()
+    client.disconnect()
+
+
+def soak(tmp: Path, broker: Mosquitto, vm: VictoriaMetrics | None, rate: float,
+         seconds: float) -> None:
+    from protocols.wire import decode_batch
+
+    assert len(decode_batch(soak_payload(7, 1, time.time_ns() // 10**6)).records) == SOAK_BATCH
+    path = config(tmp, broker, vm, "soak")
+    proc = CollectorProcess(path).start()
+    published = multiprocessing.Value("q", 0)
+    pub = multiprocessing.Process(target=soak_publisher,
+                                  args=(broker.port, rate, seconds, published))
+    start = time.monotonic()
+    pub.start()
+    last_pub = last_stored = 0.0
+    rss: list[float] = []
+    print(f"soak: {rate:,.0f} records/s offered for {seconds:.0f} s; every 10 s: "
+          "published/s, stored/s, backlog, collector RSS MB", flush=True)
+    while pub.is_alive():
+        time.sleep(10.0)
+        stored = scrape(path).get("firegate_collector_records_stored_total", 0.0)
+        now_pub = float(published.value)
+        rss.append(rss_mb(proc.pid))
+        t = time.monotonic() - start
+        print(f"  t={t:5.0f} s  published {(now_pub - last_pub) / 10:9,.0f}/s"
+              f"  stored {(stored - last_stored) / 10:9,.0f}/s  backlog {now_pub - stored:9,.0f}"
+              f"  RSS {rss[-1]:.0f}", flush=True)
+        last_pub, last_stored = now_pub, stored
+    pub.join()
+    total = float(published.value)
+    wait_stored(path, int(total), proc, rss)
+    elapsed = time.monotonic() - start
+    proc.stop()
+    half = rss[len(rss) // 2:]
+    print(f"soak: {total:,.0f} records published, all stored after {elapsed:.0f} s = "
+          f"{total / elapsed:,.0f} records/s overall; RSS MB first {rss[0]:.0f}, "
+          f"max {max(rss):.0f}, second half {min(half):.0f}-{max(half):.0f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sink", choices=("sqlite", "victoria"), default="victoria")
@@ -260,7 +352,10 @@ def main() -> None:
     ap.add_argument("--live-seconds", type=float, default=20)
     ap.add_argument("--background", type=float, default=10_000)
     ap.add_argument("--probes", type=int, default=400)
-    ap.add_argument("--only", choices=("drain", "live", "latency"), nargs="*")
+    ap.add_argument("--soak-rate", type=float, default=100_000)
+    ap.add_argument("--soak-seconds", type=float, default=600)
+    ap.add_argument("--only", choices=("drain", "live", "latency", "soak"), nargs="*",
+                    help="parts to run (default: drain, live, latency; soak only when named)")
     args = ap.parse_args()
     raise_nofile(300)
     with tempfile.TemporaryDirectory() as d:
@@ -275,6 +370,8 @@ def main() -> None:
                     live(tmp, broker, vm, args.live_rate, args.live_seconds)
                 if not args.only or "latency" in args.only:
                     latency(tmp, broker, vm, args.background, args.probes)
+                if args.only and "soak" in args.only:
+                    soak(tmp, broker, vm, args.soak_rate, args.soak_seconds)
             finally:
                 if vm is not None:
                     vm.stop()

@@ -109,6 +109,18 @@ def to_line(point: Point) -> str:
     """One line of line protocol (no trailing newline) with a nanosecond timestamp."""
     head = _head(point.measurement, point.tags)
     fields = point.fields
+    if len(fields) == 4:
+        # The bulk of any stream: a plain sensor reading (points._value_point's common case:
+        # value, unit, priority, seq). Same output as the loop below, in one format.
+        (k0, v0), (k1, v1), (k2, v2), (k3, v3) = fields
+        t = point.time_ns
+        if (k0 == "value" and k1 == "unit" and k2 == "priority" and k3 == "seq"
+                and v0.__class__ is float and v0 - v0 == 0.0
+                and v1.__class__ is str and v2.__class__ is int and v3.__class__ is int
+                and 0 <= v2 <= _INT64_MAX and 0 <= v3 <= _INT64_MAX
+                and t.__class__ is int and 0 <= t < _INT64_MAX):
+            unit = v1 if _SIMPLE.fullmatch(v1) else v1.translate(_STRING_ESCAPES)
+            return f'{head} value={v0!r},unit="{unit}",priority={v2}i,seq={v3}i {t}'
     if not fields:
         raise ValueError(f"{point.measurement}: a point needs at least one field")
     parts: list[str] = []

@@ -184,3 +184,24 @@ def test_parser_reads_back_what_to_line_wrote(measurement: str, tags: dict[str, 
     for (_, got), (_, sent) in zip(back.fields, point.fields, strict=True):
         assert type(got) is type(sent)  # 1.0 stays a float, 1 an integer, True a boolean
     assert back.time_ns == t
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_names, _names, max_size=4),
+       st.floats(allow_nan=False, allow_infinity=False), _strings,
+       st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1),
+       st.integers(-(2**63) + 1, 2**63 - 2))
+def test_the_plain_reading_shortcut_writes_what_the_general_path_does(
+        tags: dict[str, str], value: float, unit: str, priority: int, seq: int, t: int) -> None:
+    """``to_line`` formats value/unit/priority/seq readings in one step; the same fields in
+    another order take the general path, so the two lines must agree field for field."""
+    fields: tuple[tuple[str, FieldValue], ...] = (
+        ("value", value), ("unit", unit), ("priority", priority), ("seq", seq))
+    fast = parse_line(to_line(Point("fg_value", tuple(sorted(tags.items())), fields, t)))
+    general = parse_line(to_line(Point("fg_value", tuple(sorted(tags.items())),
+                                       fields[::-1], t)))
+    assert fast.fields == general.fields[::-1]
+    assert (fast.measurement, fast.tags, fast.time_ns) == \
+        (general.measurement, general.tags, general.time_ns)
+    assert fast.fields == (("value", value), ("unit", _expected_value(unit)),
+                           ("priority", priority), ("seq", seq))
