@@ -54,6 +54,8 @@ class Queue:
     appends: list[AppendRequest] = field(default_factory=list)
     acks: list[AckRequest] = field(default_factory=list)
     records: int = 0
+    waiting: int = 0
+    """Queued appends whose caller awaits the commit (``waited``)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     """Something arrived (the committer may be idle)."""
     kick: asyncio.Event = field(default_factory=asyncio.Event)
@@ -66,9 +68,10 @@ class Queue:
         self.room.set()
 
     def put_append(self, request: AppendRequest) -> None:
-        sooner = request.waited and not self._waited_queued()
+        sooner = request.waited and not (self.waiting or self.acks)
         self.appends.append(request)
         self.records += len(request.records)
+        self.waiting += request.waited
         self.wake.set()
         if request.urgent or sooner or self.records >= self.config.max_group_records:
             self.kick.set()
@@ -76,14 +79,11 @@ class Queue:
             self.room.clear()
 
     def put_ack(self, request: AckRequest) -> None:
-        sooner = not self._waited_queued()
+        sooner = not (self.waiting or self.acks)
         self.acks.append(request)
         self.wake.set()
         if sooner:
             self.kick.set()
-
-    def _waited_queued(self) -> bool:
-        return bool(self.acks) or any(a.waited for a in self.appends)
 
     def __bool__(self) -> bool:
         return bool(self.appends or self.acks)
@@ -118,6 +118,7 @@ class Queue:
         taken = {id(a) for a in group}
         self.appends = [a for a in self.appends if id(a) not in taken]
         self.records -= n
+        self.waiting -= sum(a.waited for a in group)
         if self.records < self.config.max_queued_records:
             self.room.set()
         acks, self.acks = self.acks, []
