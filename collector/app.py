@@ -37,9 +37,11 @@ from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
 from collector.ingest import Decoder, Inbound, MqttIngest, Prepared
 from collector.ledger import SeqLedger
+from collector.lineproto import lines_for_batch
 from collector.metrics import Metrics, MetricsServer
 from collector.notify import Notifier
 from collector.pipeline import Effects, Writer
+from collector.points import points_for_batch
 from collector.registry import Registry
 from collector.risk import RiskBoard
 from collector.sinks.base import open_sink
@@ -75,7 +77,10 @@ class Collector:
         # Decoded messages are ~10x their bytes: only what fills the next write groups waits.
         self.prepared: queue.Queue[Prepared] = queue.Queue(maxsize=2 * pipe.group_max_messages)
         self.ingest = MqttIngest(config.mqtt, self.inbox, self.metrics)
-        self.decoder = Decoder(self.inbox, self.prepared, self.metrics)
+        # A sink that takes line protocol gets it from the decode thread: the writer thread,
+        # the busier one, then only joins and posts (collector.lineproto.lines_for_batch).
+        self.decoder = Decoder(self.inbox, self.prepared, self.metrics,
+                               lines_for_batch if self.sink.renders_lines else points_for_batch)
         self.effects = Effects(registry=self.registry, risk=self.risk, notifier=self.notifier,
                                ledger=self.ledger, metrics=self.metrics, config=pipe,
                                connected_for=self._connected_for,

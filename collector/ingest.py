@@ -34,7 +34,7 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -48,7 +48,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.config import MqttConfig
 from collector.metrics import Metrics
-from collector.points import Point, points_for_batch
+from collector.points import Storable, points_for_batch
 from protocols.wire import (
     Batch,
     Channel,
@@ -108,7 +108,8 @@ class Prepared:
     kind: Kind
     gateway_id: str | None = None
     batch: Batch | None = None
-    points: list[Point] | None = None
+    points: list[Storable] | None = None
+    """One per record, in order: Points, or Lines when the sink renders lines."""
     status: Status | None = None
     health: Health | None = None
     error: WireError | None = None
@@ -116,8 +117,15 @@ class Prepared:
     """Carries a fire alarm: the writer flushes its group at once."""
 
 
-def prepare(inbound: Inbound) -> Prepared:
+def prepare(inbound: Inbound,
+            render: Callable[[Batch], Sequence[Storable]] = points_for_batch) -> Prepared:
     """Topic, strict decode, gateway check and points for one message; never raises.
+
+    ``render`` makes a batch's points: :func:`~collector.points.points_for_batch`, or
+    :func:`~collector.lineproto.lines_for_batch` for a sink that takes lines. A record the
+    renderer refuses (no line-protocol form) leaves the message with Points: the sink then
+    refuses that write, and the writer narrows it down and dead-letters the message as
+    for any other point the store refuses.
 
     Anything refused comes back as ``Kind.REJECT`` with the :class:`WireError` (reason and
     path); the writer dead-letters it and acknowledges it, since redelivering the same bytes
@@ -130,8 +138,12 @@ def prepare(inbound: Inbound) -> Prepared:
             check_gateway(gateway_id, batch)
             # Fire-class records (GB 26875.1 §4.1.2.3: fire alarms pre-empt everything).
             urgent = any(r.priority is FIRE for r in batch.records)
-            return Prepared(inbound, Kind.BATCH, gateway_id, batch=batch,
-                            points=points_for_batch(batch), urgent=urgent)
+            try:
+                points = list(render(batch))
+            except ValueError:
+                points = list(points_for_batch(batch))
+            return Prepared(inbound, Kind.BATCH, gateway_id, batch=batch, points=points,
+                            urgent=urgent)
         if channel is Channel.STATUS:
             if not inbound.payload:
                 # An empty retained message deletes the retained status (decommissioning a
@@ -156,10 +168,12 @@ class Decoder:
     """The decode thread: ``inbox`` (from paho) to ``outbox`` (to the writer), in order."""
 
     def __init__(self, inbox: queue.Queue[Inbound], outbox: queue.Queue[Prepared],
-                 metrics: Metrics) -> None:
+                 metrics: Metrics,
+                 render: Callable[[Batch], Sequence[Storable]] = points_for_batch) -> None:
         self.inbox = inbox
         self.outbox = outbox
         self.metrics = metrics
+        self.render = render
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -168,7 +182,7 @@ class Decoder:
                 inbound = self.inbox.get(timeout=POLL_S)
             except queue.Empty:
                 continue
-            item = prepare(inbound)
+            item = prepare(inbound, self.render)
             self.metrics.messages.inc(item.kind.value)
             if item.batch is not None:
                 self.metrics.records_in.inc(n=len(item.batch.records))

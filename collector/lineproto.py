@@ -30,9 +30,16 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from collector.points import Point
+from collector.points import (
+    MAX_TIME_MS,
+    RECORD_VALUE,
+    Line,
+    Point,
+    point_for_record,
+)
+from protocols.wire import Batch, Measurement
 
-__all__ = ["to_line", "to_lines"]
+__all__ = ["lines_for_batch", "to_line", "to_lines"]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -150,3 +157,57 @@ def to_line(point: Point) -> str:
 def to_lines(points: Sequence[Point]) -> str:
     """Several points, one per line, with a trailing newline (a request body)."""
     return "".join(to_line(p) + "\n" for p in points)
+
+
+_SeriesKey = tuple[str, str | None, str, str, str]  # gateway, site, source, bus, quantity
+_series_heads: dict[_SeriesKey, str] = {}
+_unit_fields: dict[str, str] = {}
+
+
+def _unit_field(unit: str) -> str:
+    escaped = unit if _SIMPLE.fullmatch(unit) else unit.translate(_STRING_ESCAPES)
+    if len(_unit_fields) >= _HEADS_MAX:
+        _unit_fields.clear()
+    _unit_fields[unit] = escaped
+    return escaped
+
+
+def lines_for_batch(batch: Batch) -> list[Line]:
+    """The lines of a batch's records: ``[to_line(p) for p in points_for_batch(batch)]``,
+    character for character, about three times faster.
+
+    A plain sensor reading (no source time, no GB/T 26875.3 addressing, a finite float) -
+    nearly every record of a busy stream - goes from the record to its line in one format,
+    with the escaped ``fg_value,tags...`` head built once per series; no Point is made.
+    Everything else goes through :func:`~collector.points.point_for_record` and
+    :func:`to_line`. Raises :class:`ValueError` where :func:`to_line` would.
+    """
+    gw, site = batch.gateway_id, batch.site
+    out: list[Line] = []
+    append = out.append
+    heads, units = _series_heads, _unit_fields
+    for r in batch.records:
+        if r.__class__ is Measurement:
+            m = r
+            src, v, seq, rms = m.source, m.value, m.seq, m.receive_ms
+            if (m.source_ms is None and src.description is None and src.system_type is None
+                    and src.system_address is None and src.component_type is None
+                    and src.component_address is None and v.__class__ is float
+                    and v - v == 0.0 and seq.__class__ is int and 0 <= seq <= _INT64_MAX
+                    and rms.__class__ is int and 0 <= rms <= MAX_TIME_MS):
+                key = (gw, site, src.id, src.bus._value_, m.quantity._value_)
+                head = heads.get(key)
+                if head is None:
+                    p = point_for_record(gw, site, m)
+                    head = _head(RECORD_VALUE, p.tags)
+                    if len(heads) >= _HEADS_MAX:
+                        heads.clear()
+                    heads[key] = head
+                unit = units.get(m.unit)
+                if unit is None:
+                    unit = _unit_field(m.unit)
+                append(f'{head} value={v!r},unit="{unit}",priority={m.priority._value_}i,'  # type: ignore[arg-type]
+                       f'seq={seq}i {rms * 1_000_000 + seq % 1_000_000}')
+                continue
+        append(Line(to_line(point_for_record(gw, site, r))))
+    return out

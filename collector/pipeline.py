@@ -42,6 +42,7 @@ from collector.metrics import Metrics
 from collector.notify import Notification, Notifier, event_body, gateway_body
 from collector.points import (
     Point,
+    Storable,
     point_for_gap,
     point_for_risk,
     points_for_health,
@@ -148,7 +149,7 @@ class Writer:
         stored (stopping, or all of it arrived on a lost connection): nothing acknowledged,
         the broker redelivers."""
         now = self.clock()
-        parts: list[tuple[Prepared, list[Point]]] = []
+        parts: list[tuple[Prepared, Sequence[Storable]]] = []
         fresh: dict[int, Sequence[Record]] = {}
         in_group: dict[str, set[int]] = {}
         sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
@@ -225,7 +226,7 @@ class Writer:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _store(self, parts: list[tuple[Prepared, list[Point]]], *, give_up: bool,
+    def _store(self, parts: list[tuple[Prepared, Sequence[Storable]]], *, give_up: bool,
                own: list[Point] | None = None) -> set[int] | None:
         """Write every part's points, retrying until it works. Returns the ids of parts the
         sink refused for good (dead-lettered), or None when stopping - or, with ``give_up``,
@@ -249,7 +250,7 @@ class Writer:
                     return None
                 attempt += 1
 
-    def _isolate(self, parts: list[tuple[Prepared, list[Point]]], own: list[Point] | None
+    def _isolate(self, parts: list[tuple[Prepared, Sequence[Storable]]], own: list[Point] | None
                  ) -> set[int] | None:
         refused: set[int] = set()
         for item, points in parts:
@@ -272,7 +273,7 @@ class Writer:
                     attempt += 1
         return refused
 
-    def _write(self, points: Sequence[Point]) -> None:
+    def _write(self, points: Sequence[Storable]) -> None:
         start = time.perf_counter()
         self.sink.write(points)
         self.metrics.write_seconds.observe(time.perf_counter() - start)
@@ -323,7 +324,7 @@ class Writer:
             self.sink_error = str(e)[:300]
             return False
 
-    def _drop_own(self, points: Sequence[Point], error: SinkError) -> None:
+    def _drop_own(self, points: Sequence[Storable], error: SinkError) -> None:
         # The collector's own points (risk, gateway, gaps) refused for good while the sink
         # takes others: no MQTT message waits for them, so they are dropped, loudly, rather
         # than stalling every gateway's records behind them.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NewType, TypeAlias
 
 from protocols.wire import (
     LWT_REASON,
@@ -30,6 +30,7 @@ from protocols.wire import (
     LinkState,
     Measurement,
     Priority,
+    Record,
     Source,
     Status,
 )
@@ -46,8 +47,11 @@ __all__ = [
     "RISK",
     "RISK_LEVELS",
     "FieldValue",
+    "Line",
     "Point",
+    "Storable",
     "point_for_gap",
+    "point_for_record",
     "point_for_risk",
     "points_for_batch",
     "points_for_health",
@@ -79,6 +83,12 @@ the true time is kept in a ``receive_ms`` field, rather than losing the whole wr
 
 _PRIORITY_INT = {p: int(p) for p in Priority}
 
+Line = NewType("Line", str)
+"""A point already written as one line of line protocol (:func:`collector.lineproto.to_line`,
+no newline). Only a sink whose ``renders_lines`` is true takes them: the decode thread then
+renders record points straight to lines (``lines_for_batch``), which spares the writer
+thread - the collector's bottleneck - the Point objects and their formatting."""
+
 
 @dataclass(frozen=True, slots=True)
 class Point:
@@ -102,6 +112,10 @@ class Point:
             if k == key:
                 return v
         return None
+
+
+Storable: TypeAlias = Point | Line
+"""What a sink's ``write`` takes."""
 
 
 # Construction speed: a frozen dataclass stores each field through object.__setattr__, which
@@ -232,6 +246,13 @@ def points_for_batch(batch: Batch) -> list[Point]:
         else:  # the record model has exactly two classes, both @final
             append(_event_point(gw, site, r))  # type: ignore[arg-type]
     return out
+
+
+def point_for_record(gateway: str, site: str | None, record: Record) -> Point:
+    """The point of one record: what :func:`points_for_batch` makes for it."""
+    if record.__class__ is Measurement:
+        return _value_point(gateway, site, record)
+    return _event_point(gateway, site, record)  # type: ignore[arg-type]
 
 
 def _gateway_tags(gateway: str, site: str | None, *extra: tuple[str, str]

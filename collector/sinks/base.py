@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from collector.points import Point
+from collector.points import Storable
 from collector.sinks.config import SinkConfig
 
 __all__ = ["Sink", "SinkError", "open_sink"]
@@ -48,7 +48,12 @@ class Sink(Protocol):
     name: str
     """``"influx"`` or ``"sqlite"``; used in metrics and logs."""
 
-    def write(self, points: Sequence[Point]) -> None:
+    renders_lines: bool
+    """True when :meth:`write` also takes :data:`~collector.points.Line`: record points the
+    decode thread already rendered as line protocol (``lines_for_batch``). False: Points
+    only."""
+
+    def write(self, points: Sequence[Storable]) -> None:
         """Store ``points``; return only when the store confirmed all of them.
 
         Blocking (call it from a worker thread), synchronous (no background batching whose

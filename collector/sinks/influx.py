@@ -30,7 +30,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from collector.lineproto import to_line
-from collector.points import Point
+from collector.points import Storable
 from collector.sinks.base import SinkError
 from collector.sinks.config import SinkConfig
 
@@ -93,6 +93,7 @@ class InfluxSink:
     """Writes points to an InfluxDB-protocol server; see the module docstring."""
 
     name = "influx"
+    renders_lines = True
 
     def __init__(self, config: SinkConfig) -> None:
         if config.influx_url is None:
@@ -108,12 +109,14 @@ class InfluxSink:
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, points: Sequence[Point]) -> None:
-        """Post ``points`` in chunks; return when the server confirmed every chunk."""
+    def write(self, points: Sequence[Storable]) -> None:
+        """Post ``points`` in chunks; return when the server confirmed every chunk. A
+        :data:`~collector.points.Line` is posted as it is."""
         if not points:
             return
         try:
-            lines = [to_line(p) for p in points]
+            lines = [p if p.__class__ is str else to_line(p)  # type: ignore[arg-type]
+                     for p in points]
         except ValueError as e:
             raise SinkError(f"point has no line-protocol form: {e}", permanent=True) from e
         n = self.config.max_points_per_write

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector.points import FieldValue, Point
+from collector.points import FieldValue, Point, Storable
 from collector.sinks.base import SinkError
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "StoredPoint", "connect", "read_points"]
@@ -99,6 +99,7 @@ class SqliteSink:
     """Stores points in the SQLite file ``path``; see the module docstring."""
 
     name = "sqlite"
+    renders_lines = False
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -109,12 +110,15 @@ class SqliteSink:
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, points: Sequence[Point]) -> None:
-        """Store ``points`` in one transaction; overwrite rows with the same key."""
+    def write(self, points: Sequence[Storable]) -> None:
+        """Store ``points`` in one transaction; overwrite rows with the same key. Points
+        only (``renders_lines`` is false): a rendered line raises TypeError."""
         if not points:
             return
+        if any(isinstance(p, str) for p in points):
+            raise TypeError("SqliteSink stores Points, not rendered lines")
         try:
-            rows = [_row(p) for p in points]
+            rows = [_row(p) for p in points]  # type: ignore[arg-type]
         except (ValueError, TypeError) as e:  # NaN or an unknown type in a field
             raise SinkError(f"point cannot be stored: {e}", permanent=True) from e
         with self._lock:

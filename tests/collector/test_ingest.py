@@ -16,8 +16,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import MqttConfig
 from collector.ingest import Inbound, Kind, MqttIngest, prepare
+from collector.lineproto import lines_for_batch, to_line
 from collector.metrics import Metrics
+from collector.points import Line, Point
 from protocols.wire import (
+    Batch,
     Bus,
     Event,
     EventType,
@@ -76,6 +79,26 @@ def test_prepare_sorts_messages_by_channel_and_flags_fire_alarms() -> None:
     assert ack.kind is Kind.ACK
 
 
+def test_prepare_renders_lines_for_a_sink_that_takes_them() -> None:
+    payload = encode_batches("gw-1", "s-1", NOW, [measurement(1), measurement(2)])[0]
+    points = prepare(inbound("firegate/v1/gw-1/records", payload)).points
+    lines = prepare(inbound("firegate/v1/gw-1/records", payload), lines_for_batch).points
+    assert points is not None and lines is not None
+    assert lines == [to_line(p) for p in points if isinstance(p, Point)] and len(lines) == 2
+
+
+def test_a_batch_the_renderer_refuses_keeps_its_points() -> None:
+    # The sink then refuses the write and the writer dead-letters the message (as for any
+    # point the store refuses); the decode thread never dies on it.
+    def refuse(batch: Batch) -> list[Line]:
+        raise ValueError("no line-protocol form")
+
+    payload = encode_batches("gw-1", "s-1", NOW, [measurement(1)])[0]
+    item = prepare(inbound("firegate/v1/gw-1/records", payload), refuse)
+    assert item.kind is Kind.BATCH and item.points is not None
+    assert [p.__class__ for p in item.points] == [Point]
+
+
 @pytest.mark.parametrize(("topic", "payload", "reason"), [
     ("firegate/v2/gw-1/records", b"{}", WireErrorReason.UNSUPPORTED_VERSION),
     ("elsewhere/gw-1/records", b"{}", WireErrorReason.BAD_TOPIC),
@@ -99,6 +122,8 @@ def test_prepare_rejects_with_the_reason(topic: str, payload: bytes | None,
        payload=st.binary(max_size=400) | st.text(max_size=200).map(str.encode))
 def test_prepare_never_raises(channel: str, payload: bytes) -> None:
     item = prepare(inbound(f"firegate/v1/gw-1/{channel}", payload))
+    assert prepare(inbound(f"firegate/v1/gw-1/{channel}", payload), lines_for_batch).kind \
+        is item.kind
     if item.kind is Kind.REJECT:
         assert item.error is not None and item.error.reason in WireErrorReason
     else:

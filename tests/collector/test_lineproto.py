@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.lineproto import to_line, to_lines
-from collector.points import FieldValue, Point
+from collector import lineproto, points
+from collector.lineproto import lines_for_batch, to_line, to_lines
+from collector.points import FieldValue, Point, points_for_batch
+from protocols.wire import UNITS, Batch, Bus, Event, EventType, Measurement, Quantity, Source
 
 
 def parse_line(line: str) -> Point:
@@ -205,3 +208,65 @@ def test_the_plain_reading_shortcut_writes_what_the_general_path_does(
         (general.measurement, general.tags, general.time_ns)
     assert fast.fields == (("value", value), ("unit", _expected_value(unit)),
                            ("priority", priority), ("seq", seq))
+
+
+# -- lines_for_batch: the decode thread's shortcut to lines ---------------------------------
+
+_SERIES = [Source("modbus/bus1/3/pressure", Bus.MODBUS), Source("ble/a4c1/door", Bus.BLE),
+           Source("modbus/bus2,=x\\/7", Bus.MODBUS),  # escaped in the head
+           Source("panel/1-1/42-0x00000102", Bus.GB26875, system_type=1, system_address=1,
+                  component_type=42, component_address=258, description="三层东走廊感烟探测器"),
+           Source("modbus/bus1/3/pressure", Bus.MODBUS, description="same id, described")]
+
+
+@st.composite
+def _mixed_batches(draw: st.DrawFn) -> Batch:
+    """Mostly plain readings over a few series (the shortcut and its cache), with addressed
+    sources, source times, clamped times and events mixed in (the general path)."""
+    seqs = draw(st.lists(st.integers(1, 2**53 - 1), min_size=1, max_size=20, unique=True))
+    ms = st.integers(0, 2**53 - 1) | st.integers(1_700_000_000_000, 1_800_000_000_000)
+    records: list[Event | Measurement] = []
+    for seq in seqs:
+        src = draw(st.sampled_from(_SERIES))
+        if draw(st.integers(0, 5)):
+            q = draw(st.sampled_from([q for q in Quantity if q is not Quantity.ANALOG]))
+            records.append(Measurement(
+                source=src, quantity=q, unit=draw(st.sampled_from(UNITS[q])),
+                value=draw(st.floats(allow_nan=False, allow_infinity=False)),
+                receive_ms=draw(ms), seq=seq, source_ms=draw(st.none() | st.none() | ms)))
+        else:
+            records.append(Event(source=src, type=draw(st.sampled_from(list(EventType))),
+                                 receive_ms=draw(ms), seq=seq))
+    return Batch(draw(st.sampled_from(["gw-1", "gw.2"])),
+                 draw(st.none() | st.sampled_from(["site-1", "site_2"])), 1, tuple(records))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mixed_batches())
+def test_lines_for_batch_writes_what_points_and_to_line_write(batch: Batch) -> None:
+    general = [to_line(p) for p in points_for_batch(batch)]
+    assert lines_for_batch(batch) == general
+    assert lines_for_batch(batch) == general  # again, from the series cache
+
+
+def test_lines_for_batch_takes_the_shortcut_for_plain_readings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shortcut is what makes it fast: a plain reading never becomes a Point.
+    src = Source("modbus/bus1/3/pressure", Bus.MODBUS)
+    batch = Batch("gw-1", "site-1", 1, tuple(
+        Measurement(source=src, quantity=Quantity.PRESSURE, value=0.3, unit="MPa",
+                    receive_ms=1718000000000, seq=s) for s in range(1, 4)))
+    lines_for_batch(batch)  # the series head is cached
+    made: list[object] = []
+    original = points.point_for_record
+
+    def counting(*args: Any) -> Point:
+        made.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(lineproto, "point_for_record", counting)
+    lines = lines_for_batch(batch)
+    assert made == []
+    assert lines[0] == ("fg_value,bus=modbus,gateway=gw-1,quantity=pressure,site=site-1,"
+                        'source=modbus/bus1/3/pressure value=0.3,unit="MPa",priority=3i,seq=1i '
+                        "1718000000000000001")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.lineproto import to_line, to_lines
+from collector.lineproto import lines_for_batch, to_line, to_lines
 from collector.points import (
     Point,
     point_for_gap,
@@ -58,6 +58,9 @@ def test_golden_line_protocol(case: str) -> None:
         expected.write_text(lines, encoding="utf-8")
     assert (GOLDEN / case / "NOTE").read_text().strip(), "every case says what it shows"
     assert lines == expected.read_text(encoding="utf-8")
+    if case.startswith("batch-"):  # the decode thread's shortcut (an InfluxDB sink) too
+        batch = decode_batch((GOLDEN / case / "input.json").read_bytes())
+        assert "".join(f"{line}\n" for line in lines_for_batch(batch)) == lines
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from collector.app import Collector
 from collector.deadletter import DeadLetters
 from collector.ledger import SeqLedger
-from collector.points import GATEWAY, RISK, Point
+from collector.points import GATEWAY, RISK, Point, Storable
 from collector.sinks.base import Sink, SinkError
 from protocols.wire import (
     Batch,
@@ -294,16 +294,17 @@ class RefusingSink:
     first ``unauthorized`` writes with 401 (a bad token)."""
 
     name = "sqlite"
+    renders_lines = False
 
     def __init__(self, inner: Sink, unauthorized: int = 0) -> None:
         self.inner = inner
         self.unauthorized = unauthorized
 
-    def write(self, points: Sequence[Point]) -> None:
+    def write(self, points: Sequence[Storable]) -> None:
         if self.unauthorized > 0:
             self.unauthorized -= 1
             raise SinkError("HTTP 401: unauthorized", permanent=True, status=401)
-        if any(p.tag("source") == "poison/1" for p in points):
+        if any(isinstance(p, Point) and p.tag("source") == "poison/1" for p in points):
             raise SinkError("HTTP 400: field type conflict", permanent=True, status=400)
         self.inner.write(points)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.points import Point
+from collector.lineproto import to_line
+from collector.points import Line, Point
 from collector.sinks import SinkConfig, SinkError, open_sink
 from collector.sinks.influx import InfluxSink
 from collector.sinks.sqlite import SqliteSink, connect, read_points
@@ -101,6 +102,18 @@ def test_write_is_all_or_nothing(tmp_path: Path) -> None:
     sink.close()
     with pytest.raises(RuntimeError):
         sink.write(good)
+
+
+def test_rendered_lines_are_refused(tmp_path: Path) -> None:
+    # The collector gives the SQLite store Points (renders_lines is false); a Line reaching
+    # it is a wiring error, not data to store half of.
+    sink = SqliteSink(tmp_path / "store.sqlite3")
+    assert sink.renders_lines is False
+    good = golden_points("batch-every-quantity")
+    with pytest.raises(TypeError, match="not rendered lines"):
+        sink.write([*good, Line(to_line(good[0]))])
+    assert sink.count() == 0
+    sink.close()
 
 
 def test_locked_store_is_retryable_and_recovers(tmp_path: Path) -> None:

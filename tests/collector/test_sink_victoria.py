@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from collector.points import Point, points_for_batch
+from collector.lineproto import to_line
+from collector.points import Line, Point, Storable, points_for_batch
 from collector.sinks import SinkConfig, SinkError, open_sink
 from collector.sinks.influx import InfluxSink
 from protocols.wire import Batch, Bus, Event, EventType, Measurement, Quantity, Source
@@ -110,6 +111,21 @@ def test_redelivered_points_are_not_stored_twice(vm: VictoriaMetrics) -> None:
         sink.write(points)
         sink.write(points[: len(points) // 2])  # a half-acknowledged batch, sent again
         sink.write(points)
+    finally:
+        sink.close()
+    _assert_fleet_stored(vm, expected, start)
+
+
+def test_rendered_lines_and_points_mixed_store_the_same(vm: VictoriaMetrics) -> None:
+    # What the collector sends: record points already rendered by the decode thread
+    # (Lines), and its own points (Point) in the same write.
+    start = int(time.time() * 1000) - 3_600_000
+    points, expected = _fleet_points(start)
+    half = len(points) // 2
+    mixed: list[Storable] = [Line(to_line(p)) for p in points[:half]] + list(points[half:])
+    sink = _sink(vm)
+    try:
+        sink.write(mixed)
     finally:
         sink.close()
     _assert_fleet_stored(vm, expected, start)
