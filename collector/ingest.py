@@ -108,7 +108,7 @@ class Prepared:
     kind: Kind
     gateway_id: str | None = None
     batch: Batch | None = None
-    points: list[Storable] | None = None
+    points: Sequence[Storable] | None = None
     """One per record, in order: Points, or Lines when the sink renders lines."""
     status: Status | None = None
     health: Health | None = None
@@ -138,10 +138,11 @@ def prepare(inbound: Inbound,
             check_gateway(gateway_id, batch)
             # Fire-class records (GB 26875.1 §4.1.2.3: fire alarms pre-empt everything).
             urgent = any(r.priority is FIRE for r in batch.records)
+            points: Sequence[Storable]
             try:
-                points = list(render(batch))
+                points = render(batch)
             except ValueError:
-                points = list(points_for_batch(batch))
+                points = points_for_batch(batch)
             return Prepared(inbound, Kind.BATCH, gateway_id, batch=batch, points=points,
                             urgent=urgent)
         if channel is Channel.STATUS:

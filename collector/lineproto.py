@@ -31,10 +31,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from collector.points import (
-    MAX_TIME_MS,
     RECORD_VALUE,
     Line,
     Point,
+    is_plain_reading,
     point_for_record,
 )
 from protocols.wire import Batch, Measurement
@@ -112,6 +112,18 @@ def _head(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
     return head
 
 
+_unit_fields: dict[str, str] = {}
+
+
+def _unit_field(unit: str) -> str:
+    """A unit as the inside of a string field (units repeat: cached)."""
+    escaped = unit if _SIMPLE.fullmatch(unit) else unit.translate(_STRING_ESCAPES)
+    if len(_unit_fields) >= _HEADS_MAX:
+        _unit_fields.clear()
+    _unit_fields[unit] = escaped
+    return escaped
+
+
 def to_line(point: Point) -> str:
     """One line of line protocol (no trailing newline) with a nanosecond timestamp."""
     head = _head(point.measurement, point.tags)
@@ -126,7 +138,9 @@ def to_line(point: Point) -> str:
                 and v1.__class__ is str and v2.__class__ is int and v3.__class__ is int
                 and 0 <= v2 <= _INT64_MAX and 0 <= v3 <= _INT64_MAX
                 and t.__class__ is int and 0 <= t < _INT64_MAX):
-            unit = v1 if _SIMPLE.fullmatch(v1) else v1.translate(_STRING_ESCAPES)
+            unit = _unit_fields.get(v1)
+            if unit is None:
+                unit = _unit_field(v1)
             return f'{head} value={v0!r},unit="{unit}",priority={v2}i,seq={v3}i {t}'
     if not fields:
         raise ValueError(f"{point.measurement}: a point needs at least one field")
@@ -161,15 +175,6 @@ def to_lines(points: Sequence[Point]) -> str:
 
 _SeriesKey = tuple[str, str | None, str, str, str]  # gateway, site, source, bus, quantity
 _series_heads: dict[_SeriesKey, str] = {}
-_unit_fields: dict[str, str] = {}
-
-
-def _unit_field(unit: str) -> str:
-    escaped = unit if _SIMPLE.fullmatch(unit) else unit.translate(_STRING_ESCAPES)
-    if len(_unit_fields) >= _HEADS_MAX:
-        _unit_fields.clear()
-    _unit_fields[unit] = escaped
-    return escaped
 
 
 def lines_for_batch(batch: Batch) -> list[Line]:
@@ -188,25 +193,23 @@ def lines_for_batch(batch: Batch) -> list[Line]:
     heads, units = _series_heads, _unit_fields
     for r in batch.records:
         if r.__class__ is Measurement:
-            m = r
-            src, v, seq, rms = m.source, m.value, m.seq, m.receive_ms
-            if (m.source_ms is None and src.description is None and src.system_type is None
-                    and src.system_address is None and src.component_type is None
-                    and src.component_address is None and v.__class__ is float
-                    and v - v == 0.0 and seq.__class__ is int and 0 <= seq <= _INT64_MAX
-                    and rms.__class__ is int and 0 <= rms <= MAX_TIME_MS):
-                key = (gw, site, src.id, src.bus._value_, m.quantity._value_)
+            v, seq, rms = r.value, r.seq, r.receive_ms
+            # The checks of to_line's own shortcut, so that the line is the same.
+            if (is_plain_reading(r) and v.__class__ is float and v - v == 0.0
+                    and seq.__class__ is int and 0 <= seq <= _INT64_MAX
+                    and rms.__class__ is int and rms >= 0):
+                src = r.source
+                key = (gw, site, src.id, src.bus._value_, r.quantity._value_)
                 head = heads.get(key)
                 if head is None:
-                    p = point_for_record(gw, site, m)
-                    head = _head(RECORD_VALUE, p.tags)
+                    head = _head(RECORD_VALUE, point_for_record(gw, site, r).tags)
                     if len(heads) >= _HEADS_MAX:
                         heads.clear()
                     heads[key] = head
-                unit = units.get(m.unit)
+                unit = units.get(r.unit)
                 if unit is None:
-                    unit = _unit_field(m.unit)
-                append(f'{head} value={v!r},unit="{unit}",priority={m.priority._value_}i,'  # type: ignore[arg-type]
+                    unit = _unit_field(r.unit)
+                append(f'{head} value={v!r},unit="{unit}",priority={r.priority._value_}i,'  # type: ignore[arg-type]
                        f'seq={seq}i {rms * 1_000_000 + seq % 1_000_000}')
                 continue
         append(Line(to_line(point_for_record(gw, site, r))))
