@@ -63,6 +63,7 @@ from protocols.wire import (
 )
 
 from .base import CommandHandler, DriverContext
+from .ble_imports import defer_habluetooth_init
 
 if TYPE_CHECKING:
     from bleak import BleakScanner
@@ -104,6 +105,8 @@ def require_ble() -> None:
     """Import the optional BLE stack now; :class:`BleUnavailable` names the extra."""
     try:
         import bleak  # noqa: F401
+
+        defer_habluetooth_init()  # bthome-ble needs habluetooth's models, not its manager
         import bthome_ble  # noqa: F401
         import habluetooth  # noqa: F401
     except ImportError as exc:
@@ -171,6 +174,7 @@ def decode_advert(device: BLEDevice, adv: AdvertisementData, key: bytes | None) 
     if not encrypted and key is not None:
         return Decoded(Outcome.DOWNGRADE, problem="plaintext advert from a device with a key")
 
+    defer_habluetooth_init()
     from bthome_ble import BTHomeBluetoothDeviceData
     from habluetooth import BluetoothServiceInfoBleak
 
