@@ -63,7 +63,7 @@ from protocols.wire import (
 )
 
 from .base import CommandHandler, DriverContext
-from .ble_imports import defer_habluetooth_init
+from .ble_imports import defer_ble_imports
 
 if TYPE_CHECKING:
     from bleak import BleakScanner
@@ -106,7 +106,7 @@ def require_ble() -> None:
     try:
         import bleak  # noqa: F401
 
-        defer_habluetooth_init()  # bthome-ble needs habluetooth's models, not its manager
+        defer_ble_imports()  # bthome-ble needs data models, not the HA Bluetooth manager
         import bthome_ble  # noqa: F401
         import habluetooth  # noqa: F401
     except ImportError as exc:
@@ -174,7 +174,7 @@ def decode_advert(device: BLEDevice, adv: AdvertisementData, key: bytes | None) 
     if not encrypted and key is not None:
         return Decoded(Outcome.DOWNGRADE, problem="plaintext advert from a device with a key")
 
-    defer_habluetooth_init()
+    defer_ble_imports()
     from bthome_ble import BTHomeBluetoothDeviceData
     from habluetooth import BluetoothServiceInfoBleak
 

@@ -1,4 +1,5 @@
-"""bthome-ble without Home Assistant's Bluetooth manager (edge/drivers/ble_imports.py).
+"""bthome-ble without Home Assistant's Bluetooth manager (edge/drivers/ble_imports.py): the
+package ``__init__`` of habluetooth and bleak-retry-connector deferred until used.
 
 Each case runs in a fresh interpreter: this test process has long imported habluetooth.
 """
@@ -57,21 +58,20 @@ def test_decoding_loads_the_models_without_the_manager() -> None:
         require_ble()
         plain, encrypted = decoded(None), decoded(KEY)
         print(json.dumps({"plain": plain, "encrypted": encrypted,
-                          "manager": "habluetooth.manager" in sys.modules,
-                          "models": "habluetooth.models" in sys.modules,
-                          "loaded": sorted(m for m in sys.modules if m.startswith("habluetooth"))}))
+                          "loaded": sorted(m for m in sys.modules if m.startswith(
+                              ("habluetooth", "bleak_retry_connector", "bluetooth_adapters")))}))
     """)
     assert out["plain"] == ["ok", {"pressure": 3500.0}, {"door": True}, None]
     assert out["encrypted"] == ["ok", {"pressure": 3500.0}, {"door": True}, 9]
-    assert out["models"] is True
-    assert out["manager"] is False, out["loaded"]
+    assert out["loaded"] == ["bleak_retry_connector", "bleak_retry_connector.const",
+                             "habluetooth", "habluetooth.models"]
 
 
 def test_any_other_name_completes_the_package() -> None:
     out = run("""
         import importlib.metadata, json, sys, types
-        from edge.drivers.ble_imports import defer_habluetooth_init
-        deferred = defer_habluetooth_init()
+        from edge.drivers.ble_imports import defer_ble_imports
+        deferred = defer_ble_imports()
         import bthome_ble
         import habluetooth
         before = "habluetooth.manager" in sys.modules
@@ -89,7 +89,8 @@ def test_any_other_name_completes_the_package() -> None:
             "missing": repr(getattr(habluetooth, "no_such_name", None)),
         }))
     """)
-    assert out == {"deferred": True, "before": False, "same": True, "version": True,
+    assert out == {"deferred": ["bleak_retry_connector", "habluetooth"], "before": False,
+                   "same": True, "version": True,
                    "plain_module": True, "all_bound": True, "model_kept": True,
                    "missing": "None"}
 
@@ -97,8 +98,8 @@ def test_any_other_name_completes_the_package() -> None:
 def test_an_unknown_name_raises_attribute_error_after_completing() -> None:
     out = run("""
         import json, sys
-        from edge.drivers.ble_imports import defer_habluetooth_init
-        defer_habluetooth_init()
+        from edge.drivers.ble_imports import defer_ble_imports
+        defer_ble_imports()
         import habluetooth
         try:
             habluetooth.no_such_name
@@ -114,20 +115,22 @@ def test_an_already_imported_package_is_left_alone() -> None:
     out = run("""
         import json, sys
         import habluetooth
-        from edge.drivers.ble_imports import defer_habluetooth_init
-        first = sys.modules["habluetooth"]
-        print(json.dumps({"deferred": defer_habluetooth_init(),
-                          "same": sys.modules["habluetooth"] is first}))
+        from edge.drivers.ble_imports import defer_ble_imports
+        first = sys.modules["habluetooth"], sys.modules["bleak_retry_connector"]
+        print(json.dumps({"deferred": defer_ble_imports(),
+                          "same": (sys.modules["habluetooth"],
+                                   sys.modules["bleak_retry_connector"]) == first}))
     """)
-    assert out == {"deferred": False, "same": True}
+    assert out == {"deferred": [], "same": True}
 
 
 def test_an_unexpected_layout_falls_back_to_the_normal_import() -> None:
     out = run(DECODE, """
         import json, sys, types
         from edge.drivers import ble_imports
-        ble_imports.MODEL_NAMES = ("BluetoothServiceInfoBleak", "MovedElsewhere")
-        deferred = ble_imports.defer_habluetooth_init()
+        brc, models = ble_imports.DEFERRALS
+        ble_imports.DEFERRALS = (brc, models._replace(names=models.names + ("Moved",)))
+        deferred = ble_imports.defer_ble_imports()
         leftover = sorted(m for m in sys.modules if m.startswith("habluetooth"))
         plain = decoded(None)
         import habluetooth
@@ -135,5 +138,25 @@ def test_an_unexpected_layout_falls_back_to_the_normal_import() -> None:
                           "plain_module": type(habluetooth) is types.ModuleType,
                           "manager": "habluetooth.manager" in sys.modules}))
     """)
-    assert out == {"deferred": False, "leftover": [], "plain_module": True, "manager": True,
+    assert out == {"deferred": ["bleak_retry_connector"], "leftover": [], "plain_module": True,
+                   "manager": True,
                    "plain": ["ok", {"pressure": 3500.0}, {"door": True}, None]}
+
+
+def test_the_connector_completes_when_the_manager_needs_it() -> None:
+    out = run("""
+        import json, sys, types
+        from edge.drivers.ble_imports import defer_ble_imports
+        defer_ble_imports()
+        import bleak_retry_connector as brc
+        before = "bleak_retry_connector.bluez" in sys.modules
+        from habluetooth import BluetoothManager  # its __init__ takes Allocations from brc
+        from bleak_retry_connector import establish_connection
+        print(json.dumps({
+            "before": before, "plain_module": type(brc) is types.ModuleType,
+            "complete": all(hasattr(brc, n) for n in brc.__all__),
+            "callable": callable(establish_connection),
+            "adapters": "bluetooth_adapters" in sys.modules}))
+    """)
+    assert out == {"before": False, "plain_module": True, "complete": True, "callable": True,
+                   "adapters": True}
