@@ -30,7 +30,14 @@ import types
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["DEFERRALS", "Deferral", "defer_ble_imports", "defer_package_init"]
+__all__ = [
+    "DEFERRALS",
+    "BleUnavailable",
+    "Deferral",
+    "defer_ble_imports",
+    "defer_package_init",
+    "require_ble",
+]
 
 
 class Deferral(NamedTuple):
@@ -108,3 +115,20 @@ def defer_package_init(package: str, module: str, names: Sequence[str]) -> bool:
             del sys.modules[name]
         return False
     return True
+
+
+class BleUnavailable(ImportError):
+    """bleak / bthome-ble are not installed (the optional ``ble`` extra)."""
+
+
+def require_ble() -> None:
+    """Import the optional BLE stack now; :class:`BleUnavailable` names the extra."""
+    try:
+        import bleak  # noqa: F401
+
+        defer_ble_imports()  # bthome-ble needs data models, not the HA Bluetooth manager
+        import bthome_ble  # noqa: F401
+        import habluetooth  # noqa: F401
+    except ImportError as exc:
+        raise BleUnavailable(f"BLE support is not installed ({exc.name or exc}): "
+                             "install firegate[ble]") from exc

@@ -125,10 +125,10 @@ async def test_kill_minus_9_twenty_times_loses_nothing(tmp_path: Path,
     for key, n in Counter(confirmed).items():
         assert at_broker[key] >= n, (key, at_broker[key], n)
     sent = confirmed_uploads(ledger, "sent")
-    for address in COMPONENTS.values():
-        mine = [active for a, active in confirmed if a == address]
-        last_sent = [active for a, active in sent if a == address][-1]
-        theirs = [e.active for e in faults if e.source.id.endswith(f"0x{address:08x}")]
+    for component in COMPONENTS.values():
+        mine = [active for a, active in confirmed if a == component]
+        last_sent = [active for a, active in sent if a == component][-1]
+        theirs = [e.active for e in faults if e.source.id.endswith(f"0x{component:08x}")]
         # The simulator may stop between the agent's confirm and its own log line: the last
         # upload stored can be one it sent but never saw confirmed.
         assert mine and theirs and theirs[-1] in (mine[-1], last_sent)
