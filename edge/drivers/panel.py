@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from edge.config.panel import PanelConfig
 from edge.drivers.base import CommandError, CommandHandler, DriverContext
 from edge.drivers.panel_link import LinkClosed, PanelLink, make_link
+from edge.drivers.panel_reads import read_requests, read_targets
 from edge.drivers.panel_records import PanelMapper
 from protocols.gb26875 import (
     ApplicationData,
@@ -46,8 +47,6 @@ from protocols.gb26875 import (
     ClockSync,
     Command,
     Completed,
-    ComponentAddress,
-    ComponentRef,
     DecodeError,
     ErrorKind,
     Failed,
@@ -58,7 +57,6 @@ from protocols.gb26875 import (
     Session,
     SessionEvent,
     StreamDecoder,
-    SystemRef,
     TimeLabel,
     address_from_int,
     decode_adu,
@@ -167,8 +165,7 @@ class PanelDriver:
 
     def matches(self, prefix: str) -> bool:
         """Whether a ``read_panel_state`` ``panel`` argument names anything of this panel."""
-        systems, components, uitd = self._targets(prefix)
-        return bool(systems or components or uitd)
+        return bool(read_targets(self.mapper, self.config, prefix))
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -543,42 +540,12 @@ class PanelDriver:
         self._state_ok = not isinstance(failed, list) or all(
             isinstance(f, str) and ": denied" in f for f in failed)
 
-    def _targets(self, prefix: str | None) -> tuple[list[tuple[int, int]],
-                                                    list[tuple[int, int, int]], bool]:
-        def chosen(source_id: str) -> bool:
-            want = (prefix or "").rstrip("/")
-            return not want or source_id == want or source_id.startswith(want + "/")
-
-        m = self.mapper
-        # Sources with conditions raised before a restart and not seen since are read too:
-        # a fire alarm that cleared while the agent was down is found and restored.
-        systems = [s for s in dict.fromkeys([*self.config.systems, *m.systems(),
-                                             *m.previous_systems()])
-                   if chosen(m.system_id(*s))]
-        previous = m.previous_components()
-        known = {key: sid for sid, key in [*previous.items(), *m.component_sources().items()]}
-        configured = [(k.system_type, k.system_address, k.address)
-                      for k in self.config.components]
-        components = [k for k in dict.fromkeys([*configured, *m.active_components(),
-                                                *previous.values()])
-                      if chosen(known.get(k, f"{m.prefix}/{k[0]}-{k[1]}/?-0x{k[2]:08x}"))]
-        return systems, components, chosen(m.uitd_id)
-
     async def _read_state(self, prefix: str | None) -> dict[str, JsonValue]:
         """Read 61 / 62 / 81 (§8.3.2, 图31, 图32, 图39); the answers become records."""
-        systems, components, uitd = self._targets(prefix)
-        if not (systems or components or uitd):
+        targets = read_targets(self.mapper, self.config, prefix)
+        if not targets:
             raise CommandError(f"{self.name}: nothing matches {prefix!r}")
-        reads: list[tuple[str, ApplicationData]] = []
-        for k in range(0, len(systems), 102):  # 图31: at most 102 per frame
-            reads.append(("systems", ApplicationData(61, tuple(
-                SystemRef(*s) for s in systems[k:k + 102]))))
-        for k in range(0, len(components), 22):  # 图32: at most 22 per frame
-            reads.append(("components", ApplicationData(62, tuple(
-                ComponentRef(st, sa, ComponentAddress.from_int(a))
-                for st, sa, a in components[k:k + 22]))))
-        if uitd:
-            reads.append(("uitd", ApplicationData(81, (Reserved(),))))
+        reads = read_requests(targets)
         counts: dict[str, int] = {"systems": 0, "components": 0, "uitd": 0, "records": 0}
         failed: list[JsonValue] = []
         for what, adu in reads:
