@@ -9,7 +9,7 @@ Wiring (the composition root, ``edge/app.py``)::
                              counters=uplink.counters)
     tg.create_task(uplink.run(forwarder.serve, control.serve), name="uplink")
 
-See :mod:`edge.uplink.mqtt` for what the uplink can and cannot see of a broker's refusals.
+See :mod:`edge.uplink.session` for what the uplink can and cannot see of a broker's refusals.
 """
 
 from .commands import BUILT_IN, ControlChannel, HealthFailed, HealthSource

@@ -36,7 +36,7 @@ from protocols.wire import (
     topic,
 )
 
-from .mqtt import ConnectionLost, MqttError, MqttSession, SubscribeRefused
+from .session import ConnectionLost, MqttError, MqttSession, SubscribeRefused
 
 __all__ = ["BUILT_IN", "ControlChannel", "HealthFailed", "HealthSource"]
 

@@ -57,7 +57,7 @@ from protocols.wire import (
     topic,
 )
 
-from .mqtt import RESERVED_SLOTS, MqttSession, PublishRefused
+from .session import RESERVED_SLOTS, MqttSession, PublishRefused
 
 __all__ = ["FIRE_POLL_S", "Forwarder"]
 

@@ -80,9 +80,16 @@ class Observer:
             self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        # Whatever is published before the broker has our SUBSCRIBE is not ours to see: wait
+        # for the SUBACK, or a test publishing at once can miss its first batches.
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
+        if not self.subscribed.wait(WAIT):
+            self.close()
+            raise AssertionError(f"observer {client_id!r}: no SUBACK from the broker in {WAIT} s")
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         with self._lock:
