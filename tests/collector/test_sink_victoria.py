@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,8 @@ def _assert_fleet_stored(vm: VictoriaMetrics, expected: dict[str, list[tuple[int
 def test_writes_exact_counts_values_and_times(vm: VictoriaMetrics) -> None:
     start = int(time.time() * 1000) - 3_600_000  # inside the 1-day retention
     points, expected = _fleet_points(start)
-    sink = _sink(vm)
-    try:
+    with closing(_sink(vm)) as sink:
         sink.write(points)
-    finally:
-        sink.close()
     _assert_fleet_stored(vm, expected, start)
     seqs = _series(vm, "fg_value_seq")
     assert sorted(v for row in seqs.values() for v in row["values"]) == \
@@ -106,13 +104,11 @@ def test_writes_exact_counts_values_and_times(vm: VictoriaMetrics) -> None:
 def test_redelivered_points_are_not_stored_twice(vm: VictoriaMetrics) -> None:
     start = int(time.time() * 1000) - 3_600_000
     points, expected = _fleet_points(start)
-    sink = _sink(vm, max_points_per_write=777)  # chunk edges fall elsewhere on the rewrite
-    try:
+    # chunk edges fall elsewhere on the rewrite
+    with closing(_sink(vm, max_points_per_write=777)) as sink:
         sink.write(points)
         sink.write(points[: len(points) // 2])  # a half-acknowledged batch, sent again
         sink.write(points)
-    finally:
-        sink.close()
     _assert_fleet_stored(vm, expected, start)
 
 
@@ -123,19 +119,15 @@ def test_rendered_lines_and_points_mixed_store_the_same(vm: VictoriaMetrics) -> 
     points, expected = _fleet_points(start)
     half = len(points) // 2
     mixed: list[Storable] = [Line(to_line(p)) for p in points[:half]] + list(points[half:])
-    sink = _sink(vm)
-    try:
+    with closing(_sink(vm)) as sink:
         sink.write(mixed)
-    finally:
-        sink.close()
     _assert_fleet_stored(vm, expected, start)
 
 
 def test_server_down_is_retryable_and_writes_resume(vm: VictoriaMetrics) -> None:
     start = int(time.time() * 1000) - 3_600_000
     points, expected = _fleet_points(start)
-    sink = _sink(vm, timeout_s=5.0)
-    try:
+    with closing(_sink(vm, timeout_s=5.0)) as sink:
         sink.write(points[:1000])
         vm.stop()
         with pytest.raises(SinkError) as err:
@@ -144,8 +136,6 @@ def test_server_down_is_retryable_and_writes_resume(vm: VictoriaMetrics) -> None
         assert err.value.retry_after_s is None
         vm.start()  # same port, same data
         sink.write(points)  # what the pipeline's retry does: the whole write again
-    finally:
-        sink.close()
     _assert_fleet_stored(vm, expected, start)
 
 
@@ -153,11 +143,8 @@ def test_escaped_identifiers_read_back_as_documented(vm: VictoriaMetrics) -> Non
     shift = int(time.time() * 1000 - 3_600_000 - 1718000400000) * 1_000_000
     points = [Point(p.measurement, p.tags, p.fields, p.time_ns + shift)
               for p in golden_points("batch-escaping")]
-    sink = _sink(vm)
-    try:
+    with closing(_sink(vm)) as sink:
         sink.write(points)
-    finally:
-        sink.close()
     stored = {row["metric"]["source"] for row in vm.export('{__name__="fg_event_seq"}')}
     stored |= {row["metric"]["source"] for row in vm.export('{__name__="fg_value_value"}')}
     assert stored == {_expected_identifier(str(p.tag("source"))) for p in points}
@@ -169,11 +156,8 @@ def test_free_text_tags_read_back_as_documented(vm: VictoriaMetrics) -> None:
     shift = int(time.time() * 1000 - 3_600_000 - 1718000120000) * 1_000_000
     points = [Point(p.measurement, p.tags, p.fields, p.time_ns + shift)
               for p in golden_points("health-escaping")]
-    sink = _sink(vm)
-    try:
+    with closing(_sink(vm)) as sink:
         sink.write(points)
-    finally:
-        sink.close()
     counters = {(r["metric"]["driver"], r["metric"]["reason"]): r["values"]
                 for r in vm.export('{__name__="fg_counter_count"}')}
     assert counters == {

@@ -19,6 +19,20 @@ from protocols.wire import (
 
 from .helpers import T0, config, event, measurement, record
 
+
+class CommitCounter:
+    """Counts the outbox's transactions (each one commit, one fsync) from now on."""
+
+    def __init__(self, ob: Outbox) -> None:
+        self.n = 0
+        original = ob.transact
+
+        async def counting(body):  # type: ignore[no-untyped-def]
+            self.n += 1
+            return await original(body)
+
+        ob.transact = counting  # type: ignore[method-assign]
+
 FIRE, ALARM, EVENT, MEAS = Priority
 
 
@@ -129,19 +143,11 @@ async def test_wait_for_records(tmp_path: Path) -> None:
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
     async with Outbox(config(tmp_path, commit_window_s=0.05)) as ob:
-        commits = 0
-        original = ob.transact
-
-        async def counting(body):  # type: ignore[no-untyped-def]
-            nonlocal commits
-            commits += 1
-            return await original(body)
-
-        ob.transact = counting  # type: ignore[method-assign]
+        commits = CommitCounter(ob)
         results = await asyncio.gather(*(ob.append([measurement(i)]) for i in range(200)))
         seqs = sorted(r[0].seq for r in results)
         assert seqs == list(range(1, 201))
-        assert commits <= 3, commits
+        assert commits.n <= 3, commits.n
 
 
 async def test_a_fire_alarm_does_not_wait_for_the_commit_window(tmp_path: Path) -> None:
@@ -185,25 +191,17 @@ async def test_submitted_records_wait_for_company_until_someone_waits(tmp_path: 
     everything queued goes in the same transaction."""
     async with Outbox(config(tmp_path, submit_window_s=5.0)) as ob:
         await ob.append([measurement()])  # warm up
-        commits = 0
-        original = ob.transact
-
-        async def counting(body):  # type: ignore[no-untyped-def]
-            nonlocal commits
-            commits += 1
-            return await original(body)
-
-        ob.transact = counting  # type: ignore[method-assign]
+        commits = CommitCounter(ob)
         queued = [await ob.submit([measurement(i)]) for i in range(1, 41)]
         await asyncio.sleep(0.3)
         assert not any(f.done() for f in queued)  # within their 5 s window
-        assert commits == 0
+        assert commits.n == 0
         t = time.perf_counter()
         [fault] = await ob.append([event(ALARM, 1)])
         assert time.perf_counter() - t < 2.5  # the append did not sit out the 5 s
         assert [f.result()[0].seq for f in queued] == list(range(2, 42))
         assert fault.seq == 42
-        assert commits == 1  # one transaction, one fsync for all 41 records
+        assert commits.n == 1  # one transaction, one fsync for all 41 records
 
         later = await ob.submit([measurement(50)])
         await asyncio.sleep(0.2)
@@ -212,7 +210,7 @@ async def test_submitted_records_wait_for_company_until_someone_waits(tmp_path: 
         assert await ob.ack([1]) == 1  # an ack is awaited by the uplink: it cuts the wait too
         assert time.perf_counter() - t < 2.5
         assert later.done() and later.result()[0].seq == 43
-        assert commits == 2
+        assert commits.n == 2
 
 
 async def test_submitted_records_alone_commit_when_their_window_ends(tmp_path: Path) -> None:
