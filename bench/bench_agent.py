@@ -511,7 +511,7 @@ def named(self):
     libc.prctl(15, self.name[:15].encode(), 0, 0, 0)  # PR_SET_NAME
     start(self)
 threading.Thread._bootstrap_inner = named
-from edge.entry import main
+from firegate.entry import main
 out, sys.argv = sys.argv[1], ["firegate", *sys.argv[2:]]
 prof = cProfile.Profile(time.thread_time)
 try:

@@ -1,7 +1,7 @@
 """The whole collector: fleet -> Mosquitto -> collector -> sink, with acknowledgement after write.
 
 Starts its own Mosquitto and (for ``--sink victoria``) VictoriaMetrics on free loopback ports,
-and runs the collector as a real subprocess (``python -m collector.cli run``). Three figures:
+and runs the collector as a real subprocess (``python -m collector``). Three figures:
 
 1. **drain**: the fleet publishes ``--records`` into the broker while the collector is
    stopped (its persistent session queues them), then the collector starts and the time until

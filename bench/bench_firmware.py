@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.provision import load_site, provision
+from firegate.provision import load_site, provision
 from tests.firmware.helpers import (
     COLLECTOR,
     COLLECTOR_ACL,

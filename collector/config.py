@@ -1,6 +1,6 @@
 """The collector's configuration: one TOML file, validated here and nowhere else.
 
-``load_config(path)`` reads the file and checks every key with :class:`edge.config.validators.
+``load_config(path)`` reads the file and checks every key with :class:`common.config.
 Table`, so an error names the key (``webhook[1].url: must be an http:// or https:// URL``) and
 a typo is refused rather than silently defaulted. Nothing here opens a socket or a database
 (Telegraf's ``Init()`` rule): ``firegate collector run`` fails on a bad file before it connects.
@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from collector.sinks.config import DEFAULT_SQLITE_NAME, MAX_POINTS_PER_WRITE, SinkConfig
-from edge.config.validators import ConfigError, Table, read_toml
+from common.config import ConfigError, Table, read_toml
 from protocols.wire import EventType
 
 __all__ = [

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from common.backoff import Backoff
 from edge import __version__
 from edge.commands import merge_handlers
 from edge.config.load import GatewayConfig
@@ -52,22 +53,25 @@ STOP_DRAIN_S = 5.0
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], counters: Counters) -> None:
-    """Run ``run`` forever: restart it with back-off whenever it ends or raises."""
-    delay = RESTART_MIN_S
+    """Run ``run`` forever: restart it with back-off whenever it ends or raises; a run that
+    lasted longer than the longest delay starts the back-off again from the shortest."""
+    backoff = Backoff(RESTART_MIN_S, RESTART_MAX_S)
     while True:
         started = time.monotonic()
         try:
             await run()
-            log.error("%s: ended unexpectedly; restarting in %.0f s", name, delay)
+            ended = "ended unexpectedly"
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s: crashed; restarting in %.0f s", name, delay)
+            ended = "crashed"
+            log.exception("%s: crashed", name)
         counters.inc("crashed")
         if time.monotonic() - started > RESTART_MAX_S:
-            delay = RESTART_MIN_S
+            backoff.reset()
+        delay = backoff.next()
+        log.error("%s: %s; restarting in %.0f s", name, ended, delay)
         await asyncio.sleep(delay)
-        delay = min(delay * 2, RESTART_MAX_S)
 
 
 def outbox_snapshot(stats: OutboxStats) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Start the edge agent without the rest of the command line: ``firegate agent run``.
 
 The ``firegate`` command hands ``agent run`` here before typer, rich and the other commands
-are imported (``edge.entry``): on a gateway the agent runs for months, and those imports
+are imported (``firegate.entry``): on a gateway the agent runs for months, and those imports
 would stay resident for nothing (~15 MB of the 50 MB budget, docs/benchmarks.md). Also
 ``python -m edge --config FILE``. Exit status: the agent's (0 after SIGTERM/Ctrl-C), 2 for
 a config error (with the key that is wrong).

@@ -123,7 +123,7 @@ ESPTOOL="$VENV/bin/esptool" MPREMOTE="$VENV/bin/mpremote" MPYCROSS="$VENV/bin/mp
 if [ -x "$VENV/bin/firegate" ] && "$VENV/bin/firegate" provision --help >/dev/null 2>&1; then
   PROVISION=("$VENV/bin/firegate" provision)
 else  # firegate without the provision command mounted: the module itself
-  PROVISION=("$PY" -m edge.cli.provision provision)
+  PROVISION=("$PY" -m firegate.cli.provision provision)
 fi
 echo "    esptool $("$ESPTOOL" version 2>/dev/null | tail -n 1), $("$MPREMOTE" version 2>/dev/null)," \
      "$("$MPYCROSS" --version 2>/dev/null)"

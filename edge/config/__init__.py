@@ -1,5 +1,5 @@
 """The agent's configuration: TOML validated in one place (see ``load.py``)."""
 
-from .validators import ConfigError, Table
+from common.config import ConfigError, Table
 
 __all__ = ["ConfigError", "Table"]

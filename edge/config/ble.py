@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .validators import Table
+from common.config import Table
 
 __all__ = [
     "BleConfig",

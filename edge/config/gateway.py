@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import Table
 from edge.outbox import OutboxConfig
 from edge.outbox.config import DEFAULT_MAX_AGE_S
 from protocols.wire import Priority
-
-from .validators import Table
 
 __all__ = ["GatewaySection", "StateSection", "parse_gateway", "parse_outbox", "parse_state"]
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.config import ConfigError, Table, read_toml
 from edge.outbox import OutboxConfig
 
 from .ble import BleConfig, parse_ble
@@ -21,7 +22,6 @@ from .modbus import ModbusBusConfig, parse_modbus_buses, parse_modbus_profiles
 from .panel import PanelConfig, parse_panels
 from .rules import RuleConfig, parse_rule
 from .uplink import UplinkConfig, parse_uplink
-from .validators import ConfigError, Table, read_toml
 
 __all__ = ["GatewayConfig", "load_config", "parse_config"]
 

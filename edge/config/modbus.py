@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from edge.config.validators import Table
+from common.config import Table
 from protocols.registers import (
     CANONICAL_UNIT,
     PROFILES,

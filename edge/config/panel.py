@@ -15,7 +15,7 @@ import zoneinfo
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edge.config.validators import Table
+from common.config import Table
 from protocols.gb26875 import PROFILES
 
 __all__ = ["ComponentKey", "LinkKind", "PanelConfig", "parse_panel", "parse_panels"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.config import Table
 from protocols.wire import Priority
-
-from .validators import Table
 
 __all__ = ["RuleConfig", "parse_rule"]
 

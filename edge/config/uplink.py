@@ -12,9 +12,8 @@ from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.config import Table
 from protocols.wire import MAX_RECORDS_PER_BATCH
-
-from .validators import Table
 
 __all__ = ["MqttProtocol", "UplinkConfig", "parse_uplink"]
 

@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from common.backoff import Backoff
 from edge.config.ble import BleConfig, BleDeviceConfig, DeviceKind, ScanningMode
 from protocols.wire import (
     Bus,
@@ -81,7 +82,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SERVICE_UUID",
-    "Backoff",
     "BleDriver",
     "BleUnavailable",
     "Decoded",
@@ -102,21 +102,6 @@ STOP_TIMEOUT_S = 5.0
 
 
 # -- the driver --------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Waits between scanner restarts: ``first``, doubling up to ``cap``; reset when healthy."""
-
-    def __init__(self, first: float, cap: float) -> None:
-        self.first, self.cap = first, cap
-        self._next = first
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 @dataclass(slots=True)

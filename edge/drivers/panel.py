@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
@@ -36,6 +35,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from common.backoff import Backoff
 from edge.config.panel import PanelConfig
 from edge.drivers.base import CommandError, CommandHandler, DriverContext
 from edge.drivers.panel_link import LinkClosed, PanelLink, make_link
@@ -148,7 +148,7 @@ class PanelDriver:
         self._fault_wanted = self._fault_reported = raised
         self._fault_detail = ""
         self._fault_changed = asyncio.Event()
-        self._backoff = 0
+        self._backoff = Backoff(config.reopen_min_s, config.reopen_max_s, jitter=0.25)
 
     @property
     def name(self) -> str:
@@ -206,10 +206,7 @@ class PanelDriver:
 
     async def _pause(self) -> None:
         """Jittered exponential back-off before the next reopen."""
-        c = self.config
-        delay = min(c.reopen_max_s, c.reopen_min_s * 2 ** min(self._backoff, 30))
-        self._backoff += 1
-        await asyncio.sleep(delay * random.uniform(0.75, 1.0))
+        await asyncio.sleep(self._backoff.next())
         self.ctx.counters.inc("reopen")
 
     def _lost(self, detail: str) -> None:
@@ -225,7 +222,8 @@ class PanelDriver:
         self._last_frame = now
         if self._up:
             return
-        self._up, self._backoff = True, 0
+        self._up = True
+        self._backoff.reset()
         self.ctx.links.set(self.name, True)
         if self._fault_wanted:
             self._fault_wanted = False

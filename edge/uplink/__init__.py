@@ -16,7 +16,6 @@ from .commands import BUILT_IN, ControlChannel, HealthFailed, HealthSource
 from .forwarder import Forwarder
 from .mqtt import (
     LINK,
-    Backoff,
     ConnectFailed,
     ConnectionLost,
     Message,
@@ -32,7 +31,6 @@ from .mqtt import (
 __all__ = [
     "BUILT_IN",
     "LINK",
-    "Backoff",
     "ConnectFailed",
     "ConnectionLost",
     "ControlChannel",

@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from common.backoff import Backoff
 from edge.config.uplink import MqttProtocol, UplinkConfig
 from edge.drivers.base import Counters, LinkBoard, wall_ms
 from protocols.wire import Channel, GatewayState, Status, encode_status, last_will, topic
@@ -36,7 +37,6 @@ from .session import (
 __all__ = [
     "LINK",
     "RESERVED_SLOTS",
-    "Backoff",
     "ConnectFailed",
     "ConnectionLost",
     "Message",
@@ -55,25 +55,6 @@ LINK = "uplink"
 WATCHDOG_PERIOD_S = 1.0
 STABLE_S = 30.0
 """A session that lasted this long resets the back-off."""
-
-
-class Backoff:
-    """Exponential back-off with "equal jitter": the n-th delay is uniform in [d/2, d] with
-    d = min(max, min * 2^n), and never below ``min_s``, so a fleet that lost its broker at
-    the same moment does not come back in one wave."""
-
-    def __init__(self, min_s: float, max_s: float, rng: Callable[[], float] = random.random
-                 ) -> None:
-        self.min_s, self.max_s, self._rng = min_s, max_s, rng
-        self._n = 0
-
-    def next(self) -> float:
-        d = min(self.max_s, self.min_s * 2.0 ** min(self._n, 32))
-        self._n += 1
-        return max(self.min_s, d * (0.5 + 0.5 * self._rng()))
-
-    def reset(self) -> None:
-        self._n = 0
 
 
 Service = Callable[[MqttSession], Awaitable[None]]
@@ -100,7 +81,8 @@ class MqttUplink:
         self.links = links if links is not None else LinkBoard()
         self.counters = counters if counters is not None else Counters()
         self._clock = clock_ms
-        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s, rng)
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=0.5,
+                                rng=rng)
         self._status_topic = topic(gateway_id, Channel.STATUS)
         self.session: MqttSession | None = None
         """The connected session, None between sessions."""

@@ -115,7 +115,7 @@ def running(config: CollectorConfig) -> Iterator[Collector]:
 
 
 class CollectorProcess:
-    """``python -m collector.cli run --config FILE`` as a real subprocess, stopped by PID."""
+    """``python -m collector --config FILE`` as a real subprocess, stopped by PID."""
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
@@ -127,7 +127,7 @@ class CollectorProcess:
         assert self.proc is None
         err = self.log.open("a")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "run", "--config", str(self.config_path),
+            [sys.executable, "-m", "collector", "--config", str(self.config_path),
              "--log-level", "warning"],
             cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True)
         err.close()

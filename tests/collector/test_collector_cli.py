@@ -12,7 +12,8 @@ import typer
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
-from collector.cli import merge_gaps, register
+from collector.status import merge_gaps
+from firegate.cli.collector import register
 from protocols.wire import (
     Bus,
     Event,
@@ -61,7 +62,7 @@ def test_merge_gaps_over_collectors() -> None:
 def test_run_refuses_a_bad_config_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[mqtt]\nurl = "tcp://nowhere"\n')
-    proc = subprocess.run([sys.executable, "-m", "collector.cli", "run", "--config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "collector", "--config", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
     assert "mqtt.url: must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got 'tcp://nowhere'" \
@@ -73,7 +74,7 @@ def test_one_process_per_state_directory(mosquitto: Mosquitto, tmp_path: Path) -
     path.write_text(toml(config_data(tmp_path / "state", mosquitto)))
     first = CollectorProcess(path).start()
     try:
-        proc = subprocess.run([sys.executable, "-m", "collector.cli", "run", "--config",
+        proc = subprocess.run([sys.executable, "-m", "collector", "--config",
                                str(path)], cwd=REPO, capture_output=True, text=True, timeout=60,
                               check=False)
         assert proc.returncode == 1
@@ -138,7 +139,7 @@ def test_status_shows_sites_alarms_gateways_and_dead_letters(mosquitto: Mosquitt
                  "gaps: 2 records missing in 1 ranges", "dead letters: not_json 1", "stopped"):
         assert text in table.output, text
     # The same from a separate process (the installed entry point's code path).
-    proc = subprocess.run([sys.executable, "-m", "collector.cli", "status", "--config",
+    proc = subprocess.run([sys.executable, "-m", "firegate", "collector", "status", "--config",
                            str(path), "--json"], cwd=REPO, capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0 and json.loads(proc.stdout)["sites"] == doc["sites"]

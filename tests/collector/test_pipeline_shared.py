@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from collector.cli import collect_status
 from collector.config import load_config
 from collector.ledger import SeqLedger
+from collector.status import collect_status
 from simulators.fleet import FleetConfig, run_fleet
 from tests.infra.mosquitto import Mosquitto
 

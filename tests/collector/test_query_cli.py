@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from collector.points import Point
-from collector.query import DEFAULT_STORE, format_time, parse_since, register
 from collector.sinks.sqlite import SqliteSink
+from firegate.cli.collector_query import DEFAULT_STORE, format_time, parse_since, register
 from tests.collector.test_lineproto_golden import CASES, golden_points
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from common.config import ConfigError, Table
 from edge.config.ble import (
     BleConfig,
     BleDeviceConfig,
@@ -16,7 +17,6 @@ from edge.config.ble import (
     parse_ble,
     parse_mac,
 )
-from edge.config.validators import ConfigError, Table
 
 ROOT = Path(__file__).resolve().parents[2]
 # The sample is written for the lead to merge into edge/gateway.example.toml; once merged, the

@@ -20,11 +20,11 @@ import pytest
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
+from common.backoff import Backoff
 from edge.config.ble import BleConfig, BleDeviceConfig, DeviceKind, ScanningMode
 from edge.drivers.base import DriverContext
 from edge.drivers.ble import (
     SERVICE_UUID,
-    Backoff,
     BleDriver,
     BleUnavailable,
     Outcome,

@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from edge.cli.diag_ble import register
+from firegate.cli.diag_ble import register
 from simulators.ble.bluez import ENV_VAR
 from tests.infra.simproc import REPO, WAIT, sim_command
 

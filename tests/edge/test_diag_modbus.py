@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner, Result
 
-from edge.cli.diag_modbus import register
+from firegate.cli.diag_modbus import register
 from tests.infra.simproc import simulator
 
 DEVICES = ("--device", "1:pressure-a=0.35", "--device", "2:pressure-b=0.5234",

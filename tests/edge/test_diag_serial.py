@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from typer.testing import CliRunner
 
-from edge.cli.diag_serial import register
+from firegate.cli.diag_serial import register
 from tests.infra.simproc import REPO, WAIT, sim_command
 
 app = typer.Typer()
@@ -78,7 +78,7 @@ def test_confirm_answers_uploads_as_a_centre_for_a_person_to_read(tmp_path: Path
 
 
 DIAG = ("import typer\n"
-        "from edge.cli.diag_serial import register\n"
+        "from firegate.cli.diag_serial import register\n"
         "app = typer.Typer()\n"
         "app.callback()(lambda: None)\n"
         "register(app)\n"

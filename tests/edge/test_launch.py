@@ -1,4 +1,4 @@
-"""``firegate agent run`` starts the agent without the rest of the command line (edge.entry,
+"""``firegate agent run`` starts the agent without the rest of the command line (firegate.entry,
 edge.launch): same exit codes and messages, and typer/rich never imported."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ PROBE = """
 import atexit, sys
 atexit.register(lambda: print("loaded:", sorted(m for m in ("typer", "rich", "click")
                                              if m in sys.modules), file=sys.stderr))
-from edge.entry import main
+from firegate.entry import main
 sys.argv = ["firegate", *sys.argv[1:]]
 main()
 """

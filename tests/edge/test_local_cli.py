@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from edge.cli import local
 from edge.state import StateReader, StateWriter
+from firegate.cli import local
 from protocols.wire import Bus, Event, EventType, Measurement, Quantity, Source
 
 NOW = int(time.time() * 1000)

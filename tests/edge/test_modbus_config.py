@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from common.config import ConfigError, Table
 from edge.config.modbus import (
     ModbusBusConfig,
     ModbusDeviceConfig,
@@ -16,7 +17,6 @@ from edge.config.modbus import (
     parse_modbus_buses,
     parse_modbus_profiles,
 )
-from edge.config.validators import ConfigError, Table
 from protocols.registers import (
     DataType,
     DeviceProfile,

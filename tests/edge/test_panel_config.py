@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from common.config import ConfigError, Table
 from edge.config.panel import ComponentKey, LinkKind, PanelConfig, parse_panel, parse_panels
-from edge.config.validators import ConfigError, Table
 
 # The commented [[panel]] sample of edge/gateway.example.toml; it must parse to the defaults.
 SAMPLE = """

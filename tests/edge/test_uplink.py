@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.backoff import Backoff
 from edge.drivers.base import wall_ms
-from edge.uplink import Backoff
 from protocols.wire import (
     Event,
     EventType,
@@ -295,9 +295,9 @@ async def test_payloads_are_byte_identical_to_the_reference_encoder(
 
 
 def test_back_off_doubles_with_jitter_between_min_and_max() -> None:
-    low = Backoff(1.0, 60.0, rng=lambda: 0.0)
+    low = Backoff(1.0, 60.0, jitter=0.5, rng=lambda: 0.0)
     assert [low.next() for _ in range(9)] == [1, 1, 2, 4, 8, 16, 30, 30, 30]
-    high = Backoff(1.0, 60.0, rng=lambda: 1.0)
+    high = Backoff(1.0, 60.0, jitter=0.5, rng=lambda: 1.0)
     assert [high.next() for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     high.reset()
     assert high.next() == 1

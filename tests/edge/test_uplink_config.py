@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from common.config import ConfigError, Table
 from edge.config.uplink import MqttProtocol, UplinkConfig, parse_uplink
-from edge.config.validators import ConfigError, Table
 
 # The commented sample of this section (also handed to the lead for gateway.example.toml),
 # with its commented keys switched on so that every key is parsed.

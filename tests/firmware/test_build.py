@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.provision import FIRMWARE_QUANTITIES
+from firegate.provision import FIRMWARE_QUANTITIES
 from protocols.registers import CANONICAL_UNIT
 from protocols.wire import UNITS, Bus, EventType, Quantity
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.provision import load_site, provision
+from firegate.provision import load_site, provision
 from tests.infra.tls import TestCA
 
 from .helpers import FIRMWARE, HEAP, MICROPYTHON

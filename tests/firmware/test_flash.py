@@ -112,7 +112,7 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path: Path, site: P
         assert f"[{step}/8]" in text
     esptool, mpremote = BIN / "esptool", BIN / "mpremote"
     for command in (
-            f"+ {BIN / 'python'} -m edge.cli.provision provision --site {site} --kind firmware "
+            f"+ {BIN / 'python'} -m firegate.cli.provision provision --site {site} --kind firmware "
             f"--out {out} --dry-run",
             f"+ {esptool} --port {pty_port} --connect-attempts 3 chip-id",
             f"+ {esptool} --chip esp32 --port {pty_port} --connect-attempts 3 erase-flash",
@@ -123,7 +123,7 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path: Path, site: P
             "fs cp -f ", " :fgbundle.z + exec <unpack>",
             f"+ {mpremote} connect {pty_port} resume exec 'import fg.info'",
             f"+ {mpremote} connect {pty_port} reset"):
-        if "edge.cli.provision" in command and "firegate provision" in text:
+        if "firegate.cli.provision" in command and "firegate provision" in text:
             continue  # once the lead mounts `firegate provision`, flash.sh uses it
         assert command in text, command
     assert "ESP32 image, checksum and hash valid" in text

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.provision import Provisioned, load_site, provision
+from firegate.provision import Provisioned, load_site, provision
 from protocols.wire import Bus, Event, EventType, GatewayState, Measurement, Record
 from tests.infra.simproc import simulator
 

@@ -25,7 +25,7 @@ from pymodbus.pdu.register_message import (
 
 from edge.config.rules import RuleConfig
 from edge.drivers.modbus import _decimals, _tidy
-from edge.provision import FIRMWARE_POINT_FIELDS, decimals_of, firmware_device
+from firegate.provision import FIRMWARE_POINT_FIELDS, decimals_of, firmware_device
 from edge.rules import RuleEngine
 from protocols.registers import (
     PROFILES,

@@ -27,10 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
-from edge.cli.provision import UNIT_FILE, register
+from firegate.cli.provision import UNIT_FILE, register
 from edge.config.load import load_config
-from edge.config.validators import ConfigError
-from edge.provision import (
+from common.config import ConfigError
+from firegate.provision import (
     acl_lines,
     issue_client_certificate,
     load_site,

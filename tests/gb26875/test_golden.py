@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from edge.cli.decode import decode_stream
+from firegate.cli.decode import decode_stream
 from protocols.gb26875 import STANDARD
 
 from .golden import CASES, DATA, load

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from simulators.ble.cli import register
+from firegate.cli.sim_ble import register
 from tests.infra.simproc import sim_command
 from tests.sim_ble.helpers import pid_alive
 
@@ -34,9 +34,9 @@ def pids_in(output: str) -> list[int]:
 
 
 def test_registered_in_the_sim_group() -> None:
-    from simulators import cli
+    from firegate.cli import sim as cli
 
-    assert "simulators.ble.cli" in cli._REGISTRY
+    assert "firegate.cli.sim_ble" in cli._REGISTRY
 
 
 def test_runs_a_scenario_and_flag_sensors_then_stops_the_bus() -> None:

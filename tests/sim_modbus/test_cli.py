@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from firegate.cli.sim import build
 from protocols.registers import get_profile
-from simulators.cli import build
 from tests.infra.simproc import REPO, WAIT, sim_command
 from tests.infra.simproc import simulator as _simulator
 

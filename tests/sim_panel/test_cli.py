@@ -14,8 +14,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from firegate.cli.sim import build
 from protocols.gb26875 import ComponentStatus, Reserved, UitdState, UitdStatus
-from simulators.cli import build
 from tests.infra.simproc import WAIT, sim_command
 from tests.infra.simproc import simulator as _simulator
 

@@ -60,8 +60,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load_profiles(path: Path) -> dict[str, DeviceProfile]:
+    from common.config import ConfigError, Table
     from edge.config.modbus import parse_modbus_profiles
-    from edge.config.validators import ConfigError, Table
 
     try:
         document = tomllib.loads(path.read_text("utf-8"))

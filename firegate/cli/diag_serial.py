@@ -24,8 +24,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from edge.cli.decode import _error, _frame_item
 from edge.drivers.panel_link import LinkClosed, SerialLink, TcpClientLink
+from firegate.cli.decode import _error, _frame_item
 from protocols.gb26875 import (
     Command,
     DecodeError,
@@ -195,7 +195,7 @@ class _Watch:
         if self.as_json:
             print(json.dumps({"t": self._now(), **item}, ensure_ascii=False), flush=True)
         elif self.verbose and "frame" in item:
-            from edge.cli.render_frames import print_items
+            from firegate.cli.render_frames import print_items
 
             print_items([item], 30 + item["frame"]["adu_length"], self.profile.name,
                         self.console)

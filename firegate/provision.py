@@ -16,7 +16,7 @@ for an ESP32, and the sensors with the agent's own ``[[modbus]]``, ``[modbus_pro
   2.0) and ACL lines that let the gateway publish only under ``firegate/v1/<id>/`` and read only
   its ``cmd`` topic, so a provisioned gateway can publish only as itself.
 
-Pure: nothing here writes a file; :mod:`edge.cli.provision` does, and installs the systemd unit.
+Pure: nothing here writes a file; :mod:`firegate.cli.provision` does, and installs the systemd unit.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from common.config import ConfigError, Table
 from edge.config.gateway import ID_HINT, ID_PATTERN
 from edge.config.modbus import ModbusBusConfig, parse_modbus, parse_modbus_profiles
 from edge.config.rules import RuleConfig, parse_rule
 from edge.config.uplink import UplinkConfig, parse_uplink
-from edge.config.validators import ConfigError, Table
 from protocols.registers import (
     DataType,
     DeviceProfile,

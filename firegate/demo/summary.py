@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.demo.plan import Layout, Story
-from edge.demo.stack import Running, Stack
-from edge.demo.watch import Observer, View, store_counts
+from firegate.demo.plan import Layout, Story
+from firegate.demo.stack import Running, Stack
+from firegate.demo.watch import Observer, View, store_counts
 
 __all__ = ["summarize"]
 
@@ -75,8 +75,8 @@ def summarize(observer: Observer | None, stack: Stack, layout: Layout, story: St
 
 def _final_collector(layout: Layout, gateway: str) -> dict[str, Any]:
     """The collector's own account after it stopped: ``firegate collector status --json``."""
-    from collector.cli import collect_status
     from collector.config import ConfigError, load_config
+    from collector.status import collect_status
 
     try:
         doc = collect_status([load_config(layout.collector_toml)])

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .config import DEFAULT_DURATION, DEFAULT_RATE, FleetConfig, FleetConfigError
+from simulators.fleet.config import DEFAULT_DURATION, DEFAULT_RATE, FleetConfig, FleetConfigError
 
 if TYPE_CHECKING:
-    from .ledger import FleetReport
-    from .runner import Progress
+    from simulators.fleet.ledger import FleetReport
+    from simulators.fleet.runner import Progress
 
 
 def register(app: typer.Typer) -> None:
@@ -105,7 +105,7 @@ def fleet(
     import asyncio
     import gc
 
-    from .runner import FleetError, run_fleet
+    from simulators.fleet.runner import FleetError, run_fleet
 
     # Records are short-lived and build no cycles; with the default gen-0 threshold (700)
     # the collector runs thousands of times a second and costs 5-10 % of the throughput

@@ -14,10 +14,10 @@ app = typer.Typer(help="Simulated fire panel, Modbus devices, BLE sensors and ga
 
 # Registry: one line per simulator (module path, attribute ``register``).
 _REGISTRY: tuple[str, ...] = (
-    "simulators.ble.cli",
-    "simulators.fleet.cli",
-    "simulators.modbus.cli",
-    "simulators.panel.cli",
+    "firegate.cli.sim_ble",
+    "firegate.cli.sim_fleet",
+    "firegate.cli.sim_modbus",
+    "firegate.cli.sim_panel",
 )
 
 

@@ -28,10 +28,10 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from edge.demo.display import Display, Header
-    from edge.demo.plan import Story
-    from edge.demo.stack import Running, Stack
-    from edge.demo.watch import Observer, Tap
+    from firegate.demo.display import Display, Header
+    from firegate.demo.plan import Story
+    from firegate.demo.stack import Running, Stack
+    from firegate.demo.watch import Observer, Tap
 
 __all__ = ["demo"]
 
@@ -88,12 +88,12 @@ def demo(
 ) -> None:
     """Run the whole pipeline on simulators and show it live (no server needed)."""
     if codec:
-        from edge.cli.demo_codec import run
+        from firegate.cli.demo_codec import run
 
         raise typer.Exit(run())
     from rich.console import Console
 
-    from edge.demo.plan import DEFAULT_SCENARIO
+    from firegate.demo.plan import DEFAULT_SCENARIO
 
     if (username or password) and broker is None:
         typer.echo("error: --username/--password need --broker (the private broker is "
@@ -123,11 +123,11 @@ def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
 
 
 def _run(opts: Options, console: Console) -> tuple[int, dict[str, Any]]:
-    from edge.demo.display import Display
-    from edge.demo.plan import DemoError, Layout, load_story
-    from edge.demo.stack import Stack
-    from edge.demo.summary import summarize
-    from edge.demo.watch import Observer
+    from firegate.demo.display import Display
+    from firegate.demo.plan import DemoError, Layout, load_story
+    from firegate.demo.stack import Stack
+    from firegate.demo.summary import summarize
+    from firegate.demo.watch import Observer
 
     try:
         story = load_story(opts.scenario)
@@ -180,7 +180,7 @@ def _run(opts: Options, console: Console) -> tuple[int, dict[str, Any]]:
 
 
 def _workdir(path: Path | None) -> Path:
-    from edge.demo.plan import DemoError
+    from firegate.demo.plan import DemoError
 
     if path is None:
         return Path(tempfile.mkdtemp(prefix="firegate-demo-"))
@@ -196,8 +196,8 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
     wired to the simulators starts (the last child: no thread runs before it is started)."""
     from edge.config import ConfigError
     from edge.config.load import load_config
-    from edge.demo import stack as st
-    from edge.demo.plan import (
+    from firegate.demo import stack as st
+    from firegate.demo.plan import (
         Broker,
         DemoError,
         Influx,
@@ -206,8 +206,8 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
         dumps_toml,
         repeated,
     )
-    from edge.demo.stack import Running
-    from edge.demo.watch import Tap
+    from firegate.demo.stack import Running
+    from firegate.demo.watch import Tap
 
     layout = stack.layout
     broker = Broker(opts.broker, opts.username, opts.password) if opts.broker \
@@ -257,7 +257,7 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
 
 
 def _header(story: Story, running: Running) -> Header:
-    from edge.demo.display import Header
+    from firegate.demo.display import Header
 
     labels = {"panel": "fire panel (GB/T 26875.3 on a serial pty)",
               "modbus": "Modbus RTU pressure + level (pty)"}
@@ -277,7 +277,7 @@ def _watch(opts: Options, stack: Stack, observer: Observer, display: Display,
            t0: float) -> None:
     """Refresh the view until the duration is over (or Ctrl-C), then let the pipeline
     drain so the summary counts everything that was sent."""
-    from edge.demo.plan import DemoError
+    from firegate.demo.plan import DemoError
 
     while True:
         new = observer.poll()

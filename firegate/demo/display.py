@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from edge.demo.watch import FeedItem, View
+from firegate.demo.watch import FeedItem, View
 
 __all__ = ["Display", "Header", "event_style", "format_value"]
 

@@ -70,7 +70,7 @@ def _resolve_store(store: Path | None, config: Path | None) -> Path:
         return store
     if config is not None:
         from collector.config import load_config
-        from edge.config.validators import ConfigError
+        from common.config import ConfigError
 
         try:
             sink = load_config(config).sink

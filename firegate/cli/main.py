@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import typer
 
-from collector import cli as collector_cli
-from edge.cli import agent as agent_cmd
-from edge.cli import decode as decode_cmd
-from edge.cli import demo as demo_cmd
-from edge.cli import diag_ble, diag_modbus, diag_serial, local, provision
-from simulators import cli as sim_cli
+from firegate.cli import agent as agent_cmd
+from firegate.cli import collector as collector_cli
+from firegate.cli import decode as decode_cmd
+from firegate.cli import demo as demo_cmd
+from firegate.cli import diag_ble, diag_modbus, diag_serial, local, provision
+from firegate.cli import sim as sim_cli
 
 app = typer.Typer(
     name="firegate",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from .scenario import Scenario
+    from simulators.modbus.scenario import Scenario
 
 DEFAULT_TCP = "127.0.0.1:5020"
 TICK = 0.1  # seconds between applying due scenario events (values are computed per request)
@@ -38,7 +38,7 @@ def _parse_tcp(text: str) -> tuple[str, int]:
 
 def _scenario(path: Path | None, devices: list[str], seed: int | None,
               noise: float | None) -> Scenario:
-    from .scenario import (
+    from simulators.modbus.scenario import (
         Scenario,
         ScenarioError,
         default_devices,
@@ -123,8 +123,8 @@ async def _serve(spec: Scenario, address: tuple[str, int] | None, *, rtu: bool,
     import contextlib
     import signal
 
-    from .model import Event, ScaledClock
-    from .server import serve_rtu, serve_rtu_pty, serve_tcp
+    from simulators.modbus.model import Event, ScaledClock
+    from simulators.modbus.server import serve_rtu, serve_rtu_pty, serve_tcp
 
     clock = ScaledClock(speed)
     bus = spec.build(clock)

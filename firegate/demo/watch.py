@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge.demo.plan import Broker, DemoError
+from firegate.demo.plan import Broker, DemoError
 
 __all__ = ["FeedItem", "Observer", "Reading", "Tap", "View", "store_counts"]
 

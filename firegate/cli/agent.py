@@ -36,7 +36,7 @@ def run(config: Annotated[Path, typer.Option("--config", "-c", help="The agent's
         log_level: Annotated[str | None, typer.Option(help="Overrides [gateway] log_level.")]
         = None) -> None:
     """Run the edge agent until SIGTERM or Ctrl-C."""
-    # `firegate agent run` normally never gets here: edge.entry hands it to edge.launch
+    # `firegate agent run` normally never gets here: firegate.entry hands it to edge.launch
     # before typer is imported. This path serves `--help` and in-process callers.
     from edge.launch import run as launch
 

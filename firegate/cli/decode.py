@@ -113,7 +113,7 @@ def decode(
                    "items": items}
         typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
-        from edge.cli.render_frames import print_items
+        from firegate.cli.render_frames import print_items
 
         print_items(items, len(data), profile.name)
     if failed:

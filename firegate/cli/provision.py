@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,8 @@ import typer
 
 __all__ = ["UNIT_FILE", "provision", "register"]
 
-UNIT_FILE = Path(__file__).resolve().parents[1] / "firegate-agent.service"
+UNIT_FILE = Path(str(resources.files("edge") / "firegate-agent.service"))
+"""The agent's systemd unit, shipped with the agent package (``edge/``)."""
 _MARKERS = ("config.json", "gateway.toml")  # a directory holding one is already provisioned
 
 
@@ -57,9 +59,9 @@ def provision(
                                           "done; write nothing.")] = False,
 ) -> None:
     """Provision one gateway: id, MQTT credentials, its config, the broker's entries."""
-    from edge.config.validators import ConfigError
-    from edge.provision import load_site, new_credentials
-    from edge.provision import provision as make
+    from common.config import ConfigError
+    from firegate.provision import load_site, new_credentials
+    from firegate.provision import provision as make
 
     if kind not in ("agent", "firmware"):
         raise _fail(f"--kind: must be 'agent' or 'firmware', got {kind!r}")
@@ -162,7 +164,7 @@ def register(app: typer.Typer) -> None:
     app.command("provision")(provision)
 
 
-if __name__ == "__main__":  # `python -m edge.cli.provision ...`, before it is mounted
+if __name__ == "__main__":  # `python -m firegate.cli.provision ...`, before it is mounted
     _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     register(_app)
     _app.command("version", hidden=True)(lambda: None)  # keeps `provision` a subcommand

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
-    from .link import Connection, Transport
-    from .scenario import PanelConfig
+    from simulators.panel.ledger import Ledger
+    from simulators.panel.link import Connection, Transport
+    from simulators.panel.scenario import PanelConfig
 
 # CLI shortcuts for common timeline entries: option -> action.
 SHORTCUTS = {"fire_alarm_at": "fire_alarm", "fault_at": "fault", "restore_at": "restore",
@@ -105,7 +105,7 @@ def panel(
         "--list-actions", help="Print the scenario actions and exit.")] = False,
 ) -> None:
     """Simulate a fire panel's UITD: uploads alarms, answers the centre (GB/T 26875.3)."""
-    from .scenario import ACTIONS, ScenarioError
+    from simulators.panel.scenario import ACTIONS, ScenarioError
 
     if list_actions:
         for name, spec in ACTIONS.items():
@@ -126,7 +126,7 @@ def panel(
     transport = _transport(port, tcp_listen, tcp_connect, cfg.baud, link)
     serial_line = tcp_listen is None and tcp_connect is None
     paced = serial_line if pace is None else pace
-    from .ledger import Ledger
+    from simulators.panel.ledger import Ledger
 
     try:
         book = Ledger(ledger)
@@ -145,7 +145,7 @@ def _config(path: Path | None, *, profile: str | None, baud: int | None,
             confirm_timeout: float | None, retries: int | None, periodic: float | None,
             check_post_answer: str | None, shortcuts: dict[str, list[str] | None]) -> PanelConfig:
     """The scenario file (or defaults), overridden by flags validated as scenario keys."""
-    from .scenario import (
+    from simulators.panel.scenario import (
         PanelConfig,
         ScenarioError,
         load_scenario,
@@ -196,7 +196,12 @@ def _float(text: str, option: str) -> float:
 
 def _transport(port: str | None, tcp_listen: str | None, tcp_connect: str | None, baud: int,
                link: Path | None) -> Transport:
-    from .link import PtyTransport, SerialTransport, TcpConnectTransport, TcpListenTransport
+    from simulators.panel.link import (
+        PtyTransport,
+        SerialTransport,
+        TcpConnectTransport,
+        TcpListenTransport,
+    )
 
     if port is not None:
         return SerialTransport(port, baud)
@@ -209,10 +214,10 @@ def _transport(port: str | None, tcp_listen: str | None, tcp_connect: str | None
 
 async def _run(cfg: PanelConfig, transport: Transport, ledger: Ledger, *, speed: float,
                pace: int | None, duration: float | None, quiet: bool) -> None:
-    from .clock import ScaledClock
-    from .engine import UitdEngine
-    from .runner import Panel
-    from .scenario import Event
+    from simulators.panel.clock import ScaledClock
+    from simulators.panel.engine import UitdEngine
+    from simulators.panel.runner import Panel
+    from simulators.panel.scenario import Event
 
     engine = UitdEngine(cfg, ledger=ledger)
     stop = asyncio.Event()

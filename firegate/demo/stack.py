@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.demo.plan import Broker, DemoError, Influx, Layout
+from firegate.demo.plan import Broker, DemoError, Influx, Layout
 
 __all__ = ["Child", "Running", "Stack", "start_agent", "start_ble", "start_broker",
            "start_collector", "start_simulator"]
@@ -49,7 +49,7 @@ def firegate_command() -> list[str]:
     script = Path(sys.executable).parent / "firegate"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from edge.entry import main; main()"]
+    return [sys.executable, "-c", "from firegate.entry import main; main()"]
 
 
 @dataclass

@@ -1,0 +1,170 @@
+"""``firegate collector ...``: ``run`` (:mod:`collector.launch`), ``status`` (gathered by
+:mod:`collector.status`, rendered here) and ``query`` (:mod:`firegate.cli.collector_query`).
+
+``register(app)`` adds the ``collector`` group to the ``firegate`` command. ``status`` reads the
+state directory only, never the broker, so it answers whether the collector runs or not; with
+several ``--config`` files (collectors sharing a subscription) it merges their views.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["build", "register", "render_status", "run_command", "status_command"]
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The collector's TOML file.",
+                                            exists=True, dir_okay=False)]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``collector`` group (run, status, query) to ``app``."""
+    app.add_typer(build(), name="collector")
+
+
+def build() -> typer.Typer:
+    from firegate.cli import collector_query as query
+
+    group = typer.Typer(help="Cloud collector: MQTT in, database out, alarms to webhooks.",
+                        no_args_is_help=True)
+    group.command("run")(run_command)
+    group.command("status")(status_command)
+    query.register(group)
+    return group
+
+
+def _load(path: Path | None) -> Any:
+    from collector.config import ConfigError, load_config, parse_config
+
+    try:
+        return load_config(path) if path is not None else parse_config({})
+    except ConfigError as e:
+        typer.echo(f"error: {path}: {e}" if path else f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def run_command(
+    config: ConfigOption,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error"
+                                           )] = "info",
+) -> None:
+    """Run the collector until SIGTERM or Ctrl-C."""
+    from collector.launch import run
+
+    raise typer.Exit(run(config, log_level))
+
+
+def status_command(
+    config: Annotated[list[Path] | None, typer.Option(
+        "--config", "-c", help="The collector's TOML file; repeat it for collectors sharing "
+        "one subscription (their views are merged).", exists=True, dir_okay=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Sites and their colour, active alarms, gateways, gaps, dead letters, throughput."""
+    configs = [_load(p) for p in config] if config else [_load(None)]
+    from collector.status import collect_status
+
+    data = collect_status(configs)
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    render_status(data)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+_STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red",
+          "online": "green", "offline": "red", "unknown": "dim", "running": "green",
+          "stopped": "red", "never run": "dim"}
+
+
+def _when(ms: int | None, now_ms: int) -> str:
+    if not ms:
+        return "-"
+    age = max(0, now_ms - ms) / 1000
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    if age < 120:
+        return f"{text} ({age:.0f} s ago)"
+    if age < 7200:
+        return f"{text} ({age / 60:.0f} min ago)"
+    return f"{text} ({age / 3600:.1f} h ago)"
+
+
+def render_status(data: dict[str, Any]) -> None:
+    """Rich tables: collectors, sites, alarms, gateways, gaps, dead letters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    now = data["time_ms"]
+
+    def styled(text: str) -> str:
+        style = _STYLE.get(text)
+        return f"[{style}]{text}[/]" if style else text
+
+    t = Table(title="collectors", title_justify="left")
+    for col in ("collector", "state", "broker", "sink", "records/s", "stored", "duplicates",
+                "queue", "updated"):
+        t.add_column(col, overflow="fold")
+    for c in data["collectors"]:
+        sink = c.get("sink", "-") + (f"\n[red]{c['sink_error']}[/]" if c.get("sink_error")
+                                     else "")
+        broker = c.get("broker", "-") + ("" if c.get("connected") or c["state"] != "running"
+                                         else " [red](disconnected)[/]")
+        t.add_row(c["collector"], styled(c["state"]), broker, sink,
+                  str(c.get("records_per_s", "-")), str(c.get("records_stored", "-")),
+                  str(c.get("duplicates", "-")), str(c.get("queue_depth", "-")),
+                  _when(c.get("updated_ms"), now))
+    console.print(t)
+
+    t = Table(title=f"sites ({len(data['sites'])})", title_justify="left")
+    for col in ("site", "colour", "since", "reasons"):
+        t.add_column(col, overflow="fold")
+    for s in data["sites"]:
+        reasons = "; ".join(s["reasons"][:3]) + (" ..." if len(s["reasons"]) > 3 else "")
+        t.add_row(s["site"], styled(s["colour"]), _when(s["since_ms"], now), reasons or "-")
+    console.print(t)
+
+    if data["alarms"]:
+        t = Table(title=f"active conditions ({len(data['alarms'])})", title_justify="left")
+        for col in ("site", "gateway", "source", "condition", "since", ""):
+            t.add_column(col, overflow="fold")
+        for a in data["alarms"]:
+            t.add_row(a["site"], a["gateway"], a["source"], styled(a["colour"]) + " " +
+                      a["kind"], _when(a["since_ms"], now), a["text"])
+        console.print(t)
+
+    gw = data["gateways"]
+    t = Table(title=f"gateways: {gw['online']} online, {gw['offline']} offline, "
+              f"{gw['unknown']} unknown", title_justify="left")
+    for col in ("gateway", "site", "state", "last seen", "version", "outbox", "links down"):
+        t.add_column(col, overflow="fold")
+    shown = [g for g in gw["list"] if g["state"] != "online"] + \
+        [g for g in gw["list"] if g["state"] == "online"]
+    for g in shown[:50]:
+        state = styled(g["state"]) + (f" ({g['reason']})" if g["reason"] else "")
+        t.add_row(g["id"], g["site"] or "-", state, _when(g["last_seen_ms"], now),
+                  g["version"] or "-", "-" if g["outbox_depth"] is None else
+                  str(g["outbox_depth"]), ", ".join(g["links_down"]) or "-")
+    if len(shown) > 50:
+        t.caption = f"{len(shown) - 50} more (--json lists all)"
+    console.print(t)
+
+    gaps = data["gaps"]
+    if gaps["list"]:
+        t = Table(title=f"gaps: {gaps['records']} records missing in {gaps['ranges']} ranges",
+                  title_justify="left")
+        for col in ("gateway", "seqs", "missing", "since"):
+            t.add_column(col)
+        for g in gaps["list"][:50]:
+            t.add_row(g["gateway"], f"{g['first']}..{g['last']}", str(g["missing"]),
+                      _when(g["since_ms"], now))
+        console.print(t)
+    else:
+        console.print(f"gaps: none ({gaps['late_records']} records still arriving)")
+    dead = data["dead_letters"]
+    console.print("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) or "none"))
