@@ -27,8 +27,8 @@ import functools
 import logging
 from collections.abc import Sequence
 
-from edge.drivers.base import Counters, wall_ms
-from edge.outbox import Outbox
+from edge.drivers.base import Counters, EmitRefused, wall_ms
+from edge.outbox import Outbox, OutboxClosed, OutboxError
 from edge.rules import RuleEngine
 from edge.state import StateWriter
 from protocols.wire import Event, EventType, Measurement, Record
@@ -75,6 +75,10 @@ class Pipeline:
                 future.add_done_callback(functools.partial(self._submitted, len(out)))
             elif out:
                 await self._store(out)
+        except (OutboxError, OutboxClosed) as e:
+            self._keep_derived(out, records)
+            reason = e.reason.value if isinstance(e, OutboxError) else "closed"
+            raise EmitRefused(reason, str(e)) from e
         except BaseException:
             self._keep_derived(out, records)
             raise

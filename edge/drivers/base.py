@@ -28,6 +28,7 @@ __all__ = [
     "Driver",
     "DriverContext",
     "Emit",
+    "EmitRefused",
     "LinkBoard",
     "LinkInfo",
     "wall_ms",
@@ -37,9 +38,8 @@ Emit = Callable[[Sequence[Record]], Awaitable[None]]
 """Hand records (``seq=0``) to the pipeline; returns once they are committed to the outbox.
 
 The panel driver confirms a GB/T 26875.3 upload (command 3) only after this returns, so a
-frame the panel was told we received is on disk. It raises (``OutboxFull``, ``OutboxError``)
-when the records could not be stored; a panel driver then denies or stays silent so the panel
-resends.
+frame the panel was told we received is on disk. It raises :class:`EmitRefused` when the
+records could not be stored; a panel driver then denies or stays silent so the panel resends.
 """
 
 CommandHandler = Callable[[Command], Awaitable[Mapping[str, JsonValue]]]
@@ -116,6 +116,19 @@ class LinkBoard:
 
     def snapshot(self) -> dict[str, LinkInfo]:
         return dict(self._links)
+
+
+class EmitRefused(Exception):
+    """``emit`` did not make the records durable: none of them is stored (the outbox is full,
+    broken or closing). Raised by the pipeline in place of the outbox's own errors, so a
+    driver can tell this from a bug without importing the outbox. The driver keeps what it
+    owes and tries again: a panel withholds its confirm (the UITD resends), a Modbus or BLE
+    condition stays unreported until the next poll or advert. ``reason`` is the outbox's
+    counter name (``full``, ``corrupt``, ``closed``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
 
 
 @dataclass

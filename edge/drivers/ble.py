@@ -62,7 +62,7 @@ from protocols.wire import (
     WireError,
 )
 
-from .base import CommandHandler, DriverContext
+from .base import CommandHandler, DriverContext, EmitRefused
 from .ble_decode import (
     BINARY_EVENTS,
     SERVICE_UUID,
@@ -410,7 +410,7 @@ class BleDriver:
         """Hand records to the outbox; False (counted per record) when they were not stored."""
         try:
             await self.ctx.emit_readings(records)
-        except Exception as exc:  # OutboxFull / OutboxError: drivers do not import the outbox
+        except EmitRefused as exc:
             self.ctx.counters.inc("emit_failed", len(records))
             log.warning("BLE: %d record(s) not stored: %s", len(records), exc)
             return False

@@ -53,7 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from edge.config.modbus import ModbusBusConfig, ModbusDeviceConfig
-from edge.drivers.base import CommandHandler, DriverContext
+from edge.drivers.base import CommandHandler, DriverContext, EmitRefused
 from edge.drivers.modbus_adapter import (
     BadReply,
     BusClient,
@@ -363,7 +363,7 @@ class ModbusDriver:
             return
         try:
             await self._ctx.emit_readings(records)
-        except Exception:  # OutboxFull / OutboxError: a driver may not import the outbox
+        except EmitRefused:
             self._ctx.counters.inc("emit_failed")
             return  # the conditions stay unreported: the next poll sends them again
         self._reported.update(marks)

@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 
 from common.backoff import Backoff
 from edge.config.panel import PanelConfig
-from edge.drivers.base import CommandError, CommandHandler, DriverContext
+from edge.drivers.base import CommandError, CommandHandler, DriverContext, EmitRefused
 from edge.drivers.panel_link import LinkClosed, PanelLink, make_link
 from edge.drivers.panel_reads import read_requests, read_targets
 from edge.drivers.panel_records import PanelMapper
@@ -246,7 +246,7 @@ class PanelDriver:
                                       else "恢复 restored: valid frames from the UITD")[:256])
                 try:
                     await self.ctx.emit([event])
-                except Exception:  # the outbox refused: keep the state, try again shortly
+                except EmitRefused:  # keep the state, try again shortly
                     self.ctx.counters.inc("emit_failed")
                     await asyncio.sleep(1.0)
                     continue
@@ -479,7 +479,7 @@ class PanelDriver:
     async def _store(self, records: Sequence[Record]) -> bool:
         try:
             await self.ctx.emit(records)
-        except Exception:  # outbox full or broken: counted; the caller withholds the confirm
+        except EmitRefused:  # counted; the caller withholds the confirm
             self.ctx.counters.inc("emit_failed")
             return False
         self.ctx.counters.inc("records", len(records))

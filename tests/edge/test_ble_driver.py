@@ -22,7 +22,7 @@ from bleak.backends.scanner import AdvertisementData
 
 from common.backoff import Backoff
 from edge.config.ble import BleConfig, BleDeviceConfig, DeviceKind, ScanningMode
-from edge.drivers.base import DriverContext
+from edge.drivers.base import DriverContext, EmitRefused
 from edge.drivers.ble import (
     SERVICE_UUID,
     BleDriver,
@@ -77,7 +77,7 @@ class Collector:
     async def __call__(self, records: Sequence[Record]) -> None:
         if self.fail:
             self.fail -= 1
-            raise OSError("outbox full")  # what a storage failure looks like to a driver
+            raise EmitRefused("full", "outbox full")  # what the pipeline raises
         self.records.extend(records)
 
     def events(self, source: str | None = None, kind: EventType | None = None) -> list[Event]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edge.config.modbus import ModbusBusConfig, ModbusDeviceConfig
-from edge.drivers.base import DriverContext
+from edge.drivers.base import DriverContext, EmitRefused
 from edge.drivers.modbus import ModbusDriver
 from edge.drivers.modbus_adapter import BusClient, NoAnswer, Registers, TcpEndpoint
 from protocols.registers import DeviceProfile, RegisterType, get_profile
@@ -90,7 +90,7 @@ class Sink:
 
     async def __call__(self, records: Sequence[Record]) -> None:
         if self.failing:
-            raise RuntimeError("outbox full")
+            raise EmitRefused("full", "outbox full")  # what the pipeline raises
         self.records.extend(records)
 
     def measurements(self, suffix: str) -> list[Measurement]:

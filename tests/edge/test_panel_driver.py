@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from edge.config.panel import ComponentKey, PanelConfig
-from edge.drivers.base import CommandError, DriverContext
+from edge.drivers.base import CommandError, DriverContext, EmitRefused
 from edge.drivers.panel import PanelDriver
 from edge.drivers.panel_link import LinkClosed, TcpServerLink
 from protocols.wire import Command, CommandName, Event, EventType, Measurement, Priority, Record
@@ -48,7 +48,7 @@ class Outbox:
     async def emit(self, records: Sequence[Record]) -> None:
         if self.failing:
             self.refused += 1
-            raise OSError("outbox full")
+            raise EmitRefused("full", "outbox full")  # what the pipeline raises
         self.records.extend(records)
 
     def events(self, source: str | None = None, kind: EventType | None = None) -> list[Event]:

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from edge.config.rules import RuleConfig
+from edge.drivers.base import EmitRefused
 from edge.outbox import Outbox, OutboxFull
 from edge.pipeline import Pipeline
 from edge.rules import RuleEngine
@@ -56,8 +57,8 @@ async def test_readings_the_outbox_refuses_are_counted(tmp_path: Path) -> None:
         try:
             for i in range(100_000):
                 await pipeline.emit([event(Priority.FIRE, i)])
-        except OutboxFull:
-            pass
+        except EmitRefused as e:
+            assert e.reason == "full" and isinstance(e.__cause__, OutboxFull)
         else:
             raise AssertionError("the file cap was never reached")
         await pipeline.submit([measurement(i) for i in range(20)])
