@@ -4,7 +4,7 @@ Threads, each with one job (house style: no class that owns everything):
 
 * paho's network thread (:class:`collector.ingest.MqttIngest`): receives into ``inbox``;
 * ``decoder`` (:class:`collector.ingest.Decoder`): strict decode, gateway check, points;
-* ``writer`` (:class:`collector.pipeline.Writer`): de-duplicate, write, effects, commit, ack;
+* ``writer`` (:class:`collector.writer.Writer`): de-duplicate, write, effects, commit, ack;
 * one sender per webhook (:class:`collector.notify.Notifier`);
 * ``metrics``: the Prometheus endpoint.
 
@@ -40,11 +40,11 @@ from collector.ledger import SeqLedger
 from collector.lineproto import lines_for_batch
 from collector.metrics import Metrics, MetricsServer
 from collector.notify import Notifier
-from collector.pipeline import Effects, Writer
 from collector.points import points_for_batch
 from collector.registry import Registry
 from collector.risk import RiskBoard
 from collector.sinks.base import open_sink
+from collector.writer import Effects, Writer
 
 __all__ = ["Collector", "CollectorError", "run"]
 

@@ -55,7 +55,7 @@ from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, S
 
 __all__ = ["Acknowledger", "Effects", "Writer"]
 
-log = logging.getLogger("firegate.collector.pipeline")
+log = logging.getLogger("firegate.collector.writer")
 CONFIG_ERRORS = frozenset({401, 403, 404})
 """HTTP statuses that mean the sink is misconfigured, not that the data is bad."""
 TICK_S = 0.5
