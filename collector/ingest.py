@@ -54,12 +54,13 @@ from protocols.wire import (
     Channel,
     Health,
     Priority,
+    RecordFault,
     Status,
     WireError,
     check_gateway,
     collector_subscriptions,
     decode_ack,
-    decode_batch,
+    decode_batch_partial,
     decode_health,
     decode_status,
     parse_topic,
@@ -113,6 +114,8 @@ class Prepared:
     status: Status | None = None
     health: Health | None = None
     error: WireError | None = None
+    faults: tuple[RecordFault, ...] = ()
+    """Records of a batch that did not decode: dead-lettered one by one, the rest stored."""
     urgent: bool = False
     """Carries a fire alarm: the writer flushes its group at once."""
 
@@ -134,8 +137,11 @@ def prepare(inbound: Inbound,
     try:
         gateway_id, channel = parse_topic(inbound.topic)
         if channel is Channel.RECORDS:
-            batch = decode_batch(inbound.payload)
-            check_gateway(gateway_id, batch)
+            partial = decode_batch_partial(inbound.payload)
+            check_gateway(gateway_id, partial)
+            batch = partial.batch
+            if batch is None:  # not one valid record: each is dead-lettered on its own
+                return Prepared(inbound, Kind.BATCH, gateway_id, faults=partial.faults)
             # Fire-class records (GB 26875.1 §4.1.2.3: fire alarms pre-empt everything).
             urgent = any(r.priority is FIRE for r in batch.records)
             points: Sequence[Storable]
@@ -144,7 +150,7 @@ def prepare(inbound: Inbound,
             except ValueError:
                 points = points_for_batch(batch)
             return Prepared(inbound, Kind.BATCH, gateway_id, batch=batch, points=points,
-                            urgent=urgent)
+                            faults=partial.faults, urgent=urgent)
         if channel is Channel.STATUS:
             if not inbound.payload:
                 # An empty retained message deletes the retained status (decommissioning a

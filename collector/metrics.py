@@ -180,8 +180,12 @@ class Metrics:
                                       "Records written to the sink and committed in the ledger")
         self.duplicates = Counter(p + "duplicates_total",
                                   "Records dropped as already stored (same gateway and seq)")
-        self.dead_letters = Counter(p + "dead_letters_total", "Messages dead-lettered, by reason",
-                                    ("reason",))
+        self.dead_letters = Counter(p + "dead_letters_total",
+                                    "Messages, or single records of a batch, dead-lettered, "
+                                    "by reason", ("reason",))
+        self.records_dead_lettered = Counter(
+            p + "records_dead_lettered_total",
+            "Records dead-lettered alone (the rest of their batch was stored)")
         self.sink_errors = Counter(p + "sink_errors_total", "Failed sink writes, by kind",
                                    ("kind",))
         self.acks = Counter(p + "acks_total", "PUBACKs sent after the message was handled")

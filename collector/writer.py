@@ -153,9 +153,12 @@ class Writer:
         fresh: dict[int, Sequence[Record]] = {}
         in_group: dict[str, set[int]] = {}
         sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
+        dead_seqs: dict[str, list[int]] = {}  # seqs of records dead-lettered alone
         for item in group:
-            if item.kind is Kind.BATCH:
-                assert item.batch is not None and item.points is not None
+            if item.kind is Kind.BATCH and item.faults:
+                self._dead_letter_records(item, dead_seqs)
+            if item.kind is Kind.BATCH and item.batch is not None:
+                assert item.points is not None
                 gw, records = item.batch.gateway_id, item.batch.records
                 if item.batch.site is not None:
                     sites[gw] = item.batch.site
@@ -199,9 +202,12 @@ class Writer:
         for item, recs in stored:
             if recs and item.gateway_id is not None:
                 commits.setdefault(item.gateway_id, []).extend(r.seq for r in recs)
+        n_stored = sum(len(s) for s in commits.values())
+        for gw, seqs in dead_seqs.items():  # accounted for: no gap, and once only
+            commits.setdefault(gw, []).extend(seqs)
         self._commit(commits, now)
         self.acker.ack([item.inbound for item in group])
-        self.metrics.records_stored.inc(n=sum(len(s) for s in commits.values()))
+        self.metrics.records_stored.inc(n=n_stored)
         done = time.perf_counter_ns()
         for item in group:
             if item.urgent:
@@ -217,6 +223,24 @@ class Writer:
             return
         for gw, seqs in commits.items():
             self.ledger.commit(gw, seqs, now_ms)
+
+    def _dead_letter_records(self, item: Prepared, dead_seqs: dict[str, list[int]]) -> None:
+        """Dead-letter each record of a batch that did not decode, alone: the payload kept is
+        the record itself, the path names it (``recs[3].u``). Its seq, when valid, is
+        committed with the group: the record is accounted for (a dead letter, not a gap), and
+        a later record under the same seq is a duplicate."""
+        gw = item.gateway_id
+        assert gw is not None
+        for fault in item.faults:
+            if fault.seq is not None:
+                dead_seqs.setdefault(gw, []).append(fault.seq)
+            reason = fault.error.reason.value
+            self.deadletters.add(item.inbound.topic, fault.raw, reason, fault.error.path or None,
+                                 self.clock())
+            self.metrics.dead_letters.inc(reason)
+            self.metrics.records_dead_lettered.inc()
+            log.warning("dead letter %s on %s at %s (the rest of its batch is stored)", reason,
+                        item.inbound.topic[:100], fault.error.path)
 
     def _dead_letter(self, inbound: Inbound, reason: str, path: str | None) -> None:
         self.deadletters.add(inbound.topic, inbound.payload, reason, path, self.clock())

@@ -26,8 +26,11 @@ from .records import Event, Measurement, Record, Source, new_event, new_measurem
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "PackedBatch",
+    "PartialBatch",
+    "RecordFault",
     "check_gateway",
     "decode_batch",
+    "decode_batch_partial",
     "encode_batch",
     "encode_batch_from_encoded",
     "encode_batches",
@@ -278,6 +281,91 @@ def decode_batch(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Batch
     return Batch(gateway_id, obj.get("site"), sent_ms, records)
 
 
+class RecordFault(NamedTuple):
+    """One record of a batch that does not decode; the rest of its batch stands."""
+
+    position: int
+    """Its index in the batch's ``recs``."""
+    seq: int | None
+    """Its ``seq`` when that field itself is valid (a positive integer), else None."""
+    error: WireError
+    """Reason and path (``recs[3].u``)."""
+    raw: bytes
+    """The record as it came, re-encoded as compact JSON (for the dead letter)."""
+
+
+class PartialBatch(NamedTuple):
+    """A batch decoded record by record: the valid records, and the faults of the others."""
+
+    gateway_id: str
+    """The header's gateway (valid: checked even when no record is)."""
+    batch: Batch | None
+    """The valid records with the batch's header; None when no record is valid."""
+    faults: tuple[RecordFault, ...]
+
+
+def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
+                         ) -> PartialBatch:
+    """Like :func:`decode_batch`, but a record that does not decode costs only itself.
+
+    Faults of the batch as a whole (not JSON, a bad header, ``recs`` not an array, too many
+    records, a seq twice) raise :class:`WireError` as ``decode_batch`` does; a record that is
+    not valid comes back as a :class:`RecordFault` beside the others, so one bad record cannot
+    take a fire alarm in the same message with it (the collector stores the valid records and
+    dead-letters each fault alone). A batch whose records all decode costs what
+    ``decode_batch`` costs.
+    """
+    obj = parse(payload, max_bytes)
+    check_keys(obj, _BATCH_KEYS, "")
+    gateway_id = required(obj, "gw", "")
+    sent_ms = required(obj, "ts", "")
+    site = obj.get("site")
+    recs = required(obj, "recs", "")
+    if recs.__class__ is not list:
+        raise WireError(BAD_TYPE, "recs", "expected an array")
+    if len(recs) > MAX_RECORDS_PER_BATCH:
+        raise WireError(
+            WireErrorReason.TOO_MANY_RECORDS, "recs", f"{len(recs)} > {MAX_RECORDS_PER_BATCH}"
+        )
+    if not recs:
+        raise WireError(WireErrorReason.EMPTY_BATCH, "recs", "a batch carries >= 1 record")
+    sources = _SOURCES
+    if len(sources) > SOURCE_CACHE_MAX:
+        sources.clear()
+    try:
+        records = tuple([_decode_record(d, sources) for d in recs])
+        return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, records), ())
+    except WireError:
+        pass  # a record, or the header: walk the records one by one to tell which
+    valid: list[Record] = []
+    faults: list[RecordFault] = []
+    for i, d in enumerate(recs):
+        try:
+            valid.append(_decode_record(d, {}))
+        except WireError as e:
+            faults.append(RecordFault(i, _seq_of(d), e.under(f"recs[{i}]"), _raw(d)))
+    if not valid:
+        check_id("gw", gateway_id)  # a bad header is the batch's fault, not its records'
+        if site is not None:
+            check_id("site", site)
+        check_ms("ts", sent_ms)
+        return PartialBatch(gateway_id, None, tuple(faults))
+    return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, tuple(valid)),
+                        tuple(faults))
+
+
+def _seq_of(d: Any) -> int | None:
+    seq = d.get("seq") if d.__class__ is dict else None
+    return seq if seq.__class__ is int and 0 < seq < 2**63 else None
+
+
+def _raw(d: Any) -> bytes:
+    try:
+        return dumps(d)
+    except (TypeError, ValueError):
+        return repr(d).encode("utf-8", "replace")
+
+
 def _explain_record(recs: list[Any]) -> None:
     for i, d in enumerate(recs):
         try:
@@ -378,7 +466,8 @@ def _decode_source(d: Any, cache: _SourceCache) -> Source:
     return source
 
 
-def check_gateway(topic_gateway_id: str, message: Batch | Status | Health) -> None:
+def check_gateway(topic_gateway_id: str,
+                  message: Batch | PartialBatch | Status | Health) -> None:
     """GATEWAY_MISMATCH unless the payload's ``gw`` is the gateway id of its topic.
 
     The broker's ACL binds a client to its own topics; this catches a gateway configured
