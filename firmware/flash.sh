@@ -93,6 +93,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Every path the user gave is made absolute now, before any step changes directory (the file
+# copy runs inside the build directory): a relative --config or --site, or one with spaces,
+# means the same file at every step.
+absolute() { case "$1" in "" | /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+SITE="$(absolute "$SITE")" CONFIG="$(absolute "$CONFIG")" IMAGE="$(absolute "$IMAGE")"
+OUT="$(absolute "$OUT")"
+
 case "$CHIP" in
   esp32|esp32s2) OFFSET=0x1000 ;;  # these boot ROMs load the bootloader at 0x1000
   esp32s3|esp32c3|esp32c6) OFFSET=0x0 ;;
@@ -206,7 +213,7 @@ else
   echo "$log" | sed 's/^/    /'
   GW="$(echo "$log" | sed -n 's/^gateway \([^ ]*\) .*/\1/p' | head -n 1)"
   [ -n "$GW" ] || die 5 "provisioning did not report a gateway id"
-  [ -n "$OUT" ] || OUT="provisioned/$GW"  # firegate provision's default
+  [ -n "$OUT" ] || OUT="$PWD/provisioned/$GW"  # firegate provision's default
   CONFIG="$OUT/config.json"
 fi
 

@@ -223,9 +223,10 @@ def board(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_files_only_copies_verifies_and_reads_back(tmp_path: Path, site: Path,
                                                    board: tuple[str, Path]) -> None:
     port, fs = board
-    out = tmp_path / "prov"
-    res = flash("--port", port, "--files-only", "--site", str(site), "--out", str(out),
-                "--gateway-id", "bench-esp-1", "--no-reset")
+    out = tmp_path / "prov dir"  # relative paths with a space: resolved before any cd
+    assert site.parent == tmp_path
+    res = flash("--port", port, "--files-only", "--site", site.name, "--out", out.name,
+                "--gateway-id", "bench-esp-1", "--no-reset", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "files verified (sha256)" in res.stdout
     assert "the board is gateway bench-esp-1, firmware 0.1.0" in res.stdout
@@ -240,8 +241,8 @@ def test_files_only_copies_verifies_and_reads_back(tmp_path: Path, site: Path,
     # an update with the same config keeps the node's identity (and its buffered records)
     (fs / "ring").mkdir()
     (fs / "ring" / "meta").write_bytes(b"kept")
-    again = flash("--port", port, "--files-only", "--config", str(out / "config.json"),
-                  "--no-reset")
+    again = flash("--port", port, "--files-only", "--config", f"{out.name}/config.json",
+                  "--no-reset", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "the board is gateway bench-esp-1" in again.stdout
     assert (fs / "ring" / "meta").read_bytes() == b"kept"
