@@ -70,6 +70,8 @@ __all__ = ["Decoder", "Inbound", "Kind", "MqttIngest", "Prepared", "prepare"]
 
 log = logging.getLogger("firegate.collector.ingest")
 POLL_S = 0.2  # how often blocked queue operations look at the stop flag
+CLOSE_FLUSH_S = 5.0
+"""On close, the longest wait for the DISCONNECT (and the acks queued before it) to leave."""
 # Connection generations are unique in the process (not per client object), so an item can
 # never be mistaken for one of a later connection, whichever client received it.
 _GENERATIONS = itertools.count(1)
@@ -212,6 +214,7 @@ class MqttIngest:
         self._generation = 0
         self._connected = False
         self._stopping = threading.Event()
+        self._gone = threading.Event()  # disconnected after close(): the DISCONNECT is out
         self.subscribed = threading.Event()
         self.connected_since: float | None = None
         """``time.monotonic()`` of the last successful CONNACK."""
@@ -251,7 +254,12 @@ class MqttIngest:
         """Disconnect cleanly; the session (and every unacknowledged message) stays on the
         broker for ``session_expiry_s``."""
         self._stopping.set()
-        self.client.disconnect()
+        # paho's loop_stop() ends the network thread at its next turn, written or not: the
+        # PUBACKs queued just before (and the DISCONNECT) could be dropped, and the broker
+        # would deliver those messages again. Wait until the DISCONNECT is out: packets leave
+        # in order, so every ack queued before it has left too.
+        if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
+            self._gone.wait(CLOSE_FLUSH_S)
         self.client.loop_stop()
 
     def ack(self, items: Sequence[Inbound]) -> int:
@@ -315,7 +323,9 @@ class MqttIngest:
             self._connected = False
         self.subscribed.clear()
         self.metrics.connected.set(0)
-        if not self._stopping.is_set():
+        if self._stopping.is_set():
+            self._gone.set()
+        else:
             self.last_error = f"disconnected: {reason}"
             log.warning("disconnected from %s: %s; reconnecting", self.config.url, reason)
 

@@ -60,6 +60,8 @@ def serial(
     baud: Annotated[int, typer.Option("--baud", help="Serial speed (8N1).")] = 9600,
     duration: Annotated[float | None, typer.Option(
         "--duration", help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    frames: Annotated[int | None, typer.Option(
+        "--frames", min=1, help="Stop after this many frames (default: Ctrl-C).")] = None,
     confirm: Annotated[bool, typer.Option(
         "--confirm", help="Answer as a centre: confirm uploads, deny damaged frames.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines for scripts.")] = False,
@@ -84,7 +86,7 @@ def serial(
     else:
         assert port is not None
         link = SerialLink(port, baud)
-    watch = _Watch(profile, confirm, as_json, verbose)
+    watch = _Watch(profile, confirm, as_json, verbose, frames)
     try:
         asyncio.run(watch.run(link, duration))
     except OSError as exc:
@@ -95,8 +97,10 @@ def serial(
 class _Watch:
     """Decodes what arrives, answers when asked to, prints it."""
 
-    def __init__(self, profile: Profile, confirm: bool, as_json: bool, verbose: bool) -> None:
+    def __init__(self, profile: Profile, confirm: bool, as_json: bool, verbose: bool,
+                 frames: int | None = None) -> None:
         self.profile, self.confirm, self.as_json, self.verbose = profile, confirm, as_json, verbose
+        self.frames = frames
         self.decoder = StreamDecoder(profile)
         # The centre's side of the link; the UITD's address is echoed from each frame.
         zero = address_from_int(0)
@@ -115,7 +119,7 @@ class _Watch:
         self._header(link.description)
         end = None if duration is None else time.monotonic() + duration
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._enough():
                 left = _IDLE_FLUSH if end is None else min(_IDLE_FLUSH, end - time.monotonic())
                 if left <= 0:
                     break
@@ -132,6 +136,9 @@ class _Watch:
             await self._items(self.decoder.close(), None)
             await link.shutdown()
             self._summary()
+
+    def _enough(self) -> bool:
+        return self.frames is not None and self.stats["frames"] >= self.frames
 
     async def _items(self, items: list[Frame | DecodeError],
                      link: SerialLink | TcpClientLink | None) -> None:

@@ -104,9 +104,10 @@ def test_listening_only_json_shows_garbage_with_its_offset_and_answers_nothing(
         while not (ends[0].exists() and ends[1].exists()):
             assert time.monotonic() < deadline, "socat made no ptys"
             time.sleep(0.02)
+        # Three frames: the fire alarm and two resends (the condition to stop on, not a time).
         tool = subprocess.Popen([sys.executable, "-c", DIAG, "serial", str(ends[0]), "--json",
-                                 "--duration", "3"], cwd=REPO, stdout=subprocess.PIPE,
-                                text=True)
+                                 "--frames", "3", "--duration", str(WAIT)], cwd=REPO,
+                                stdout=subprocess.PIPE, text=True)
         assert tool.stdout is not None
         head = json.loads(tool.stdout.readline())
         assert head["confirm"] is False and head["link"] == f"serial {ends[0]} 9600 8N1"
@@ -118,6 +119,7 @@ def test_listening_only_json_shows_garbage_with_its_offset_and_answers_nothing(
         socat.wait()
     out = lines(rest)
     garbage, frame, *resent = (o for o in out if "error" in o or "frame" in o)
+    assert len(resent) == 2, out
     assert garbage["error"]["kind"] == "garbage" and garbage["offset"] == 0
     assert len(bytes.fromhex(garbage["error"]["data"])) == 20
     assert frame["offset"] == 20 and frame["adu"]["objects"][0]["description"] == "3F 东侧走廊"
