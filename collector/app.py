@@ -89,7 +89,8 @@ class Collector:
         self.writer = Writer(config=pipe, collector_id=config.collector_id,
                              prepared=self.prepared, sink=self.sink, ledger=self.ledger,
                              deadletters=self.deadletters, effects=self.effects,
-                             metrics=self.metrics, acker=self.ingest)
+                             metrics=self.metrics, acker=self.ingest,
+                             gateways=config.gateways)
         self.metrics.queue_depth.read_from(lambda: self.inbox.qsize() + self.prepared.qsize())
         self.metrics_server: MetricsServer | None = None
         if config.metrics_listen is not None:

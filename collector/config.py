@@ -9,6 +9,7 @@ The commented sample with every key and its default is ``collector/collector.exa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,6 +132,24 @@ class RiskRules:
     """A panel ``reset`` clears these conditions of the same panel (latched fire alarms)."""
 
 
+UNKNOWN_GATEWAY_POLICIES = ("bind_first", "refuse", "open")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySites:
+    """``[gateways]``: which gateway may speak for which site (docs/collector.md, "Sites")."""
+
+    sites: Mapping[str, str] = field(default_factory=dict)
+    """Gateway id -> its site, from provisioning (inline ``sites`` and ``sites_file``)."""
+    unknown: str = "bind_first"
+    """A gateway not in ``sites``: ``bind_first`` takes it and binds it to the first site it
+    names; ``refuse`` dead-letters everything it sends (``unknown_gateway``); ``open`` takes
+    any site from anyone (a lab, never a city platform)."""
+
+    def bound(self, gateway_id: str) -> str | None:
+        return self.sites.get(gateway_id)
+
+
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     """The whole file."""
@@ -144,6 +163,7 @@ class CollectorConfig:
     risk: RiskRules = field(default_factory=RiskRules)
     metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
     source: Path | None = None
+    gateways: GatewaySites = field(default_factory=GatewaySites)
 
     @property
     def registry_path(self) -> Path:
@@ -166,9 +186,7 @@ def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> Collecto
     """Read and validate ``path``; ConfigError (naming the key) for anything wrong."""
     data = read_toml(path)
     config = parse_config(data, base_dir=path.resolve().parent, env=env)
-    return CollectorConfig(config.collector_id, config.state_dir, config.mqtt, config.sink,
-                           config.pipeline, config.webhooks, config.risk,
-                           config.metrics_listen, path)
+    return dataclasses.replace(config, source=path)
 
 
 def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
@@ -196,9 +214,43 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
             raise ConfigError(f"webhook[{i}].name", f"{name!r} is used twice")
     risk = _risk(top.table("risk"))
     metrics = _metrics(top.table("metrics"))
+    gateways = _gateways(top.table("gateways"))
     top.finish()
     return CollectorConfig(collector_id, state_dir, mqtt, sink, pipeline, webhooks, risk,
-                           metrics)
+                           metrics, gateways=gateways)
+
+
+def _gateways(t: Table | None) -> GatewaySites:
+    if t is None:
+        return GatewaySites()
+    unknown = t.one_of("unknown", UNKNOWN_GATEWAY_POLICIES, "bind_first")
+    sites: dict[str, str] = {}
+    path = t.path_value("sites_file", None, must_exist=True)
+    if path is not None:
+        try:
+            doc = read_toml(path)
+        except ConfigError as e:
+            t.fail("sites_file", e.message)
+        listed = Table(doc, f"{path.name}")
+        inner = listed.table("sites")
+        if inner is not None:
+            sites.update(_site_map(inner))
+        listed.finish()
+    inline = t.table("sites")
+    if inline is not None:
+        sites.update(_site_map(inline))
+    t.finish()
+    return GatewaySites(sites, unknown)
+
+
+def _site_map(t: Table) -> dict[str, str]:
+    out = {}
+    for gateway in list(t.data):
+        if re.fullmatch(ID_PATTERN, gateway) is None:
+            t.fail(gateway, f"a gateway id must be {ID_HINT}")
+        out[gateway] = t.text(gateway, pattern=ID_PATTERN, hint=ID_HINT)
+    t.finish()
+    return out
 
 
 def _pipeline(t: Table) -> PipelineConfig:

@@ -183,6 +183,10 @@ class Metrics:
         self.dead_letters = Counter(p + "dead_letters_total",
                                     "Messages, or single records of a batch, dead-lettered, "
                                     "by reason", ("reason",))
+        self.site_mismatch = Counter(
+            p + "site_mismatch_total",
+            "Messages refused because the gateway named a site it is not bound to (the dead "
+            "letters name the gateway)")
         self.records_dead_lettered = Counter(
             p + "records_dead_lettered_total",
             "Records dead-lettered alone (the rest of their batch was stored)")

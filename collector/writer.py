@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, PipelineConfig
+from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, GatewaySites, PipelineConfig
 from collector.deadletter import DeadLetters
 from collector.ingest import Inbound, Kind, Prepared
 from collector.ledger import SeqLedger
@@ -80,8 +80,10 @@ class Writer:
     def __init__(self, *, config: PipelineConfig, collector_id: str,
                  prepared: queue.Queue[Prepared], sink: Sink, ledger: SeqLedger,
                  deadletters: DeadLetters, effects: Effects, metrics: Metrics,
-                 acker: Acknowledger, clock: Callable[[], int] = _now_ms) -> None:
+                 acker: Acknowledger, clock: Callable[[], int] = _now_ms,
+                 gateways: GatewaySites | None = None) -> None:
         self.config = config
+        self.gateways = gateways or GatewaySites()
         self.collector_id = collector_id
         self.prepared = prepared
         self.sink = sink
@@ -155,6 +157,9 @@ class Writer:
         sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
         dead_seqs: dict[str, list[int]] = {}  # seqs of records dead-lettered alone
         for item in group:
+            if (refusal := self._site_refusal(item, sites)) is not None:
+                self._dead_letter(item.inbound, *refusal)
+                continue
             if item.kind is Kind.BATCH and item.faults:
                 self._dead_letter_records(item, dead_seqs)
             if item.kind is Kind.BATCH and item.batch is not None:
@@ -223,6 +228,29 @@ class Writer:
             return
         for gw, seqs in commits.items():
             self.ledger.commit(gw, seqs, now_ms)
+
+    def _site_refusal(self, item: Prepared, named: dict[str, str]) -> tuple[str, str] | None:
+        """(reason, path) when ``item``'s gateway may not speak for the site it names, or is
+        not taken at all (``[gateways]``): a gateway's credentials must not turn another
+        site red. ``named``: sites bound earlier in this group, not yet in the registry."""
+        gw = item.gateway_id
+        policy = self.gateways.unknown
+        if gw is None or item.kind not in (Kind.BATCH, Kind.STATUS, Kind.HEALTH) or \
+                policy == "open":
+            return None
+        bound = self.gateways.bound(gw)
+        if bound is None and policy == "refuse":
+            return "unknown_gateway", "gw"
+        site = item.batch.site if item.batch is not None else \
+            item.status.site if item.status is not None else None
+        if site is None:
+            return None
+        if bound is None:  # bind_first: the registry remembers the first site named
+            bound = named.get(gw) or self.effects.registry.site_of(gw)
+        if bound is not None and site != bound:
+            self.metrics.site_mismatch.inc()
+            return "site_mismatch", "site"
+        return None
 
     def _dead_letter_records(self, item: Prepared, dead_seqs: dict[str, list[int]]) -> None:
         """Dead-letter each record of a batch that did not decode, alone: the payload kept is
