@@ -30,6 +30,10 @@ UINT8 = 0xFF
 UINT16 = 0xFFFF
 UINT32 = 0xFFFF_FFFF
 
+EPOCH_MAX = 2**63 - 1
+"""Epochs are random in 1..2**63-1 (they fit SQLite's signed 64-bit INTEGER); 0 means none."""
+_EPOCH_HEX = re.compile(r"[0-9a-f]{16}")
+
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ID_RULE = "1-64 chars of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 
@@ -184,3 +188,29 @@ set_field = object.__setattr__
 
 def thawed_twin(cls: type) -> type:
     return type(f"_Thawed{cls.__name__}", (), {"__slots__": vars(cls)["__slots__"]})
+
+
+def epoch_text(epoch: int) -> str:
+    """An epoch's wire form: 16 lower-case hex digits."""
+    return f"{epoch:016x}"
+
+
+def check_epoch(path: str, value: object) -> int:
+    """An epoch as the Python side holds it: an int in 0..2**63-1 (0 = none)."""
+    if value.__class__ is not int:
+        raise WireError(BAD_TYPE, path, f"expected an integer epoch, got {json_type(value)}")
+    if not 0 <= value <= EPOCH_MAX:
+        raise WireError(BAD_VALUE, path, f"an epoch is 0..{EPOCH_MAX}, got {value}")
+    return value
+
+
+def parse_epoch(path: str, value: object) -> int:
+    """An epoch from its wire form: 16 lower-case hex digits, not all zero (absent = 0)."""
+    if not isinstance(value, str):
+        raise WireError(BAD_TYPE, path, f"expected 16 hex digits, got {json_type(value)}")
+    if _EPOCH_HEX.fullmatch(value) is None:
+        raise WireError(BAD_VALUE, path, f"expected 16 lower-case hex digits, got {value[:20]!r}")
+    epoch = int(value, 16)
+    if not 0 < epoch <= EPOCH_MAX:
+        raise WireError(BAD_VALUE, path, f"an epoch is 1..7fffffffffffffff, got {value!r}")
+    return epoch

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from ._checks import BAD_TYPE, BAD_VALUE, check_id, check_ms
+from ._checks import BAD_TYPE, BAD_VALUE, check_epoch, check_id, check_ms, epoch_text, parse_epoch
 from ._json import VERSION, check_keys, dumps, dumps_str, parse, required
 from .codes import Priority
 from .errors import WireError, WireErrorReason
@@ -41,7 +41,7 @@ __all__ = [
 MAX_PAYLOAD_BYTES = 131072
 """128 KiB: the AWS IoT Core message limit, and inside the defaults of common brokers."""
 
-_BATCH_KEYS = frozenset({"v", "gw", "site", "ts", "recs"})
+_BATCH_KEYS = frozenset({"v", "gw", "site", "ep", "ts", "recs"})
 _RECORD_KEYS = frozenset({"seq", "k", "rt", "st", "pr", "src"})
 _EVENT_KEYS = _RECORD_KEYS | {"ev", "on", "sw", "ops", "opr", "v", "lim", "det"}
 _MEASUREMENT_KEYS = _RECORD_KEYS | {"q", "v", "u"}
@@ -112,10 +112,12 @@ def encode_record(record: Record) -> bytes:
     return dumps(_record_obj(record))
 
 
-def _head(gateway_id: str, site: str | None, sent_ms: int) -> bytes:
+def _head(gateway_id: str, site: str | None, sent_ms: int, epoch: int = 0) -> bytes:
     head: dict[str, object] = {"v": VERSION, "gw": check_id("gw", gateway_id)}
     if site is not None:
         head["site"] = check_id("site", site)
+    if epoch:
+        head["ep"] = epoch_text(check_epoch("ep", epoch))
     head["ts"] = check_ms("ts", sent_ms)
     # '{"v":1,...,"ts":N}' -> '{"v":1,...,"ts":N,"recs":[' ; records and ']}' follow.
     return dumps_str(head)[:-1].encode() + b',"recs":['
@@ -124,7 +126,8 @@ def _head(gateway_id: str, site: str | None, sent_ms: int) -> bytes:
 def encode_batch(batch: Batch, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> bytes:
     """One batch as one payload; TOO_LARGE if it does not fit ``max_bytes``."""
     payload = b"".join(
-        (_head(batch.gateway_id, batch.site, batch.sent_ms), _join(batch.records), b"]}")
+        (_head(batch.gateway_id, batch.site, batch.sent_ms, batch.epoch), _join(batch.records),
+         b"]}")
     )
     if len(payload) > max_bytes:
         raise WireError(WireErrorReason.TOO_LARGE, "", f"{len(payload)} bytes > {max_bytes}")
@@ -138,6 +141,7 @@ def encode_batch_from_encoded(
     encoded: Sequence[bytes],
     *,
     max_bytes: int = MAX_PAYLOAD_BYTES,
+    epoch: int = 0,
 ) -> bytes:
     """One batch payload from records already encoded by :func:`encode_record`.
 
@@ -153,7 +157,7 @@ def encode_batch_from_encoded(
         raise WireError(
             WireErrorReason.TOO_MANY_RECORDS, "recs", f"{n} > {MAX_RECORDS_PER_BATCH} records"
         )
-    payload = b"".join((_head(gateway_id, site, sent_ms), b",".join(encoded), b"]}"))
+    payload = b"".join((_head(gateway_id, site, sent_ms, epoch), b",".join(encoded), b"]}"))
     if len(payload) > max_bytes:
         raise WireError(WireErrorReason.TOO_LARGE, "", f"{len(payload)} bytes > {max_bytes}")
     return payload
@@ -179,6 +183,7 @@ def pack_batches(
     *,
     max_bytes: int = MAX_PAYLOAD_BYTES,
     max_records: int = MAX_RECORDS_PER_BATCH,
+    epoch: int = 0,
 ) -> list[PackedBatch]:
     """Split ``records`` into as few payloads as fit, greedily and in order.
 
@@ -188,7 +193,7 @@ def pack_batches(
     """
     if not 1 <= max_records <= MAX_RECORDS_PER_BATCH:
         raise ValueError(f"max_records must be in 1..{MAX_RECORDS_PER_BATCH}")
-    head = _head(gateway_id, site, sent_ms)
+    head = _head(gateway_id, site, sent_ms, epoch)
     overhead = len(head) + 2  # b"]}"
     fragments: list[bytes] = []
     seen: set[int] = set()
@@ -236,10 +241,12 @@ def encode_batches(
     *,
     max_bytes: int = MAX_PAYLOAD_BYTES,
     max_records: int = MAX_RECORDS_PER_BATCH,
+    epoch: int = 0,
 ) -> list[bytes]:
     """:func:`pack_batches` without the seqs: just the payloads, in order."""
     packed = pack_batches(
-        gateway_id, site, sent_ms, records, max_bytes=max_bytes, max_records=max_records
+        gateway_id, site, sent_ms, records, max_bytes=max_bytes, max_records=max_records,
+        epoch=epoch,
     )
     return [p.payload for p in packed]
 
@@ -278,7 +285,11 @@ def decode_batch(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Batch
     except WireError:
         _explain_record(recs)
         raise  # not reached: _explain_record raises the same error with its index
-    return Batch(gateway_id, obj.get("site"), sent_ms, records)
+    return Batch(gateway_id, obj.get("site"), sent_ms, records, _epoch(obj))
+
+
+def _epoch(obj: dict[str, Any]) -> int:
+    return parse_epoch("ep", obj["ep"]) if "ep" in obj else 0
 
 
 class RecordFault(NamedTuple):
@@ -320,6 +331,7 @@ def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
     gateway_id = required(obj, "gw", "")
     sent_ms = required(obj, "ts", "")
     site = obj.get("site")
+    epoch = _epoch(obj)
     recs = required(obj, "recs", "")
     if recs.__class__ is not list:
         raise WireError(BAD_TYPE, "recs", "expected an array")
@@ -334,7 +346,7 @@ def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
         sources.clear()
     try:
         records = tuple([_decode_record(d, sources) for d in recs])
-        return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, records), ())
+        return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, records, epoch), ())
     except WireError:
         pass  # a record, or the header: walk the records one by one to tell which
     valid: list[Record] = []
@@ -350,7 +362,7 @@ def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
             check_id("site", site)
         check_ms("ts", sent_ms)
         return PartialBatch(gateway_id, None, tuple(faults))
-    return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, tuple(valid)),
+    return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, tuple(valid), epoch),
                         tuple(faults))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._checks import check_token
+from ._checks import check_token, epoch_text, parse_epoch
 from ._json import VERSION, check_keys, dumps, parse, required
 from .codec import MAX_PAYLOAD_BYTES
 from .messages import ID_MAX, Command, CommandAck, Health, Status
@@ -43,6 +43,7 @@ _HEALTH_KEYS = frozenset(
         "rss_bytes",
         "disk_free_bytes",
         "last_seq",
+        "ep",
     }
 )
 _COMMAND_KEYS = frozenset({"v", "id", "cmd", "ts", "args", "ttl"})
@@ -89,6 +90,8 @@ def encode_health(health: Health) -> bytes:
     _put(d, "rss_bytes", health.mem_rss_bytes)
     _put(d, "disk_free_bytes", health.disk_free_bytes)
     d["last_seq"] = health.last_seq
+    if health.epoch:
+        d["ep"] = epoch_text(health.epoch)
     return dumps(d)
 
 
@@ -109,6 +112,7 @@ def decode_health(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Heal
         mem_rss_bytes=obj.get("rss_bytes"),
         disk_free_bytes=obj.get("disk_free_bytes"),
         last_seq=required(obj, "last_seq", ""),
+        epoch=parse_epoch("ep", obj["ep"]) if "ep" in obj else 0,
     )
 
 

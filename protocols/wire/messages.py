@@ -17,6 +17,7 @@ from ._checks import (
     BAD_VALUE,
     MAX_SAFE_INT,
     check_bool,
+    check_epoch,
     check_float,
     check_id,
     check_int,
@@ -82,9 +83,14 @@ class Batch:
     site: str | None
     sent_ms: int
     records: tuple[Record, ...]
+    epoch: int = 0
+    """The sender's store epoch (``ep``): a random id made when its outbox or flash ring was
+    created; 0 for a sender that does not say. Seqs are unique within one epoch."""
 
     def __post_init__(self) -> None:
         check_id("gw", self.gateway_id)
+        if self.epoch:
+            check_epoch("ep", self.epoch)
         if self.site is not None:
             check_id("site", self.site)
         check_ms("ts", self.sent_ms)
@@ -195,6 +201,8 @@ class Health:
     disk_free_bytes: int | None = None
     last_seq: int = 0
     """Highest seq assigned so far (0: none yet); lets the collector see a tail gap."""
+    epoch: int = 0
+    """The epoch ``last_seq`` belongs to (see :attr:`Batch.epoch`)."""
 
     def __post_init__(self) -> None:
         check_id("gw", self.gateway_id)
@@ -220,6 +228,8 @@ class Health:
         check_opt_int("rss_bytes", self.mem_rss_bytes, 0, MAX_SAFE_INT)
         check_opt_int("disk_free_bytes", self.disk_free_bytes, 0, MAX_SAFE_INT)
         check_int("last_seq", self.last_seq, 0, MAX_SAFE_INT)
+        if self.epoch:
+            check_epoch("ep", self.epoch)
 
 
 def _counts(path: str, value: object, keys: frozenset[str] | None) -> dict[str, int]:
