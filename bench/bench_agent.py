@@ -86,7 +86,7 @@ from protocols.wire import Batch, Event, EventType, Measurement, decode_batch
 from simulators.panel import (
     ComponentSpec,
     Panel,
-    PanelConfig,
+    PanelSpec,
     PtyTransport,
     ScaledClock,
     UitdEngine,
@@ -571,7 +571,7 @@ async def part_latency(args: argparse.Namespace, tmp: Path, broker: int, modbus:
     gw = "gw-bench-latency"
     flow = Flow(gw)
     parts = detectors(args.alarms)
-    engine = UitdEngine(PanelConfig(components=parts))
+    engine = UitdEngine(PanelSpec(components=parts))
     by_address: dict[int, Alarm] = {}
 
     def on_fire(t: int, addresses: list[int]) -> None:

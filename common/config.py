@@ -4,25 +4,31 @@ A section parser wraps its TOML table in a :class:`Table` and asks for each key 
 and range it needs; whatever it did not ask for is reported as unknown by :meth:`Table.finish`
 with the keys that are allowed (a typo must not silently fall back to a default). The first
 error stops the load with a :class:`ConfigError` whose ``key`` is the full dotted path:
-``modbus[0].device[2].interval_s: must be at least 0.05, got 0``.
+``modbus[0].device[2].interval_s: must be at least 0.05, got 0``. A parser that reports every
+problem at once (the BLE simulator's scenario) gathers them with an :class:`ErrorCollector` into
+one :class:`ConfigErrors`; :meth:`ConfigError.within` adds the file's name.
 
 Nothing here opens a port or a device: ``firegate check-config`` runs exactly this code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-__all__ = ["MISSING", "ConfigError", "Table", "read_toml"]
+__all__ = ["MISSING", "ConfigError", "ConfigErrors", "ErrorCollector", "Table", "read_toml"]
 
 E = TypeVar("E", bound=Enum)
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class _Missing:
@@ -35,12 +41,65 @@ MISSING: _Missing = _Missing()
 
 
 class ConfigError(ValueError):
-    """A config value that is missing, of the wrong type, out of range or unknown."""
+    """A config value that is missing, of the wrong type, out of range or unknown.
 
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}" if key else message)
+    ``source``, when given, names the file the value came from and leads the text:
+    ``site.toml: panel.baud: must be at least 1, got 0``.
+    """
+
+    def __init__(self, key: str, message: str, *, source: str = "") -> None:
+        text = f"{key}: {message}" if key else message
+        super().__init__(f"{source}: {text}" if source else text)
         self.key = key
         self.message = message
+        self.source = source
+
+    def within(self, source: str | os.PathLike[str]) -> ConfigError:
+        """The same error, naming the file it came from."""
+        return ConfigError(self.key, self.message, source=os.fspath(source))
+
+
+class ConfigErrors(ConfigError):
+    """Every error a parser found in one pass, in order (one per line); ``key``, ``message``
+    and ``source`` are the first one's, so a caller that wants one error still gets one."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        if not errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        first = errors[0]
+        super().__init__(first.key, first.message, source=first.source)
+        self.errors: tuple[ConfigError, ...] = tuple(errors)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def within(self, source: str | os.PathLike[str]) -> ConfigErrors:
+        return ConfigErrors([e.within(source) for e in self.errors])
+
+
+class ErrorCollector:
+    """Collects :class:`ConfigError` so a parser can go on and report every problem at once
+    (a long hand-written scenario is fixed in one round, not one error per run)::
+
+        problems = ErrorCollector()
+        interval = problems.attempt(lambda: t.number("interval", 5.0, min=0.02), None)
+        ...
+        problems.raise_any()  # ConfigErrors, when there were any
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def attempt(self, read: Callable[[], T], default: D) -> T | D:
+        """``read()``, or ``default`` after noting the :class:`ConfigError` it raised."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self.errors.extend(exc.errors if isinstance(exc, ConfigErrors) else (exc,))
+            return default
+
+    def raise_any(self) -> None:
+        """Raise :class:`ConfigErrors` with everything noted so far, if anything was."""
+        if self.errors:
+            raise ConfigErrors(self.errors)
 
 
 def _kind(value: object) -> str:
@@ -89,6 +148,11 @@ class Table:
         if default is MISSING:
             self.fail(key, "is required")
         return default
+
+    def raw(self, key: str, default: object = MISSING) -> object:
+        """The value as given, unchecked (but counted as asked for): for a key that takes
+        several shapes, e.g. seconds or ``"never"``; check it and report with :meth:`fail`."""
+        return self._get(key, default)
 
     def _child(self, data: Mapping[str, object], path: str) -> Table:
         return Table(data, path, base_dir=self.base_dir, env=self.env)
@@ -227,6 +291,18 @@ class Table:
         if name not in self.env:
             self.fail(which, f"environment variable {name} is not set")
         return self.env[name]
+
+    def date_time(self, key: str, default: datetime | _Missing = MISSING) -> datetime:
+        """A date and time: a TOML date-time (local or with an offset) or an ISO 8601 string
+        (``datetime.fromisoformat``); a TOML date or time alone is refused. Whether an offset
+        is wanted is the caller's to decide."""
+        value = self._get(key, default)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # not a date-time: the error below
+                value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            self.fail(key, f"must be a date-time like 2024-05-01T08:00:00, got {value!r}")
+        return value
 
     # -- nesting -------------------------------------------------------------------------------
 

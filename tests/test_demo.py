@@ -2,7 +2,7 @@
 
 One real run (module fixture, ~90 s): the demo starts its own Mosquitto, the collector on the
 embedded SQLite store, the panel, Modbus and BLE simulators and the edge agent, plays one
-cycle of ``edge/demo/scenario.toml`` and stops. The tests then read the collector's store
+cycle of ``firegate/demo/scenario.toml`` and stops. The tests then read the collector's store
 *independently* (``collector.sinks.sqlite.read_points``, ``firegate collector status --json``)
 and check the demo's summary against it, and that every process it started is gone.
 """
@@ -23,7 +23,7 @@ from collector.sinks.sqlite import StoredPoint, connect, read_points
 from tests.infra.simproc import FIREGATE, REPO
 
 DURATION = 75  # one 60 s cycle of the story plus its last restores
-SCENARIO = REPO / "edge" / "demo" / "scenario.toml"
+SCENARIO = REPO / "firegate" / "demo" / "scenario.toml"
 
 
 @dataclass(frozen=True)
@@ -174,4 +174,4 @@ def test_bad_scenario_is_refused_before_anything_starts(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
                          env={**os.environ, "COLUMNS": "300"})
     assert res.returncode == 2
-    assert "panel.events[0].action: 'fire' is not one of: fire_alarm" in res.stdout
+    assert "panel.events[0].action: must be one of 'fire_alarm'" in res.stdout

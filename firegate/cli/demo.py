@@ -1,7 +1,7 @@
 """``firegate demo``: the README's main job, the whole pipeline on simulators.
 
 Starts a private Mosquitto (or uses ``--broker``), the collector on the embedded SQLite store
-(or ``--influx``), the panel, Modbus and BLE simulators playing ``edge/demo/scenario.toml``
+(or ``--influx``), the panel, Modbus and BLE simulators playing ``firegate/demo/scenario.toml``
 once a minute, and the edge agent wired to them, then shows what happens until Ctrl-C or
 ``--duration``. Every child is stopped by PID on the way out; the work directory is kept for
 ``firegate status`` / ``events`` / ``collector query``. ``docs/demo.md`` is the guide.
@@ -76,7 +76,7 @@ def demo(
     influx_bucket: Annotated[str, typer.Option("--influx-bucket", metavar="B")] = "firegate",
     scenario: Annotated[Path | None, typer.Option(
         "--scenario", metavar="FILE", exists=True, dir_okay=False,
-        help="The story (default: edge/demo/scenario.toml).")] = None,
+        help="The story (default: firegate/demo/scenario.toml).")] = None,
     no_ble: Annotated[bool, typer.Option("--no-ble", help="Leave the BLE sensors out.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a JSON summary on stdout at the end (the view goes to "

@@ -16,10 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
+from common.config import ConfigError, ConfigErrors
 from simulators.ble.scenario import (
     DEFAULT_INTERVAL,
     Scenario,
-    ScenarioError,
     load_scenario,
     sensor_from_flag,
 )
@@ -39,22 +39,22 @@ def register(app: typer.Typer) -> None:
 
 def _scenario(scenario: Path | None, sensors: list[str], interval: float) -> Scenario:
     if scenario is None and not sensors:
-        raise ScenarioError(["give --scenario FILE and/or --sensor KIND:ADDRESS"])
+        raise ConfigError("", "give --scenario FILE and/or --sensor KIND:ADDRESS")
     base = load_scenario(scenario) if scenario is not None else Scenario(sensors=())
     extra = []
-    problems: list[str] = []
+    problems: list[ConfigError] = []
     for flag in sensors:
         try:
             extra.append(sensor_from_flag(flag, interval=interval))
-        except ScenarioError as exc:
-            problems += exc.problems
+        except ConfigErrors as exc:
+            problems += exc.errors
     taken = {s.address for s in base.sensors}
     for sensor in extra:
         if sensor.address in taken:
-            problems.append(f"--sensor {sensor.address}: declared twice")
+            problems.append(ConfigError(f"--sensor {sensor.address}", "declared twice"))
         taken.add(sensor.address)
     if problems:
-        raise ScenarioError(problems)
+        raise ConfigErrors(problems)
     return Scenario(sensors=base.sensors + tuple(extra), events=base.events,
                     adapter=base.adapter)
 
@@ -79,8 +79,9 @@ def ble(
 ) -> None:
     try:
         plan = _scenario(scenario, sensor or [], interval)
-    except ScenarioError as exc:
-        typer.echo(str(exc), err=True)
+    except ConfigError as exc:  # every problem found, one per line
+        for error in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+            typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
     from simulators.ble.bluez import BluezMockError, MockBluez

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from simulators.fleet.config import DEFAULT_DURATION, DEFAULT_RATE, FleetConfig, FleetConfigError
+from common.config import ConfigError
+from simulators.fleet.config import DEFAULT_DURATION, DEFAULT_RATE, FleetConfig
 
 if TYPE_CHECKING:
     from simulators.fleet.ledger import FleetReport
@@ -97,7 +98,7 @@ def fleet(
             batch_interval=batch_interval, max_batch=max_batch, window=window,
             alarm_rate=alarm_rate, offline_fraction=offline_fraction, offline_for=offline_for,
             health_interval=health_interval, drain_timeout=drain_timeout, seed=seed)
-    except FleetConfigError as e:
+    except ConfigError as e:  # the key is the setting: print the option
         raise _fail(f"--{e.key.replace('_', '-')}: {e.message}") from None
     if report is not None and not report.parent.is_dir():
         raise _fail(f"--report: directory {str(report.parent)!r} does not exist")

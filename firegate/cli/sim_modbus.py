@@ -38,9 +38,9 @@ def _parse_tcp(text: str) -> tuple[str, int]:
 
 def _scenario(path: Path | None, devices: list[str], seed: int | None,
               noise: float | None) -> Scenario:
+    from common.config import ConfigError
     from simulators.modbus.scenario import (
         Scenario,
-        ScenarioError,
         default_devices,
         load_scenario,
         parse_device_option,
@@ -49,7 +49,7 @@ def _scenario(path: Path | None, devices: list[str], seed: int | None,
     try:
         base = load_scenario(path) if path is not None else Scenario(())
         extra = [parse_device_option(text) for text in devices]
-    except ScenarioError as exc:
+    except ConfigError as exc:
         raise _fail(str(exc)) from None
     scenario = base.with_devices(extra)
     if not scenario.devices:
@@ -123,7 +123,7 @@ async def _serve(spec: Scenario, address: tuple[str, int] | None, *, rtu: bool,
     import contextlib
     import signal
 
-    from simulators.modbus.model import Event, ScaledClock
+    from simulators.modbus.model import ScaledClock, TimelineEvent
     from simulators.modbus.server import serve_rtu, serve_rtu_pty, serve_tcp
 
     clock = ScaledClock(speed)
@@ -138,7 +138,7 @@ async def _serve(spec: Scenario, address: tuple[str, int] | None, *, rtu: bool,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    def show(event: Event) -> None:
+    def show(event: TimelineEvent) -> None:
         print(f"event {event} ({bus.devices[event.device].name})", flush=True)
 
     bus.on_event = show

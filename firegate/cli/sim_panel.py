@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from simulators.panel.ledger import Ledger
+    from simulators.panel.ledger import UploadLedger
     from simulators.panel.link import Connection, Transport
-    from simulators.panel.scenario import PanelConfig
+    from simulators.panel.scenario import PanelSpec
 
 # CLI shortcuts for common timeline entries: option -> action.
 SHORTCUTS = {"fire_alarm_at": "fire_alarm", "fault_at": "fault", "restore_at": "restore",
@@ -105,7 +105,8 @@ def panel(
         "--list-actions", help="Print the scenario actions and exit.")] = False,
 ) -> None:
     """Simulate a fire panel's UITD: uploads alarms, answers the centre (GB/T 26875.3)."""
-    from simulators.panel.scenario import ACTIONS, ScenarioError
+    from common.config import ConfigError
+    from simulators.panel.timeline import ACTIONS
 
     if list_actions:
         for name, spec in ACTIONS.items():
@@ -121,15 +122,15 @@ def panel(
         cfg = _config(scenario, profile=profile, baud=baud, confirm_timeout=confirm_timeout,
                       retries=retries, periodic=periodic, check_post_answer=check_post_answer,
                       shortcuts=shortcuts)
-    except ScenarioError as exc:
+    except ConfigError as exc:
         raise _fail(str(exc)) from None
     transport = _transport(port, tcp_listen, tcp_connect, cfg.baud, link)
     serial_line = tcp_listen is None and tcp_connect is None
     paced = serial_line if pace is None else pace
-    from simulators.panel.ledger import Ledger
+    from simulators.panel.ledger import UploadLedger
 
     try:
-        book = Ledger(ledger)
+        book = UploadLedger(ledger)
     except OSError as exc:
         raise _fail(f"--ledger: {exc}") from None
     try:
@@ -143,17 +144,17 @@ def panel(
 
 def _config(path: Path | None, *, profile: str | None, baud: int | None,
             confirm_timeout: float | None, retries: int | None, periodic: float | None,
-            check_post_answer: str | None, shortcuts: dict[str, list[str] | None]) -> PanelConfig:
+            check_post_answer: str | None, shortcuts: dict[str, list[str] | None]) -> PanelSpec:
     """The scenario file (or defaults), overridden by flags validated as scenario keys."""
+    from common.config import ConfigError
     from simulators.panel.scenario import (
-        PanelConfig,
-        ScenarioError,
+        PanelSpec,
         load_scenario,
         parse_event_option,
         parse_scenario,
     )
 
-    cfg = load_scenario(path) if path is not None else PanelConfig()
+    cfg = load_scenario(path) if path is not None else PanelSpec()
     flags: dict[str, Any] = {}
     if profile is not None:
         flags["profile"] = profile
@@ -171,8 +172,8 @@ def _config(path: Path | None, *, profile: str | None, baud: int | None,
     for key, value in flags.items():  # the scenario's rules, the flag's name in errors
         try:
             checked = parse_scenario({key: value})
-        except ScenarioError as exc:
-            raise ScenarioError(_OPTION[key], exc.message) from None
+        except ConfigError as exc:
+            raise ConfigError(_OPTION[key], exc.message) from None
         cfg = replace(cfg, **{key: getattr(checked, key)})
     events = list(cfg.events)
     for option, texts in shortcuts.items():
@@ -191,7 +192,7 @@ def _float(text: str, option: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise _fail(f"{option}: expected seconds or \"never\", got {text!r}") from None
+        raise _fail(f"{option}: must be seconds or \"never\", got {text!r}") from None
 
 
 def _transport(port: str | None, tcp_listen: str | None, tcp_connect: str | None, baud: int,
@@ -212,12 +213,12 @@ def _transport(port: str | None, tcp_listen: str | None, tcp_connect: str | None
     return PtyTransport(link)
 
 
-async def _run(cfg: PanelConfig, transport: Transport, ledger: Ledger, *, speed: float,
+async def _run(cfg: PanelSpec, transport: Transport, ledger: UploadLedger, *, speed: float,
                pace: int | None, duration: float | None, quiet: bool) -> None:
     from simulators.panel.clock import ScaledClock
     from simulators.panel.engine import UitdEngine
     from simulators.panel.runner import Panel
-    from simulators.panel.scenario import Event
+    from simulators.panel.timeline import TimelineEvent
 
     engine = UitdEngine(cfg, ledger=ledger)
     stop = asyncio.Event()
@@ -229,7 +230,7 @@ async def _run(cfg: PanelConfig, transport: Transport, ledger: Ledger, *, speed:
         if not quiet:
             print(text, flush=True)
 
-    def on_event(event: Event) -> None:
+    def on_event(event: TimelineEvent) -> None:
         say(f"event {event}")
 
     def on_record(record: dict[str, Any]) -> None:

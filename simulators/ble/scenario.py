@@ -1,8 +1,10 @@
 """The ``[ble]`` table of a scenario file: declared, validated, turned into typed objects.
 
 A scenario file is shared by all simulators; this module reads only its ``[ble]`` table and
-ignores the rest. Every problem is collected (not just the first) and each message names the
-key, the offending value and what is allowed, ESPHome style::
+ignores the rest. It is read through :class:`common.config.Table`, like the edge agent's config,
+but every problem is collected (not just the first) into one
+:class:`~common.config.ConfigErrors`; each names the key, the offending value and what is
+allowed, ESPHome style::
 
     [ble]
     adapter = "hci0"                      # optional, default hci0
@@ -29,42 +31,33 @@ key, the offending value and what is allowed, ESPHome style::
 
 from __future__ import annotations
 
-import re
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from common.config import ConfigError, ConfigErrors, ErrorCollector, Table, read_toml
 from simulators.ble import bthome
 from simulators.ble.sensors import (
     ACTIONS,
     FIELDS,
     Action,
-    Event,
     Field,
     SensorConfig,
     SensorKind,
+    TimelineEvent,
     value_range,
 )
 
 SENSOR_KEYS = ("address", "kind", "name", "interval", "battery", "rssi", "key", "value",
                "humidity")
 EVENT_KEYS = ("at", "sensor", "action", "field", "value")
-BLE_KEYS = ("adapter", "sensors", "events")
 DEFAULT_INTERVAL = 5.0
 MIN_INTERVAL = 0.02
-_MAC = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
-_ADAPTER = re.compile(r"^hci[0-9]$")  # dbusmock's AddAdapter derives its address from the digit
-_E = TypeVar("_E", SensorKind, Action, Field)
-
-
-class ScenarioError(ValueError):
-    """The ``[ble]`` table is invalid; ``problems`` lists every problem found."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid BLE scenario:\n" + "\n".join(f"  - {p}" for p in problems))
+_MAC = r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
+_MAC_HINT = 'a MAC address like "A4:C1:38:00:00:01"'
+_ADAPTER = r"hci[0-9]"  # dbusmock's AddAdapter derives its address from the digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,224 +65,181 @@ class Scenario:
     """The validated ``[ble]`` table."""
 
     sensors: tuple[SensorConfig, ...]
-    events: tuple[Event, ...] = ()
+    events: tuple[TimelineEvent, ...] = ()
     adapter: str = "hci0"
-
-
-def _allowed(values: Any) -> str:
-    return ", ".join(sorted(str(v) for v in values))
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def default_name(kind: SensorKind, address: str) -> str:
     return f"{kind}-{address[-5:].replace(':', '')}"
 
 
-class _Checker:
-    """Collects problems while converting raw TOML values."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
-
-    def unknown_keys(self, where: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(f"{where}.{key}", f"unknown key; allowed keys: {', '.join(allowed)}")
-
-    def number(self, where: str, table: Mapping[str, Any], key: str, default: float | None,
-               bounds: tuple[float, float]) -> float | None:
-        low, high = bounds
-        if key not in table:
-            return default
-        value = table[key]
-        if not _number(value):
-            self.fail(f"{where}.{key}", f"{value!r} is not a number")
-            return default
-        if not low <= value <= high:
-            self.fail(f"{where}.{key}",
-                      f"{value!r} is outside the allowed range {low:g} .. {high:g}")
-            return default
-        return float(value)
-
-    def choice(self, where: str, value: Any, enum: type[_E], allowed: Any = None,
-               context: str = "") -> _E | None:
-        allowed = allowed if allowed is not None else list(enum)
-        if value not in {str(a) for a in allowed}:
-            self.fail(where, f"{value!r} is not allowed{context}; "
-                             f"allowed values: {_allowed(allowed)}")
-            return None
-        return enum(value)
+def _one_of(t: Table, key: str, allowed: Iterable[StrEnum], context: str = "") -> str:
+    """A required value out of ``allowed`` (a subset of an enum, e.g. the actions of a kind)."""
+    names = ", ".join(sorted(repr(str(a)) for a in allowed))
+    if not t.has(key):
+        t.fail(key, f"is required{context}; one of {names}")
+    value = t.raw(key)
+    if value not in {str(a) for a in allowed}:
+        t.fail(key, f"must be one of {names}{context}, got {value!r}")
+    assert isinstance(value, str)
+    return value
 
 
-def parse_address(value: Any) -> str | None:
-    """Upper-cased MAC address, or None if ``value`` is not one."""
-    if not isinstance(value, str) or not _MAC.match(value.upper()):
+def _fail(problems: ErrorCollector, t: Table, key: str, message: str) -> None:
+    problems.attempt(lambda: t.fail(key, message), None)
+
+
+def _finish(problems: ErrorCollector, t: Table, keys: tuple[str, ...]) -> None:
+    # Every allowed key counts as asked for, also those a failed check never reached.
+    for key in keys:
+        t.raw(key, None)
+    problems.attempt(t.finish, None)
+
+
+# --- [[ble.sensors]] -----------------------------------------------------------------------------
+
+def _sensor_value(t: Table, kind: SensorKind | None) -> float | None:
+    if not t.has("value") or kind is None:
         return None
-    return value.upper()
+    if Field.VALUE not in FIELDS[kind]:
+        with_value = (k for k in SensorKind if Field.VALUE in FIELDS[k])
+        t.fail("value", f"a {kind} sensor has no value; allowed for: "
+                        f"{', '.join(sorted(with_value))}")
+    low, high = value_range(kind, Field.VALUE)
+    return t.number("value", min=low, max=high)
 
 
-def _sensor(check: _Checker, where: str, raw: Any) -> SensorConfig | None:
-    if not isinstance(raw, dict):
-        check.fail(where, "must be a table ([[ble.sensors]])")
+def _bind_key(t: Table) -> bytes | None:
+    text = t.opt_text("key")
+    if text is None:
         return None
-    check.unknown_keys(where, raw, SENSOR_KEYS)
-    address = parse_address(raw.get("address"))
-    if "address" not in raw:
-        check.fail(f"{where}.address", 'required, a MAC address like "A4:C1:38:00:00:01"')
-    elif address is None:
-        check.fail(f"{where}.address",
-                   f'{raw["address"]!r} is not a MAC address like "A4:C1:38:00:00:01"')
-    kind: SensorKind | None = None
-    if "kind" in raw:
-        kind = check.choice(f"{where}.kind", raw["kind"], SensorKind)
-    else:
-        check.fail(f"{where}.kind", f"required; allowed values: {_allowed(SensorKind)}")
-    interval = check.number(where, raw, "interval", DEFAULT_INTERVAL, (MIN_INTERVAL, 3600.0))
-    battery = check.number(where, raw, "battery", 100.0,
-                           value_range(SensorKind.DOOR, Field.BATTERY))
-    rssi = check.number(where, raw, "rssi", -60.0, value_range(SensorKind.DOOR, Field.RSSI))
-    humidity = check.number(where, raw, "humidity", 45.0,
-                            value_range(SensorKind.TEMPERATURE, Field.HUMIDITY))
-    value: float | None = None
-    if "value" in raw and kind is not None:
-        if Field.VALUE not in FIELDS[kind]:
-            check.fail(f"{where}.value", f"a {kind} sensor has no value; allowed for: "
-                       f"{_allowed(k for k in SensorKind if Field.VALUE in FIELDS[k])}")
-        else:
-            value = check.number(where, raw, "value", None, value_range(kind, Field.VALUE))
-    key: bytes | None = None
-    if "key" in raw:
-        if isinstance(raw["key"], str):
-            try:
-                key = bthome.parse_key(raw["key"])
-            except bthome.EncodeError as exc:
-                check.fail(f"{where}.key", str(exc))
-        else:
-            check.fail(f"{where}.key", "must be a string of 32 hexadecimal characters")
-    name = raw.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        check.fail(f"{where}.name", "must be a non-empty string")
-        name = None
+    try:
+        return bthome.parse_key(text)
+    except bthome.EncodeError as exc:
+        t.fail("key", str(exc))
+
+
+def _ranged(problems: ErrorCollector, t: Table, key: str, default: float,
+            kind: SensorKind, which: Field) -> float:
+    low, high = value_range(kind, which)
+    return problems.attempt(lambda: t.number(key, default, min=low, max=high), default)
+
+
+def _sensor(problems: ErrorCollector, t: Table) -> SensorConfig | None:
+    address = problems.attempt(lambda: t.text("address", pattern=_MAC, hint=_MAC_HINT), None)
+    kind_name = problems.attempt(lambda: _one_of(t, "kind", SensorKind), None)
+    kind = None if kind_name is None else SensorKind(kind_name)
+    interval = problems.attempt(
+        lambda: t.number("interval", DEFAULT_INTERVAL, min=MIN_INTERVAL, max=3600.0),
+        DEFAULT_INTERVAL)
+    battery = _ranged(problems, t, "battery", 100.0, SensorKind.DOOR, Field.BATTERY)
+    rssi = _ranged(problems, t, "rssi", -60.0, SensorKind.DOOR, Field.RSSI)
+    humidity = _ranged(problems, t, "humidity", 45.0, SensorKind.TEMPERATURE, Field.HUMIDITY)
+    value = problems.attempt(lambda: _sensor_value(t, kind), None)
+    key = problems.attempt(lambda: _bind_key(t), None)
+    name = problems.attempt(lambda: t.opt_text("name"), None)
+    _finish(problems, t, SENSOR_KEYS)
     if address is None or kind is None:
         return None
-    return SensorConfig(
-        address=address, kind=kind, name=name or default_name(kind, address),
-        interval=interval or DEFAULT_INTERVAL, battery=battery if battery is not None else 100.0,
-        rssi=round(rssi if rssi is not None else -60), key=key, value=value,
-        humidity=humidity if humidity is not None else 45.0,
-    )
+    address = address.upper()
+    return SensorConfig(address=address, kind=kind, name=name or default_name(kind, address),
+                        interval=interval, battery=battery, rssi=round(rssi), key=key,
+                        value=value, humidity=humidity)
 
 
-def _event(check: _Checker, where: str, raw: Any,
-           sensors: Mapping[str, SensorConfig]) -> Event | None:
-    if not isinstance(raw, dict):
-        check.fail(where, "must be a table ([[ble.events]])")
-        return None
-    check.unknown_keys(where, raw, EVENT_KEYS)
-    at = check.number(where, raw, "at", None, (0.0, float("inf")))
-    if "at" not in raw:
-        check.fail(f"{where}.at", "required (simulated seconds from the start)")
-    ref = raw.get("sensor")
-    sensor = sensors.get(ref) if isinstance(ref, str) else None
-    if sensor is None and isinstance(ref, str):
-        sensor = sensors.get(ref.upper())
+# --- [[ble.events]] ------------------------------------------------------------------------------
+
+def _sensor_ref(t: Table, sensors: Mapping[str, SensorConfig]) -> SensorConfig:
+    ref = t.raw("sensor", None)
+    if ref is None:
+        t.fail("sensor", "is required (the address or name of a declared sensor)")
+    sensor = (sensors.get(ref) or sensors.get(ref.upper())) if isinstance(ref, str) else None
     if sensor is None:
         names = sorted({s.name for s in sensors.values()} | {s.address for s in sensors.values()})
-        check.fail(f"{where}.sensor", (f"{ref!r} is not a declared sensor; declared: "
-                                       f"{', '.join(names) or '(none)'}") if ref is not None
-                   else "required (address or name of a declared sensor)")
-    if "action" not in raw:
-        check.fail(f"{where}.action", f"required; allowed values: {_allowed(Action)}")
-        return None
+        t.fail("sensor", f"must be the address or name of a declared sensor, got {ref!r}; "
+                         f"declared: {', '.join(names) or '(none)'}")
+    return sensor
+
+
+def _set(t: Table, sensor: SensorConfig | None) -> tuple[Field, float]:
+    """What ``action = "set"`` changes, and to what."""
+    fields = FIELDS[sensor.kind] if sensor is not None else list(Field)
+    context = f" for a {sensor.kind} sensor" if sensor is not None else ""
+    if t.has("field") or Field.VALUE not in fields:
+        which = Field(_one_of(t, "field", fields, context))
+    else:
+        which = Field.VALUE
+    if not t.has("value"):
+        t.fail("value", 'is required for action "set"')
+    low, high = value_range(sensor.kind if sensor is not None else SensorKind.TEMPERATURE, which)
+    return which, t.number("value", min=low, max=high)
+
+
+def _event(problems: ErrorCollector, t: Table,
+           sensors: Mapping[str, SensorConfig]) -> TimelineEvent | None:
+    at = problems.attempt(lambda: t.number("at", min=0), None)
+    sensor = problems.attempt(lambda: _sensor_ref(t, sensors), None)
     allowed = ACTIONS[sensor.kind] if sensor is not None else list(Action)
     context = f" for a {sensor.kind} sensor" if sensor is not None else ""
-    action = check.choice(f"{where}.action", raw["action"], Action, allowed, context)
-    if action is None:
-        return None
-    which = Field.VALUE
-    value: float | None = None
+    action_name = problems.attempt(lambda: _one_of(t, "action", allowed, context), None)
+    action = None if action_name is None else Action(action_name)
+    which, value = Field.VALUE, None
     if action is Action.SET:
-        fields = FIELDS[sensor.kind] if sensor is not None else list(Field)
-        if "field" in raw:
-            chosen = check.choice(f"{where}.field", raw["field"], Field, fields, context)
-            if chosen is None:
-                return None
-            which = chosen
-        elif Field.VALUE not in fields:
-            check.fail(f"{where}.field", f"required for a {sensor.kind if sensor else ''} sensor; "
-                       f"allowed values: {_allowed(fields)}")
-            return None
-        if "value" not in raw:
-            check.fail(f"{where}.value", 'required for action "set"')
-            return None
-        kind = sensor.kind if sensor is not None else SensorKind.TEMPERATURE
-        value = check.number(where, raw, "value", None, value_range(kind, which))
-        if value is None:
-            return None
-    else:
+        which, value = problems.attempt(lambda: _set(t, sensor), (Field.VALUE, None))
+    elif action is not None:
         for extra in ("field", "value"):
-            if extra in raw:
-                check.fail(f"{where}.{extra}", f'only used with action "set", not {str(action)!r}')
-    if sensor is None or at is None:
+            if t.has(extra):
+                _fail(problems, t, extra, f'only used with action "set", not {str(action)!r}')
+    _finish(problems, t, EVENT_KEYS)
+    if sensor is None or at is None or action is None or (action is Action.SET
+                                                          and value is None):
         return None
-    return Event(at=at, address=sensor.address, action=action, value=value, field=which)
+    return TimelineEvent(at=at, address=sensor.address, action=action, value=value, field=which)
 
+
+# --- the [ble] table -----------------------------------------------------------------------------
 
 def parse_scenario(document: Mapping[str, Any]) -> Scenario:
-    """Validate the ``[ble]`` table of an already parsed TOML document."""
-    check = _Checker()
-    ble = document.get("ble")
-    if not isinstance(ble, dict):
-        raise ScenarioError(["ble: the scenario has no [ble] table"])
-    check.unknown_keys("ble", ble, BLE_KEYS)
-    adapter = ble.get("adapter", "hci0")
-    if not isinstance(adapter, str) or not _ADAPTER.match(adapter):
-        check.fail("ble.adapter", f"{adapter!r} is not allowed; allowed values: hci0 .. hci9")
-        adapter = "hci0"
-    raw_sensors = ble.get("sensors", [])
-    if not isinstance(raw_sensors, list) or not raw_sensors:
-        check.fail("ble.sensors", "at least one [[ble.sensors]] table is required")
-        raw_sensors = []
+    """Validate the ``[ble]`` table of an already parsed TOML document; every problem found is
+    in the :class:`~common.config.ConfigErrors` raised."""
+    doc = Table(document)
+    if not doc.has("ble"):
+        doc.fail("ble", "no [ble] table in this file")
+    ble = doc.table("ble", required=True)
+    assert ble is not None
+    problems = ErrorCollector()
+    adapter = problems.attempt(
+        lambda: ble.text("adapter", "hci0", pattern=_ADAPTER, hint="hci0 .. hci9"), "hci0")
+    sensor_tables = problems.attempt(lambda: ble.tables("sensors"), None)
+    if sensor_tables == []:
+        _fail(problems, ble, "sensors", "at least one [[ble.sensors]] table is required")
     by_ref: dict[str, SensorConfig] = {}
     sensors: list[SensorConfig] = []
-    for index, raw in enumerate(raw_sensors):
-        where = f"ble.sensors[{index}]"
-        sensor = _sensor(check, where, raw)
+    for t in sensor_tables or []:
+        sensor = _sensor(problems, t)
         if sensor is None:
             continue
         if sensor.address in by_ref:
-            check.fail(f"{where}.address", f"{sensor.address} is declared twice")
-            continue
-        if sensor.name in by_ref:
-            check.fail(f"{where}.name", f"{sensor.name!r} is used by another sensor")
-            continue
-        by_ref[sensor.address] = by_ref[sensor.name] = sensor
-        sensors.append(sensor)
-    raw_events = ble.get("events", [])
-    if not isinstance(raw_events, list):
-        check.fail("ble.events", "must be an array of tables ([[ble.events]])")
-        raw_events = []
-    events = [e for i, raw in enumerate(raw_events)
-              if (e := _event(check, f"ble.events[{i}]", raw, by_ref)) is not None]
-    if check.problems:
-        raise ScenarioError(check.problems)
+            _fail(problems, t, "address", f"{sensor.address} is declared twice")
+        elif sensor.name in by_ref:
+            _fail(problems, t, "name", f"{sensor.name!r} is used by another sensor")
+        else:
+            by_ref[sensor.address] = by_ref[sensor.name] = sensor
+            sensors.append(sensor)
+    events = [e for t in problems.attempt(lambda: ble.tables("events"), [])
+              if (e := _event(problems, t, by_ref)) is not None]
+    _finish(problems, ble, ("adapter", "sensors", "events"))
+    problems.raise_any()
     return Scenario(sensors=tuple(sensors), events=tuple(events), adapter=adapter)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a TOML scenario file and validate its ``[ble]`` table."""
+    document = read_toml(Path(path))  # its errors name the file already
     try:
-        with Path(path).open("rb") as f:
-            document = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_scenario(document)
+        return parse_scenario(document)
+    except ConfigError as exc:
+        raise exc.within(path) from None
 
 
 def sensor_from_flag(flag: str, *, interval: float = DEFAULT_INTERVAL) -> SensorConfig:
@@ -299,6 +249,7 @@ def sensor_from_flag(flag: str, *, interval: float = DEFAULT_INTERVAL) -> Sensor
         return parse_scenario(
             {"ble": {"sensors": [{"kind": kind, "address": rest, "interval": interval}]}}
         ).sensors[0]
-    except ScenarioError as exc:
-        raise ScenarioError([p.replace("ble.sensors[0].", f"--sensor {flag!r}: ")
-                             for p in exc.problems]) from None
+    except ConfigErrors as exc:
+        raise ConfigErrors([
+            ConfigError(f"--sensor {flag!r}: {e.key.removeprefix('ble.sensors[0].')}", e.message)
+            for e in exc.errors]) from None

@@ -109,7 +109,7 @@ class SensorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class TimelineEvent:
     """A scenario event: at simulated time ``at`` do ``action`` on the sensor ``address``."""
 
     at: float
@@ -155,7 +155,7 @@ class SimSensor:
                    battery=config.battery, rssi=config.rssi,
                    _mac=bthome.parse_mac(config.address))
 
-    def apply(self, event: Event) -> bool:
+    def apply(self, event: TimelineEvent) -> bool:
         """Apply an event; True when the sensor should advertise at once (a state change)."""
         match event.action:
             case Action.OPEN | Action.CLOSE:
@@ -254,7 +254,8 @@ class Simulation:
 
     STAGGER = 0.01
 
-    def __init__(self, sensors: Iterable[SensorConfig], events: Iterable[Event] = ()) -> None:
+    def __init__(self, sensors: Iterable[SensorConfig],
+                 events: Iterable[TimelineEvent] = ()) -> None:
         self.sensors: dict[str, SimSensor] = {}
         self._due: dict[str, float] = {}
         for index, config in enumerate(sensors):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import BrokerAddress, FleetConfig, FleetConfigError, parse_broker
+from .config import BrokerAddress, FleetConfig, parse_broker
 from .ledger import Catchup, FleetReport, GatewayLedger
 from .ranges import SeqRanges
 
@@ -32,7 +32,6 @@ __all__ = [
     "BrokerAddress",
     "Catchup",
     "FleetConfig",
-    "FleetConfigError",
     "FleetError",
     "FleetReport",
     "GatewayLedger",

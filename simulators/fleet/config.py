@@ -1,18 +1,21 @@
 """Settings of the gateway fleet simulator, validated in one place before anything is opened.
 
-Every refusal is a :class:`FleetConfigError` naming the setting (``rate``, ``broker``...) and
-what is allowed; the CLI prints it with the option's spelling (``--rate``). Nothing here opens
-a socket or starts a loop, so a bad command line fails at once (the Telegraf ``Init()`` rule).
+The settings are checked through :class:`common.config.Table`, like every config of the project:
+a refusal is a :class:`~common.config.ConfigError` whose key is the setting (``rate``,
+``broker``...) and whose message says what is allowed; the CLI prints it with the option's
+spelling (``--rate``). Nothing here opens a socket or starts a loop, so a bad command line fails
+at once (the Telegraf ``Init()`` rule).
 """
 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from common.config import ConfigError, Table
 from protocols.wire import MAX_RECORDS_PER_BATCH, Channel, WireError, topic
 
 __all__ = [
@@ -21,7 +24,6 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "BrokerAddress",
     "FleetConfig",
-    "FleetConfigError",
     "MqttVersion",
     "expand_template",
     "parse_broker",
@@ -35,14 +37,6 @@ TEMPLATE_FIELDS = ("gateway", "site", "index")
 MAX_GATEWAYS = 99_999  # ids are <prefix>-NNNNN
 # paho's own in-flight limit is set to window + this, to leave room for status and health.
 CONTROL_SLOTS = 4
-
-
-class FleetConfigError(ValueError):
-    """A refused setting: ``key`` is the setting's name, ``message`` says what is allowed."""
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key, self.message = key, message
-        super().__init__(f"{key}: {message}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,52 +60,45 @@ def parse_broker(url: str) -> BrokerAddress:
     """``mqtt://HOST[:PORT]`` (default port 1883) or ``mqtts://HOST[:PORT]`` (8883)."""
     hint = "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
     if "://" not in url:
-        raise FleetConfigError("broker", f"{url!r}: {hint}")
+        raise ConfigError("broker", f"{url!r}: {hint}")
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        raise FleetConfigError("broker", f"{url!r}: scheme {parts.scheme!r} unknown; {hint}")
+        raise ConfigError("broker", f"{url!r}: scheme {parts.scheme!r} unknown; {hint}")
     if parts.username is not None or parts.password is not None:
-        raise FleetConfigError(
+        raise ConfigError(
             "broker", f"{url!r}: put credentials in --username/--password, not in the URL"
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise FleetConfigError("broker", f"{url!r}: no path or query allowed; {hint}")
+        raise ConfigError("broker", f"{url!r}: no path or query allowed; {hint}")
     try:
         port = parts.port
     except ValueError:
-        raise FleetConfigError("broker", f"{url!r}: the port must be 1..65535") from None
+        raise ConfigError("broker", f"{url!r}: the port must be 1..65535") from None
     if not parts.hostname:
-        raise FleetConfigError("broker", f"{url!r}: no host; {hint}")
+        raise ConfigError("broker", f"{url!r}: no host; {hint}")
     if port == 0:
-        raise FleetConfigError("broker", f"{url!r}: the port must be 1..65535")
+        raise ConfigError("broker", f"{url!r}: the port must be 1..65535")
     return BrokerAddress(parts.scheme, parts.hostname, port or SCHEMES[parts.scheme])
 
 
-def _check_template(key: str, template: str | None) -> None:
-    if template is None:
+def _template(t: Table, key: str) -> None:
+    """A credential template: only the placeholders of :data:`TEMPLATE_FIELDS`."""
+    if not t.has(key):
         return
+    template = t.text(key, min_len=0)
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
-        raise FleetConfigError(key, f"{template!r}: {e} (write {{{{ for a literal brace)") from None
-    for name in fields:
+        t.fail(key, f"{template!r}: {e} (write {{{{ for a literal brace)")
+    for name in names:
         if name not in TEMPLATE_FIELDS:
             allowed = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
-            raise FleetConfigError(
-                key, f"{template!r}: unknown placeholder {{{name}}}; use {allowed}")
+            t.fail(key, f"{template!r}: unknown placeholder {{{name}}}; use {allowed}")
 
 
 def expand_template(template: str, *, gateway: str, site: str, index: int) -> str:
     """Fill ``{gateway}``, ``{site}`` and ``{index}`` (1-based) in a credential template."""
     return template.format(gateway=gateway, site=site, index=index)
-
-
-def _positive(key: str, value: float | None, *, upper: float | None = None) -> None:
-    if value is None:
-        return
-    if not value > 0 or (upper is not None and value > upper):
-        bound = f" and <= {upper:g}" if upper is not None else ""
-        raise FleetConfigError(key, f"must be > 0{bound}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,55 +142,53 @@ class FleetConfig:
     """Keep every produced record in the ledger (for tests that compare values)."""
 
     def __post_init__(self) -> None:
-        address = parse_broker(self.broker)
-        if self.ca is not None:
+        # Every field is a key of one table (None: not given), so a field added without a
+        # check here is refused by finish() as an unknown key.
+        t = Table({f.name: str(v) if isinstance(v, Path) else v
+                   for f in fields(self) if (v := getattr(self, f.name)) is not None})
+        address = parse_broker(t.text("broker"))
+        if t.has("ca"):
             if not address.tls:
-                raise FleetConfigError("ca", "a CA file needs an mqtts:// broker URL")
-            if not Path(self.ca).is_file():
-                raise FleetConfigError("ca", f"{str(self.ca)!r} is not a file")
-        _check_template("username", self.username)
-        _check_template("password", self.password)
-        if self.password is not None and self.username is None:
-            raise FleetConfigError("password", "a password needs a username")
-        if self.mqtt not in ("5", "3.1.1"):
-            raise FleetConfigError("mqtt", f"{self.mqtt!r}: use 5 or 3.1.1")
-        if not 1 <= self.gateways <= MAX_GATEWAYS:
-            raise FleetConfigError("gateways", f"must be 1..{MAX_GATEWAYS}, got {self.gateways}")
+                t.fail("ca", "a CA file needs an mqtts:// broker URL")
+            ca = t.path_value("ca")
+            if ca is None or not ca.is_file():
+                t.fail("ca", f"{str(self.ca)!r} is not a file")
+        _template(t, "username")
+        _template(t, "password")
+        if t.has("password") and not t.has("username"):
+            t.fail("password", "a password needs a username")
+        t.one_of("mqtt", ("5", "3.1.1"))
+        t.integer("gateways", min=1, max=MAX_GATEWAYS)
+        t.text("prefix", min_len=0)
         try:
             topic(self.gateway_id(self.gateways), Channel.RECORDS)
             topic(self.site_id(self.gateways), Channel.RECORDS)
         except WireError:
-            raise FleetConfigError(
-                "prefix", f"{self.prefix!r}: ids must be letters, digits, '_', '.', '-'"
-            ) from None
-        if self.gateways_per_site < 1:
-            raise FleetConfigError("gateways_per_site", "must be >= 1")
-        if self.rate is not None and self.total_rate is not None:
-            raise FleetConfigError("rate", "give a rate per gateway or a total rate, not both")
-        _positive("rate", self.rate)
-        _positive("total_rate", self.total_rate)
-        if self.duration is not None and self.records is not None:
-            raise FleetConfigError("duration", "give a duration or a number of records, not both")
-        _positive("duration", self.duration)
-        if self.records is not None and self.records < 1:
-            raise FleetConfigError("records", f"must be >= 1, got {self.records}")
-        _positive("batch_interval", self.batch_interval, upper=3600)
-        if not 1 <= self.max_batch <= MAX_RECORDS_PER_BATCH:
-            raise FleetConfigError("max_batch", f"must be 1..{MAX_RECORDS_PER_BATCH}")
-        if not 1 <= self.window <= 64:
-            raise FleetConfigError("window", "must be 1..64 (keep it within the broker's "
-                                   "receive maximum, 20 for Mosquitto by default)")
-        if not 0.0 <= self.alarm_rate <= 1.0:
-            raise FleetConfigError("alarm_rate", f"must be 0..1, got {self.alarm_rate!r}")
-        if not 0.0 <= self.offline_fraction <= 1.0:
-            raise FleetConfigError(
-                "offline_fraction", f"must be 0..1, got {self.offline_fraction!r}")
-        _positive("offline_for", self.offline_for)
-        _positive("health_interval", self.health_interval)
-        if not 5 <= self.keepalive <= 65535:
-            raise FleetConfigError("keepalive", "must be 5..65535 s")
-        _positive("connect_timeout", self.connect_timeout)
-        _positive("drain_timeout", self.drain_timeout)
+            t.fail("prefix", f"{self.prefix!r}: ids must be letters, digits, '_', '.', '-'")
+        t.integer("gateways_per_site", min=1)
+        if t.has("rate") and t.has("total_rate"):
+            t.fail("rate", "give a rate per gateway or a total rate, not both")
+        t.opt_number("rate", above=0)
+        t.opt_number("total_rate", above=0)
+        if t.has("duration") and t.has("records"):
+            t.fail("duration", "give a duration or a number of records, not both")
+        t.opt_number("duration", above=0)
+        t.opt_integer("records", min=1)
+        t.number("batch_interval", above=0, max=3600)
+        t.integer("max_batch", min=1, max=MAX_RECORDS_PER_BATCH)
+        if t.integer("window", min=1) > 64:
+            t.fail("window", f"must be at most 64 (keep it within the broker's receive "
+                             f"maximum, 20 for Mosquitto by default), got {self.window}")
+        t.number("alarm_rate", min=0, max=1)
+        t.number("offline_fraction", min=0, max=1)
+        t.number("offline_for", above=0)
+        t.number("health_interval", above=0)
+        t.integer("keepalive", min=5, max=65535)
+        t.number("connect_timeout", above=0)
+        t.number("drain_timeout", above=0)
+        t.integer("seed")
+        t.flag("keep_records")
+        t.finish()
 
     @property
     def address(self) -> BrokerAddress:

@@ -49,7 +49,7 @@ from .bridge import SocketBridge
 from .config import CONTROL_SLOTS, BrokerAddress, FleetConfig, expand_template
 from .ledger import Catchup, GatewayLedger
 from .mix import RecordMix
-from .outbox import Outbox
+from .outbox import FleetOutbox
 from .ranges import SeqRanges
 
 __all__ = ["VERSION", "Link", "Shared", "VirtualGateway"]
@@ -111,7 +111,7 @@ class VirtualGateway:
         self.status_topic = topic(self.id, Channel.STATUS)
         self.health_topic = topic(self.id, Channel.HEALTH)
         self.mix = RecordMix(self.id, cfg.seed, cfg.alarm_rate)
-        self.outbox = Outbox()
+        self.outbox = FleetOutbox()
         self.ledger = GatewayLedger(self.id, self.site)
         if cfg.keep_records:
             self.ledger.records = {}

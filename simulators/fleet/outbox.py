@@ -3,8 +3,9 @@
 The order is the one the wire contract gives the edge outbox: fire alarms first (GB 26875.1
 §4.1.2.3: fire alarm information pre-empts all other transmission), then alarms, events and
 measurements; within a class, oldest seq first. Records whose message was in flight when the
-link dropped come back with :meth:`Outbox.put_back` and are remembered, so the ledger can say
-they were sent twice (the broker may have forwarded the first copy before the link died).
+link dropped come back with :meth:`FleetOutbox.put_back` and are remembered, so the ledger can
+say they were sent twice (the broker may have forwarded the first copy before the link died).
+Not the edge agent's :class:`edge.outbox.Outbox`: nothing here is stored on disk.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from operator import attrgetter
 
 from protocols.wire import Record
 
-__all__ = ["Outbox"]
+__all__ = ["FleetOutbox"]
 
 _SEQ = attrgetter("seq")
 
 
-class Outbox:
+class FleetOutbox:
     """Unbounded (a simulator keeps everything; the ledger must account for every record)."""
 
     __slots__ = ("_queues", "_requeued", "_size")

@@ -207,7 +207,7 @@ EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 8, 10, 11)
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class TimelineEvent:
     """A timeline entry: at scenario time ``at``, do ``action`` to device ``device``."""
 
     at: float
@@ -282,7 +282,7 @@ class DeviceModel:
             return self.open_pressure
         return self.initial[self.profile.points_of(Quantity.PRESSURE)[0].name]
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: TimelineEvent) -> None:
         """Carry out ``event`` at its own time ``event.at``."""
         a, t = event.action, event.at
         spec = ACTIONS[a]
@@ -321,7 +321,7 @@ class DeviceModel:
         else:
             self._apply_fault(event)
 
-    def _apply_fault(self, event: Event) -> None:
+    def _apply_fault(self, event: TimelineEvent) -> None:
         a = event.action
         if a is Action.SILENCE:
             self.silenced = True
@@ -378,7 +378,7 @@ class DeviceModel:
 class BusModel:
     """The devices on one bus plus the scenario timeline, driven by one clock."""
 
-    def __init__(self, devices: Iterable[DeviceModel], events: Sequence[Event] = (),
+    def __init__(self, devices: Iterable[DeviceModel], events: Sequence[TimelineEvent] = (),
                  clock: Clock | None = None) -> None:
         self.devices = {d.id: d for d in devices}
         self.clock: Clock = clock or ManualClock()
@@ -386,12 +386,12 @@ class BusModel:
         self._pending = sorted(events, key=lambda e: e.at)
         self._next = 0
         #: called with each event as it is applied, whoever caused it (a request or a tick)
-        self.on_event: Callable[[Event], None] | None = None
+        self.on_event: Callable[[TimelineEvent], None] | None = None
 
-    def advance(self) -> list[Event]:
+    def advance(self) -> list[TimelineEvent]:
         """Apply every event due by now; returns the events applied."""
         now = self.clock.now()
-        done: list[Event] = []
+        done: list[TimelineEvent] = []
         while self._next < len(self._pending) and self._pending[self._next].at <= now:
             ev = self._pending[self._next]
             self.devices[ev.device].apply(ev)
@@ -406,10 +406,10 @@ class BusModel:
         """Number of events not yet applied."""
         return len(self._pending) - self._next
 
-    def trigger(self, device: int, action: Action, **params: float | str) -> Event:
+    def trigger(self, device: int, action: Action, **params: float | str) -> TimelineEvent:
         """Apply an action now (interactive use and tests)."""
         self.advance()
-        ev = Event(self.clock.now(), device, action, params)
+        ev = TimelineEvent(self.clock.now(), device, action, params)
         self.devices[device].apply(ev)
         if self.on_event is not None:
             self.on_event(ev)

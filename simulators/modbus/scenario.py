@@ -1,8 +1,10 @@
 """Scenario files for the Modbus simulator: the ``[modbus]`` table of a TOML file, validated.
 
-A scenario file may hold other simulators' sections too; only ``[modbus]`` is read here. Every
-error is a :class:`ScenarioError` naming the offending key (``modbus.events[2].action``) and, where
-there is a fixed set, the allowed values. Nothing is opened or started while validating.
+A scenario file may hold other simulators' sections too; only ``[modbus]`` is read here, through
+:class:`common.config.Table` like the edge agent's config: every error is a
+:class:`~common.config.ConfigError` naming the offending key (``modbus.events[2].action``) and,
+where there is a fixed set, the allowed values; :func:`load_scenario` adds the file's name.
+Nothing is opened or started while validating.
 
 Example::
 
@@ -25,35 +27,28 @@ Example::
 
 from __future__ import annotations
 
-import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.config import ConfigError, Table, read_toml
 from protocols.registers import PROFILES, DeviceProfile, Quantity
 
-from .model import ACTIONS, EXCEPTION_CODES, Action, BusModel, Clock, DeviceModel, Event
+from .model import (
+    ACTIONS,
+    EXCEPTION_CODES,
+    Action,
+    BusModel,
+    Clock,
+    DeviceModel,
+    TimelineEvent,
+)
 
 SECTION = "modbus"
-TOP_KEYS = ("devices", "events", "noise", "seed")
-DEVICE_KEYS = ("id", "profile", "name", "initial")
-EVENT_KEYS = ("at", "device", "action")
 ALL_PARAMS = sorted({name for spec in ACTIONS.values() for name in spec.params})
 MAX_DEVICE_ID = 247  # Modbus over serial line V1.02 §2.2: individual addresses 1..247
-
-
-class ScenarioError(ValueError):
-    """An invalid scenario: ``key`` is the dotted path of the offending entry."""
-
-    def __init__(self, key: str, message: str, source: str = "") -> None:
-        self.key, self.message, self.source = key, message, source
-        super().__init__(f"{source + ': ' if source else ''}{key}: {message}")
-
-    def within(self, source: str) -> ScenarioError:
-        """The same error, prefixed with the file it came from."""
-        return ScenarioError(self.key, self.message, source)
+_EVENT_KEYS = ("at", "device", "action")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +66,7 @@ class Scenario:
     """Devices plus timeline; :meth:`build` turns it into a running :class:`BusModel`."""
 
     devices: tuple[DeviceSpec, ...]
-    events: tuple[Event, ...] = ()
+    events: tuple[TimelineEvent, ...] = ()
     noise: float = 1.0
     seed: int | None = None
 
@@ -95,111 +90,61 @@ def default_devices() -> tuple[DeviceSpec, ...]:
     return tuple(DeviceSpec(i, p, f"{p.key}-{i}") for i, p in enumerate(PROFILES.values(), 1))
 
 
-# --- small validators (each names the key it checks) ----------------------------------------
-
-def _allowed(values: Sequence[str]) -> str:
-    return ", ".join(values)
-
-
-def _check_keys(table: Mapping[str, Any], key: str, allowed: Sequence[str]) -> None:
-    for k in table:
-        if k not in allowed:
-            raise ScenarioError(f"{key}.{k}", f"unknown key; allowed: {_allowed(allowed)}")
-
-
-def _table(value: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ScenarioError(key, f"expected a table, got {type(value).__name__}")
-    return value
-
-
-def _integer(value: Any, key: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ScenarioError(key, f"expected an integer {low}..{high}, got {value!r}")
-    return value
-
-
-def _number(value: Any, key: str, *, positive: bool = False, minimum: float | None = None
-            ) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ScenarioError(key, f"expected a number, got {value!r}")
-    if positive and not value > 0:
-        raise ScenarioError(key, f"must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(key, f"must be >= {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _choice(value: Any, key: str, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ScenarioError(key, f"{value!r} is not one of: {_allowed(allowed)}")
-    return value
-
-
-def _profile(value: Any, key: str) -> DeviceProfile:
-    return PROFILES[_choice(value, key, sorted(PROFILES))]
-
-
-def _initial(value: Any, key: str, profile: DeviceProfile) -> dict[str, float]:
-    if not isinstance(value, dict):
-        return {profile.primary.name: _number(value, key)}
-    names = [p.name for p in profile.points]
-    _check_keys(value, key, names)
-    return {k: _number(v, f"{key}.{k}") for k, v in value.items()}
-
-
 # --- sections --------------------------------------------------------------------------------
 
-def _device(raw: Any, key: str) -> DeviceSpec:
-    table = _table(raw, key)
-    _check_keys(table, key, DEVICE_KEYS)
-    for required in ("id", "profile"):
-        if required not in table:
-            raise ScenarioError(f"{key}.{required}", "missing")
-    dev_id = _integer(table["id"], f"{key}.id", 1, MAX_DEVICE_ID)
-    profile = _profile(table["profile"], f"{key}.profile")
-    name = table.get("name", f"{profile.key}-{dev_id}")
-    if not isinstance(name, str):
-        raise ScenarioError(f"{key}.name", f"expected a string, got {name!r}")
-    initial = _initial(table["initial"], f"{key}.initial", profile) if "initial" in table else {}
+def _device(t: Table) -> DeviceSpec:
+    dev_id = t.integer("id", min=1, max=MAX_DEVICE_ID)
+    profile = PROFILES[t.one_of("profile", sorted(PROFILES))]
+    name = t.text("name", f"{profile.key}-{dev_id}", min_len=0)
+    initial: dict[str, float] = {}
+    given = t.raw("initial", None)
+    if isinstance(given, Mapping):  # per point
+        points = t.table("initial")
+        assert points is not None
+        initial = {p.name: v for p in profile.points
+                   if (v := points.opt_number(p.name)) is not None}
+        points.finish()
+    elif given is not None:  # the primary point
+        initial = {profile.primary.name: t.number("initial")}
+    t.finish()
     return DeviceSpec(dev_id, profile, name, initial)
 
 
-def _event(raw: Any, key: str, devices: Mapping[int, DeviceSpec]) -> Event:
-    table = _table(raw, key)
-    for required in EVENT_KEYS:
-        if required not in table:
-            raise ScenarioError(f"{key}.{required}", "missing")
-    at = _number(table["at"], f"{key}.at", minimum=0.0)
-    dev_id = _integer(table["device"], f"{key}.device", 1, MAX_DEVICE_ID)
+def _event(t: Table, devices: Mapping[int, DeviceSpec]) -> TimelineEvent:
+    at = t.number("at", min=0)
+    dev_id = t.integer("device", min=1, max=MAX_DEVICE_ID)
     if dev_id not in devices:
-        raise ScenarioError(f"{key}.device", f"no device {dev_id}; defined: "
-                            f"{', '.join(str(i) for i in sorted(devices)) or 'none'}")
-    action = Action(_choice(table["action"], f"{key}.action", [a.value for a in Action]))
+        t.fail("device", f"no device {dev_id}; defined: "
+                         f"{', '.join(str(i) for i in sorted(devices)) or 'none'}")
+    action = Action(t.one_of("action", [a.value for a in Action]))
     spec, profile = ACTIONS[action], devices[dev_id].profile
     if spec.quantity is not None and not profile.points_of(spec.quantity):
-        raise ScenarioError(f"{key}.action", f"{action} needs a device measuring "
-                            f"{spec.quantity}; device {dev_id} is a {profile.key}")
-    for k in table:
-        if k not in EVENT_KEYS and k not in spec.params:
+        t.fail("action", f"{action} needs a device measuring {spec.quantity}; device {dev_id} "
+                         f"is a {profile.key}")
+    allowed = (*_EVENT_KEYS, *spec.params)
+    for k in t.data:  # checked here, as the keys allowed depend on the action
+        if k not in allowed:
             what = "not a parameter of" if k in ALL_PARAMS else "unknown key for"
-            raise ScenarioError(f"{key}.{k}", f"{what} {action}; allowed: "
-                                f"{_allowed([*EVENT_KEYS, *spec.params])}")
+            t.fail(k, f"{what} {action}; allowed here: {', '.join(allowed)}")
     params: dict[str, float | str] = {}
     for name in spec.params:
-        pkey = f"{key}.{name}"
-        if name not in table:
+        if not t.has(name):
             if name in spec.required:
-                raise ScenarioError(pkey, f"missing; {action} needs it")
+                t.fail(name, f"is required for {action}")
             continue
-        v = table[name]
         if name == "point":
-            params[name] = _choice(v, pkey, _point_names(profile, spec.quantity))
+            params[name] = t.one_of(name, _point_names(profile, spec.quantity))
         elif name == "code":
-            params[name] = _choice_int(v, pkey, EXCEPTION_CODES)
+            code = t.integer(name)
+            if code not in EXCEPTION_CODES:
+                t.fail(name, f"must be one of {', '.join(map(str, EXCEPTION_CODES))}, "
+                             f"got {code}")
+            params[name] = code
+        elif name in ("rate", "tau"):
+            params[name] = t.number(name, above=0)
         else:
-            params[name] = _number(v, pkey, positive=name in ("rate", "tau"))
-    return Event(at, dev_id, action, params)
+            params[name] = t.number(name)
+    return TimelineEvent(at, dev_id, action, params)
 
 
 def _point_names(profile: DeviceProfile, quantity: Quantity | None) -> list[str]:
@@ -207,72 +152,56 @@ def _point_names(profile: DeviceProfile, quantity: Quantity | None) -> list[str]
     return [p.name for p in points]
 
 
-def _choice_int(value: Any, key: str, allowed: Sequence[int]) -> int:
-    if isinstance(value, bool) or value not in allowed:
-        raise ScenarioError(key, f"{value!r} is not one of: "
-                            f"{', '.join(str(a) for a in allowed)}")
-    return int(value)
-
-
 def parse_scenario(document: Mapping[str, Any]) -> Scenario:
     """Validate the ``[modbus]`` table of a parsed TOML document (other tables are ignored)."""
-    if SECTION not in document:
-        raise ScenarioError(SECTION, "no [modbus] table in this file")
-    top = _table(document[SECTION], SECTION)
-    _check_keys(top, SECTION, TOP_KEYS)
-    noise = _number(top.get("noise", 1.0), f"{SECTION}.noise", minimum=0.0)
-    seed = _integer(top["seed"], f"{SECTION}.seed", 0, 2**31 - 1) if "seed" in top else None
-    raw_devices = top.get("devices", [])
-    if not isinstance(raw_devices, list):
-        raise ScenarioError(f"{SECTION}.devices", "expected an array of tables [[modbus.devices]]")
+    doc = Table(document)
+    if not doc.has(SECTION):
+        doc.fail(SECTION, "no [modbus] table in this file")
+    top = doc.table(SECTION, required=True)
+    assert top is not None
+    noise = top.number("noise", 1.0, min=0)
+    seed = top.opt_integer("seed", min=0, max=2**31 - 1)
     devices: dict[int, DeviceSpec] = {}
     first_key: dict[int, str] = {}
-    for i, raw in enumerate(raw_devices):
-        key = f"{SECTION}.devices[{i}]"
-        d = _device(raw, key)
+    for t in top.tables("devices"):
+        d = _device(t)
         if d.id in devices:
-            raise ScenarioError(f"{key}.id", f"device {d.id} is already defined in "
-                                f"{first_key[d.id]}")
-        devices[d.id], first_key[d.id] = d, key
-    raw_events = top.get("events", [])
-    if not isinstance(raw_events, list):
-        raise ScenarioError(f"{SECTION}.events", "expected an array of tables [[modbus.events]]")
-    events = tuple(_event(raw, f"{SECTION}.events[{i}]", devices)
-                   for i, raw in enumerate(raw_events))
+            t.fail("id", f"device {d.id} is already defined in {first_key[d.id]}")
+        devices[d.id], first_key[d.id] = d, t.path
+    events = tuple(_event(t, devices) for t in top.tables("events"))
+    top.finish()
     return Scenario(tuple(sorted(devices.values(), key=lambda d: d.id)), events, noise, seed)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate the ``[modbus]`` table of the TOML file at ``path``."""
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            document = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError("toml", str(exc), source) from None
-    except OSError as exc:
-        raise ScenarioError("file", exc.strerror or str(exc), source) from None
+    document = read_toml(Path(path))  # its errors name the file already
     try:
         return parse_scenario(document)
-    except ScenarioError as exc:
-        raise exc.within(source) from None
+    except ConfigError as exc:
+        raise exc.within(path) from None
 
 
 def parse_device_option(text: str) -> DeviceSpec:
-    """Parse the CLI form ``ID:PROFILE[=INITIAL]``, e.g. ``1:pressure-a=0.35``."""
+    """Parse the CLI form ``ID:PROFILE[=INITIAL]``, e.g. ``1:pressure-a=0.35``; errors are named
+    ``--device TEXT: PART``."""
     key = f"--device {text}"
     spec, _, initial = text.partition("=")
     dev_id, sep, profile_key = spec.partition(":")
     if not sep:
-        raise ScenarioError(key, "expected ID:PROFILE[=INITIAL], e.g. 1:pressure-a=0.35")
-    number = _integer(int(dev_id) if dev_id.isdigit() else dev_id, f"{key}: ID", 1,
-                      MAX_DEVICE_ID)
-    profile = _profile(profile_key, f"{key}: PROFILE")
+        raise ConfigError(key, "must be ID:PROFILE[=INITIAL], e.g. 1:pressure-a=0.35")
+    if not dev_id.isdigit():
+        raise ConfigError(f"{key}: ID", f"must be an integer 1-{MAX_DEVICE_ID}, got {dev_id!r}")
+    parts = Table({"ID": int(dev_id), "PROFILE": profile_key})
+    try:
+        number = parts.integer("ID", min=1, max=MAX_DEVICE_ID)
+        profile = PROFILES[parts.one_of("PROFILE", sorted(PROFILES))]
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc.key}", exc.message) from None
     values: dict[str, float] = {}
     if initial:
         try:
             values[profile.primary.name] = float(initial)
         except ValueError:
-            raise ScenarioError(f"{key}: INITIAL", f"expected a number, got {initial!r}"
-                                ) from None
+            raise ConfigError(f"{key}: INITIAL", f"must be a number, got {initial!r}") from None
     return DeviceSpec(number, profile, f"{profile.key}-{number}", values)

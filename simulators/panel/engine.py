@@ -2,7 +2,7 @@
 
 The engine owns the codec's :class:`~protocols.gb26875.Session` (serials, confirm/deny, resends
 per §6.5) and :class:`~protocols.gb26875.StreamDecoder`, the building's :class:`PanelModel`, the
-timeline, the fault injection and the :class:`Ledger`. It never touches a port: the runner
+timeline, the fault injection and the :class:`UploadLedger`. It never touches a port: the runner
 (:mod:`simulators.panel.runner`) feeds it received bytes and the scenario time, writes the
 :class:`Transmission` objects it returns and calls :meth:`UitdEngine.poll` at
 :meth:`UitdEngine.next_deadline`. Tests drive it directly, on a manual time, against a centre
@@ -68,7 +68,7 @@ from protocols.gb26875 import (
 
 from .clock import PanelClock
 from .faults import FAULTS, Faults, Transmission
-from .ledger import Ledger, LedgerEntry, Status
+from .ledger import LedgerEntry, Status, UploadLedger
 from .model import (
     COMPONENT_CONDITIONS,
     OPERATIONS,
@@ -78,7 +78,8 @@ from .model import (
     SystemKey,
 )
 from .reads import answer_read, stamp
-from .scenario import NEVER, Event, PanelConfig
+from .scenario import PanelSpec
+from .timeline import NEVER, TimelineEvent
 
 FIRE, STATE, PERIODIC = 0, 1, 2  # upload priorities: lower goes first
 LINK_RESET = "link reset"
@@ -100,14 +101,14 @@ class _Outgoing:
 class UitdEngine:
     """One simulated UITD and the facility behind it."""
 
-    def __init__(self, config: PanelConfig, *, ledger: Ledger | None = None,
+    def __init__(self, config: PanelSpec, *, ledger: UploadLedger | None = None,
                  start: datetime | None = None) -> None:
         cfg = config.with_defaults()
         self.config = cfg
         self.profile = cfg.profile
         self.clock = PanelClock(cfg.start_time or start)
         self.model = PanelModel(cfg.systems, cfg.components, cfg.uitd, cfg.normal_bit)
-        self.ledger = ledger if ledger is not None else Ledger()
+        self.ledger = ledger if ledger is not None else UploadLedger()
         self.faults = Faults(cfg.faults)
         order = self.profile.address_byte_order
         self.local = address_from_int(cfg.uitd_address, order)
@@ -116,7 +117,7 @@ class UitdEngine:
         self.decoder = StreamDecoder(self.profile)
         self.stats: Counter[str] = Counter()
         self.check_post_answer = cfg.check_post_answer
-        self.on_event: Callable[[Event], None] | None = None  # the CLI prints events
+        self.on_event: Callable[[TimelineEvent], None] | None = None  # the CLI prints events
         self._now = 0.0
         self._timeline = deque(cfg.events)
         self._queue: list[tuple[int, int, _Outgoing]] = []
@@ -222,7 +223,7 @@ class UitdEngine:
                 self._push(self._keepalive())
         return out + self._pump(now)
 
-    def trigger(self, event: Event, now: float) -> list[Transmission]:
+    def trigger(self, event: TimelineEvent, now: float) -> list[Transmission]:
         """Apply an action now, outside the timeline (API and tests)."""
         self._now = now
         self._apply(event, now)
@@ -446,14 +447,14 @@ class UitdEngine:
 
     # -- scenario actions --------------------------------------------------------------------
 
-    def _system_of(self, ev: Event) -> SystemKey:
+    def _system_of(self, ev: TimelineEvent) -> SystemKey:
         if ev.system is not None:
             return ev.system
         if ev.component is not None:
             return self.model.component(ev.component).system_key
         return self.config.systems[0].key
 
-    def _apply(self, ev: Event, now: float) -> None:
+    def _apply(self, ev: TimelineEvent, now: float) -> None:
         if self.on_event is not None:
             self.on_event(ev)
         self.stats[f"action_{ev.action}"] += 1
@@ -504,7 +505,7 @@ class UitdEngine:
         else:  # pragma: no cover - the scenario validates action names
             raise ValueError(f"unknown action {a!r}")
 
-    def _restore(self, ev: Event, label: TimeLabel) -> None:
+    def _restore(self, ev: TimelineEvent, label: TimeLabel) -> None:
         m = self.model
         if ev.component is not None:
             obj = m.restore_component(ev.component, label)

@@ -78,7 +78,7 @@ class LedgerEntry:
         }
 
 
-class Ledger:
+class UploadLedger:
     """Uploads and link events, in memory and optionally as JSON lines."""
 
     def __init__(self, path: str | Path | None = None, *, max_entries: int = 100_000,

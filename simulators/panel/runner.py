@@ -28,7 +28,8 @@ from .clock import Clock
 from .engine import UitdEngine
 from .faults import Transmission
 from .link import Connection, Pacer, Transport
-from .scenario import Event, build_event
+from .scenario import build_event
+from .timeline import TimelineEvent
 
 MAX_BACKLOG = 64  # transmissions waiting for a writer that cannot write (nobody reads the pty)
 
@@ -86,7 +87,7 @@ class Panel:
             table["component"] = component
         self.apply(build_event(self.engine.config, table, f"trigger({action})"))
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: TimelineEvent) -> None:
         """Apply a validated event now."""
         self._emit(self.engine.trigger(event, self.clock.now()))
         self._wake.set()

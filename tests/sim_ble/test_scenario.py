@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
+from common.config import ConfigError, ConfigErrors
 from simulators.ble.scenario import (
     Scenario,
-    ScenarioError,
     load_scenario,
     parse_scenario,
     sensor_from_flag,
 )
-from simulators.ble.sensors import Action, Event, Field, SensorKind
+from simulators.ble.sensors import Action, Field, SensorKind, TimelineEvent
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "simulators" / "ble" / "example.toml"
 
@@ -30,7 +30,8 @@ def test_the_example_scenario_loads_and_other_sections_are_ignored() -> None:
     sprinkler = scenario.sensors[4]
     assert sprinkler.key == bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
     assert sprinkler.value == 0.42
-    assert scenario.events[0] == Event(at=10.0, address="A4:C1:38:00:00:01", action=Action.OPEN)
+    assert scenario.events[0] == TimelineEvent(at=10.0, address="A4:C1:38:00:00:01",
+                                               action=Action.OPEN)
     # Events may name a sensor by name or address; they are stored by address.
     low = next(e for e in scenario.events if e.action is Action.SET and e.field is Field.VALUE)
     assert (low.address, low.value) == ("A4:C1:38:00:00:03", 0.12)
@@ -56,13 +57,15 @@ def test_defaults_and_normalised_address() -> None:
 
 
 def problems(document: dict[str, Any]) -> list[str]:
-    with pytest.raises(ScenarioError) as err:
+    """Every problem found, one message each."""
+    with pytest.raises(ConfigError) as err:
         parse_scenario(document)
-    return err.value.problems
+    errors = err.value.errors if isinstance(err.value, ConfigErrors) else (err.value,)
+    return [str(e) for e in errors]
 
 
 def test_missing_ble_table() -> None:
-    assert problems({"modbus": {}}) == ["ble: the scenario has no [ble] table"]
+    assert problems({"modbus": {}}) == ["ble: no [ble] table in this file"]
 
 
 def test_no_sensors() -> None:
@@ -77,19 +80,19 @@ def test_sensor_errors_name_the_key_and_the_allowed_values() -> None:
         {"address": "A4:C1:38:00:00:04", "kind": "temperature", "value": "hot"},
         {"address": "A4:C1:38:00:00:05"},
     ])) == [
-        "ble.sensors[0].intervall: unknown key; allowed keys: address, kind, name, interval, "
-        "battery, rssi, key, value, humidity",
-        "ble.sensors[0].address: 'A4:C1:38:00:00' is not a MAC address like "
-        '"A4:C1:38:00:00:01"',
-        "ble.sensors[0].kind: 'dor' is not allowed; allowed values: callpoint, door, pressure, "
-        "smoke, temperature",
-        'ble.sensors[1].address: required, a MAC address like "A4:C1:38:00:00:01"',
-        "ble.sensors[1].battery: 120 is outside the allowed range 0 .. 100",
+        'ble.sensors[0].address: must be a MAC address like "A4:C1:38:00:00:01", '
+        "got 'A4:C1:38:00:00'",
+        "ble.sensors[0].kind: must be one of 'callpoint', 'door', 'pressure', 'smoke', "
+        "'temperature', got 'dor'",
+        "ble.sensors[0].intervall: unknown key; allowed here: address, battery, humidity, "
+        "interval, key, kind, name, rssi, value",
+        "ble.sensors[1].address: is required",
+        "ble.sensors[1].battery: must be at most 100, got 120",
         "ble.sensors[1].key: bind key must be 16 bytes (32 hex characters), got 2 bytes",
         "ble.sensors[2].value: a door sensor has no value; allowed for: pressure, temperature",
-        "ble.sensors[3].value: 'hot' is not a number",
-        "ble.sensors[4].kind: required; allowed values: callpoint, door, pressure, smoke, "
-        "temperature",
+        "ble.sensors[3].value: must be a number, got a string",
+        "ble.sensors[4].kind: is required; one of 'callpoint', 'door', 'pressure', 'smoke', "
+        "'temperature'",
     ]
 
 
@@ -113,29 +116,36 @@ def test_event_errors_name_the_key_and_the_allowed_values() -> None:
         {"at": 1, "sensor": "hydrant", "action": "explode"},
         {"at": -1, "sensor": "hydrant", "action": "silence", "when": 3},
     ])) == [
-        "ble.events[0].action: 'smoke' is not allowed for a door sensor; allowed values: close, "
-        "open, resume, set, silence",
-        "ble.events[1].sensor: 'nowhere' is not a declared sensor; declared: "
-        "A4:C1:38:00:00:01, A4:C1:38:00:00:02, door-0001, hydrant",
-        "ble.events[2].at: required (simulated seconds from the start)",
-        'ble.events[2].value: required for action "set"',
-        "ble.events[3].value: 30 is outside the allowed range 0 .. 16",
-        "ble.events[4].field: required for a door sensor; allowed values: battery, rssi",
-        "ble.events[5].field: 'value' is not allowed for a door sensor; allowed values: "
-        "battery, rssi",
+        "ble.events[0].action: must be one of 'close', 'open', 'resume', 'set', 'silence' for "
+        "a door sensor, got 'smoke'",
+        "ble.events[1].sensor: must be the address or name of a declared sensor, got "
+        "'nowhere'; declared: A4:C1:38:00:00:01, A4:C1:38:00:00:02, door-0001, hydrant",
+        "ble.events[2].at: is required",
+        'ble.events[2].value: is required for action "set"',
+        "ble.events[3].value: must be at most 16, got 30",
+        "ble.events[4].field: is required for a door sensor; one of 'battery', 'rssi'",
+        "ble.events[5].field: must be one of 'battery', 'rssi' for a door sensor, got 'value'",
         "ble.events[6].value: only used with action \"set\", not 'open'",
-        "ble.events[7].action: 'explode' is not allowed for a pressure sensor; allowed values: "
-        "resume, set, silence",
-        "ble.events[8].when: unknown key; allowed keys: at, sensor, action, field, value",
-        "ble.events[8].at: -1 is outside the allowed range 0 .. inf",
+        "ble.events[7].action: must be one of 'resume', 'set', 'silence' for a pressure sensor, "
+        "got 'explode'",
+        "ble.events[8].at: must be at least 0, got -1",
+        "ble.events[8].when: unknown key; allowed here: action, at, field, sensor, value",
     ]
 
 
-def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[ble\n")
-    with pytest.raises(ScenarioError, match=r"bad\.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
         load_scenario(path)
+    path.write_text('[[ble.sensors]]\naddress = "A4:C1:38:00:00:01"\nkind = "siren"\nrssi = 99\n')
+    with pytest.raises(ConfigErrors) as err:
+        load_scenario(path)
+    assert [str(e) for e in err.value.errors] == [
+        f"{path}: ble.sensors[0].kind: must be one of 'callpoint', 'door', 'pressure', "
+        "'smoke', 'temperature', got 'siren'",
+        f"{path}: ble.sensors[0].rssi: must be at most 20, got 99",
+    ]
 
 
 def test_sensor_flag() -> None:
@@ -145,10 +155,10 @@ def test_sensor_flag() -> None:
 
 
 def test_bad_sensor_flag_message() -> None:
-    with pytest.raises(ScenarioError) as err:
+    with pytest.raises(ConfigErrors) as err:
         sensor_from_flag("dor:A4:C1:38:00:00:01")
-    assert err.value.problems == [
-        "--sensor 'dor:A4:C1:38:00:00:01': kind: 'dor' is not allowed; allowed values: "
-        "callpoint, door, pressure, smoke, temperature",
+    assert [str(e) for e in err.value.errors] == [
+        "--sensor 'dor:A4:C1:38:00:00:01': kind: must be one of 'callpoint', 'door', "
+        "'pressure', 'smoke', 'temperature', got 'dor'",
     ]
-    assert str(err.value).startswith("invalid BLE scenario:\n  - --sensor")
+    assert str(err.value).startswith("--sensor 'dor:A4:C1:38:00:00:01': kind: ")

@@ -12,11 +12,11 @@ from simulators.ble.runner import run_simulation
 from simulators.ble.sensors import (
     Action,
     Advertisement,
-    Event,
     Field,
     SensorConfig,
     SensorKind,
     Simulation,
+    TimelineEvent,
 )
 from tests.sim_ble.helpers import decode
 
@@ -48,14 +48,14 @@ def test_adverts_come_out_in_time_order() -> None:
 
 
 def test_a_state_change_is_sent_at_once_and_restarts_the_interval() -> None:
-    sim = Simulation([DOOR], [Event(at=2.0, address=DOOR.address, action=Action.OPEN)])
+    sim = Simulation([DOOR], [TimelineEvent(at=2.0, address=DOOR.address, action=Action.OPEN)])
     adverts = sim.advance(8.0)
     assert [a.at for a in adverts] == [0.0, 2.0, 7.0]
     assert [decoded(a)["door"] for a in adverts] == [False, True, True]
 
 
 def test_a_repeated_state_is_not_sent_early() -> None:
-    sim = Simulation([DOOR], [Event(at=2.0, address=DOOR.address, action=Action.CLOSE)])
+    sim = Simulation([DOOR], [TimelineEvent(at=2.0, address=DOOR.address, action=Action.CLOSE)])
     assert [a.at for a in sim.advance(8.0)] == [0.0, 5.0]
 
 
@@ -63,8 +63,9 @@ def test_a_new_value_waits_for_the_next_periodic_advert() -> None:
     pressure = SensorConfig(address="A4:C1:38:00:00:03", kind=SensorKind.PRESSURE, name="p",
                             interval=5)
     sim = Simulation([pressure], [
-        Event(at=1.0, address=pressure.address, action=Action.SET, value=0.12),
-        Event(at=1.0, address=pressure.address, action=Action.SET, value=20, field=Field.BATTERY),
+        TimelineEvent(at=1.0, address=pressure.address, action=Action.SET, value=0.12),
+        TimelineEvent(at=1.0, address=pressure.address, action=Action.SET, value=20,
+                      field=Field.BATTERY),
     ])
     adverts = sim.advance(5.0)
     assert [a.at for a in adverts] == [0.0, 5.0]
@@ -76,8 +77,8 @@ def test_a_new_value_waits_for_the_next_periodic_advert() -> None:
 
 def test_silence_stops_adverts_until_resume() -> None:
     sim = Simulation([DOOR, SMOKE], [
-        Event(at=6.0, address=DOOR.address, action=Action.SILENCE),
-        Event(at=23.0, address=DOOR.address, action=Action.RESUME),
+        TimelineEvent(at=6.0, address=DOOR.address, action=Action.SILENCE),
+        TimelineEvent(at=23.0, address=DOOR.address, action=Action.RESUME),
     ])
     door_times = [a.at for a in sim.advance(30.0) if a.address == DOOR.address]
     assert door_times == [0.0, 5.0, 23.0, 28.0]
@@ -85,9 +86,9 @@ def test_silence_stops_adverts_until_resume() -> None:
 
 def test_a_silenced_sensor_does_not_send_its_state_changes() -> None:
     sim = Simulation([DOOR], [
-        Event(at=1.0, address=DOOR.address, action=Action.SILENCE),
-        Event(at=2.0, address=DOOR.address, action=Action.OPEN),
-        Event(at=3.0, address=DOOR.address, action=Action.RESUME),
+        TimelineEvent(at=1.0, address=DOOR.address, action=Action.SILENCE),
+        TimelineEvent(at=2.0, address=DOOR.address, action=Action.OPEN),
+        TimelineEvent(at=3.0, address=DOOR.address, action=Action.RESUME),
     ])
     adverts = sim.advance(3.0)
     assert [a.at for a in adverts] == [0.0, 3.0]
@@ -95,7 +96,7 @@ def test_a_silenced_sensor_does_not_send_its_state_changes() -> None:
 
 
 def test_nothing_left_to_do() -> None:
-    sim = Simulation([DOOR], [Event(at=1.0, address=DOOR.address, action=Action.SILENCE)])
+    sim = Simulation([DOOR], [TimelineEvent(at=1.0, address=DOOR.address, action=Action.SILENCE)])
     sim.advance(1.0)
     assert sim.next_deadline() is None
 
@@ -104,7 +105,7 @@ def test_button_press_is_sent_once() -> None:
     callpoint = SensorConfig(address="A4:C1:38:00:00:04", kind=SensorKind.CALLPOINT,
                              name="cp", interval=5)
     sim = Simulation([callpoint],
-                     [Event(at=1.0, address=callpoint.address, action=Action.PRESS)])
+                     [TimelineEvent(at=1.0, address=callpoint.address, action=Action.PRESS)])
     events = [decoded(a).get("event:button") for a in sim.advance(11.0)]
     assert events == [None, "press", None, None]
 

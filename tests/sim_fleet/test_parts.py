@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.config import ConfigError
 from protocols.wire import (
     UNITS,
     Bus,
@@ -20,10 +21,10 @@ from protocols.wire import (
     decode_batch,
     encode_batches,
 )
-from simulators.fleet import FleetConfig, FleetConfigError, SeqRanges, parse_broker
+from simulators.fleet import FleetConfig, SeqRanges, parse_broker
 from simulators.fleet.config import expand_template
 from simulators.fleet.mix import RecordMix
-from simulators.fleet.outbox import Outbox
+from simulators.fleet.outbox import FleetOutbox
 
 T0 = 1_718_000_000_000
 
@@ -135,7 +136,7 @@ def test_the_outbox_drains_fire_then_alarms_then_the_rest_in_seq_order() -> None
     mix = RecordMix("gw-1", 4, 0.05)
     records: list[Record] = []
     mix.fill(records, 1, 2000, T0, T0 + 1000)
-    box = Outbox()
+    box = FleetOutbox()
     box.add(records)
     first = box.take(300)
     rest = box.take(10_000)
@@ -164,23 +165,26 @@ def test_broker_urls() -> None:
 @pytest.mark.parametrize(("kwargs", "key", "says"), [
     ({"rate": 5, "total_rate": 100}, "rate", "not both"),
     ({"duration": 5, "records": 100}, "duration", "not both"),
-    ({"rate": 0}, "rate", "must be > 0"),
-    ({"records": 0}, "records", "must be >= 1"),
-    ({"gateways": 0}, "gateways", "1..99999"),
-    ({"max_batch": 5001}, "max_batch", "1..5000"),
-    ({"alarm_rate": 1.5}, "alarm_rate", "0..1"),
-    ({"offline_fraction": -0.1}, "offline_fraction", "0..1"),
-    ({"mqtt": "4"}, "mqtt", "use 5 or 3.1.1"),
+    ({"rate": 0}, "rate", "must be greater than 0, got 0"),
+    ({"records": 0}, "records", "must be at least 1, got 0"),
+    ({"gateways": 0}, "gateways", "must be at least 1, got 0"),
+    ({"gateways": 100_000}, "gateways", "must be at most 99999, got 100000"),
+    ({"max_batch": 5001}, "max_batch", "must be at most 5000, got 5001"),
+    ({"alarm_rate": 1.5}, "alarm_rate", "must be at most 1, got 1.5"),
+    ({"offline_fraction": -0.1}, "offline_fraction", "must be at least 0, got -0.1"),
+    ({"mqtt": "4"}, "mqtt", "must be one of '5', '3.1.1', got '4'"),
     ({"prefix": "a/b"}, "prefix", "letters, digits"),
     ({"username": "{gw}"}, "username", "unknown placeholder {gw}; use {gateway}"),
     ({"username": "u", "password": "{"}, "password", "literal brace"),
     ({"password": "x"}, "password", "needs a username"),
     ({"ca": Path("/nonexistent.pem")}, "ca", "needs an mqtts://"),
     ({"broker": "mqtts://h", "ca": Path("/nonexistent.pem")}, "ca", "is not a file"),
-    ({"window": 0}, "window", "1..64"),
+    ({"window": 0}, "window", "must be at least 1, got 0"),
+    ({"window": 65}, "window", "must be at most 64 (keep it within the broker's receive maximum"),
+    ({"rate": "fast"}, "rate", "must be a number, got a string"),
 ])
 def test_bad_settings_name_the_key(kwargs: dict[str, object], key: str, says: str) -> None:
-    with pytest.raises(FleetConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         FleetConfig(**kwargs)  # type: ignore[arg-type]
     assert info.value.key == key and says in info.value.message
 

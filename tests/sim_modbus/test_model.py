@@ -10,15 +10,16 @@ from simulators.modbus.model import (
     Approach,
     BusModel,
     DeviceModel,
-    Event,
     ManualClock,
     Ramp,
     ScaledClock,
     Signal,
+    TimelineEvent,
 )
 
 
-def bus_of(*devices: DeviceModel, events: tuple[Event, ...] = ()) -> tuple[BusModel, ManualClock]:
+def bus_of(*devices: DeviceModel, events: tuple[TimelineEvent, ...] = ()
+           ) -> tuple[BusModel, ManualClock]:
     clock = ManualClock()
     return BusModel(devices, events, clock), clock
 
@@ -42,10 +43,10 @@ def test_signal_motions() -> None:
 def test_hydrant_open_then_pump_then_close() -> None:
     dev = device(1, "pressure-a", pressure=0.35)
     bus, clock = bus_of(dev, events=(
-        Event(5.0, 1, Action.HYDRANT_OPEN),
-        Event(20.0, 1, Action.PUMP_START, {"to": 0.6}),
-        Event(40.0, 1, Action.PUMP_STOP),
-        Event(40.0, 1, Action.HYDRANT_CLOSE),
+        TimelineEvent(5.0, 1, Action.HYDRANT_OPEN),
+        TimelineEvent(20.0, 1, Action.PUMP_START, {"to": 0.6}),
+        TimelineEvent(40.0, 1, Action.PUMP_STOP),
+        TimelineEvent(40.0, 1, Action.HYDRANT_CLOSE),
     ))
     clock.advance(4.0)
     bus.advance()
@@ -142,7 +143,7 @@ def test_noise_is_small_and_seeded() -> None:
 
 def test_events_apply_at_their_own_time_not_when_observed() -> None:
     """Reading late gives the same value as reading on time: no dependence on polling."""
-    events = (Event(1.0, 1, Action.DRAIN, {"rate": 0.1}),)
+    events = (TimelineEvent(1.0, 1, Action.DRAIN, {"rate": 0.1}),)
     late_bus, late_clock = bus_of(device(1, "level"), events=events)
     late_clock.advance(11.0)
     late_bus.advance()
@@ -166,9 +167,9 @@ def test_clocks() -> None:
 
 
 def test_every_applied_event_is_reported_once() -> None:
-    seen: list[Event] = []
-    bus, clock = bus_of(device(1, "level"), events=(Event(1.0, 1, Action.DRAIN),
-                                                    Event(2.0, 1, Action.HOLD)))
+    seen: list[TimelineEvent] = []
+    bus, clock = bus_of(device(1, "level"), events=(TimelineEvent(1.0, 1, Action.DRAIN),
+                                                    TimelineEvent(2.0, 1, Action.HOLD)))
     bus.on_event = seen.append
     clock.advance(1.5)
     bus.advance()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import simulators.modbus
+from common.config import ConfigError
 from simulators.modbus.model import Action
 from simulators.modbus.scenario import (
     Scenario,
-    ScenarioError,
     load_scenario,
     parse_device_option,
     parse_scenario,
@@ -52,7 +52,7 @@ def test_only_the_modbus_table_is_read(tmp_path: Path) -> None:
 def error_of(body: str) -> str:
     import tomllib
 
-    with pytest.raises(ScenarioError) as info:
+    with pytest.raises(ConfigError) as info:
         parse_scenario(tomllib.loads(body))
     return str(info.value)
 
@@ -60,50 +60,54 @@ def error_of(body: str) -> str:
 @pytest.mark.parametrize(("body", "message"), [
     ("[other]\nx = 1\n", "modbus: no [modbus] table in this file"),
     ("[modbus]\nspeed = 2\n",
-     "modbus.speed: unknown key; allowed: devices, events, noise, seed"),
-    ("[modbus]\nnoise = -1\n", "modbus.noise: must be >= 0, got -1"),
+     "modbus.speed: unknown key; allowed here: devices, events, noise, seed"),
+    ("[modbus]\nnoise = -1\n", "modbus.noise: must be at least 0, got -1"),
     ('[[modbus.devices]]\nid = 1\nprofile = "presure-a"\n',
-     "modbus.devices[0].profile: 'presure-a' is not one of: elec-fire, level, level-cm, "
-     "pressure-a, pressure-b, pressure-c"),
+     "modbus.devices[0].profile: must be one of 'elec-fire', 'level', 'level-cm', "
+     "'pressure-a', 'pressure-b', 'pressure-c', got 'presure-a'"),
     ('[[modbus.devices]]\nid = 0\nprofile = "level"\n',
-     "modbus.devices[0].id: expected an integer 1..247, got 0"),
-    ('[[modbus.devices]]\nprofile = "level"\n', "modbus.devices[0].id: missing"),
+     "modbus.devices[0].id: must be at least 1, got 0"),
+    ('[[modbus.devices]]\nid = 248\nprofile = "level"\n',
+     "modbus.devices[0].id: must be at most 247, got 248"),
+    ('[[modbus.devices]]\nprofile = "level"\n', "modbus.devices[0].id: is required"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\nadress = 3\n',
-     "modbus.devices[0].adress: unknown key; allowed: id, profile, name, initial"),
+     "modbus.devices[0].adress: unknown key; allowed here: id, initial, name, profile"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\ninitial = { pressure = 1 }\n',
-     "modbus.devices[0].initial.pressure: unknown key; allowed: level"),
+     "modbus.devices[0].initial.pressure: unknown key; allowed here: level"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\ninitial = "full"\n',
-     "modbus.devices[0].initial: expected a number, got 'full'"),
+     "modbus.devices[0].initial: must be a number, got a string"),
     (DEVICES + '[[modbus.devices]]\nid = 2\nprofile = "level"\n',
      "modbus.devices[2].id: device 2 is already defined in modbus.devices[1]"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 1\naction = "explode"\n',
-     "modbus.events[0].action: 'explode' is not one of: hydrant_open, hydrant_close, "
-     "pump_start, pump_stop, drain, refill, leak_creep, overheat, hold, set, silence, "
-     "exception, out_of_range, sensor_fault, restore"),
+     "modbus.events[0].action: must be one of 'hydrant_open', 'hydrant_close', "
+     "'pump_start', 'pump_stop', 'drain', 'refill', 'leak_creep', 'overheat', 'hold', 'set', "
+     "'silence', 'exception', 'out_of_range', 'sensor_fault', 'restore', got 'explode'"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 9\naction = "silence"\n',
      "modbus.events[0].device: no device 9; defined: 1, 2"),
     (DEVICES + '[[modbus.events]]\ndevice = 1\naction = "silence"\n',
-     "modbus.events[0].at: missing"),
+     "modbus.events[0].at: is required"),
     (DEVICES + '[[modbus.events]]\nat = -1\ndevice = 1\naction = "silence"\n',
-     "modbus.events[0].at: must be >= 0, got -1"),
+     "modbus.events[0].at: must be at least 0, got -1"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 2\naction = "hydrant_open"\n',
      "modbus.events[0].action: hydrant_open needs a device measuring pressure; "
      "device 2 is a level"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 2\naction = "drain"\nrat = 1\n',
-     "modbus.events[0].rat: unknown key for drain; allowed: at, device, action, rate, to"),
+     "modbus.events[0].rat: unknown key for drain; allowed here: at, device, action, rate, "
+     "to"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 2\naction = "drain"\ntau = 1\n',
-     "modbus.events[0].tau: not a parameter of drain; allowed: at, device, action, rate, to"),
+     "modbus.events[0].tau: not a parameter of drain; allowed here: at, device, action, "
+     "rate, to"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 2\naction = "drain"\nrate = 0\n',
-     "modbus.events[0].rate: must be > 0, got 0"),
+     "modbus.events[0].rate: must be greater than 0, got 0"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 1\naction = "exception"\ncode = 7\n',
-     "modbus.events[0].code: 7 is not one of: 1, 2, 3, 4, 5, 6, 8, 10, 11"),
+     "modbus.events[0].code: must be one of 1, 2, 3, 4, 5, 6, 8, 10, 11, got 7"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 1\naction = "set"\n',
-     "modbus.events[0].value: missing; set needs it"),
+     "modbus.events[0].value: is required for set"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 1\naction = "set"\npoint = "level"\n'
      "value = 1\n",
-     "modbus.events[0].point: 'level' is not one of: pressure"),
+     "modbus.events[0].point: must be one of 'pressure', got 'level'"),
     ("[modbus]\ndevices = 3\n",
-     "modbus.devices: expected an array of tables [[modbus.devices]]"),
+     "modbus.devices: must be an array of tables ([[devices]]), got an integer"),
 ])
 def test_errors_name_the_key_and_allowed_values(body: str, message: str) -> None:
     assert error_of(body) == message
@@ -112,12 +116,12 @@ def test_errors_name_the_key_and_allowed_values(body: str, message: str) -> None
 def test_file_errors_carry_the_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[modbus.devices]]\nid = 1\nprofile = "nope"\n', "utf-8")
-    with pytest.raises(ScenarioError, match=r"bad\.toml: modbus\.devices\[0\]\.profile: "):
+    with pytest.raises(ConfigError, match=r"bad\.toml: modbus\.devices\[0\]\.profile: "):
         load_scenario(bad)
     bad.write_text("[modbus\n", "utf-8")
-    with pytest.raises(ScenarioError, match=r"bad\.toml: toml: "):
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML: "):
         load_scenario(bad)
-    with pytest.raises(ScenarioError, match=r"missing\.toml: file: No such file"):
+    with pytest.raises(ConfigError, match=r"cannot read \S*missing\.toml: No such file"):
         load_scenario(tmp_path / "missing.toml")
 
 
@@ -126,13 +130,13 @@ def test_device_option() -> None:
     assert (spec.id, spec.profile.key, dict(spec.initial)) == (7, "pressure-b", {"pressure": 0.5})
     assert parse_device_option("2:level").initial == {}
     for text, message in [
-        ("level", "--device level: expected ID:PROFILE[=INITIAL]"),
-        ("x:level", "--device x:level: ID: expected an integer 1..247, got 'x'"),
-        ("300:level", "--device 300:level: ID: expected an integer 1..247, got 300"),
-        ("1:lvl", "--device 1:lvl: PROFILE: 'lvl' is not one of: elec-fire, level"),
-        ("1:level=full", "--device 1:level=full: INITIAL: expected a number, got 'full'"),
+        ("level", "--device level: must be ID:PROFILE[=INITIAL]"),
+        ("x:level", "--device x:level: ID: must be an integer 1-247, got 'x'"),
+        ("300:level", "--device 300:level: ID: must be at most 247, got 300"),
+        ("1:lvl", "--device 1:lvl: PROFILE: must be one of 'elec-fire', 'level'"),
+        ("1:level=full", "--device 1:level=full: INITIAL: must be a number, got 'full'"),
     ]:
-        with pytest.raises(ScenarioError) as info:
+        with pytest.raises(ConfigError) as info:
             parse_device_option(text)
         assert str(info.value).startswith(message), text
 

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from simulators.panel import (
-    Ledger,
     ManualClock,
     Panel,
-    PanelConfig,
+    PanelSpec,
     PtyTransport,
     TcpListenTransport,
     UitdEngine,
+    UploadLedger,
 )
 from simulators.panel.clock import Clock
 from simulators.panel.scenario import parse_scenario
@@ -21,14 +21,14 @@ from simulators.panel.scenario import parse_scenario
 from .helpers import START, Centre, pty_centre, tcp_centre
 
 
-def panel_config(**panel: Any) -> PanelConfig:
+def panel_config(**panel: Any) -> PanelSpec:
     return parse_scenario({"start_time": START.isoformat(), **panel})
 
 
 @contextlib.asynccontextmanager
-async def running(config: PanelConfig, *, link: str = "pty", clock: Clock | None = None,
+async def running(config: PanelSpec, *, link: str = "pty", clock: Clock | None = None,
                   pace: int | None = None,
-                  ledger: Ledger | None = None) -> AsyncIterator[tuple[Panel, Centre]]:
+                  ledger: UploadLedger | None = None) -> AsyncIterator[tuple[Panel, Centre]]:
     """The simulator on a new pty (or TCP listening on a free port) with a centre on the other
     end. Without a clock: a manual one, so nothing happens until the test advances it."""
     engine = UitdEngine(config, ledger=ledger)

@@ -36,7 +36,7 @@ from protocols.gb26875 import (
     address_from_int,
     decode_adu,
 )
-from simulators.panel import PanelConfig, UitdEngine
+from simulators.panel import PanelSpec, UitdEngine
 from simulators.panel.faults import Transmission
 
 START = datetime(2024, 5, 1, 8, 0, 0)  # the panel clock at scenario time 0 in these tests
@@ -223,7 +223,7 @@ async def stream_centre(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 class MemoryLink:
     """The sans-I/O engine and a centre joined in memory, on a manual scenario time."""
 
-    def __init__(self, config: PanelConfig, *, connect: bool = True, **kw: Any) -> None:
+    def __init__(self, config: PanelSpec, *, connect: bool = True, **kw: Any) -> None:
         self.engine = UitdEngine(config, start=START)
         self.now = 0.0
         self._to_engine: list[bytes] = []

@@ -48,7 +48,7 @@ from protocols.gb26875 import (
     address_to_int,
     decode_adu,
 )
-from simulators.panel import PanelConfig, Status
+from simulators.panel import PanelSpec, Status
 from simulators.panel.scenario import parse_scenario
 
 from .helpers import START, MemoryLink, centre_clock, decoded
@@ -58,7 +58,7 @@ MODULE = ComponentAddress.from_int(101)
 PRESSURE = ComponentAddress.from_int(1)
 
 
-def config(**panel: object) -> PanelConfig:
+def config(**panel: object) -> PanelSpec:
     return parse_scenario({"start_time": START.isoformat(), **panel})
 
 
