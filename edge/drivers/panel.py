@@ -4,11 +4,12 @@ All protocol rules live in the sans-I/O codec (``protocols.gb26875``: StreamDeco
 profiles); this file moves bytes, time and records:
 
 * **Confirm only what is durable.** Every valid upload (command 2) is mapped to records
-  (:mod:`.panel_records`), handed to ``ctx.emit``, and confirmed (command 3) only after emit
-  returned (图3). If emit raises, no confirm goes out: the UITD resends (§6.5.4) and nothing is
-  lost; ``emit_failed`` counts it. A frame that fails its check is denied (command 6, §6.5.3).
-* **Report once.** A retransmission (same serial and content: our confirm was lost) is confirmed
-  again and reported once; state words are diffed per source, so a re-sent state adds nothing.
+  (:mod:`protocols.panel_records`), handed to ``ctx.emit``, and confirmed (command 3) only after
+  emit returned (图3). If emit raises, no confirm goes out: the UITD resends (§6.5.4) and nothing
+  is lost; ``emit_failed`` counts it. A frame that fails its check is denied (command 6, §6.5.3).
+* **Report once.** A retransmission (our confirm was lost) is ``Incoming(duplicate=True)`` from
+  the session, whose memory of what was taken outlives reconnects: it is confirmed again and
+  counted, not reported again. State words are diffed per source, so a re-sent state adds nothing.
 * **Know the state.** At start and after every reconnect the driver reads the system states (61),
   the components configured or last seen in an abnormal state (62) and the UITD state (81); the
   answers (command 5) become events like uploads. Sources that had conditions raised when the
@@ -19,7 +20,7 @@ profiles); this file moves bytes, time and records:
 * **Watch the line.** No valid frame for ``silence_timeout_s`` (a quiet panel is asked for its
   state after ``probe_after_s``), or a port that errors or vanishes, is one ``link_fault`` event,
   a down link, and reopening with jittered exponential back-off until frames flow again; then
-  the fault is cleared and the state read again. One raise per outage, never two.
+  the fault is cleared (:mod:`.panel_fault`) and the state read again. One raise per outage.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import asyncio
 import contextlib
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,23 +37,21 @@ from zoneinfo import ZoneInfo
 
 from common.backoff import Backoff
 from edge.config.panel import PanelConfig
-from edge.drivers.base import CommandError, CommandHandler, DriverContext, EmitRefused
+from edge.drivers.base import CommandHandler, DriverContext, EmitRefused
+from edge.drivers.panel_fault import LinkFault
 from edge.drivers.panel_link import LinkClosed, PanelLink, make_link
-from edge.drivers.panel_reads import read_requests, read_targets
-from edge.drivers.panel_records import PanelMapper
+from edge.drivers.panel_requests import PanelRequests, Reply, RequestFailed
 from protocols.gb26875 import (
     ApplicationData,
-    CheckPost,
-    ClockSync,
     Command,
     Completed,
     DecodeError,
+    DeliveryMemory,
     ErrorKind,
     Failed,
     Frame,
     Incoming,
     Resend,
-    Reserved,
     Session,
     SessionEvent,
     StreamDecoder,
@@ -62,31 +60,22 @@ from protocols.gb26875 import (
     decode_adu,
     get_profile,
 )
-from protocols.wire import Bus, Event, EventType, JsonValue, Record, Source, WireError
-from protocols.wire import Command as WireCommand
+from protocols.panel_records import PanelMapper
+from protocols.wire import Bus, Event, EventType, Record, Source, WireError
 from protocols.wire import CommandName as Cmd
 
 __all__ = ["PanelDriver", "RequestFailed"]
 
-_STATE_TYPES = frozenset({1, 2, 21})  # state words: diffed, so a repeat adds no record
 _TICK = 0.2  # s between watchdog/timer checks; resends may be this late, well within §6.5.4
 _IDLE_FLUSH = 0.5  # s of line idle before skipped bytes are reported (StreamDecoder.flush)
-_DEDUPE = 512  # retransmissions remembered
-
-
-class RequestFailed(Exception):
-    """A read or control the UITD did not confirm or answer (denied, timed out, link lost)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    frame: Frame
-    objects: int  # information objects in the answer
-    records: int  # records emitted for it
 
 
 @dataclass(frozen=True, slots=True)
 class _Upload:
+    """A command 2 frame, handed to the session only when its turn to be stored comes: then
+    ``Incoming.duplicate`` knows every upload stored before it, including an earlier copy of
+    itself that was still being stored when this one arrived (both in one read, say)."""
+
     frame: Frame
     session: Session
     receive_ms: int
@@ -96,7 +85,7 @@ class _Upload:
 class _Answer:
     frame: Frame
     receive_ms: int
-    future: asyncio.Future[_Reply] | None  # None: nobody waits any more, still recorded
+    future: asyncio.Future[Reply] | None  # None: nobody waits any more, still recorded
 
 
 class PanelDriver:
@@ -127,9 +116,11 @@ class PanelDriver:
                                   description=f"监测连接线路 {self.link.description}"[:64])
         self._session: Session | None = None
         self._queue: asyncio.Queue[_Upload | _Answer] = asyncio.Queue(maxsize=256)
-        self._pending: dict[int, asyncio.Future[_Reply]] = {}
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._write_lock = asyncio.Lock()
-        self._delivered: OrderedDict[object, None] = OrderedDict()
+        # What the UITD delivered and we took, kept across reconnects: after one the UITD
+        # resends, possibly numbered anew (表1), what it saw no confirm for.
+        self._taken = DeliveryMemory()
         self._tasks: set[asyncio.Task[None]] = set()
         self._broken = asyncio.Event()
         self._broken_by = LinkClosed("write failed")
@@ -144,11 +135,11 @@ class PanelDriver:
         self._next_sync = math.inf
         # A link fault still raised at the last stop is down until frames flow: the first
         # valid frame restores it, a failed first open raises nothing new.
-        raised = EventType.LINK_FAULT.value in previous.get(self.link_source.id, ())
-        self._fault_wanted = self._fault_reported = raised
-        self._fault_detail = ""
-        self._fault_changed = asyncio.Event()
+        self._fault = LinkFault(self.link_source, ctx, raised=EventType.LINK_FAULT.value in
+                                previous.get(self.link_source.id, ()))
         self._backoff = Backoff(config.reopen_min_s, config.reopen_max_s, jitter=0.25)
+        self.requests = PanelRequests(self.name, config, self.profile, self.mapper, ctx.counters,
+                                      self._request, self._link_down, tz=self._tz)
 
     @property
     def name(self) -> str:
@@ -160,12 +151,11 @@ class PanelDriver:
         return self._up
 
     def commands(self) -> Mapping[Cmd, CommandHandler]:
-        return {Cmd.READ_PANEL_STATE: self._cmd_read_state, Cmd.CHECK_POST: self._cmd_check_post,
-                Cmd.SYNC_CLOCK: self._cmd_sync_clock}
+        return self.requests.commands()
 
     def matches(self, prefix: str) -> bool:
         """Whether a ``read_panel_state`` ``panel`` argument names anything of this panel."""
-        return bool(read_targets(self.mapper, self.config, prefix))
+        return self.requests.matches(prefix)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -175,7 +165,7 @@ class PanelDriver:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._process(), name=f"{self.name}/process")
-                tg.create_task(self._report_faults(), name=f"{self.name}/link-fault")
+                tg.create_task(self._fault.run(), name=f"{self.name}/link-fault")
                 await self._connect_loop()
         finally:
             for task in list(self._tasks):
@@ -213,9 +203,7 @@ class PanelDriver:
         self._up = False
         self._down_detail = detail
         self.ctx.links.set(self.name, False, detail)
-        if not self._fault_wanted:
-            self._fault_wanted, self._fault_detail = True, detail
-            self._fault_changed.set()
+        self._fault.lost(detail)
 
     def _traffic(self, now: float) -> None:
         """A valid frame arrived: the line works."""
@@ -225,39 +213,17 @@ class PanelDriver:
         self._up = True
         self._backoff.reset()
         self.ctx.links.set(self.name, True)
-        if self._fault_wanted:
-            self._fault_wanted = False
-            self._fault_changed.set()
+        self._fault.restored()
         if self.config.clock_sync_interval_s > 0:
             self._next_sync = now
         self._next_state_read = min(self._next_state_read, now)  # if not read yet: now
-
-    async def _report_faults(self) -> None:
-        """The only emitter of link_fault events: one raise and one clear per outage, retried
-        until durable."""
-        while True:
-            await self._fault_changed.wait()
-            self._fault_changed.clear()
-            while self._fault_wanted != self._fault_reported:
-                active = self._fault_wanted
-                event = Event(source=self.link_source, type=EventType.LINK_FAULT, active=active,
-                              receive_ms=self.ctx.now_ms(),
-                              detail=(self._fault_detail if active
-                                      else "恢复 restored: valid frames from the UITD")[:256])
-                try:
-                    await self.ctx.emit([event])
-                except EmitRefused:  # keep the state, try again shortly
-                    self.ctx.counters.inc("emit_failed")
-                    await asyncio.sleep(1.0)
-                    continue
-                self._fault_reported = active
 
     # -- one connection --------------------------------------------------------------------------
 
     async def _serve(self) -> LinkClosed:
         c = self.config
         session = Session(self._local, self._peer, self.profile, c.request_timeout_s, c.retries,
-                          clock=self._label)
+                          clock=self._label, memory=self._taken)
         decoder = StreamDecoder(self.profile)
         self._session, self._broken = session, asyncio.Event()
         now = time.monotonic()
@@ -265,7 +231,7 @@ class PanelDriver:
         self._state_ok = False
         self._next_state_read = now  # the first tick reads (the answers show the line works)
         if not c.read_state_on_connect and c.probe_after_s > 0:
-            self._spawn(self._probe(), "probe")
+            self._spawn(self.requests.probe(), "probe")
         reader = asyncio.create_task(self._read_loop(session, decoder))
         ticker = asyncio.create_task(self._tick(session, decoder))
         broken = asyncio.create_task(self._broken.wait())
@@ -314,7 +280,7 @@ class PanelDriver:
             if (c.probe_after_s > 0 and quiet >= c.probe_after_s and not self._pending
                     and now - self._last_probe >= c.probe_after_s):
                 self._last_probe = now
-                self._spawn(self._probe(), "probe")
+                self._spawn(self.requests.probe(), "probe")
             if (c.read_state_on_connect and not self._state_ok and now >= self._next_state_read
                     and (self._state_task is None or self._state_task.done())):
                 # At open, and again while frames flow but a read went unanswered.
@@ -323,7 +289,7 @@ class PanelDriver:
             if self._up and now >= self._next_sync and (
                     self._sync_task is None or self._sync_task.done()):
                 self._next_sync = now + c.clock_sync_interval_s
-                self._sync_task = self._spawn(self._scheduled_sync(), "clock-sync")
+                self._sync_task = self._spawn(self.requests.scheduled_sync(), "clock-sync")
             await asyncio.sleep(_TICK)
 
     async def _item(self, item: Frame | DecodeError, session: Session, now: float,
@@ -339,15 +305,15 @@ class PanelDriver:
         self._traffic(now)
         if self.config.uitd_address is None and item.source != self._peer:
             self._peer = session.peer = item.source  # learn the UITD's address
+        if item.command == Command.SEND_DATA:  # to the session in turn (see _Upload)
+            await self._queue.put(_Upload(item, session, receive_ms))
+            return
         await self._session_events(session.receive(item, now), session, receive_ms)
 
     async def _session_events(self, events: list[SessionEvent], session: Session,
                               receive_ms: int = 0) -> None:
         for ev in events:
-            if isinstance(ev, Incoming):
-                if ev.frame.command == Command.SEND_DATA:
-                    await self._queue.put(_Upload(ev.frame, session, receive_ms))
-                    continue
+            if isinstance(ev, Incoming):  # not an upload (command 2): see _item
                 answer = session.acknowledge(ev.frame)  # a dialect's keep-alive
                 if answer is None:  # §6.5.3: unrecognised command (or a centre's command)
                     self.ctx.counters.inc("unknown_command")
@@ -362,7 +328,7 @@ class PanelDriver:
                 if ev.reply.command == Command.RESPONSE:
                     await self._queue.put(_Answer(ev.reply, receive_ms, future))
                 elif future is not None:
-                    future.set_result(_Reply(ev.reply, 0, 0))
+                    future.set_result(Reply(ev.reply, 0, 0))
             elif isinstance(ev, Resend):
                 self.ctx.counters.inc("resend")
                 await self._write(ev.data)
@@ -406,42 +372,41 @@ class PanelDriver:
 
     async def _upload(self, item: _Upload) -> None:
         frame, session, c = item.frame, item.session, self.ctx.counters
-        exact = (frame.serial, frame.adu)
+        (incoming,) = session.receive(frame, time.monotonic())
+        assert isinstance(incoming, Incoming)
         try:
             adu = decode_adu(frame.adu, self.profile)
-        except DecodeError as exc:  # intact frame, unreadable data: refuse it (图3), say so
+        except DecodeError as exc:  # intact frame, unreadable data: refuse it (图3), say so once
             c.inc(exc.kind.value)
-            if frame.adu not in self._delivered and await self._store([Event(
+            if not incoming.duplicate and not await self._store([Event(
                     source=self.mapper.uitd_source(), type=EventType.DEVICE_ERROR,
                     receive_ms=item.receive_ms,
                     detail=f"undecodable upload, type {frame.adu[:1].hex()}: {exc.detail}"
                            [:256])]):
-                self._remember(frame.adu)
+                session.release(frame)  # not reported: the resend is reported
             c.inc("deny_sent")
             await self._write(session.deny(frame))
             return
-        point = not isinstance(adu, ApplicationData) or adu.type_mark not in _STATE_TYPES
-        if exact in self._delivered or (point and frame.adu in self._delivered):
+        if incoming.duplicate:
             c.inc("duplicate")  # a retransmission: confirm again, report once
         else:
             try:
                 mapped = self.mapper.map(adu, item.receive_ms, frame.time)
             except WireError:  # a value no record can carry: refuse it, count it, go on
+                session.release(frame)  # a resend is refused (and counted) again
                 c.inc("unmappable")
                 c.inc("deny_sent")
                 await self._write(session.deny(frame))
                 return
             if mapped.records and not await self._store(mapped.records):
-                return  # no confirm: the UITD resends it
+                session.release(frame)  # no confirm: the UITD resends it, to be stored then
+                return
             self.mapper.commit(mapped)
-            self._remember(exact)
-            if point and mapped.records:  # the same operation or sample again, new serial
-                self._remember(frame.adu)
             c.inc("uploads")
             if any(_is_reset(r) for r in mapped.records):
                 # A reset (复位, 图9 bit 0) clears latched alarms on the panel, but many panels
                 # send no new state for each component: read back those we hold in alarm.
-                self._spawn(self._read_after_reset(), "reset-read")
+                self._spawn(self.requests.read_after_reset(), "reset-read")
         answer = session.acknowledge(frame)  # 3 (or the dialect's handshake reply)
         assert answer is not None
         c.inc("confirm_sent")
@@ -465,10 +430,10 @@ class PanelDriver:
             return
         self.mapper.commit(mapped)
         count = len(adu.objects) if isinstance(adu, ApplicationData) else 0
-        self._settle(item.future, _Reply(item.frame, count, len(mapped.records)))
+        self._settle(item.future, Reply(item.frame, count, len(mapped.records)))
 
     @staticmethod
-    def _settle(future: asyncio.Future[_Reply] | None, outcome: _Reply | Exception) -> None:
+    def _settle(future: asyncio.Future[Reply] | None, outcome: Reply | Exception) -> None:
         if future is None or future.done():
             return
         if isinstance(outcome, Exception):
@@ -485,11 +450,6 @@ class PanelDriver:
         self.ctx.counters.inc("records", len(records))
         return True
 
-    def _remember(self, key: object) -> None:
-        self._delivered[key] = None
-        while len(self._delivered) > _DEDUPE:
-            self._delivered.popitem(last=False)
-
     # -- requests and controls ---------------------------------------------------------------------
 
     def _label(self) -> TimeLabel:
@@ -501,13 +461,20 @@ class PanelDriver:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _request(self, command: int, adu: ApplicationData) -> _Reply:
+    def _link_down(self) -> str | None:
+        return None if self._session is not None else self._down_detail
+
+    async def _initial_read(self) -> None:
+        self._state_ok = await self.requests.initial_read()
+
+    async def _request(self, command: int, adu: ApplicationData) -> Reply:
+        """Send a control or request and wait for its confirm or answer (see _session_events)."""
         session = self._session
         if session is None:
             raise RequestFailed(f"link down: {self._down_detail}")
         raw = session.send(command, adu, time.monotonic())
         serial = raw[2] | raw[3] << 8
-        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[serial] = future
         try:
             await self._write(raw)
@@ -515,111 +482,6 @@ class PanelDriver:
             self._pending.pop(serial, None)
             raise RequestFailed(f"link lost: {exc}") from None
         return await future
-
-    async def _read_after_reset(self) -> None:
-        try:
-            await self._read_state(None)
-        except (RequestFailed, CommandError):
-            self.ctx.counters.inc("state_read_failed")
-
-    async def _probe(self) -> None:
-        with contextlib.suppress(RequestFailed):  # unanswered: the watchdog decides
-            await self._request(Command.REQUEST, ApplicationData(81, (Reserved(),)))
-
-    async def _initial_read(self) -> None:
-        try:
-            result = await self._read_state(None)
-        except (RequestFailed, CommandError):
-            self.ctx.counters.inc("state_read_failed")
-            return
-        failed = result.get("failed")
-        # A denied read was answered (the panel lacks that system); any other failure (no
-        # answer, link lost, answer not stored) is read again while frames flow.
-        self._state_ok = not isinstance(failed, list) or all(
-            isinstance(f, str) and ": denied" in f for f in failed)
-
-    async def _read_state(self, prefix: str | None) -> dict[str, JsonValue]:
-        """Read 61 / 62 / 81 (§8.3.2, 图31, 图32, 图39); the answers become records."""
-        targets = read_targets(self.mapper, self.config, prefix)
-        if not targets:
-            raise CommandError(f"{self.name}: nothing matches {prefix!r}")
-        reads = read_requests(targets)
-        counts: dict[str, int] = {"systems": 0, "components": 0, "uitd": 0, "records": 0}
-        failed: list[JsonValue] = []
-        for what, adu in reads:
-            try:
-                reply = await self._request(Command.REQUEST, adu)
-            except RequestFailed as exc:
-                failed.append(f"{adu.type_mark}: {exc}")
-                continue
-            counts[what] += reply.objects
-            counts["records"] += reply.records
-        if len(failed) == len(reads):
-            raise CommandError(f"{self.name}: no read answered: {'; '.join(map(str, failed))}")
-        result: dict[str, JsonValue] = {"panel": self.name, **counts}
-        if failed:
-            result["failed"] = failed
-        return result
-
-    async def _sync_clock(self, when: datetime) -> _Reply:
-        label = TimeLabel.from_datetime(when)  # 图45: the centre's time, six bytes
-        return await self._request(Command.CONTROL, ApplicationData(90, (ClockSync(label),)))
-
-    async def _scheduled_sync(self) -> None:
-        try:
-            await self._sync_clock(datetime.now(self._tz))
-        except RequestFailed:
-            self.ctx.counters.inc("clock_sync_failed")
-        else:
-            self.ctx.counters.inc("clock_synced")
-
-    # -- command handlers (protocols.wire CommandName) ---------------------------------------------
-
-    @staticmethod
-    def _args(cmd: WireCommand, allowed: set[str]) -> None:
-        unknown = sorted(set(cmd.args) - allowed)
-        if unknown:
-            raise CommandError(f"unknown argument {unknown[0]!r} for {cmd.cmd.value}")
-
-    def _require_link(self) -> None:
-        if self._session is None:
-            raise CommandError(f"{self.name}: link down: {self._down_detail}")
-
-    async def _cmd_read_state(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
-        self._args(cmd, {"panel"})
-        prefix = cmd.args.get("panel")
-        if prefix is not None and not isinstance(prefix, str):
-            raise CommandError("argument 'panel' must be a string (a source id prefix)")
-        self._require_link()
-        return await self._read_state(prefix)
-
-    async def _cmd_check_post(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
-        self._args(cmd, {"timeout_s"})
-        timeout = cmd.args.get("timeout_s", 600)
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or not (
-                1 <= timeout <= 255 * 60):
-            raise CommandError("argument 'timeout_s' must be an integer 1-15300 (图46 carries "
-                               "1-255 minutes)")
-        minutes = math.ceil(timeout / 60)  # 图46: the answer timeout is in minutes
-        self._require_link()
-        try:
-            reply = await self._request(self.profile.control_command,
-                                        ApplicationData(91, (CheckPost(minutes),)))
-        except RequestFailed as exc:
-            raise CommandError(f"{self.name}: check-post not confirmed: {exc}") from None
-        return {"panel": self.name, "sent": True, "timeout_minutes": minutes,
-                "serial": reply.frame.serial}
-
-    async def _cmd_sync_clock(self, cmd: WireCommand) -> Mapping[str, JsonValue]:
-        self._args(cmd, set())
-        self._require_link()
-        try:
-            # docs/wire-protocol.md: sync_clock sets the clock from the command's ts.
-            when = datetime.fromtimestamp(cmd.ts_ms / 1000, self._tz)
-            await self._sync_clock(when)
-        except (RequestFailed, ValueError, OverflowError, OSError) as exc:
-            raise CommandError(f"{self.name}: clock not set: {exc}") from None
-        return {"panel": self.name, "time": when.replace(microsecond=0).isoformat()}
 
 
 def _is_reset(record: Record) -> bool:

@@ -4,7 +4,7 @@ A state read (GB/T 26875.3 §8.3.2) covers the systems (type 61, 图31), the com
 (type 62, 图32) and the UITD itself (type 81, 图39). The panel driver reads at start-up,
 after every reconnect and on the ``read_panel_state`` command, optionally for one source id
 prefix. It sends what :func:`read_requests` plans, one request at a time, and maps the
-answers like uploads (:mod:`.panel_records`).
+answers like uploads (:mod:`protocols.panel_records`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from protocols.gb26875 import (
     Reserved,
     SystemRef,
 )
-
-from .panel_records import ComponentKey, PanelMapper, SystemKey
+from protocols.panel_records import ComponentKey, PanelMapper, SystemKey
 
 __all__ = ["COMPONENTS_PER_FRAME", "SYSTEMS_PER_FRAME", "ReadTargets", "read_requests",
            "read_targets"]

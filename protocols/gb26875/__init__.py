@@ -83,6 +83,7 @@ from protocols.gb26875.requests import (
 )
 from protocols.gb26875.session import (
     Completed,
+    DeliveryMemory,
     Failed,
     Incoming,
     ProtocolError,
@@ -109,9 +110,9 @@ __all__ = [
     "NO_TIME_LABELS", "PROFILES", "RESPONSE_TYPE", "SPECS", "STANDARD",
     "SYSTEM_TYPES", "Adu", "AnalogValue", "ApplicationData", "CheckPost", "ClockSync", "Command",
     "Completed", "ComponentAddress", "ComponentConfig", "ComponentRef", "ComponentState",
-    "ComponentStatus", "DecodeError", "EncodeError", "ErrorKind", "FacilityConfig",
-    "FacilityOperation", "FacilityOperationRecord", "FacilitySoftwareVersion", "FacilityTime",
-    "Failed", "Frame", "Incoming", "InfoObject", "Profile", "ProtocolError",
+    "ComponentStatus", "DecodeError", "DeliveryMemory", "EncodeError", "ErrorKind",
+    "FacilityConfig", "FacilityOperation", "FacilityOperationRecord", "FacilitySoftwareVersion",
+    "FacilityTime", "Failed", "Frame", "Incoming", "InfoObject", "Profile", "ProtocolError",
     "RawApplicationData", "ReadOperations", "ReadUitdOperations", "Resend", "Reserved",
     "Session", "SessionEvent", "StreamDecoder", "SystemRef", "SystemState", "SystemStatus",
     "TimeLabel", "TypeMark", "TypeSpec", "UitdConfig", "UitdOperation", "UitdOperationRecord",

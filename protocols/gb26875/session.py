@@ -7,8 +7,12 @@
   commands (图2, 图3), response (command 5) or deny for requests (图4).
 * No answer within the timeout (§6.5.4, "不宜大于10 s") or a deny leads to a resend of the *same*
   bytes, up to 3 times (§6.5.5, "宜为3次"); then the transaction has failed.
-* A frame received twice (same serial, same content: the peer resent because our confirm was lost)
-  is confirmed again but reported once: :class:`Incoming` says ``duplicate=True``.
+* A packet received again after it was taken (the peer resent because our answer was lost,
+  §6.5.5) is answered again but acted on once: :class:`Incoming` says ``duplicate=True``. The
+  rule is a second table (:data:`RX_TRANSITIONS`) over a bounded :class:`DeliveryMemory` that
+  outlives the link: a UITD that reconnects resends what it saw no confirm for. A receiver that
+  did not act on a packet after all (its records were not stored) calls
+  :meth:`Session.release`, so the resend is delivered rather than dismissed.
 
 The :class:`Session` holds no socket and no timer: the caller feeds it frames and the current
 monotonic time, writes the bytes it returns, and calls :meth:`Session.poll` at
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from protocols.gb26875.adu import Adu, encode_adu
+from protocols.gb26875.adu import Adu, TypeMark, encode_adu
 from protocols.gb26875.constants import MAX_SERIAL, Command
 from protocols.gb26875.errors import DecodeError
 from protocols.gb26875.frame import Frame, encode_frame, peek_header
@@ -32,6 +36,7 @@ from protocols.gb26875.timelabel import TimeLabel
 
 MAX_TIMEOUT = 10.0  # §6.5.4: the timeout should not exceed 10 s
 DEFAULT_RETRIES = 3  # §6.5.5: resend 3 times
+DEDUPE_WINDOW = 512  # keys of packets taken that a DeliveryMemory keeps
 
 
 class TxState(StrEnum):
@@ -84,6 +89,118 @@ def transition(state: TxState, event: TxInput) -> tuple[TxState, TxAction]:
         raise ProtocolError(f"{event.value} is not allowed in state {state.value}") from None
 
 
+# -- the peer's packets: acted on once -----------------------------------------------------------
+
+
+class RxState(StrEnum):
+    """What the session knows of one packet the peer initiated (see :class:`DeliveryMemory`)."""
+
+    NEW = "new"  # never received, released, or pushed out of the bounded memory
+    TAKEN = "taken"  # received and not released: another copy is a retransmission
+
+
+class RxInput(StrEnum):
+    """What can happen to a packet the peer initiated."""
+
+    RECEIVE = "receive"  # a copy arrives
+    RELEASE = "release"  # the receiver did not act on it after all (not stored, refused)
+
+
+class RxAction(StrEnum):
+    """What the session does about it."""
+
+    DELIVER = "deliver"  # Incoming(duplicate=False): act on it, then answer
+    DUPLICATE = "duplicate"  # Incoming(duplicate=True): answer again, act once
+    FORGET = "forget"  # the next copy is delivered
+    IGNORE = "ignore"  # nothing remembered, nothing to forget
+
+
+# Every (state, input) pair has a row: no input is an error for a packet of the peer.
+RX_TRANSITIONS: Mapping[tuple[RxState, RxInput], tuple[RxState, RxAction]] = {
+    (RxState.NEW, RxInput.RECEIVE): (RxState.TAKEN, RxAction.DELIVER),
+    # §6.5.5: the peer resends the same bytes when our answer did not reach it.
+    (RxState.TAKEN, RxInput.RECEIVE): (RxState.TAKEN, RxAction.DUPLICATE),
+    # 图3: no confirm went out, so the peer resends; that copy must be delivered.
+    (RxState.TAKEN, RxInput.RELEASE): (RxState.NEW, RxAction.FORGET),
+    (RxState.NEW, RxInput.RELEASE): (RxState.NEW, RxAction.IGNORE),  # e.g. already evicted
+}
+
+# 表3 types whose objects are happenings, each with its own time label (图8 analog value, 图9
+# facility operation, 图14 UITD operation): the same bytes again are the same happening, whatever
+# the serial. A UITD that lost our confirm and then the link resends them numbered anew (表1), so
+# they are also known by content. State words (1, 2, 21) need no such key (the receiver diffs
+# them), and configs, versions and clocks (5-8, 25, 26, 28) may rightly come again unchanged.
+BY_CONTENT: frozenset[int] = frozenset({TypeMark.ANALOG_VALUE, TypeMark.FACILITY_OPERATION,
+                                        TypeMark.UITD_OPERATION})
+
+# Packets that give the application work (§6.6, 表2: control, send data, request). A keep-alive
+# or an unknown command is answered without a decision and is not remembered.
+REMEMBERED: frozenset[int] = frozenset({Command.CONTROL, Command.SEND_DATA, Command.REQUEST})
+
+_Key = tuple[int, int, bytes] | tuple[int, bytes]
+
+
+def rx_transition(state: RxState, event: RxInput) -> tuple[RxState, RxAction]:
+    """Look up a row of :data:`RX_TRANSITIONS`; :class:`ProtocolError` if it has none."""
+    try:
+        return RX_TRANSITIONS[(state, event)]
+    except KeyError:
+        raise ProtocolError(f"{event.value} is not allowed for a {state.value} packet") from None
+
+
+def _keys(frame: Frame) -> tuple[_Key, ...]:
+    exact: _Key = (frame.serial, frame.command, frame.adu)
+    if frame.command == Command.SEND_DATA and frame.adu[:1] and frame.adu[0] in BY_CONTENT:
+        return exact, (frame.command, frame.adu)
+    return (exact,)
+
+
+class DeliveryMemory:
+    """The peer's packets taken lately, bounded: what makes a retransmission a duplicate.
+
+    A packet is known by its serial, command and bytes (a peer that restarted numbering sends new
+    content under an old serial: that is new), and an upload of a :data:`BY_CONTENT` type by its
+    command and bytes alone too. Past ``size`` keys the oldest is forgotten. The memory outlives a
+    :class:`Session`: give the sessions of one link the same memory (:meth:`Session.reset` keeps
+    it too), so that what was taken before a reconnect is still known after it.
+    """
+
+    def __init__(self, size: int = DEDUPE_WINDOW) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.size = size
+        self._keys: OrderedDict[_Key, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Keys remembered (one or two per packet)."""
+        return len(self._keys)
+
+    def state(self, frame: Frame) -> RxState:
+        """Whether a copy of ``frame`` was taken (and is still remembered)."""
+        return RxState.TAKEN if any(k in self._keys for k in _keys(frame)) else RxState.NEW
+
+    def apply(self, frame: Frame, event: RxInput) -> RxAction:
+        """Step ``frame`` through :data:`RX_TRANSITIONS` and remember the outcome."""
+        keys = _keys(frame)
+        _, action = rx_transition(self.state(frame), event)
+        if action is RxAction.DELIVER:
+            for key in keys:
+                self._keys[key] = None
+            while len(self._keys) > self.size:
+                self._keys.popitem(last=False)
+        elif action is RxAction.DUPLICATE:  # still being resent: keep it longest
+            for key in keys:
+                if key in self._keys:
+                    self._keys.move_to_end(key)
+        elif action is RxAction.FORGET:
+            for key in keys:
+                self._keys.pop(key, None)
+        return action
+
+
+# -- our packets: transactions -------------------------------------------------------------------
+
+
 @dataclass(slots=True)
 class Transaction:
     """One outgoing packet waiting for its answer."""
@@ -124,7 +241,10 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A packet the peer initiated (commands 1, 2, 4 or others); the caller answers it."""
+    """A packet the peer initiated (commands 1, 2, 4 or others); the caller answers it.
+
+    ``duplicate``: a copy was taken before (:data:`RX_TRANSITIONS`); answer it again, act once.
+    """
 
     frame: Frame
     duplicate: bool = False
@@ -160,12 +280,10 @@ class Session:
     timeout: float = MAX_TIMEOUT
     retries: int = DEFAULT_RETRIES
     clock: Callable[[], TimeLabel] = _local_now
-    dedupe_window: int = 256
+    memory: DeliveryMemory = field(default_factory=DeliveryMemory)
     stats: Counter[str] = field(default_factory=Counter)
     _next_serial: int = field(init=False)
     _open: dict[int, Transaction] = field(init=False, default_factory=dict)
-    _seen: OrderedDict[tuple[int, int, bytes], None] = field(init=False,
-                                                             default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         if not 0 < self.timeout <= MAX_TIMEOUT:
@@ -215,12 +333,14 @@ class Session:
         return events
 
     def reset(self) -> list[SessionEvent]:
-        """The link dropped: fail what is open and restart serial numbering (表1)."""
+        """The link dropped: fail what is open and restart serial numbering (表1).
+
+        The :attr:`memory` of packets taken is kept: the peer resends after it reconnects what
+        it saw no confirm for."""
         events: list[SessionEvent] = [Failed(s, t.frame, "link reset")
                                       for s, t in self._open.items()]
         self.stats["failed"] += len(events)
         self._open.clear()
-        self._seen.clear()
         self._next_serial = self.profile.serial_start
         return events
 
@@ -231,15 +351,10 @@ class Session:
         events: list[SessionEvent] = []
         reply = _REPLY_INPUT.get(frame.command)
         if reply is None:
-            key = (frame.serial, frame.command, frame.adu)
-            duplicate = key in self._seen
+            duplicate = (frame.command in REMEMBERED and self.memory.apply(
+                frame, RxInput.RECEIVE) is RxAction.DUPLICATE)
             if duplicate:
-                self._seen.move_to_end(key)
                 self.stats["duplicates"] += 1
-            else:
-                self._seen[key] = None
-                if len(self._seen) > self.dedupe_window:
-                    self._seen.popitem(last=False)
             self.stats["received"] += 1
             events.append(Incoming(frame, duplicate))
             return events
@@ -252,6 +367,14 @@ class Session:
             reply = TxInput.DENY_FINAL
         self._step(frame.serial, tx, reply, frame, now, events)
         return events
+
+    def release(self, frame: Frame) -> None:
+        """The caller did not act on ``frame`` after all (its records were not stored, it was
+        refused): forget it, so that the peer's resend is delivered and not a duplicate. For a
+        packet :meth:`receive` delivered, not for a duplicate."""
+        if frame.command in REMEMBERED and self.memory.apply(
+                frame, RxInput.RELEASE) is RxAction.FORGET:
+            self.stats["released"] += 1
 
     def _step(self, serial: int, tx: Transaction, inp: TxInput, reply: Frame | None, now: float,
               events: list[SessionEvent]) -> None:

@@ -25,6 +25,21 @@ from edge.config.panel import ComponentKey, PanelConfig
 from edge.drivers.base import CommandError, DriverContext, EmitRefused
 from edge.drivers.panel import PanelDriver
 from edge.drivers.panel_link import LinkClosed, TcpServerLink
+from protocols.gb26875 import (
+    ApplicationData,
+    FacilityOperation,
+    FacilityOperationRecord,
+    Frame,
+    Session,
+    StreamDecoder,
+    TimeLabel,
+    UitdState,
+    UitdStatus,
+    address_from_int,
+    decode_frame,
+    encode_frame,
+)
+from protocols.gb26875 import Command as GbCommand
 from protocols.wire import Command, CommandName, Event, EventType, Measurement, Priority, Record
 from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
@@ -35,6 +50,7 @@ MODULE = "panel/1-1/87-0x00000065"  # module-pump-room (87, address 101)
 CALLPOINT = "panel/1-1/23-0x00000bc2"  # callpoint-3F-stairs (23, address 3010)
 LINK = "panel/com1/link"
 FIRE_AT_MS = 1_714_521_601_000  # 2024-05-01 08:00:01 Asia/Shanghai: start_time + 1 s
+LABEL = TimeLabel(0, 0, 8, 1, 5, 24)  # 2024-05-01 08:00:00
 
 
 class Outbox:
@@ -259,6 +275,99 @@ async def test_emit_failure_withholds_the_confirm_and_nothing_is_lost(tmp_path: 
         assert ctx.counters.get("confirm_sent") == 1
     resent = [r for r in ledger(book) if r["event"] == "resent" and r.get("entry") == 1]
     assert len(resent) >= 3 and all(r["why"] == "no confirm" for r in resent)
+
+
+async def test_what_was_stored_before_a_reconnect_is_confirmed_not_reported_again() -> None:
+    """Our confirm of an operation record is lost, then the line: the UITD dials in again,
+    numbers anew (表1) and resends it under another serial. The session's memory of what was
+    taken outlives the link: the copy is confirmed and counted, not reported a second time."""
+    cfg = config(None, listen=("127.0.0.1", free_port()), read_state_on_connect=False)
+    silence = ApplicationData(4, (FacilityOperationRecord(1, 1, FacilityOperation.SILENCE, 2,
+                                                          LABEL),))
+    state = ApplicationData(21, (UitdStatus(UitdState.NORMAL, LABEL),))
+    uitd, centre = address_from_int(889), address_from_int(cfg.centre_address)
+
+    async def upload(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
+                     session: Session, data: ApplicationData) -> None:
+        """Send one upload and wait for the driver's confirm of it."""
+        serial = decode_frame(raw := session.send(GbCommand.SEND_DATA, data, 0)).serial
+        writer.write(raw)
+        decoder = StreamDecoder()
+        async with asyncio.timeout(WAIT):
+            while True:
+                chunk = await reader.read(4096)
+                assert chunk, "the driver closed the connection"
+                if any(isinstance(f, Frame) and f.command == GbCommand.CONFIRM
+                       and f.serial == serial for f in decoder.feed(chunk)):
+                    return
+
+    async with running(cfg) as (driver, outbox, ctx):
+        link = driver.link
+        assert isinstance(link, TcpServerLink)
+        await until(lambda: link.address is not None, "the driver to listen")
+        host, port = link.address or ("", 0)
+        reader, writer = await asyncio.open_connection(host, port)
+        await upload(writer, reader, Session(uitd, centre, clock=lambda: LABEL), silence)
+        writer.close()  # the confirm "never arrived", and the line is gone
+        await until(lambda: outbox.events(LINK), "the link fault")
+        reader, writer = await asyncio.open_connection(host, port)
+        again = Session(uitd, centre, clock=lambda: LABEL)  # serials restart at 0
+        await upload(writer, reader, again, state)
+        await upload(writer, reader, again, silence)  # serial 1 now
+        writer.close()
+        (operation,) = outbox.events(kind=EventType.OPERATION)
+        assert operation.operations == ("silence",)
+        assert ctx.counters.get("duplicate") == 1 and ctx.counters.get("uploads") == 2
+
+
+async def test_a_copy_that_came_while_the_first_was_refused_is_stored() -> None:
+    """The UITD resends while the outbox still holds the first copy, which it then refuses: the
+    copy, queued behind it, must be stored, not waved through as a duplicate. The session is
+    asked about an upload when its turn comes, not when it arrived."""
+    cfg = config(None, listen=("127.0.0.1", free_port()), read_state_on_connect=False)
+    silence = ApplicationData(4, (FacilityOperationRecord(1, 1, FacilityOperation.SILENCE, 2,
+                                                          LABEL),))
+    stored: list[Record] = []
+    busy, release = asyncio.Event(), asyncio.Event()
+    refusals = [EmitRefused("full", "outbox full")]  # for the first copy
+
+    async def emit(records: Sequence[Record]) -> None:
+        busy.set()
+        await release.wait()
+        if refusals:
+            raise refusals.pop()
+        stored.extend(records)
+
+    ctx = DriverContext("gw-test", emit)
+    driver = PanelDriver(cfg, ctx)
+    task = asyncio.create_task(driver.run())
+    try:
+        link = driver.link
+        assert isinstance(link, TcpServerLink)
+        await until(lambda: link.address is not None, "the driver to listen")
+        host, port = link.address or ("", 0)
+        reader, writer = await asyncio.open_connection(host, port)
+        uitd, centre = address_from_int(889), address_from_int(cfg.centre_address)
+        raw = Session(uitd, centre, clock=lambda: LABEL).send(GbCommand.SEND_DATA, silence, 0)
+        writer.write(raw)
+        await until(busy.is_set, "the first copy in the outbox")
+        writer.write(raw)  # the resend, then a packet the driver counts once it has read it
+        writer.write(encode_frame(Frame(1, 0x40, b"", uitd, centre, LABEL)))
+        await until(lambda: ctx.counters.get("unknown_command") == 1, "the resend read")
+        release.set()
+        decoder, confirms = StreamDecoder(), 0
+        async with asyncio.timeout(WAIT):
+            while not confirms:
+                confirms += sum(isinstance(f, Frame) and f.command == GbCommand.CONFIRM
+                                for f in decoder.feed(await reader.read(4096)))
+        assert [r.type for r in stored if isinstance(r, Event)] == [EventType.OPERATION]
+        assert ctx.counters.get("emit_failed") == 1 and ctx.counters.get("uploads") == 1
+        assert ctx.counters.get("duplicate") == 0
+        writer.close()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def driver_up(ctx: DriverContext) -> bool:

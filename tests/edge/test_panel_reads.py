@@ -11,7 +11,6 @@ from edge.drivers.panel_reads import (
     read_requests,
     read_targets,
 )
-from edge.drivers.panel_records import PanelMapper
 from protocols.gb26875 import (
     ApplicationData,
     ComponentAddress,
@@ -22,6 +21,7 @@ from protocols.gb26875 import (
     SystemRef,
     encode_adu,
 )
+from protocols.panel_records import PanelMapper
 
 RT = 1_714_521_601_234
 

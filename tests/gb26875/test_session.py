@@ -1,4 +1,5 @@
-"""Session rules (§6): serials, confirm/deny, resend after timeout up to 3 times, dedupe."""
+"""Session rules (§6): serials, confirm/deny, resend after timeout up to 3 times, and the peer's
+packets acted on once (a bounded memory that survives a link reset)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from hypothesis import strategies as st
 from protocols.gb26875 import (
     HIKVISION,
     ApplicationData,
+    ClockSync,
     Command,
     Completed,
     DecodeError,
+    DeliveryMemory,
+    FacilityOperation,
+    FacilityOperationRecord,
     Failed,
+    Frame,
     Incoming,
     Resend,
     Session,
@@ -25,13 +31,19 @@ from protocols.gb26875 import (
     Unmatched,
     address_from_int,
     decode_frame,
+    encode_adu,
 )
 from protocols.gb26875.session import (
+    RX_TRANSITIONS,
     TRANSITIONS,
     ProtocolError,
+    RxAction,
+    RxInput,
+    RxState,
     TxAction,
     TxInput,
     TxState,
+    rx_transition,
     transition,
 )
 
@@ -213,3 +225,130 @@ def test_acknowledge_follows_the_profile() -> None:
     keepalive = Frame(8, 0x07, b"", UITD, CENTRE, T)
     assert decode_frame(dahua.acknowledge(keepalive) or b"").command == Command.CONFIRM
     assert Session(CENTRE, UITD, clock=lambda: T).acknowledge(keepalive) is None
+
+
+# -- the peer's packets: acted on once (RX_TRANSITIONS over a DeliveryMemory) -----------------
+
+SILENCE = ApplicationData(4, (FacilityOperationRecord(1, 1, FacilityOperation.SILENCE, 2, T),))
+
+
+def upload(serial: int, data: ApplicationData = DATA, command: int = Command.SEND_DATA) -> Frame:
+    return Frame(serial, command, encode_adu(data), UITD, CENTRE, T)
+
+
+def delivered(session: Session, frame: Frame) -> bool:
+    """Receive ``frame``: True when it is delivered, False when a duplicate."""
+    (ev,) = session.receive(frame, 0)
+    assert isinstance(ev, Incoming) and ev.frame == frame
+    return not ev.duplicate
+
+
+def test_every_packet_state_input_pair_is_a_valid_transition_or_protocol_error() -> None:
+    for state, inp in itertools.product(RxState, RxInput):
+        try:
+            new, action = rx_transition(state, inp)
+        except ProtocolError:
+            assert (state, inp) not in RX_TRANSITIONS
+        else:
+            assert new in RxState and action in RxAction
+            # Delivered and duplicate exactly when a copy arrives; taken exactly after one did.
+            assert (action in (RxAction.DELIVER, RxAction.DUPLICATE)) == (inp is RxInput.RECEIVE)
+            assert (new is RxState.TAKEN) == (inp is RxInput.RECEIVE)
+    assert set(RX_TRANSITIONS) == set(itertools.product(RxState, RxInput))
+
+
+def test_the_same_upload_twice_is_delivered_once() -> None:
+    centre = Session(CENTRE, UITD, clock=lambda: T)
+    assert delivered(centre, upload(7))
+    assert not delivered(centre, upload(7))  # our confirm was lost: confirm again, act once
+    assert not delivered(centre, upload(7))
+    assert centre.stats["duplicates"] == 2 and centre.stats["received"] == 3
+    # The stricter key: another serial, another command or other bytes is another packet.
+    assert delivered(centre, upload(8))
+    assert delivered(centre, upload(7, command=Command.REQUEST))
+    other = ApplicationData(21, (UitdStatus(UitdState.NORMAL | UitdState.FAULT, T),))
+    assert delivered(centre, upload(7, other))
+
+
+def test_the_memory_survives_a_link_reset_and_a_new_session() -> None:
+    memory = DeliveryMemory()
+    first = Session(CENTRE, UITD, clock=lambda: T, memory=memory)
+    assert delivered(first, upload(0)) and delivered(first, upload(1, SILENCE))
+    first.reset()  # the link dropped: numbering restarts (表1), what was taken is still known
+    assert not delivered(first, upload(0))
+    second = Session(CENTRE, UITD, clock=lambda: T, memory=memory)  # the next connection
+    assert not delivered(second, upload(0))
+    # A happening (图9, own time label) resent numbered anew after the reconnect is the same
+    # happening; a state word under a new serial is left to the receiver's diff.
+    assert not delivered(second, upload(5, SILENCE))
+    assert delivered(second, upload(6))
+    # Without a shared memory a new session knows nothing.
+    assert delivered(Session(CENTRE, UITD, clock=lambda: T), upload(0))
+
+
+def test_the_memory_bound_forgets_the_oldest_first() -> None:
+    centre = Session(CENTRE, UITD, clock=lambda: T, memory=DeliveryMemory(size=2))
+    assert all(delivered(centre, upload(s)) for s in (0, 1, 2))
+    assert len(centre.memory) == 2
+    assert not delivered(centre, upload(2)) and not delivered(centre, upload(1))
+    assert delivered(centre, upload(0))  # pushed out by 2: new again (and now 2 is oldest)
+    assert delivered(centre, upload(2))
+    with pytest.raises(ValueError, match="size"):
+        DeliveryMemory(size=0)
+
+
+def test_a_duplicate_is_kept_longest() -> None:
+    centre = Session(CENTRE, UITD, clock=lambda: T, memory=DeliveryMemory(size=2))
+    assert delivered(centre, upload(0)) and delivered(centre, upload(1))
+    assert not delivered(centre, upload(0))  # still being resent: 1 is the oldest now
+    assert delivered(centre, upload(2))
+    assert not delivered(centre, upload(0)) and delivered(centre, upload(1))
+
+
+def test_a_released_packet_is_delivered_again() -> None:
+    """The receiver could not store it and sent no confirm (图3): the resend must not be lost."""
+    centre = Session(CENTRE, UITD, clock=lambda: T)
+    assert delivered(centre, upload(3, SILENCE))
+    centre.release(upload(3, SILENCE))
+    assert centre.memory.state(upload(3, SILENCE)) is RxState.NEW
+    assert delivered(centre, upload(3, SILENCE))
+    assert not delivered(centre, upload(9, SILENCE))  # by content: the same happening
+    centre.release(upload(4))  # never received (or evicted): nothing to forget
+    assert centre.stats["released"] == 1
+
+
+def test_keepalives_and_unknown_commands_are_not_remembered() -> None:
+    from protocols.gb26875 import DAHUA
+
+    centre = Session(CENTRE, UITD, profile=DAHUA, clock=lambda: T)
+    keepalive = Frame(8, 0x07, b"", UITD, CENTRE, T)
+    assert delivered(centre, keepalive) and delivered(centre, keepalive)
+    assert len(centre.memory) == 0
+    control = upload(8, ApplicationData(90, (ClockSync(T),)), command=Command.CONTROL)
+    assert delivered(centre, control) and not delivered(centre, control)
+    centre.release(keepalive)
+    assert centre.stats["released"] == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.sampled_from(RxInput)),
+                max_size=40), st.integers(1, 4))
+def test_the_memory_agrees_with_a_plain_set_and_stays_bounded(
+        steps: list[tuple[int, bool, RxInput]], size: int) -> None:
+    """Against a model with no bound: a memory large enough agrees with it exactly; a small one
+    may only have forgotten (a duplicate is always one the model knows), and never holds more
+    than ``size`` keys."""
+    small, large, model = DeliveryMemory(size), DeliveryMemory(100), set[object]()
+    for serial, happening, inp in steps:
+        frame = upload(serial, SILENCE if happening else DATA)
+        keys: set[object] = {(serial, frame.adu)} | ({frame.adu} if happening else set())
+        taken = bool(model & keys)
+        action, exact = small.apply(frame, inp), large.apply(frame, inp)
+        if inp is RxInput.RECEIVE:
+            assert exact is (RxAction.DUPLICATE if taken else RxAction.DELIVER)
+            assert action is RxAction.DELIVER or taken
+            model |= keys if not taken else set()
+        else:
+            assert exact is (RxAction.FORGET if taken else RxAction.IGNORE)
+            model -= keys
+            assert small.state(frame) is large.state(frame) is RxState.NEW
+        assert len(small) <= size

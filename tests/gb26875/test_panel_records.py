@@ -1,4 +1,5 @@
-"""The pure mapping from decoded GB/T 26875.3 uploads to wire records, every upload type."""
+"""The pure mapping from decoded GB/T 26875.3 uploads to wire records, every upload type
+(protocols/panel_records.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge.drivers.panel_records import (
-    COMPONENT_FLAGS,
-    SYSTEM_FLAGS,
-    UITD_FLAGS,
-    PanelMapper,
-    label_ms,
-)
 from protocols.gb26875 import (
     AnalogValue,
     ApplicationData,
@@ -40,6 +34,13 @@ from protocols.gb26875 import (
     UitdStatus,
     UitdTime,
     decode_adu,
+)
+from protocols.panel_records import (
+    COMPONENT_FLAGS,
+    SYSTEM_FLAGS,
+    UITD_FLAGS,
+    PanelMapper,
+    label_ms,
 )
 from protocols.wire import Event, EventType, Measurement, Priority, Quantity, Record, WireError
 

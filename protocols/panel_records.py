@@ -1,5 +1,10 @@
 """Decoded GB/T 26875.3 uploads -> ``protocols.wire`` records (pure, table-driven).
 
+The bridge between the standalone codec (:mod:`protocols.gb26875`, which knows nothing of the
+wire contract and is publishable alone) and firegate's records, as :mod:`protocols.registers`
+bridges Modbus register maps: any process that hears a panel (the edge panel driver today, a
+collector acting as monitoring centre later) maps its frames here, one mapping for all.
+
 A panel reports *states* (a system's or component's state word, 图6/图7; the UITD's, 图13) and
 *points in time* (operator actions, 图9/图14; analog samples, 表6). States become events by
 diffing each source's new word against the last one known: a bit that rises is a raise
@@ -10,9 +15,9 @@ with none raises its active conditions only. Points become one record each.
 
 Mapping is two-phase so that nothing is lost when the outbox refuses records:
 :meth:`PanelMapper.map` computes the records and the states they lead to without changing
-anything, and the driver calls :meth:`PanelMapper.commit` only once ``emit`` has returned. An
-upload whose records could not be stored is therefore mapped again, whole, when the panel
-resends it.
+anything, and the caller calls :meth:`PanelMapper.commit` only once the records are durable (the
+edge driver: once ``emit`` has returned). An upload whose records could not be stored is
+therefore mapped again, whole, when the panel resends it.
 
 Source ids (stable, unique per gateway; ``<prefix>`` is the panel's ``source_prefix``)::
 
@@ -166,8 +171,8 @@ class PanelMapper:
                  report_test_mode: bool = False, uitd_description: str | None = None,
                  previous: Mapping[str, Collection[str]] | None = None) -> None:
         """``previous``: source id -> event type values raised and not restored when the agent
-        last stopped (``DriverContext.previous``); the first word of each source is diffed
-        against them instead of against "all clear"."""
+        last stopped (the edge agent's ``DriverContext.previous``); the first word of each
+        source is diffed against them instead of against "all clear"."""
         self.prefix = prefix
         self.uitd_id = uitd_id
         self.tz = tz
