@@ -23,13 +23,12 @@ alarm raised before a restart is cleared after it, and not raised twice.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from protocols.wire import Bus, Event, EventType, Measurement, Record, Source
 
-from .config.rules import RuleConfig
+from .config.rules import RuleConfig, first_match
 from .drivers.base import Counters
 
 __all__ = ["RuleEngine"]
@@ -114,10 +113,9 @@ class RuleEngine:
         return out
 
     def rule_for(self, source_id: str) -> RuleConfig | None:
-        for rule in self.rules:
-            if rule.match == source_id or fnmatch.fnmatchcase(source_id, rule.match):
-                return rule
-        return None
+        """The rule applying to a source id (:func:`edge.config.rules.first_match`), or None."""
+        i = first_match(self.rules, source_id)
+        return None if i is None else self.rules[i]
 
     # -- internals -----------------------------------------------------------------------------
 

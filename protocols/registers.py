@@ -6,6 +6,8 @@ edge gateway's Modbus driver reads them, and the firmware shares the same tables
 data type, word order) and how the raw number becomes a physical one (``physical = raw * scale +
 offset``) with its plausible range. A :class:`StatusWord` names the bits of one status register.
 A :class:`DeviceProfile` is a device model's whole map; :data:`PROFILES` holds the built-in ones.
+What a point measures is the wire contract's :class:`~protocols.wire.Quantity` (a point's
+measurements are wire records); register maps carry the quantities of :data:`CANONICAL_UNIT`.
 
 Why the raw <-> register conversion here uses ``struct`` and not pymodbus's
 ``ModbusClientMixin.convert_to_registers`` / ``convert_from_registers``:
@@ -34,13 +36,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from protocols.wire import Quantity
+
 __all__ = [
     "CANONICAL_UNIT",
     "PROFILES",
     "DataType",
     "DeviceProfile",
     "PointSpec",
-    "Quantity",
+    "Quantity",  # the wire contract's (protocols.wire), re-exported: PointSpec.quantity is one
     "ReadBlock",
     "RegisterError",
     "RegisterType",
@@ -102,15 +106,6 @@ class WordOrder(StrEnum):
     LITTLE = "little"
 
 
-class Quantity(StrEnum):
-    """What is measured."""
-
-    PRESSURE = "pressure"
-    LEVEL = "level"
-    TEMPERATURE = "temperature"
-    RESIDUAL_CURRENT = "residual_current"
-
-
 class Unit(StrEnum):
     """Units the devices report in."""
 
@@ -121,7 +116,8 @@ class Unit(StrEnum):
     MILLIAMPERE = "mA"
 
 
-#: The unit each quantity is normalised to in records and scenarios.
+#: The quantities a register map can carry, each with the unit it is normalised to in records
+#: and scenarios (one the wire contract accepts for it: ``protocols.wire.UNITS``).
 CANONICAL_UNIT: Mapping[Quantity, Unit] = MappingProxyType({
     Quantity.PRESSURE: Unit.MPA,
     Quantity.LEVEL: Unit.METRE,
@@ -218,6 +214,25 @@ class PointSpec:
         """The unit records use for this quantity (MPa, m, °C, mA)."""
         return CANONICAL_UNIT[self.quantity]
 
+    @property
+    def factor(self) -> float:
+        """What a value in ``unit`` is multiplied by to be in the canonical unit (kPa: 0.001)."""
+        return convert(1.0, self.unit, self.canonical_unit)
+
+    @property
+    def decimals(self) -> int | None:
+        """Decimal places that carry information for an integer point in its canonical unit.
+
+        ``raw * scale + offset`` in floating point leaves noise (0.35000000000000003 for
+        350 x 0.001); rounding to the resolution of scale and offset removes it. The edge
+        driver and the firmware (through provisioning) round to these. None for f32, which
+        carries ~7 significant digits instead.
+        """
+        if self.data_type is DataType.F32:
+            return None
+        factor = self.factor
+        return max(_places(self.scale * factor), _places(self.offset * factor))
+
     def in_range(self, value: float) -> bool:
         """True when ``value`` (in ``unit``) lies in the plausible range."""
         return self.minimum <= value <= self.maximum
@@ -257,6 +272,14 @@ class PointSpec:
         return self.physical_from_raw(unpack_raw(registers, self.data_type, self.word_order))
 
 
+def _places(x: float) -> int:
+    """The fewest decimal places (at most 12) that write ``x`` to within 1e-9 of itself."""
+    for d in range(13):
+        if abs(round(x, d) - x) <= 1e-9 * abs(x):
+            return d
+    return 12
+
+
 @dataclass(frozen=True, slots=True)
 class StatusWord:
     """A status register whose bits (0 = least significant) carry named flags."""
@@ -279,6 +302,13 @@ class StatusWord:
     def register_count(self) -> int:
         """Always one register."""
         return 1
+
+    @staticmethod
+    def is_alarm(bit: str) -> bool:
+        """Whether a bit is the device's own alarm (``*_alarm``) rather than a fault: an alarm
+        is reported as ``threshold_high`` and leaves the values trustworthy (see
+        :meth:`DeviceProfile.covered_by` for what a fault bit covers)."""
+        return bit.endswith("_alarm")
 
     def encode(self, active: Iterable[str]) -> list[int]:
         """The register with the named flags set."""
@@ -355,6 +385,21 @@ class DeviceProfile:
     def points_of(self, quantity: Quantity) -> tuple[PointSpec, ...]:
         """The points measuring ``quantity``."""
         return tuple(p for p in self.points if p.quantity is quantity)
+
+    def covered_by(self, bit: str) -> tuple[str, ...]:
+        """Names of the points a set fault bit makes untrustworthy, in point order.
+
+        ``<x>_fault`` covers the points named ``<x>`` or ``<x>_*`` (``temperature_fault``: the
+        four ``temperature_<n>`` channels); a fault bit naming no point (``sensor_fault``,
+        ``loop_open``) covers every point of the device.
+        """
+        names = tuple(p.name for p in self.points)
+        if bit.endswith("_fault"):
+            prefix = bit.removesuffix("_fault")
+            hit = tuple(n for n in names if n == prefix or n.startswith(prefix + "_"))
+            if hit:
+                return hit
+        return names
 
     def read_blocks(self, max_count: int = MAX_READ_REGISTERS) -> list[ReadBlock]:
         """The fewest reads that fetch every field, merging only adjacent registers.

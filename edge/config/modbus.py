@@ -26,13 +26,13 @@ from protocols.registers import (
     DataType,
     DeviceProfile,
     PointSpec,
-    Quantity,
     RegisterType,
     StatusWord,
     Unit,
     WordOrder,
     convert,
 )
+from protocols.wire import Quantity
 
 __all__ = [
     "ModbusBusConfig",
@@ -269,7 +269,8 @@ def _profile(key: str, t: Table) -> DeviceProfile:
 
 def _point(t: Table) -> PointSpec:
     name = t.text("name", pattern=_FIELD, hint=_FIELD_HINT)
-    quantity = t.choice("quantity", Quantity)
+    # the quantities a register can carry, not every one of the wire contract
+    quantity = Quantity(t.one_of("quantity", [q.value for q in CANONICAL_UNIT]))
     unit = t.choice("unit", Unit, CANONICAL_UNIT[quantity])
     allowed = _units_of(quantity)
     if unit.value not in allowed:

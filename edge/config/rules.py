@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.config import Table
 from protocols.wire import Priority
 
-__all__ = ["RuleConfig", "parse_rule"]
+__all__ = ["RuleConfig", "first_match", "parse_rule"]
 
 _PRIORITY_NAMES = {"fire": Priority.FIRE, "alarm": Priority.ALARM, "event": Priority.EVENT}
 
@@ -35,6 +37,23 @@ class RuleConfig:
     """Class of the threshold events (``fire`` for, say, a gas concentration rule)."""
     unit: str | None = None
     """The unit ``low``/``high`` are written in; must match the measurement's unit if given."""
+
+    def matches(self, source_id: str) -> bool:
+        """Whether ``match`` fits a source id: the id itself, or a glob over ids
+        (``fnmatchcase``: case-sensitive on every platform, as source ids are)."""
+        return self.match == source_id or fnmatch.fnmatchcase(source_id, self.match)
+
+
+def first_match(rules: Sequence[RuleConfig], source_id: str) -> int | None:
+    """Index of the rule that applies to a source id (the first that matches), or None.
+
+    The one place the choice is made: the agent's rule engine asks it per sensor, and
+    provisioning asks it per firmware point (so the firmware needs no glob matcher).
+    """
+    for i, rule in enumerate(rules):
+        if rule.matches(source_id):
+            return i
+    return None
 
 
 def parse_rule(t: Table) -> RuleConfig:

@@ -26,8 +26,8 @@ What the driver emits (sources ``modbus/<bus>/<unit>/<point>``, device ``modbus/
   ``modbus/<bus>/<unit>/<word>/<bit>``), and ``threshold_high`` for the device's own alarm bits
   (names ending in ``_alarm``, e.g. an electrical fire detector's residual current alarm).
   While a fault bit is set, the points it covers are not emitted either (counted
-  ``fault_suppressed``): ``<x>_fault`` covers the points named ``<x>`` or ``<x>_*``, any other
-  fault bit covers every point of the device;
+  ``fault_suppressed``; ``DeviceProfile.covered_by``): ``<x>_fault`` covers the points named
+  ``<x>`` or ``<x>_*``, any other fault bit covers every point of the device;
 * ``link_fault`` (source ``modbus/<bus>``, link ``modbus/<bus>``) while the port or TCP
   connection cannot be opened or was lost; it is reopened with back-off up to
   ``reopen_max_s``. The device links show ``bus down`` meanwhile (no ``sensor_offline``:
@@ -66,9 +66,8 @@ from edge.drivers.modbus_adapter import (
     SerialEndpoint,
     TcpEndpoint,
 )
-from protocols.registers import DataType, PointSpec, ReadBlock, RegisterError, convert
+from protocols.registers import ReadBlock, RegisterError, StatusWord, convert
 from protocols.wire import Bus, CommandName, Event, EventType, Measurement, Record, Source
-from protocols.wire import Quantity as WireQuantity
 
 __all__ = ["ModbusDriver", "endpoint_of"]
 
@@ -180,7 +179,7 @@ class ModbusDriver:
                 sources[key] = Source(f"{base}/{key}", Bus.MODBUS, description=d.name)
         return _Device(d, tuple(d.profile.read_blocks()), base,
                        Source(base, Bus.MODBUS, description=d.name), sources,
-                       {p.name: _decimals(p) for p in d.profile.points})
+                       {p.name: p.decimals for p in d.profile.points})
 
     # -- the bus task --------------------------------------------------------------------------
 
@@ -313,13 +312,13 @@ class ModbusDriver:
             if not isinstance(bits, frozenset):
                 continue
             for number, bit in sorted(word.bits.items()):
-                alarm = bit.endswith("_alarm")
+                alarm = StatusWord.is_alarm(bit)
                 on = bit in bits
                 conds.append(_Cond(device.sources[f"{word.name}/{bit}"],
                                    EventType.THRESHOLD_HIGH if alarm else EventType.FAULT, on,
                                    detail=f"{word.name} bit {number} {bit}"))
                 if on and not alarm:
-                    faulted |= _covered(bit, profile.points)
+                    faulted.update(profile.covered_by(bit))
         for p in profile.points:
             raw = values.get(p.name)
             if not isinstance(raw, float):
@@ -342,8 +341,8 @@ class ModbusDriver:
             if p.name in faulted:
                 self._ctx.counters.inc("fault_suppressed")
                 continue
-            yield Measurement(source=source, quantity=WireQuantity(p.quantity.value),
-                              value=value, unit=unit.value, receive_ms=now_ms)
+            yield Measurement(source=source, quantity=p.quantity, value=value, unit=unit.value,
+                              receive_ms=now_ms)
 
     async def _emit(self, conds: Iterable[_Cond], measurements: Iterable[Measurement] = (),
                     now_ms: int | None = None) -> None:
@@ -376,37 +375,9 @@ def _cut(detail: str | None) -> str | None:
     return detail[:_DETAIL_MAX - 1] + "…"
 
 
-def _covered(bit: str, points: Iterable[PointSpec]) -> set[str]:
-    """Points a fault bit makes untrustworthy: ``<x>_fault`` -> ``<x>``, ``<x>_*``; else all."""
-    names = [p.name for p in points]
-    if bit.endswith("_fault"):
-        prefix = bit.removesuffix("_fault")
-        hit = {n for n in names if n == prefix or n.startswith(prefix + "_")}
-        if hit:
-            return hit
-    return set(names)
-
-
-def _decimals(p: PointSpec) -> int | None:
-    """Decimal places that carry information for an integer point in its canonical unit.
-
-    ``raw * scale + offset`` in floating point leaves noise (0.35000000000000003 for
-    350 x 0.001); rounding to the resolution of scale and offset removes it. None for f32.
-    """
-    if p.data_type is DataType.F32:
-        return None
-    factor = convert(1.0, p.unit, p.canonical_unit)
-    return max(_places(p.scale * factor), _places(p.offset * factor))
-
-
-def _places(x: float) -> int:
-    for d in range(13):
-        if abs(round(x, d) - x) <= 1e-9 * abs(x):
-            return d
-    return 12
-
-
 def _tidy(value: float, decimals: int | None) -> float:
+    """A canonical value rounded to its point's ``PointSpec.decimals`` (the firmware's
+    ``fg.points.canonical`` does the same)."""
     if not math.isfinite(value):
         return value
     if decimals is None:

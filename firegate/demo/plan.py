@@ -1,6 +1,6 @@
 """What the demo runs: the scenario file, checked and repeated, and the configs it generates.
 
-The scenario is one TOML file (``edge/demo/scenario.toml``): ``[demo]`` (cycle length, site,
+The scenario is one TOML file (``firegate/demo/scenario.toml``): ``[demo]`` (cycle length, site,
 gateway id, the gateway's ``[[demo.rule]]`` threshold rules) and one table per simulator
 (``[panel]``, ``[modbus]``, ``[ble]``), each checked here by that simulator's own parser, so a
 mistake is reported before any process starts. The simulators play a timeline once; the demo
@@ -15,14 +15,14 @@ written as ordinary TOML files, so ``firegate status --config DIR/gateway.toml``
 from __future__ import annotations
 
 import copy
-import json
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+
+from firegate.toml_text import dumps_toml  # re-exported: the demo writes its files with it
 
 __all__ = ["DEFAULT_SCENARIO", "Broker", "DemoError", "Influx", "Layout", "Story",
            "agent_config", "collector_config", "dumps_toml", "load_story", "repeated"]
@@ -30,7 +30,6 @@ __all__ = ["DEFAULT_SCENARIO", "Broker", "DemoError", "Influx", "Layout", "Story
 DEFAULT_SCENARIO = Path(__file__).with_name("scenario.toml")
 SIMULATORS = ("panel", "modbus", "ble")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 HEALTH_INTERVAL_S = 10.0  # the gateway's health period; the collector judges "stale" from it
 
 
@@ -99,6 +98,7 @@ def _check_simulators(path: Path, doc: Mapping[str, Any]
                       ) -> tuple[tuple[tuple[int, str, str], ...],
                                  tuple[tuple[str, str, float, str | None], ...]]:
     """Each simulator's own scenario parser: the same errors its command would print."""
+    from common.config import ConfigError
     from simulators.ble import scenario as ble
     from simulators.modbus import scenario as modbus
     from simulators.panel import scenario as panel
@@ -116,7 +116,7 @@ def _check_simulators(path: Path, doc: Mapping[str, Any]
             plan = ble.parse_scenario(doc)
             sensors = tuple((s.address, s.name, s.interval, s.key.hex() if s.key else None)
                             for s in plan.sensors)
-    except (panel.ScenarioError, modbus.ScenarioError, ble.ScenarioError) as exc:
+    except ConfigError as exc:
         raise DemoError(f"{path}: {exc}") from None
     return devices, sensors
 
@@ -132,55 +132,6 @@ def repeated(story: Story, cycles: int) -> dict[str, Any]:
         table["events"] = [{**event, "at": event["at"] + k * story.period}
                            for k in range(cycles) for event in once]
     return doc
-
-
-# -- TOML writing (the standard library reads TOML but does not write it) ----------------------
-
-
-def _key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):  # JSON's escapes are all valid in a TOML basic string
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _is_table_array(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _emit(lines: list[str], path: list[str], table: Mapping[str, Any], header: str) -> None:
-    if header:
-        lines += ["", header]
-    for k, v in table.items():
-        if not isinstance(v, dict) and not _is_table_array(v):
-            lines.append(f"{_key(k)} = {_value(v)}")
-    for k, v in table.items():
-        sub = [*path, _key(k)]
-        if isinstance(v, dict):
-            _emit(lines, sub, v, f"[{'.'.join(sub)}]")
-        elif _is_table_array(v):
-            for item in v:
-                _emit(lines, sub, item, f"[[{'.'.join(sub)}]]")
-
-
-def dumps_toml(doc: Mapping[str, Any], comment: str = "") -> str:
-    """``doc`` as TOML text (tables, arrays of tables, scalars, lists, inline tables)."""
-    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
-    _emit(lines, [], doc, "")
-    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 # -- the generated configs ---------------------------------------------------------------------

@@ -115,7 +115,12 @@ def default_priority(event_type: EventType) -> Priority:
 
 
 class Quantity(StrEnum):
-    """What a measurement measures; its allowed units are in :data:`UNITS`."""
+    """What a measurement measures; its allowed units are in :data:`UNITS`.
+
+    The one enum for the meaning: the Modbus register maps (``protocols.registers``, whose
+    ``CANONICAL_UNIT`` lists the quantities a register can carry) and the firmware's quantity
+    codes (``firmware/src/fg/records.py``, written by provisioning) use these members.
+    """
 
     PRESSURE = "pressure"
     LEVEL = "level"

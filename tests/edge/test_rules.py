@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.config.rules import RuleConfig
+from edge.config.rules import RuleConfig, first_match
 from edge.rules import RuleEngine
 from protocols.wire import Bus, Event, EventType, Measurement, Priority, Quantity, Source
 
@@ -101,6 +101,21 @@ def test_rule_in_another_unit_is_refused_not_misapplied() -> None:
     engine = RuleEngine([rule])
     assert feed(engine, [(0.1, 0), (0.1, 100)]) == []
     assert engine.counters.get("rule_unit_mismatch") == 1
+
+
+def test_the_first_matching_rule_applies_to_engine_and_provisioning_alike() -> None:
+    """One matcher (``first_match``): an exact id or a case-sensitive glob, first one wins;
+    the engine's ``rule_for`` is the rule at the index provisioning writes for the firmware."""
+    exact = RuleConfig("exact", "modbus/bus1/3/pressure", low=0.2)
+    rules = [RuleConfig("level", "modbus/*/level", low=1.0), LOW_RULE, exact,
+             RuleConfig("odd", "ble/[x]", deadband=1.0)]
+    engine = RuleEngine(rules)
+    for sid, want in [("modbus/bus1/3/pressure", 1), ("modbus/bus1/4/level", 0),
+                      ("modbus/bus1/3/Pressure", None), ("ble/[x]", 3), ("ble/x", 3),
+                      ("panel/1", None)]:
+        assert first_match(rules, sid) == want, sid
+        assert engine.rule_for(sid) is (None if want is None else rules[want]), sid
+    assert first_match([], "modbus/bus1/3/pressure") is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,8 @@ def test_the_sample_site_file_provisions_both_kinds(tmp_path: Path) -> None:
     assert [d["name"] for d in fw["modbus"]["devices"]] == [
         "hydrant riser 3F", "roof tank", "pump room board"]
     assert fw["modbus"]["uart"]["de"] == 4 and fw["ring"]["capacity_kb"] == 32
-    agent = provision(cfg, "agent").files["gateway.toml"][0].decode()
-    assert '[[modbus.device]]\nunit = 5' in agent
+    agent = tomllib.loads(provision(cfg, "agent").files["gateway.toml"][0].decode())
+    assert [d["unit"] for d in agent["modbus"][0]["device"]] == [1, 2, 5]
 
 
 @pytest.mark.parametrize(("edit", "message"), [

@@ -24,9 +24,9 @@ from pymodbus.pdu.register_message import (
 )
 
 from edge.config.rules import RuleConfig
-from edge.drivers.modbus import _decimals, _tidy
-from firegate.provision import FIRMWARE_POINT_FIELDS, decimals_of, firmware_device
+from edge.drivers.modbus import _tidy
 from edge.rules import RuleEngine
+from firegate.provision import FIRMWARE_POINT_FIELDS, firmware_device
 from protocols.registers import (
     PROFILES,
     DataType,
@@ -38,7 +38,6 @@ from protocols.registers import (
     WordOrder,
     convert,
 )
-from protocols.registers import Quantity as RegQuantity
 from protocols.wire import Bus, Event, Measurement, Priority, Quantity, Source
 
 from .helpers import json_lines, run_mpy
@@ -62,8 +61,8 @@ def test_the_firmware_profile_table_is_generated_from_registers_py(key: str) -> 
         for name in POINT_FIELDS:
             want = getattr(p, name)
             assert t[name] == getattr(want, "value", want), (key, p.name, name)
-        assert t["decimals"] == _decimals(p) == decimals_of(p)
-        assert t["factor"] == convert(1.0, p.unit, p.canonical_unit)
+        assert t["decimals"] == p.decimals  # what the edge driver rounds to
+        assert t["factor"] == p.factor == convert(1.0, p.unit, p.canonical_unit)
         block = profile.read_blocks()[t["block"]]
         assert block.register_type is p.register_type
         assert block.start + t["at"] == p.address
@@ -71,6 +70,30 @@ def test_the_firmware_profile_table_is_generated_from_registers_py(key: str) -> 
     for w, t in zip(profile.status_words, table["status"], strict=True):
         assert [b[:2] for b in t["bits"]] == [[n, name] for n, name in sorted(w.bits.items())]
         assert profile.read_blocks()[t["block"]].start + t["at"] == w.address
+
+
+def test_rounding_and_fault_coverage_provisioning_shares_with_the_edge_driver() -> None:
+    """``PointSpec.decimals`` and ``DeviceProfile.covered_by``, which the edge driver and
+    provisioning both use, on the built-in maps: the resolution of scale and offset in the
+    canonical unit; ``<x>_fault`` covers ``<x>`` and ``<x>_*``, another fault bit everything."""
+    decimals = {(k, p.name): p.decimals for k, prof in PROFILES.items() for p in prof.points}
+    assert decimals[("pressure-a", "pressure")] == 3  # 1 kPa in MPa
+    assert decimals[("pressure-b", "pressure")] is None  # f32: significant digits instead
+    assert decimals[("pressure-c", "pressure")] == 6  # 1 Pa in MPa
+    assert decimals[("level-cm", "level")] == 2  # 1 cm, offset 0.20 m
+    assert decimals[("elec-fire", "temperature_1")] == 1
+    assert decimals[("elec-fire", "residual_current")] == 0
+    efd = PROFILES["elec-fire"]
+    temps = ("temperature_1", "temperature_2", "temperature_3", "temperature_4")
+    assert efd.covered_by("temperature_fault") == temps
+    assert efd.covered_by("residual_current_fault") == ("residual_current",)
+    assert efd.covered_by("cable_fault") == ("residual_current", *temps)  # names no point
+    assert PROFILES["pressure-b"].covered_by("loop_open") == ("pressure",)
+    bits = {b[1]: b[2:] for b in firmware_device(efd)["status"][0]["bits"]}
+    assert bits == {"residual_current_alarm": [True, [0, 1, 2, 3, 4]],
+                    "temperature_alarm": [True, [0, 1, 2, 3, 4]],
+                    "residual_current_fault": [False, [0]],
+                    "temperature_fault": [False, [1, 2, 3, 4]]}
 
 
 def _samples(p: PointSpec, rng: random.Random) -> list[float]:
@@ -96,7 +119,7 @@ def test_register_values_decode_as_on_the_edge(fw_build: Path) -> None:
                 regs = [0] * blocks[t["block"]].count
                 regs[t["at"]:t["at"] + p.register_count] = p.encode(value, saturate=True)
                 physical = p.decode(regs[t["at"]:t["at"] + p.register_count])
-                canonical = _tidy(convert(physical, p.unit, p.canonical_unit), _decimals(p))
+                canonical = _tidy(convert(physical, p.unit, p.canonical_unit), p.decimals)
                 cases.append([row, regs])
                 expected.append((physical, canonical, f"{key}/{p.name}={value}"))
     code = ("import json, sys\nfrom fg.points import point, physical, canonical, columns\n"
@@ -119,7 +142,7 @@ def test_data_types_and_word_orders(fw_build: Path) -> None:
     cases, expected = [], []
     for dt in DataType:
         for order in WordOrder:
-            p = PointSpec("x", RegQuantity.PRESSURE, Unit.MPA, RegisterType.HOLDING, 0, dt,
+            p = PointSpec("x", Quantity.PRESSURE, Unit.MPA, RegisterType.HOLDING, 0, dt,
                           minimum=-1e40, maximum=1e40, word_order=order)
             table = firmware_device(DeviceProfile("t", "t", "t", (p,)))["points"][0]
             for raw in (0, 1, -1, 32767, -32768, 65535, 2**31 - 1, -(2**31), 2**32 - 1, 1.5,

@@ -27,17 +27,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
-from firegate.cli.provision import UNIT_FILE, register
-from edge.config.load import load_config
 from common.config import ConfigError
+from edge.config.load import load_config
+from firegate.cli.provision import UNIT_FILE, register
 from firegate.provision import (
     acl_lines,
     issue_client_certificate,
     load_site,
     mosquitto_password_line,
     provision,
-    toml_dumps,
 )
+from firegate.toml_text import dumps_toml
 from tests.infra.mosquitto import MOSQUITTO_PASSWD
 from tests.infra.tls import TestCA
 
@@ -246,6 +246,7 @@ def test_agent_config_is_loaded_by_the_agent(tmp_path: Path, site: Path) -> None
         (tmp_path / name).write_bytes(data)
         (tmp_path / name).chmod(mode)
     text = (tmp_path / "gateway.toml").read_text()
+    assert text.startswith(f"# firegate agent config for gateway {result.credentials.gateway_id}")
     raw = tomllib.loads(text)
     assert set(raw) == {"gateway", "uplink", "modbus", "rule"}
     assert raw["uplink"]["password_file"] == str(tmp_path / "mqtt-password")
@@ -321,7 +322,8 @@ def test_two_buses_are_one_too_many_for_an_esp32(site: Path) -> None:
         provision(cfg, "firmware")
 
 
-def test_toml_writer_round_trips() -> None:
+def test_toml_writer_round_trips_after_its_comment() -> None:
+    """The header is a comment; the data (written by tomli-w) reads back equal."""
     data: dict[str, Any] = {
         "gateway": {"id": "g-1", "site": "s", "n": 3, "x": 1.5, "on": True},
         "uplink": {"url": "mqtt://h", "weird key": 'quote " back \\ tab \t 中文'},
@@ -330,7 +332,9 @@ def test_toml_writer_round_trips() -> None:
                    {"name": "b", "device": [{"unit": 3}]}],
         "modbus_profiles": {"p1": {"status": [{"bits": {"0": "fault", "8": "x"}}]}},
     }
-    assert tomllib.loads(toml_dumps(data, "header\nline")) == data
+    text = dumps_toml(data, "header\n\nline")
+    assert text.startswith("# header\n#\n# line\n\n")
+    assert tomllib.loads(text) == data
 
 
 def _cli(*args: str) -> Any:

@@ -2,9 +2,10 @@
 #
 # config.json carries each point's PointSpec fields (generated from protocols/registers.py when
 # the device is provisioned, so the two cannot drift) plus what the edge driver derives from
-# them: the factor to the quantity's canonical unit (kPa -> MPa: 0.001) and the decimal places
-# that carry information. tests/firmware/test_points_parity.py decodes every built-in profile
-# here and with protocols.registers and compares.
+# them: the factor to the quantity's canonical unit (kPa -> MPa: 0.001, PointSpec.factor) and
+# the decimal places that carry information (PointSpec.decimals). tests/firmware/test_parity.py
+# (test_register_values_decode_as_on_the_edge, test_data_types_and_word_orders) decodes every
+# built-in profile here and with protocols.registers and compares.
 #
 # Modbus Application Protocol V1.1b3 §4.2: a register is 16 bits, big-endian on the wire; for
 # 32-bit values the word order is the device's choice ("big": high word at the lower address).

@@ -1,16 +1,18 @@
 # Threshold rules on measurements: low/high limits with hysteresis and debounce, deadband.
 #
 # The same rules as the edge agent's rule engine (edge/rules.py; config keys of [[rule]] in
-# edge/config/rules.py), ported to MicroPython; tests/firmware/test_rules_parity.py feeds both
-# the same samples and compares the events. A low limit is crossed when a value is below
-# ``low`` and cleared when a value is at or above ``low + hysteresis`` (a high limit mirrors
-# it); either change must hold for ``debounce_s`` before it is reported. A crossing that has
-# lasted long enough matures in ``tick()`` without waiting for the next sample. With a
-# ``deadband``, a value is sent only when it moved at least that far from the last one sent, or
-# ``report_interval_s`` passed, or it came with a threshold event.
+# edge/config/rules.py), ported to MicroPython; tests/firmware/test_parity.py
+# (test_threshold_rules_match_the_edge_rule_engine) feeds both the same samples and compares
+# the events. A low limit is crossed when a value is below ``low`` and cleared when a value is
+# at or above ``low + hysteresis`` (a high limit mirrors it); either change must hold for
+# ``debounce_s`` before it is reported. A crossing that has lasted long enough matures in
+# ``tick()`` without waiting for the next sample. With a ``deadband``, a value is sent only when
+# it moved at least that far from the last one sent, or ``report_interval_s`` passed, or it came
+# with a threshold event.
 #
 # Which rule applies to which point is resolved when the device is provisioned (the agent's
-# first-match glob over source ids), so the firmware needs no glob matcher.
+# first match over source ids, edge/config/rules.py first_match), so the firmware needs no glob
+# matcher.
 
 from fg.records import EV_HIGH, EV_LOW
 

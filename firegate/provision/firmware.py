@@ -1,0 +1,163 @@
+"""An ESP32's ``config.json`` (keys: docs/firmware.md "config.json").
+
+The register maps are resolved from :mod:`protocols.registers` into the table the firmware
+reads, with the values the edge driver derives from them (canonical unit, factor, rounding,
+what a fault bit covers), and each point's rule is resolved with the agent's own first match
+(:func:`edge.config.rules.first_match`), so the firmware and the agent cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from common.config import ConfigError
+from edge.config.rules import RuleConfig, first_match
+from protocols.registers import DeviceProfile, RegisterType, StatusWord
+from protocols.wire import Quantity
+
+from .credentials import Credentials
+from .site import SiteConfig
+
+__all__ = ["FIRMWARE_CONFIG_FORMAT", "FIRMWARE_POINT_FIELDS", "FIRMWARE_QUANTITIES",
+           "firmware_config", "firmware_device"]
+
+FIRMWARE_CONFIG_FORMAT = 1  # "v" of config.json, checked by firmware/src/fg/config.py
+#: Index = the quantity code the firmware stores on flash (firmware/src/fg/records.py).
+FIRMWARE_QUANTITIES = (Quantity.PRESSURE, Quantity.LEVEL, Quantity.TEMPERATURE,
+                       Quantity.RESIDUAL_CURRENT)
+#: Columns of a point row in config.json (``modbus.point_fields`` repeats them for readers): the
+#: PointSpec fields of protocols/registers.py, then what the firmware derives from them.
+FIRMWARE_POINT_FIELDS = (
+    "name", "quantity", "unit", "register_type", "address", "data_type", "word_order", "scale",
+    "offset", "minimum", "maximum", "canonical_unit", "factor", "decimals", "quantity_code",
+    "block", "at", "rule")
+_UART_PORT = "uart"
+
+
+def firmware_device(profile: DeviceProfile, rules: tuple[RuleConfig, ...] = (),
+                    base: str = "modbus/bus/1") -> dict[str, Any]:
+    """The register map of one device as the firmware reads it: ``blocks`` from
+    :meth:`DeviceProfile.read_blocks`, every point's :class:`PointSpec` fields plus where it
+    sits in its block, its canonical unit, conversion factor, rounding and rule (-1: none), as
+    a row of :data:`FIRMWARE_POINT_FIELDS` (an array parses into a tenth of an object's memory
+    in MicroPython), and the status words."""
+    blocks = profile.read_blocks()
+
+    def place(register: RegisterType, address: int, count: int) -> tuple[int, int]:
+        for i, b in enumerate(blocks):
+            if b.register_type is register and b.start <= address <= b.start + b.count - count:
+                return i, address - b.start
+        raise AssertionError(f"{profile.key}: no block holds {register} {address}")
+
+    points = []
+    for p in profile.points:
+        block, at = place(p.register_type, p.address, p.register_count)
+        found = first_match(rules, f"{base}/{p.name}")
+        rule = -1 if found is None else found
+        if found is not None and rules[found].unit not in (None, p.canonical_unit.value):
+            raise ConfigError(f"rule[{found}].unit", f"is {rules[found].unit!r} but "
+                              f"{base}/{p.name} reports {p.canonical_unit.value!r}")
+        row = {
+            "name": p.name, "quantity": p.quantity.value, "unit": p.unit.value,
+            "register_type": p.register_type.value, "address": p.address,
+            "data_type": p.data_type.value, "word_order": p.word_order.value,
+            "scale": p.scale, "offset": p.offset, "minimum": p.minimum, "maximum": p.maximum,
+            "canonical_unit": p.canonical_unit.value, "factor": p.factor,
+            "decimals": p.decimals, "quantity_code": FIRMWARE_QUANTITIES.index(p.quantity),
+            "block": block, "at": at, "rule": rule,
+        }
+        points.append([row[f] for f in FIRMWARE_POINT_FIELDS])
+    status = []
+    for w in profile.status_words:
+        block, at = place(w.register_type, w.address, 1)
+        bits = [[n, name, StatusWord.is_alarm(name), _point_indexes(profile, name)]
+                for n, name in sorted(w.bits.items())]
+        status.append({"name": w.name, "register_type": w.register_type.value,
+                       "address": w.address, "block": block, "at": at, "bits": bits})
+    return {"profile": profile.key,
+            "blocks": [[b.register_type.read_function, b.start, b.count] for b in blocks],
+            "points": points, "status": status}
+
+
+def _point_indexes(profile: DeviceProfile, bit: str) -> list[int]:
+    """Indexes of the points a fault bit covers (:meth:`DeviceProfile.covered_by`)."""
+    covered = profile.covered_by(bit)
+    return [i for i, p in enumerate(profile.points) if p.name in covered]
+
+
+def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
+    if len(site.buses) != 1:
+        raise ConfigError("modbus", f"the firmware serves exactly one [[modbus]] bus (its RS-485 "
+                                    f"line), got {len(site.buses)}")
+    bus = site.buses[0]
+    if bus.retries:
+        raise ConfigError("modbus[0].retries", "must be 0 for the firmware: the next poll is "
+                                               "the retry")
+    out: dict[str, Any] = {
+        "name": bus.name, "point_fields": list(FIRMWARE_POINT_FIELDS),
+        "timeout_ms": round(bus.timeout_s * 1000),
+        "gap_ms": math.ceil(bus.gap_ms), "reopen_max_s": bus.reopen_max_s}
+    if bus.host is not None:
+        out.update(transport="tcp", host=bus.host, port=bus.tcp_port)
+    elif bus.port == _UART_PORT:
+        fw = site.firmware
+        out.update(transport="uart", uart={
+            "id": fw.uart, "tx": fw.tx, "rx": fw.rx, "de": fw.de, "baud": bus.baud,
+            "parity": bus.parity, "stopbits": bus.stopbits})
+    elif bus.port is not None and bus.port.startswith("/"):
+        out.update(transport="pty", path=bus.port)  # the unix port, against the simulator
+    else:
+        raise ConfigError("modbus[0].port", f"must be \"uart\" (the ESP32's RS-485 UART, pins "
+                                            f"in [firmware.rs485]), got {bus.port!r}")
+    base = f"modbus/{bus.name}"
+    devices = []
+    for d in bus.devices:
+        dev = firmware_device(d.profile, site.rules, f"{base}/{d.unit}")
+        dev.update(unit=d.unit, name=d.name, interval_ms=round(d.interval_s * 1000),
+                   offline_after=d.offline_after, backoff_max_ms=round(d.backoff_max_s * 1000))
+        devices.append(dev)
+    out["devices"] = devices
+    return out
+
+
+def firmware_config(site: SiteConfig, creds: Credentials, *, client_cert: bytes | None = None,
+                    client_key: bytes | None = None, data_dir: str | None = None
+                    ) -> dict[str, Any]:
+    """The ESP32's ``config.json`` (keys: docs/firmware.md "config.json")."""
+    u, fw = site.uplink, site.firmware
+    if not u.tls and (client_cert is not None):
+        raise ConfigError("uplink.url", "client certificates need an mqtts:// url")
+    if u.tls and site.ca_pem is None:
+        raise ConfigError("uplink.ca_file", "is required for the firmware: an ESP32 has no "
+                                            "trust store of its own")
+    mqtt: dict[str, Any] = {
+        "host": u.host, "port": u.port, "tls": u.tls, "username": creds.username,
+        "password": creds.password, "keepalive_s": u.keepalive_s,
+        "timeout_s": u.connect_timeout_s, "reconnect_min_s": u.reconnect_min_s,
+        "reconnect_max_s": u.reconnect_max_s,
+        "batch_max_records": min(fw.batch_max_records, u.batch_max_records),
+        "batch_max_bytes": fw.batch_max_bytes, "health_interval_s": u.health_interval_s}
+    if u.tls:
+        mqtt["ca"] = site.ca_pem
+    if client_cert is not None and client_key is not None:
+        mqtt["cert"] = client_cert.decode()
+        mqtt["key"] = client_key.decode()
+    cfg: dict[str, Any] = {
+        "v": FIRMWARE_CONFIG_FORMAT,
+        "gateway": {"id": creds.gateway_id, "site": site.site},
+        "mqtt": mqtt,
+        "ntp": {"host": fw.ntp_host, "interval_s": fw.ntp_interval_s},
+        "ring": {"capacity_kb": fw.ring_kb, "dir": "ring"},
+        "watchdog_s": fw.watchdog_s,
+        "modbus": _firmware_bus(site),
+        "rules": [{"name": r.name, "low": r.low, "high": r.high, "hysteresis": r.hysteresis,
+                   "debounce_s": r.debounce_s, "deadband": r.deadband,
+                   "report_interval_s": r.report_interval_s, "priority": int(r.priority),
+                   "unit": r.unit} for r in site.rules],
+    }
+    if site.wifi is not None:
+        cfg["wifi"] = {"ssid": site.wifi[0], "password": site.wifi[1]}
+    if data_dir is not None:
+        cfg["data_dir"] = data_dir
+    return cfg
