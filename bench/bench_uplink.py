@@ -120,7 +120,7 @@ async def drain(base: Path, config: UplinkConfig, n: int, port: int, observe: bo
                         await asyncio.sleep(0.0005)
                     lat.append(confirmed[alarm.seq] - t0)
                     i += 1
-                while sum(outbox.ledger[0]) > 0:
+                while outbox.total_depth > 0:
                     await asyncio.sleep(0.01)
                 dt = time.perf_counter() - t
             n += i

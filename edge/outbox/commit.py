@@ -17,7 +17,6 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -25,12 +24,10 @@ from protocols.wire import Record, encode_record
 
 from . import space
 from .config import OutboxConfig
+from .core import Core
 from .errors import ErrorReason, OutboxError, OutboxFull, wrap
 from .queue import AckRequest, AppendRequest, Queue
 from .store import Changes, Row, delete_seqs, evict_oldest, insert
-
-if TYPE_CHECKING:
-    from .outbox import Outbox
 
 __all__ = ["commit_group", "fit_caps", "run_committer"]
 
@@ -105,26 +102,27 @@ async def fit_caps(
 
 
 async def commit_group(
-    outbox: Outbox, appends: list[AppendRequest], acks: list[AckRequest]
+    core: Core, appends: list[AppendRequest], acks: list[AckRequest]
 ) -> None:
     """One transaction for a group; resolves its futures on success, raises sqlite3 errors
     (with nothing changed) otherwise."""
-    numbered, rows, next_seq = number(appends, outbox.next_seq, outbox.clock())
+    tally = core.tally
+    numbered, rows, next_seq = number(appends, tally.next_seq, core.clock())
     ack_seqs: frozenset[int] = frozenset().union(*(a.seqs for a in acks))
 
     async def body(db: aiosqlite.Connection, changes: Changes) -> None:
         if ack_seqs:
             await delete_seqs(db, ack_seqs, changes)
         if rows:
-            depth, nbytes = outbox.ledger
-            kept = await fit_caps(db, outbox.config, depth, nbytes, rows, changes)
+            # The tally changes only after COMMIT: it is the state this body started from.
+            kept = await fit_caps(db, core.config, tally.depth, tally.nbytes, rows, changes)
             await insert(db, kept)
             for _seq, priority, _ms, payload in kept:
                 changes.add(priority, len(payload))
             changes.next_seq = next_seq
 
-    changes = await outbox.transact(body)
-    outbox.forget(ack_seqs)
+    changes = await core.transact(body)
+    core.forget(ack_seqs)
     for request, records in zip(appends, numbered, strict=True):
         if not request.future.done():
             request.future.set_result(records)
@@ -134,61 +132,61 @@ async def commit_group(
 
 
 async def commit_with_recovery(
-    outbox: Outbox, appends: list[AppendRequest], acks: list[AckRequest]
+    core: Core, appends: list[AppendRequest], acks: list[AckRequest]
 ) -> OutboxError | None:
     """Commit a group, making room on SQLITE_FULL; the typed error if it cannot."""
     wanted = sum(len(a.records) for a in appends)
     error: OutboxError | None = None
     for attempt in range(FULL_RETRIES + 1):
         try:
-            await commit_group(outbox, appends, acks)
+            await commit_group(core, appends, acks)
             return None
         except sqlite3.Error as e:
-            reason = outbox.count_error(e)
+            reason = core.count_error(e)
             error = wrap(e)
             if reason is not ErrorReason.FULL or attempt == FULL_RETRIES:
                 break
-            if not await space.make_space(outbox, attempt, wanted):
+            if not await space.make_space(core, attempt, wanted):
                 break
     if isinstance(error, OutboxFull):
         return OutboxFull(f"no room for {wanted} records, measurements evicted ({error})")
     return error
 
 
-async def run_committer(outbox: Outbox, q: Queue) -> None:
+async def run_committer(core: Core, q: Queue) -> None:
     """The single writer of appends and acks; returns once closing and drained."""
-    config = outbox.config
+    config = core.config
     loop = asyncio.get_running_loop()
     next_maintenance = loop.time() + config.maintenance_interval_s
     while True:
         if not q:
-            if outbox.closing:
+            if core.closing:
                 return
             q.wake.clear()
             await _wait(q.wake, next_maintenance - loop.time())
         else:
             delay = q.due() - loop.time()
             if delay > 0 and not (
-                outbox.closing or q.urgent() or q.records >= config.max_group_records
+                core.closing or q.urgent() or q.records >= config.max_group_records
             ):
                 q.kick.clear()
                 if await _wait(q.kick, delay):
                     continue  # something changed the deadline: look again
-            await _flush(outbox, *q.take())
-        if loop.time() >= next_maintenance and not outbox.closing:
+            await _flush(core, *q.take())
+        if loop.time() >= next_maintenance and not core.closing:
             try:
-                await space.maintain(outbox)
+                await space.maintain(core)
             except Exception:  # a bug: the committer must outlive it, or appends hang
                 log.exception("outbox maintenance")
             next_maintenance = loop.time() + config.maintenance_interval_s
 
 
 async def _flush(
-    outbox: Outbox, appends: list[AppendRequest], acks: list[AckRequest], *, split: bool = True
+    core: Core, appends: list[AppendRequest], acks: list[AckRequest], *, split: bool = True
 ) -> None:
     error: Exception | None
     try:
-        error = await commit_with_recovery(outbox, appends, acks)
+        error = await commit_with_recovery(core, appends, acks)
     except Exception as e:  # a bug, not storage: tell the waiting callers, keep running
         log.exception("outbox committer")
         error = e
@@ -198,9 +196,9 @@ async def _flush(
         # Smaller transactions may still fit: the acks first (they free space), then
         # each append, fire alarms first.
         if acks:
-            await _ack_in_chunks(outbox, acks)
+            await _ack_in_chunks(core, acks)
         for a in sorted(appends, key=lambda a: not a.urgent):
-            await _flush(outbox, [a], [], split=False)
+            await _flush(core, [a], [], split=False)
         return
     requests: list[AppendRequest | AckRequest] = [*appends, *acks]
     for request in requests:
@@ -208,7 +206,7 @@ async def _flush(
             request.future.set_exception(error)
 
 
-async def _ack_in_chunks(outbox: Outbox, acks: list[AckRequest]) -> None:
+async def _ack_in_chunks(core: Core, acks: list[AckRequest]) -> None:
     """Deletes on a full disk: a transaction must fit in the WAL file as it is (it cannot
     grow), so delete a few rows at a time with a checkpoint in between."""
     seqs = sorted(frozenset().union(*(a.seqs for a in acks)))
@@ -222,11 +220,11 @@ async def _ack_in_chunks(outbox: Outbox, acks: list[AckRequest]) -> None:
             ) -> None:
                 await delete_seqs(db, c, changes)
 
-            deleted |= (await outbox.transact(body)).deleted
-            outbox.forget(chunk)
-            await space.checkpoint(outbox)
+            deleted |= (await core.transact(body)).deleted
+            core.forget(chunk)
+            await space.checkpoint(core)
     except sqlite3.Error as e:
-        outbox.count_error(e)
+        core.count_error(e)
         for ack in acks:
             if not ack.future.done():
                 ack.future.set_exception(wrap(e))

@@ -10,20 +10,20 @@ Life of a record::
 panel frame may be confirmed. Nothing is deleted before ``ack``; a resend reuses the seq, so
 the collector drops the duplicate. Full outbox, full disk and age limits are handled by
 class, measurements first and fire alarms last, and every drop is counted (``stats()``).
-Space recovery on a full disk lives in :mod:`edge.outbox.space`.
+The committer (:mod:`edge.outbox.commit`) and space recovery on a full disk
+(:mod:`edge.outbox.space`) work on the outbox's :class:`~edge.outbox.core.Core`, not on
+this class.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import sqlite3
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Self, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Self
 
 import aiosqlite
 
@@ -37,16 +37,15 @@ from protocols.wire import (
 from . import schema, space
 from .commit import run_committer
 from .config import OutboxConfig
-from .errors import ErrorReason, OutboxClosed, classify, wrap
-from .inflight import InFlight
+from .core import Core
+from .disk import file_bytes
+from .errors import OutboxClosed, classify, wrap
 from .model import BATCH_HEAD_MAX, OutboxStats, StoredRecord
 from .queue import AckRequest, AppendRequest, Queue, checked
-from .store import Changes, Ledger, oldest_stored_ms, write_meta
+from .store import oldest_stored_ms
 
 __all__ = ["Outbox"]
 
-T = TypeVar("T")
-log = logging.getLogger(__name__)
 _FIRE = Priority.FIRE
 _PRIORITIES = tuple(Priority)
 
@@ -66,20 +65,10 @@ class Outbox:
 
     def __init__(self, config: OutboxConfig, *, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.config = config
-        self._clock = clock_ms
-        self._db: aiosqlite.Connection | None = None
+        self._core = Core(config, clock_ms)
         self._lock_fd: int | None = None
-        self._db_lock = asyncio.Lock()
         self._queue = Queue(config)
         self._committer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._ledger = Ledger()
-        self._errors: Counter[str] = Counter()
-        self._inflight = InFlight()
-        self._ready = asyncio.Event()
-        self._stored = asyncio.Event()  # replaced at each commit that stores records
-        wal_bytes = config.wal_autocheckpoint_pages * 4096  # SQLite's default page size
-        self.disk = space.DiskGuard(config.path, config.reserve_bytes, wal_bytes)
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -90,7 +79,7 @@ class Outbox:
         return outbox
 
     async def __aenter__(self) -> Self:
-        if self._db is None:  # ``async with await Outbox.open(...)`` works too
+        if self._core.db is None:  # ``async with await Outbox.open(...)`` works too
             await self._open()
         return self
 
@@ -98,56 +87,53 @@ class Outbox:
         await self.close()
 
     async def _open(self) -> None:
-        if self._db is not None or self._closing:
+        core = self._core
+        if core.db is not None or core.closing:
             raise OutboxClosed("an Outbox opens once")
         self._lock_fd = schema.acquire_lock(self.config.path)
         try:
-            self._db, self._ledger = await schema.connect(self.config)
+            core.db, core.tally = await schema.connect(self.config)
         except BaseException as e:
             os.close(self._lock_fd)
             self._lock_fd = None
             if isinstance(e, sqlite3.Error):
-                self._errors[classify(e)] += 1
+                core.errors[classify(e)] += 1
                 raise wrap(e) from e
             raise
-        await self.disk.ensure_reserve()
-        self._update_ready()
+        await core.disk.ensure_reserve()
+        core.update_ready()
         self._committer = asyncio.create_task(
-            run_committer(self, self._queue), name=f"outbox {self.config.path}"
+            run_committer(core, self._queue), name=f"outbox {self.config.path}"
         )
 
     async def close(self) -> None:
         """Commit what is queued, stop the committer, close the database. Idempotent."""
-        if self._closing or self._db is None:
+        core = self._core
+        if core.closing or core.db is None:
             return
-        self._closing = True
+        core.closing = True
         self._queue.wake.set()
         self._queue.kick.set()
         self._queue.room.set()
         if self._committer is not None:
             await self._committer
-        await self._db.close()
-        self._db = None
+        await core.db.close()
+        core.db = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     @property
     def closing(self) -> bool:
-        return self._closing
+        return self._core.closing
 
     def _require_open(self) -> aiosqlite.Connection:
         """The connection, for the public API: refused once closing has begun."""
-        if self._closing:
+        if self._core.closing:
             raise OutboxClosed("the outbox is closed")
         if self._committer is not None and self._committer.done():
             raise OutboxClosed("the outbox's committer stopped (see the log)")
-        return self._conn()
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise OutboxClosed("the outbox is not open")
-        return self._db
+        return self._core.conn()
 
     # -- the drivers' side -------------------------------------------------------------
 
@@ -178,7 +164,7 @@ class Outbox:
         batch = checked(records)
         q = self._queue
         if not any(r.priority is _FIRE for r in batch):
-            while q.records >= self.config.max_queued_records and not self._closing:
+            while q.records >= self.config.max_queued_records and not self._core.closing:
                 await q.room.wait()
         return self._enqueue(batch, waited=False)
 
@@ -213,9 +199,10 @@ class Outbox:
         if max_records < 1 or max_bytes < 1:
             raise ValueError("max_records and max_bytes must be positive")
         db = self._require_open()
-        async with self._db_lock, self._guard():
-            out = await self._inflight.take(db, max_records, max_bytes)
-        self._update_ready()
+        core = self._core
+        async with core.lock, core.guard():
+            out = await core.inflight.take(db, max_records, max_bytes)
+        core.update_ready()
         return out
 
     async def ack(self, seqs: Iterable[int]) -> int:
@@ -230,33 +217,27 @@ class Outbox:
     def nack(self, seqs: Iterable[int]) -> None:
         """Put in-flight records back to pending (the publish failed or timed out); they
         go out again with the same seqs. Unknown seqs are ignored."""
-        self._inflight.release(seqs)
-        self._update_ready()
+        self._core.inflight.release(seqs)
+        self._core.update_ready()
 
     def release_all(self) -> int:
         """Put every in-flight record back to pending (on reconnect); returns how many."""
-        n = self._inflight.release_all()
-        self._update_ready()
+        n = self._core.inflight.release_all()
+        self._core.update_ready()
         return n
 
     async def wait_for_records(self) -> None:
         """Return when ``next_batch`` has something to hand out."""
-        await self._ready.wait()
+        await self._core.ready.wait()
 
     async def wait_stored(self, timeout: float | None = None) -> bool:
         """Wait until the next commit that stores records (or ``timeout`` seconds); whether
         one did. Lets the uplink fill a message without polling (``Forwarder`` linger)."""
-        stored = self._stored
+        stored = self._core.stored
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await stored.wait()
         return stored.is_set()
-
-    def _update_ready(self) -> None:
-        if sum(self._ledger.depth) > len(self._inflight):
-            self._ready.set()
-        else:
-            self._ready.clear()
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -266,40 +247,46 @@ class Outbox:
         return self._queue.records
 
     def depth(self, priority: Priority) -> int:
-        """Records of one class stored and not yet acknowledged."""
-        return self._ledger.depth[priority]
+        """Records of one class stored and not yet acknowledged (in flight included), as of
+        the last commit."""
+        return self._core.tally.depth[priority]
 
     @property
-    def ledger(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(records, payload bytes) stored per class, as of the last commit."""
-        return tuple(self._ledger.depth), tuple(self._ledger.nbytes)
+    def total_depth(self) -> int:
+        """Records of all classes stored and not yet acknowledged (in flight included), as
+        of the last commit; 0 once everything was delivered. Not counting
+        :attr:`queued_records`, which are not stored yet."""
+        return sum(self._core.tally.depth)
 
-    @property
-    def next_seq(self) -> int:
-        return self._ledger.next_seq
+    def payload_bytes(self, priority: Priority) -> int:
+        """Stored payload bytes of one class's records not yet acknowledged, as of the last
+        commit (what ``max_bytes`` caps, summed over the classes)."""
+        return self._core.tally.nbytes[priority]
 
     @property
     def last_seq(self) -> int:
         """Highest seq committed so far (0: none)."""
-        return self._ledger.next_seq - 1
+        return self._core.tally.next_seq - 1
 
     async def stats(self) -> OutboxStats:
         db = self._require_open()
-        async with self._db_lock, self._guard():
+        core = self._core
+        async with core.lock, core.guard():
             oldest = await oldest_stored_ms(db)
-        age = None if oldest is None else max(0.0, (self._clock() - oldest) / 1000)
+        age = None if oldest is None else max(0.0, (core.clock() - oldest) / 1000)
+        tally = core.tally
         return OutboxStats(
-            depth={p: self._ledger.depth[p] for p in _PRIORITIES},
-            payload_bytes=sum(self._ledger.nbytes),
-            in_flight=len(self._inflight),
+            depth={p: tally.depth[p] for p in _PRIORITIES},
+            payload_bytes=sum(tally.nbytes),
+            in_flight=len(core.inflight),
             oldest_age_s=age,
-            evicted={p: self._ledger.evicted[p] for p in _PRIORITIES},
-            expired={p: self._ledger.expired[p] for p in _PRIORITIES},
-            errors=dict(self._errors),
+            evicted={p: tally.evicted[p] for p in _PRIORITIES},
+            expired={p: tally.expired[p] for p in _PRIORITIES},
+            errors=dict(core.errors),
             last_seq=self.last_seq,
-            file_bytes=space.file_bytes(self.config.path),
-            reserve_ok=self.disk.reserve_ok,
-            disk_full=self.disk.pinned,
+            file_bytes=file_bytes(self.config.path),
+            reserve_ok=core.disk.reserve_ok,
+            disk_full=core.disk.pinned,
         )
 
     async def expire(self) -> dict[Priority, int]:
@@ -309,77 +296,5 @@ class Outbox:
         backwards clock jump a few old records may outlive their limit for a while.
         """
         self._require_open()
-        async with self._guard():
-            return await space.expire(self, self._clock())
-
-    # -- transactions ------------------------------------------------------------------
-
-    async def transact(
-        self, body: Callable[[aiosqlite.Connection, Changes], Awaitable[None]]
-    ) -> Changes:
-        """Run ``body`` in one write transaction; apply its changes after COMMIT.
-
-        Raises sqlite3 errors as they are (the caller decides how to count and recover).
-        """
-        db = self._conn()  # also while closing: the committer drains the queue
-        async with self._db_lock:
-            changes = Changes()
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                await body(db, changes)
-                if changes.next_seq or changes.counters_changed:
-                    await write_meta(db, self._ledger, changes)
-                await db.execute("COMMIT")
-            except BaseException:
-                await _rollback(db)
-                raise
-            self._apply(changes)
-        return changes
-
-    async def with_connection(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``fn`` on the connection, outside any transaction, serialized with the rest."""
-        db = self._conn()
-        async with self._db_lock:
-            return await fn(db)
-
-    def _apply(self, changes: Changes) -> None:
-        self._ledger.apply(changes)
-        if changes.next_seq:
-            self._stored.set()
-            self._stored = asyncio.Event()
-        for p, through in enumerate(changes.deleted_through):
-            if through:
-                self._inflight.forget_through(p, through)
-        self._inflight.forget(changes.deleted)
-        self._update_ready()
-
-    def clock(self) -> int:
-        return self._clock()
-
-    def count_error(self, error: sqlite3.Error) -> ErrorReason:
-        reason = classify(error)
-        self._errors[reason] += 1
-        log.warning("outbox %s: %s", self.config.path, error)
-        return reason
-
-    @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except sqlite3.Error as e:
-            self.count_error(e)
-            raise wrap(e) from e
-
-    def forget(self, seqs: Iterable[int]) -> None:
-        """Acked seqs are no longer in flight, whether or not their rows were still there."""
-        self._inflight.forget(seqs)
-        self._update_ready()
-
-
-async def _rollback(db: aiosqlite.Connection) -> None:
-    # SQLite rolls back by itself after some errors (SQLITE_FULL among them).
-    if db.in_transaction:
-        try:
-            await db.execute("ROLLBACK")
-        except sqlite3.Error as e:
-            log.error("outbox rollback failed: %s", e)
+        async with self._core.guard():
+            return await space.expire(self._core, self._core.clock())

@@ -26,7 +26,7 @@ import aiosqlite
 
 from .config import OutboxConfig
 from .errors import ErrorReason, OutboxError, OutboxLocked
-from .store import Ledger, counter_key
+from .store import Tally, counter_key
 
 __all__ = ["SCHEMA_VERSION", "acquire_lock", "connect"]
 
@@ -61,7 +61,7 @@ def acquire_lock(db_path: Path) -> int:
     return fd
 
 
-async def connect(config: OutboxConfig) -> tuple[aiosqlite.Connection, Ledger]:
+async def connect(config: OutboxConfig) -> tuple[aiosqlite.Connection, Tally]:
     """Open (creating if needed) and read the state; sqlite3 errors propagate to the caller."""
     path = config.path
     created = not path.exists()
@@ -104,7 +104,7 @@ async def _create_schema(db: aiosqlite.Connection, path: Path) -> None:
         raise
 
 
-async def _load(db: aiosqlite.Connection) -> Ledger:
+async def _load(db: aiosqlite.Connection) -> Tally:
     meta: dict[str, int] = {
         k: v for k, v in await db.execute_fetchall("SELECT key, value FROM meta")
     }
@@ -114,7 +114,7 @@ async def _load(db: aiosqlite.Connection) -> Ledger:
         "SELECT priority, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY 1"
     ):
         depth[priority], nbytes[priority] = count, size
-    return Ledger(
+    return Tally(
         # max_seq + 1 as well: a database written by hand (or restored) never reuses a seq.
         next_seq=max(int(meta.get("next_seq", 1)), int(max_seq) + 1),
         depth=depth,

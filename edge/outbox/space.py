@@ -24,147 +24,55 @@ Maintenance lifts the pin and re-creates the reserve once the disk has room agai
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import sqlite3
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiosqlite
 
 from protocols.wire import Priority
 
+from .core import Core
 from .errors import ErrorReason, OutboxError
 from .store import Changes, evict_oldest
 
-if TYPE_CHECKING:
-    from .outbox import Outbox
-
-__all__ = ["DiskGuard", "checkpoint", "expire", "file_bytes", "maintain", "make_space"]
+__all__ = ["checkpoint", "expire", "maintain", "make_space", "relax"]
 
 log = logging.getLogger(__name__)
 _MEASUREMENT = Priority.MEASUREMENT
 
 
-class DiskGuard:
-    """The reserve file and the file-size pin."""
-
-    def __init__(self, db_path: Path, reserve_bytes: int, wal_bytes: int) -> None:
-        self.path = Path(f"{db_path}.reserve")
-        self.size = reserve_bytes
-        # Free space wanted before growing again: the reserve plus two WAL cycles.
-        self.headroom = reserve_bytes + 2 * wal_bytes
-        self.reserve_ok = reserve_bytes == 0
-        self.pinned = False
-        self._max_pages = 0  # the page limit to restore when unpinning
-
-    async def ensure_reserve(self) -> bool:
-        if self.size:
-            self.reserve_ok = await asyncio.to_thread(_allocate, self.path, self.size)
-        return self.reserve_ok
-
-    def release_reserve(self) -> bool:
-        """Free the reserve; True if that freed anything."""
-        if not self.size:
-            return False
-        self.reserve_ok = False
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            return False
-        log.warning("disk full: released the outbox reserve %s", self.path)
-        return True
-
-    async def pin(self, outbox: Outbox) -> bool:
-        """Step 3; True if it was not pinned yet."""
-        if self.pinned:
-            return False
-
-        async def run(db: aiosqlite.Connection) -> int:
-            pages = await _pragma_int(db, "page_count")
-            limit = await _pragma_int(db, "max_page_count")
-            await db.execute(f"PRAGMA max_page_count={pages}")
-            return limit
-
-        self._max_pages = await outbox.with_connection(run)
-        self.pinned = True
-        log.warning("disk full: the outbox stays at its current file size until there is room")
-        return True
-
-    async def relax(self, outbox: Outbox) -> None:
-        """Re-create the reserve and lift the pin when the disk has room again."""
-        if self.reserve_ok and not self.pinned:
-            return
-        free = shutil.disk_usage(self.path.parent).free
-        if free < self.headroom or not await self.ensure_reserve():
-            return
-        if self.pinned:
-
-            async def run(db: aiosqlite.Connection) -> None:
-                await db.execute(f"PRAGMA max_page_count={self._max_pages}")
-
-            await outbox.with_connection(run)
-            self.pinned = False
-            log.warning("the disk has room again: the outbox may grow")
-
-
-async def _pragma_int(db: aiosqlite.Connection, name: str) -> int:
-    async with db.execute(f"PRAGMA {name}") as cursor:
-        row = await cursor.fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _allocate(path: Path, size: int) -> bool:
-    """``posix_fallocate`` really allocates the blocks (a sparse file would free nothing
-    when deleted). Blocking: runs in a thread."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_blocks * 512 >= size:
-            return True
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            os.posix_fallocate(fd, 0, size)
-        finally:
-            os.close(fd)
-    except OSError:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return False
-    return True
-
-
-def file_bytes(db_path: Path) -> int:
-    total = 0
-    for p in (db_path, Path(f"{db_path}-wal")):
-        with contextlib.suppress(FileNotFoundError):
-            total += p.stat().st_size
-    return total
-
-
-async def maintain(outbox: Outbox) -> None:
+async def maintain(core: Core) -> None:
     """Age expiry and disk recovery; errors are counted and logged, never fatal."""
     try:
-        await outbox.expire()
+        async with core.guard():
+            await expire(core, core.clock())
     except OutboxError as e:
         log.warning("outbox expiry failed: %s", e)
     try:
-        await outbox.disk.relax(outbox)
+        await relax(core)
     except sqlite3.Error as e:
-        outbox.count_error(e)
+        core.count_error(e)
 
 
-async def expire(outbox: Outbox, now_ms: int) -> dict[Priority, int]:
+async def relax(core: Core) -> None:
+    """Re-create the reserve and lift the pin when the disk has room again."""
+    disk = core.disk
+    if await disk.room_again() and disk.pinned:
+        await core.with_connection(disk.unpin)
+        log.warning("the disk has room again: the outbox may grow")
+
+
+async def expire(core: Core, now_ms: int) -> dict[Priority, int]:
     """Drop records older than their class's ``max_age_s``, oldest first by seq; the first
     record young enough ends a class's sweep. Counted as evicted and as expired."""
-    ages = outbox.config.max_age_s
+    ages = core.config.max_age_s
+    depth = core.tally.depth
 
     async def body(db: aiosqlite.Connection, changes: Changes) -> None:
         for p in Priority:
             age = ages.get(p)
-            if age is None or outbox.depth(p) == 0:
+            if age is None or depth[p] == 0:
                 continue
             cutoff = now_ms - int(age * 1000)
 
@@ -175,32 +83,43 @@ async def expire(outbox: Outbox, now_ms: int) -> dict[Priority, int]:
             changes.evicted[p] += n
             changes.expired[p] += n
 
-    changes = await outbox.transact(body)
+    changes = await core.transact(body)
     return {p: changes.expired[p] for p in Priority if changes.expired[p]}
 
 
-async def make_space(outbox: Outbox, attempt: int, wanted: int) -> bool:
+async def make_space(core: Core, attempt: int, wanted: int) -> bool:
     """Steps 1-4 of the module docstring; True if anything changed that may help."""
-    disk = outbox.disk
     progress = False
-    if not await checkpoint(outbox) and disk.release_reserve():
+    if not await checkpoint(core) and _release_reserve(core):
         progress = True
-        await checkpoint(outbox)
+        await checkpoint(core)
     with contextlib.suppress(sqlite3.Error):
-        progress = await disk.pin(outbox) or progress
-    count = max(wanted, outbox.depth(_MEASUREMENT) // 100, 64) * 4**attempt
+        if await core.with_connection(core.disk.pin):
+            log.warning(
+                "disk full: the outbox stays at its current file size until there is room"
+            )
+            progress = True
+    count = max(wanted, core.tally.depth[_MEASUREMENT] // 100, 64) * 4**attempt
     for _ in range(2):
         try:
-            return await _evict_measurements(outbox, count) > 0 or progress
+            return await _evict_measurements(core, count) > 0 or progress
         except sqlite3.Error as e:
-            if outbox.count_error(e) is not ErrorReason.FULL or not disk.release_reserve():
+            if core.count_error(e) is not ErrorReason.FULL or not _release_reserve(core):
                 return progress
             progress = True
-            await checkpoint(outbox)
+            await checkpoint(core)
     return progress
 
 
-async def checkpoint(outbox: Outbox) -> bool:
+def _release_reserve(core: Core) -> bool:
+    """Step 2: free the reserve file; True if that freed anything."""
+    if not core.disk.release_reserve():
+        return False
+    log.warning("disk full: released the outbox reserve %s", core.disk.path)
+    return True
+
+
+async def checkpoint(core: Core) -> bool:
     """Copy the WAL into the database so the next transaction writes the WAL from its
     start; False if it could not (the database file could not grow)."""
 
@@ -209,13 +128,13 @@ async def checkpoint(outbox: Outbox) -> bool:
         return bool(rows) and rows[0][0] == 0
 
     try:
-        return await outbox.with_connection(run)
+        return await core.with_connection(run)
     except sqlite3.Error as e:
         log.info("checkpoint on a full disk failed: %s", e)
         return False
 
 
-async def _evict_measurements(outbox: Outbox, count: int) -> int:
+async def _evict_measurements(core: Core, count: int) -> int:
     remaining = count
 
     def take(_size: int, _stored_ms: int) -> bool:
@@ -227,7 +146,7 @@ async def _evict_measurements(outbox: Outbox, count: int) -> int:
         n, _ = await evict_oldest(db, _MEASUREMENT, take, changes)
         changes.evicted[_MEASUREMENT] += n
 
-    changes = await outbox.transact(body)
+    changes = await core.transact(body)
     evicted = changes.evicted[_MEASUREMENT]
     if evicted:
         log.warning("disk full: evicted %d measurements from the outbox", evicted)

@@ -1,6 +1,6 @@
-"""The SQL of the outbox, one function per statement shape, and the ledger of what changed.
+"""The SQL of the outbox, one function per statement shape, and the counts it keeps.
 
-Everything here runs inside a transaction that :mod:`edge.outbox.outbox` opens and commits;
+Everything here runs inside a transaction that :mod:`edge.outbox.core` opens and commits;
 nothing here commits. Deletions report what they removed (count and payload bytes per
 class) into a :class:`Changes`, which the outbox applies to its in-memory counts only after
 the COMMIT succeeded, so a rolled-back transaction leaves no trace in memory either.
@@ -18,8 +18,8 @@ from protocols.wire import Priority
 
 __all__ = [
     "Changes",
-    "Ledger",
     "Row",
+    "Tally",
     "counter_key",
     "delete_seqs",
     "evict_oldest",
@@ -63,9 +63,11 @@ class Changes:
 
 
 @dataclass(slots=True)
-class Ledger:
-    """Counts per class, kept in memory: read once at open (one scan), then updated from
-    each transaction's :class:`Changes` after its COMMIT, so ``stats()`` costs no scan."""
+class Tally:
+    """What the outbox holds, counted in memory: records and payload bytes per class, the
+    next seq, and the cumulative eviction and expiry counts. Read once at open (one scan),
+    then updated from each transaction's :class:`Changes` after its COMMIT, so ``stats()``
+    costs no scan."""
 
     next_seq: int = 1
     depth: list[int] = field(default_factory=lambda: [0] * 4)
@@ -94,13 +96,13 @@ async def insert(db: aiosqlite.Connection, rows: Sequence[Row]) -> None:
     )
 
 
-async def write_meta(db: aiosqlite.Connection, ledger: Ledger, changes: Changes) -> None:
+async def write_meta(db: aiosqlite.Connection, tally: Tally, changes: Changes) -> None:
     """Persist next_seq and the cumulative counters as they will be after ``changes``, in
     the caller's transaction."""
-    items = [("next_seq", changes.next_seq or ledger.next_seq)]
+    items = [("next_seq", changes.next_seq or tally.next_seq)]
     for p in range(4):
-        items.append((counter_key("evicted", p), ledger.evicted[p] + changes.evicted[p]))
-        items.append((counter_key("expired", p), ledger.expired[p] + changes.expired[p]))
+        items.append((counter_key("evicted", p), tally.evicted[p] + changes.evicted[p]))
+        items.append((counter_key("expired", p), tally.expired[p] + changes.expired[p]))
     await db.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

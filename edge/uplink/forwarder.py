@@ -167,7 +167,7 @@ class Forwarder:
         self._linger_s = 0.0  # a linger under way ends at its deadline, within linger_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (left := sum(self._outbox.ledger[0]) + self._outbox.queued_records) and \
+        while (left := self._outbox.total_depth + self._outbox.queued_records) and \
                 loop.time() < deadline:
             await asyncio.sleep(0.02)
         return left
@@ -225,7 +225,7 @@ class Forwarder:
         pending = depth - window.held[_MEAS]
         if pending >= self._batch_max:
             return False
-        nbytes = outbox.ledger[1][_MEAS]
+        nbytes = outbox.payload_bytes(_MEAS)
         return pending * (nbytes / depth if depth else 0.0) < _MESSAGE_BYTES
 
     async def _linger(self, window: _Window) -> None:

@@ -25,13 +25,14 @@ class CommitCounter:
 
     def __init__(self, ob: Outbox) -> None:
         self.n = 0
-        original = ob.transact
+        core = ob._core  # every write transaction goes through Core.transact
+        original = core.transact
 
         async def counting(body):  # type: ignore[no-untyped-def]
             self.n += 1
             return await original(body)
 
-        ob.transact = counting  # type: ignore[method-assign]
+        core.transact = counting  # type: ignore[method-assign]
 
 FIRE, ALARM, EVENT, MEAS = Priority
 
@@ -136,7 +137,7 @@ async def test_wait_for_records(tmp_path: Path) -> None:
         await ob.append([measurement()])
         await asyncio.wait_for(waiter, 1)
         batch = await ob.next_batch()
-        assert not ob._ready.is_set()
+        assert not ob._core.ready.is_set()
         ob.nack([batch[0].seq])
         await asyncio.wait_for(ob.wait_for_records(), 1)
 
@@ -268,7 +269,7 @@ async def test_stats(tmp_path: Path) -> None:
 
 async def test_database_is_wal_with_synchronous_full(tmp_path: Path) -> None:
     async with Outbox(config(tmp_path)) as ob:
-        db = ob._conn()
+        db = ob._core.conn()
         assert (await (await db.execute("PRAGMA journal_mode")).fetchone()) == ("wal",)
         assert (await (await db.execute("PRAGMA synchronous")).fetchone()) == (2,)  # FULL
         await ob.append([measurement()])

@@ -54,7 +54,7 @@ async def test_records_arrive_as_contract_batches_and_are_deleted_once_acked(
             numbered: list[Record] = []
             for i in range(0, len(mix), 500):
                 numbered += await rig.outbox.append(mix[i:i + 500])
-            await until(lambda: rig.outbox.ledger[0] == (0, 0, 0, 0), "an empty outbox")
+            await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
             await until(lambda: len(set(obs.seqs())) == 2_500, "every record at the broker")
             batches = obs.batches()
             assert all(b.gateway_id == GW and b.site == SITE for b in batches)
@@ -205,7 +205,7 @@ async def test_a_few_readings_linger_to_fill_a_message_but_events_never_wait(
             await rig.outbox.append([measurement(300)])
             await until(lambda: len(obs.seqs()) == 111, "the lone reading after the linger")
             assert time.monotonic() - t >= 2.5  # it waited (nearly) the whole linger
-            await until(lambda: rig.outbox.ledger[0] == (0, 0, 0, 0), "an empty outbox")
+            await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
     finally:
         obs.close()
 

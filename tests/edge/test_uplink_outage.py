@@ -61,7 +61,7 @@ async def test_a_broker_outage_loses_nothing_and_fire_alarms_go_first(tmp_path: 
             await asyncio.sleep(0.5)
             stop = True  # not cancel(): an append under way must be recorded in ``stored``
             await producer
-            await until(lambda: sum(rig.outbox.ledger[0]) == 0, "an empty outbox")
+            await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
             await until(lambda: set(obs.seqs()) == {r.seq for r in stored},
                         "every stored seq at the broker")
         batches = obs.batches()
