@@ -6,7 +6,7 @@ DELETE writes WAL frames too, and a checkpoint cannot move the WAL into the data
 because the file would have to grow. Evicting alone cannot get out of that. So, on
 SQLITE_FULL:
 
-1. **Checkpoint** (``walcheckpoint(RESTART)``): once the WAL is copied into the database,
+1. **Checkpoint** (``wal_checkpoint(RESTART)``): once the WAL is copied into the database,
    the next transaction writes the WAL from its start, inside the space it already has.
 2. If the checkpoint itself fails, delete the **reserve file** (``<db>.reserve``, 8 MiB by
    default, allocated at open) and checkpoint again: that space was kept for this moment.
@@ -124,7 +124,7 @@ async def checkpoint(core: Core) -> bool:
     start; False if it could not (the database file could not grow)."""
 
     async def run(db: aiosqlite.Connection) -> bool:
-        rows = list(await db.execute_fetchall("PRAGMA walcheckpoint(RESTART)"))
+        rows = list(await db.execute_fetchall("PRAGMA wal_checkpoint(RESTART)"))
         return bool(rows) and rows[0][0] == 0
 
     try:

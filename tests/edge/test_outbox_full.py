@@ -179,3 +179,17 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         c.execute("PRAGMA user_version=99")
     with pytest.raises(Exception, match="newer"):
         await Outbox.open(config(tmp_path))
+
+
+async def test_the_full_disk_checkpoint_really_checkpoints(tmp_path: Path) -> None:
+    """Step 1 of the full-disk sequence copies the WAL into the database. It used a pragma
+    name SQLite does not know (``walcheckpoint``), which SQLite ignores without a word: the
+    step always "failed" and the reserve was released at the first SQLITE_FULL."""
+    from edge.outbox.space import checkpoint
+
+    cfg = config(tmp_path, wal_autocheckpoint_pages=100_000)  # nothing checkpoints by itself
+    async with Outbox(cfg) as ob:
+        await ob.append([measurement(i) for i in range(200)])
+        wal = Path(f"{cfg.path}-wal")
+        assert wal.stat().st_size > 0
+        assert await checkpoint(ob._core) is True
