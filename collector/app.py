@@ -5,7 +5,8 @@ Threads, each with one job (house style: no class that owns everything):
 * paho's network thread (:class:`collector.ingest.MqttIngest`): receives into ``inbox``;
 * ``decoder`` (:class:`collector.ingest.Decoder`): strict decode, gateway check, points;
 * ``writer`` (:class:`collector.writer.Writer`): de-duplicate, write, effects, commit, ack;
-* one sender per webhook (:class:`collector.notify.Notifier`);
+* two senders per webhook, fire alarms and the rest, and their watchdog
+  (:class:`collector.notify.Notifier`);
 * ``metrics``: the Prometheus endpoint.
 
 :func:`run` supervises the decoder and the writer as named tasks of one
@@ -174,9 +175,11 @@ class Collector:
             "messages": int(sum(m.messages.values().values())),
             "records_received": int(m.records_in.value()), "records_stored": int(stored),
             "duplicates": int(m.duplicates.value()), "records_per_s": round(rate, 1),
+            "records_cut": int(sum(m.records_cut.values().values())),
             "dead_letters": self.deadletters.count_by_reason(),
             "queue_depth": self.inbox.qsize() + self.prepared.qsize(),
             "notifications": self.notifier.counts() if self.notifier is not None else {},
+            "webhooks": self.notifier.status() if self.notifier is not None else {},
             "gap_ranges": len(gaps), "gap_records": sum(g.missing for g in gaps),
             "gaps": [{"gateway": g.gateway_id, "first": g.first, "last": g.last,
                       "since_ms": g.since_ms} for g in gaps[:MAX_SNAPSHOT_GAPS]],

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from collector.sinks.config import DEFAULT_SQLITE_NAME, MAX_POINTS_PER_WRITE, SinkConfig
+from collector.points import DEFAULT_MAX_HEALTH_COUNTERS, DEFAULT_MAX_HEALTH_LINKS
+from collector.sinks.config import (
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_SQLITE_NAME,
+    MAX_POINTS_PER_WRITE,
+    SinkConfig,
+)
 from common.config import ConfigError, Table, read_toml
 from protocols.wire import EventType
 
@@ -35,6 +41,9 @@ __all__ = [
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 ID_HINT = "1-64 chars of A-Z a-z 0-9 _ . -, starting with a letter or digit"
+DEFAULT_MAX_SOURCES_PER_GATEWAY = 10_000
+"""Two orders of magnitude above a large building's sensors and panel components (~10**2,
+docs/collector-storage.md): a gateway past it is broken or hostile, not big."""
 GATEWAY_OFFLINE = "gateway_offline"
 GATEWAY_ONLINE = "gateway_online"
 NOTIFY_KINDS: tuple[str, ...] = (*(t.value for t in EventType), GATEWAY_OFFLINE, GATEWAY_ONLINE)
@@ -98,6 +107,14 @@ class PipelineConfig:
     report_gaps: bool = True
     """Off when several collectors split one gateway's records round-robin: each ledger then
     holds only a share (``collector status`` merges them; docs/collector.md)."""
+    max_health_counters: int = DEFAULT_MAX_HEALTH_COUNTERS
+    """``fg_counter`` series (driver x reason) stored per health message; the rest is cut,
+    counted, and noted on the ``fg_health`` point (``counters_cut``)."""
+    max_health_links: int = DEFAULT_MAX_HEALTH_LINKS
+    """``fg_link`` series stored per health message (``links_cut``)."""
+    max_sources_per_gateway: int = DEFAULT_MAX_SOURCES_PER_GATEWAY
+    """Distinct source ids taken from one gateway since the collector started; a record from
+    a further source is cut (counted, its seq committed) unless it is fire-class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +130,9 @@ class WebhookConfig:
     retry_min_s: float = 1.0
     retry_max_s: float = 300.0
     give_up_after_s: float = 86_400.0
+    """A notification older than this is failed without another POST (``gave_up``)."""
+    max_attempts: int = 100
+    """A notification not delivered after this many POSTs is failed (``exhausted``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +286,13 @@ def _pipeline(t: Table) -> PipelineConfig:
         snapshot_interval_s=t.number("snapshot_interval_s", 5.0, min=0.1, max=3600.0),
         gap_grace_s=t.number("gap_grace_s", 60.0, min=0.0),
         report_gaps=t.flag("report_gaps", True),
+        max_health_counters=t.integer("max_health_counters", DEFAULT_MAX_HEALTH_COUNTERS,
+                                      min=0, max=100_000),
+        max_health_links=t.integer("max_health_links", DEFAULT_MAX_HEALTH_LINKS, min=0,
+                                   max=100_000),
+        max_sources_per_gateway=t.integer("max_sources_per_gateway",
+                                          DEFAULT_MAX_SOURCES_PER_GATEWAY, min=1,
+                                          max=10_000_000),
     )
 
 
@@ -315,10 +342,12 @@ def _sink(influx: Table | None, store: Table | None, state_dir: Path,
     assert sqlite_path is not None
     max_points = store.integer("max_points_per_write", MAX_POINTS_PER_WRITE, min=1,
                                max=MAX_POINTS_PER_WRITE)
+    # The embedded store's own; an InfluxDB bucket's retention is set on the bucket.
+    retention = store.integer("retention_days", DEFAULT_RETENTION_DAYS, min=0, max=36_500)
     store.finish()
     if influx is None:
         return SinkConfig(influx_url=None, sqlite_path=sqlite_path,
-                          max_points_per_write=max_points)
+                          max_points_per_write=max_points, retention_days=retention)
     url = influx.opt_text("url")
     if url is not None and urlsplit(url).scheme not in ("http", "https"):
         influx.fail("url", f"must be an http:// or https:// URL, got {url!r}")
@@ -326,7 +355,7 @@ def _sink(influx: Table | None, store: Table | None, state_dir: Path,
         influx_url=url, token=influx.secret("token"),
         org=influx.text("org", "firegate", min_len=0), bucket=influx.text("bucket", "firegate"),
         timeout_s=influx.number("timeout_s", 10.0, above=0.0, max=600.0),
-        sqlite_path=sqlite_path, max_points_per_write=max_points,
+        sqlite_path=sqlite_path, max_points_per_write=max_points, retention_days=retention,
         ca_file=influx.path_value("ca_file", None, must_exist=True),
         verify_ssl=influx.flag("verify_ssl", True))
     influx.finish()
@@ -338,6 +367,10 @@ def _webhook(t: Table, index: int) -> WebhookConfig:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         t.fail("url", f"must be an http:// or https:// URL, got {url!r}")
+    try:
+        _ = parts.port  # raises ValueError for a bad one
+    except ValueError:
+        t.fail("url", f"bad port in {url!r}")
     secret = t.secret("secret")
     if secret is None:
         t.fail("secret", "is required (secret, secret_file or secret_env): receivers check "
@@ -356,6 +389,7 @@ def _webhook(t: Table, index: int) -> WebhookConfig:
         retry_min_s=t.number("retry_min_s", 1.0, above=0.0, max=3600.0),
         retry_max_s=t.number("retry_max_s", 300.0, above=0.0, max=86_400.0),
         give_up_after_s=t.number("give_up_after_s", 86_400.0, above=0.0),
+        max_attempts=t.integer("max_attempts", 100, min=1, max=1_000_000),
     )
     t.finish()
     return hook

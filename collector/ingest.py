@@ -50,6 +50,7 @@ from collector.config import MqttConfig
 from collector.metrics import Metrics
 from collector.points import Storable, points_for_batch
 from protocols.wire import (
+    MAX_PAYLOAD_BYTES,
     Batch,
     Channel,
     Health,
@@ -66,7 +67,7 @@ from protocols.wire import (
     parse_topic,
 )
 
-__all__ = ["Decoder", "Inbound", "Kind", "MqttIngest", "Prepared", "prepare"]
+__all__ = ["MAX_PACKET_BYTES", "Decoder", "Inbound", "Kind", "MqttIngest", "Prepared", "prepare"]
 
 log = logging.getLogger("firegate.collector.ingest")
 POLL_S = 0.2  # how often blocked queue operations look at the stop flag
@@ -76,6 +77,13 @@ CLOSE_FLUSH_S = 5.0
 # never be mistaken for one of a later connection, whichever client received it.
 _GENERATIONS = itertools.count(1)
 FIRE = Priority.FIRE
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
+"""The Maximum Packet Size the collector announces in its CONNECT (MQTT 5.0 §3.1.2.11.4): the
+contract's largest payload plus room for the fixed header, the topic (at most 84 bytes) and
+properties. The broker must not send a larger packet: it discards it for this client and
+acts as if it were delivered [MQTT-3.1.2-25], so a 16 MiB publish never reaches the
+collector's memory. Set the broker's ``message_size_limit`` to ``MAX_PAYLOAD_BYTES`` so that
+such a publish is refused to the gateway instead (docs/collector.md, "The broker")."""
 
 
 @dataclass(slots=True)
@@ -245,6 +253,7 @@ class MqttIngest:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         self.client.connect_async(self.config.host, self.config.port,
                                   keepalive=self.config.keepalive_s, clean_start=False,
                                   properties=props)

@@ -19,6 +19,13 @@ a power cut, so an acknowledged record never reappears as a false gap.
 
 Duplicate counters and announced tail seqs are kept in memory and saved with the next
 commit (and on close): losing them in a crash loses a count, never a record.
+
+**Epochs** (docs/wire-protocol.md, "Epochs"): seqs are unique within one epoch of a gateway's
+store, so everything here is kept per *stream*, (gateway, epoch). A batch in an epoch the
+ledger has not seen for that gateway is a reset (:meth:`SeqLedger.note_epoch`): the new epoch
+becomes the gateway's current one, and the previous one is closed - its final state (highest
+seq, what was still missing) is kept as a :class:`Reset`, and its gaps are no longer reported
+as open. A late record of an older epoch is still de-duplicated in its own stream.
 """
 
 from __future__ import annotations
@@ -30,25 +37,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Gap", "GatewaySeqStats", "LedgerStats", "SeqLedger"]
+__all__ = ["Gap", "GatewaySeqStats", "LedgerStats", "Reset", "SeqLedger", "StreamKey"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seq_intervals (
     gateway  TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
     first    INTEGER NOT NULL,
     last     INTEGER NOT NULL,
     since_ms INTEGER NOT NULL,          -- earliest commit of any seq in the interval
-    PRIMARY KEY (gateway, first)
+    PRIMARY KEY (gateway, epoch, first)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS seq_gateways (
-    gateway        TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS seq_streams (
+    gateway        TEXT NOT NULL,
+    epoch          INTEGER NOT NULL,
     stored         INTEGER NOT NULL,
     duplicates     INTEGER NOT NULL,
     announced      INTEGER NOT NULL,    -- highest seq the gateway said it assigned
     announced_ms   INTEGER,             -- since when `announced` is above the stored seqs
-    last_commit_ms INTEGER
+    last_commit_ms INTEGER,
+    regressions    INTEGER NOT NULL DEFAULT 0,  -- announced seqs that went backwards
+    closed_ms      INTEGER,             -- when a newer epoch replaced this one
+    PRIMARY KEY (gateway, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_resets (
+    gateway     TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    old_epoch   INTEGER NOT NULL,
+    new_epoch   INTEGER NOT NULL,
+    old_highest INTEGER NOT NULL,
+    old_missing INTEGER NOT NULL,
+    PRIMARY KEY (gateway, new_epoch)
 ) WITHOUT ROWID;
 """
+
+StreamKey = tuple[str, int]
+"""(gateway id, epoch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +87,7 @@ class Gap:
     first: int
     last: int
     since_ms: int
+    epoch: int = 0
 
     @property
     def missing(self) -> int:
@@ -71,12 +96,26 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class Reset:
+    """A gateway began a new epoch (its store is new): the old epoch's final state."""
+
+    gateway_id: str
+    at_ms: int
+    old_epoch: int
+    new_epoch: int
+    old_highest: int
+    """Highest seq stored (or announced) in the old epoch."""
+    old_missing: int
+    """Seqs of the old epoch never stored: lost with the old store."""
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySeqStats:
     """The ledger's view of one gateway."""
 
     gateway_id: str
     stored: int
-    """Distinct seqs committed."""
+    """Distinct seqs committed (in the current epoch)."""
     duplicates: int
     """Records received again after they were stored (dropped by :meth:`SeqLedger.fresh`)."""
     highest: int
@@ -87,6 +126,12 @@ class GatewaySeqStats:
     missing: int
     """Seqs in all gaps together."""
     last_commit_ms: int | None
+    epoch: int = 0
+    """The gateway's current epoch."""
+    resets: int = 0
+    """Epochs the gateway began after its first."""
+    regressions: int = 0
+    """Times its announced seq went backwards inside one epoch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +160,8 @@ class LedgerStats:
 class _Seqs:
     """One gateway's stored seqs: disjoint, non-adjacent intervals sorted by ``first``."""
 
-    __slots__ = ("announced", "announced_ms", "dirty", "duplicates", "firsts", "last_commit_ms",
-                 "lasts", "sinces", "stored")
+    __slots__ = ("announced", "announced_ms", "closed_ms", "dirty", "duplicates", "firsts",
+                 "last_commit_ms", "lasts", "regressions", "sinces", "stored")
 
     def __init__(self) -> None:
         self.firsts: list[int] = []
@@ -127,6 +172,8 @@ class _Seqs:
         self.announced = 0
         self.announced_ms: int | None = None
         self.last_commit_ms: int | None = None
+        self.regressions = 0
+        self.closed_ms: int | None = None
         self.dirty = False
 
     @property
@@ -137,7 +184,7 @@ class _Seqs:
         i = bisect_right(self.firsts, seq) - 1
         return i >= 0 and self.lasts[i] >= seq
 
-    def gaps(self, gateway_id: str) -> list[Gap]:
+    def gaps(self, gateway_id: str, epoch: int = 0) -> list[Gap]:
         out: list[Gap] = []
         firsts, lasts, sinces = self.firsts, self.lasts, self.sinces
         # A gap below interval i exists since the earliest commit of any seq above it.
@@ -149,10 +196,10 @@ class _Seqs:
         below = 0
         for i, first in enumerate(firsts):
             if first > below + 1:
-                out.append(Gap(gateway_id, below + 1, first - 1, since[i]))
+                out.append(Gap(gateway_id, below + 1, first - 1, since[i], epoch))
             below = lasts[i]
         if self.announced > below:
-            out.append(Gap(gateway_id, below + 1, self.announced, self.announced_ms or 0))
+            out.append(Gap(gateway_id, below + 1, self.announced, self.announced_ms or 0, epoch))
         return out
 
 
@@ -171,7 +218,7 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 class _Plan:
     """One gateway's part of a commit, computed before the transaction."""
 
-    gateway_id: str
+    key: StreamKey
     state: _Seqs
     firsts: list[int]
     lasts: list[int]
@@ -183,7 +230,11 @@ class _Plan:
 
 
 class SeqLedger:
-    """Per-gateway stored seqs, persisted in the SQLite file ``path``. Thread-safe."""
+    """Per-stream stored seqs, persisted in the SQLite file ``path``. Thread-safe.
+
+    Methods take a gateway id and an ``epoch`` (0: a sender that does not say); commits take
+    a mapping keyed by gateway id (epoch 0) or by ``(gateway id, epoch)``.
+    """
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
@@ -192,31 +243,121 @@ class SeqLedger:
                                      isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._migrate()
         self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
-        self._gw: dict[str, _Seqs] = {}
+        self._gw: dict[StreamKey, _Seqs] = {}
+        self._current: dict[str, int] = {}
+        self._resets: dict[str, int] = {}
         self._closed = False
         self._load()
 
+    def _migrate(self) -> None:
+        """A ledger written before epochs: its streams become epoch 0."""
+        conn = self._conn
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(seq_intervals)")]
+        if not cols or "epoch" in cols:
+            return
+        conn.executescript("""
+            BEGIN IMMEDIATE;
+            ALTER TABLE seq_intervals RENAME TO seq_intervals_v0;
+            ALTER TABLE seq_gateways RENAME TO seq_gateways_v0;
+            """ + _SCHEMA + """
+            INSERT INTO seq_intervals SELECT gateway, 0, first, last, since_ms
+                FROM seq_intervals_v0;
+            INSERT INTO seq_streams (gateway, epoch, stored, duplicates, announced,
+                                     announced_ms, last_commit_ms)
+                SELECT gateway, 0, stored, duplicates, announced, announced_ms, last_commit_ms
+                FROM seq_gateways_v0;
+            DROP TABLE seq_intervals_v0;
+            DROP TABLE seq_gateways_v0;
+            COMMIT;
+            """)
+
     def _load(self) -> None:
-        for gw, stored, dups, announced, announced_ms, last_ms in self._conn.execute(
-                "SELECT gateway, stored, duplicates, announced, announced_ms, last_commit_ms "
-                "FROM seq_gateways"):
-            st = self._gw[gw] = _Seqs()
+        newest: dict[str, tuple[int, int]] = {}  # gateway -> (last commit, epoch) of open ones
+        for gw, epoch, stored, dups, announced, announced_ms, last_ms, regr, closed in \
+                self._conn.execute(
+                    "SELECT gateway, epoch, stored, duplicates, announced, announced_ms, "
+                    "last_commit_ms, regressions, closed_ms FROM seq_streams"):
+            st = self._gw[(gw, epoch)] = _Seqs()
             st.stored, st.duplicates, st.announced = stored, dups, announced
             st.announced_ms, st.last_commit_ms = announced_ms, last_ms
-        for gw, first, last, since in self._conn.execute(
-                "SELECT gateway, first, last, since_ms FROM seq_intervals "
-                "ORDER BY gateway, first"):
-            st = self._gw.setdefault(gw, _Seqs())
+            st.regressions, st.closed_ms = regr, closed
+            if closed is None and (gw not in newest or (last_ms or 0) >= newest[gw][0]):
+                newest[gw] = (last_ms or 0, epoch)
+        self._current = {gw: epoch for gw, (_, epoch) in newest.items()}
+        for gw, n in self._conn.execute("SELECT gateway, count(*) FROM seq_resets "
+                                        "GROUP BY gateway"):
+            self._resets[gw] = n
+        for gw, epoch, first, last, since in self._conn.execute(
+                "SELECT gateway, epoch, first, last, since_ms FROM seq_intervals "
+                "ORDER BY gateway, epoch, first"):
+            st = self._gw.setdefault((gw, epoch), _Seqs())
             st.firsts.append(first)
             st.lasts.append(last)
             st.sinces.append(since)
 
-    def fresh(self, gateway_id: str, seqs: Sequence[int]) -> list[bool]:
+    # -- epochs --------------------------------------------------------------------------------
+
+    def current_epoch(self, gateway_id: str) -> int | None:
+        """The gateway's current epoch; None for a gateway the ledger has not seen."""
+        with self._lock:
+            return self._current.get(gateway_id)
+
+    def note_epoch(self, gateway_id: str, epoch: int, now_ms: int) -> Reset | None:
+        """The gateway sent something in ``epoch``. A :class:`Reset` when that epoch is new
+        for a gateway seen before in another one (saved at once: a reset is rare and must
+        not be forgotten); None otherwise, also for a late message of an older epoch."""
+        with self._lock:
+            current = self._current.get(gateway_id)
+            if current == epoch:
+                return None
+            if current is None:
+                self._current[gateway_id] = epoch
+                return None
+            if (gateway_id, epoch) in self._gw:
+                return None  # a late message of an epoch already known
+            old = self._gw.get((gateway_id, current)) or _Seqs()
+            gaps = old.gaps(gateway_id, current)
+            reset = Reset(gateway_id, now_ms, current, epoch, max(old.highest, old.announced),
+                          sum(g.missing for g in gaps))
+            new = _Seqs()
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO seq_resets VALUES (?, ?, ?, ?, ?, ?)",
+                             (gateway_id, now_ms, current, epoch, reset.old_highest,
+                              reset.old_missing))
+                self._save_stream((gateway_id, current), old, old.stored, old.announced_ms,
+                                  old.last_commit_ms, now_ms)
+                self._save_stream((gateway_id, epoch), new, 0, None, None, None)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            old.closed_ms = now_ms
+            self._gw[(gateway_id, current)] = old
+            self._gw[(gateway_id, epoch)] = new
+            self._current[gateway_id] = epoch
+            self._resets[gateway_id] = self._resets.get(gateway_id, 0) + 1
+            return reset
+
+    def resets(self, limit: int = 100) -> list[Reset]:
+        """The newest resets first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT gateway, at_ms, old_epoch, new_epoch, old_highest, old_missing "
+                "FROM seq_resets ORDER BY at_ms DESC, gateway LIMIT ?", (limit,)).fetchall()
+        return [Reset(*r) for r in rows]
+
+    # -- seqs ----------------------------------------------------------------------------------
+
+    def fresh(self, gateway_id: str, seqs: Sequence[int], epoch: int = 0) -> list[bool]:
         """For each seq: True when it is not stored yet. Stored ones count as duplicates."""
         with self._lock:
-            st = self._gw.get(gateway_id)
+            st = self._gw.get((gateway_id, epoch))
             if st is None or not st.lasts:
                 return [True] * len(seqs)
             highest = st.highest
@@ -227,33 +368,37 @@ class SeqLedger:
                 st.dirty = True
             return out
 
-    def commit(self, gateway_id: str, seqs: Sequence[int], now_ms: int) -> None:
+    def commit(self, gateway_id: str, seqs: Sequence[int], now_ms: int, epoch: int = 0
+               ) -> None:
         """Record ``seqs`` as stored (after the sink wrote them). Idempotent.
 
         Raises ValueError for a seq below 1 and sqlite3.Error when the ledger cannot be
         saved; the in-memory state changes only after the transaction committed.
         """
-        self.commit_many({gateway_id: seqs}, now_ms)
+        self.commit_many({(gateway_id, epoch): seqs}, now_ms)
 
-    def commit_many(self, commits: Mapping[str, Sequence[int]], now_ms: int) -> None:
-        """:meth:`commit` for several gateways in **one** transaction (one fsync): the
-        pipeline commits a whole write group at once. All or nothing."""
+    def commit_many(self, commits: Mapping[str | StreamKey, Sequence[int]], now_ms: int
+                    ) -> None:
+        """:meth:`commit` for several streams in **one** transaction (one fsync): the
+        pipeline commits a whole write group at once. All or nothing. Keys are gateway ids
+        (epoch 0) or ``(gateway id, epoch)``."""
         with self._lock:
-            plans = [self._plan(gw, seqs, now_ms) for gw, seqs in commits.items()]
+            plans = [self._plan(_key(k), seqs, now_ms) for k, seqs in commits.items()]
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for p in plans:
+                    gw, epoch = p.key
                     conn.executemany(
-                        "DELETE FROM seq_intervals WHERE gateway = ? AND first = ?",
-                        [(p.gateway_id, f) for f in p.removed - p.upserts.keys()])
+                        "DELETE FROM seq_intervals WHERE gateway = ? AND epoch = ? AND first = ?",
+                        [(gw, epoch, f) for f in p.removed - p.upserts.keys()])
                     conn.executemany(
-                        "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?)",
-                        [(p.gateway_id, f, last, since)
+                        "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?, ?)",
+                        [(gw, epoch, f, last, since)
                          for f, (last, since) in p.upserts.items()])
                     st = p.state
-                    self._save_gateway(p.gateway_id, st.stored + p.added, st.duplicates,
-                                       st.announced, p.announced_ms, now_ms)
+                    self._save_stream(p.key, st, st.stored + p.added, p.announced_ms, now_ms,
+                                      st.closed_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -261,21 +406,22 @@ class SeqLedger:
                 raise
             for p in plans:
                 st = p.state
-                if p.gateway_id not in self._gw:
-                    self._gw[p.gateway_id] = st
+                if p.key not in self._gw:
+                    self._gw[p.key] = st
+                    self._current.setdefault(p.key[0], p.key[1])
                 st.firsts, st.lasts, st.sinces = p.firsts, p.lasts, p.sinces
                 st.stored += p.added
                 st.announced_ms = p.announced_ms
                 st.last_commit_ms = now_ms
                 st.dirty = False
 
-    def _plan(self, gateway_id: str, seqs: Sequence[int], now_ms: int) -> _Plan:
-        """The new intervals of one gateway after committing ``seqs`` (copies; nothing
+    def _plan(self, key: StreamKey, seqs: Sequence[int], now_ms: int) -> _Plan:
+        """The new intervals of one stream after committing ``seqs`` (copies; nothing
         changes until the transaction committed)."""
-        st = self._gw.get(gateway_id) or _Seqs()
+        st = self._gw.get(key) or _Seqs()
         runs = _runs(s for s in seqs if not st.contains(s))
         if runs and runs[0][0] < 1:
-            raise ValueError(f"{gateway_id}: seq {runs[0][0]} is below 1")
+            raise ValueError(f"{key[0]}: seq {runs[0][0]} is below 1")
         firsts, lasts, sinces = list(st.firsts), list(st.lasts), list(st.sinces)
         removed: set[int] = set()
         upserts: dict[int, tuple[int, int]] = {}
@@ -296,22 +442,33 @@ class SeqLedger:
             sinces.insert(i, since)
             upserts[first] = (last, since)
         highest = lasts[-1] if lasts else 0
-        return _Plan(gateway_id, st, firsts, lasts, sinces, removed, upserts,
+        return _Plan(key, st, firsts, lasts, sinces, removed, upserts,
                      sum(b - a + 1 for a, b in runs),
                      st.announced_ms if st.announced > highest else None)
 
-    def _save_gateway(self, gw: str, stored: int, dups: int, announced: int,
-                      announced_ms: int | None, last_ms: int | None) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO seq_gateways VALUES (?, ?, ?, ?, ?, ?)",
-                           (gw, stored, dups, announced, announced_ms, last_ms))
+    def _save_stream(self, key: StreamKey, st: _Seqs, stored: int, announced_ms: int | None,
+                     last_ms: int | None, closed_ms: int | None) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO seq_streams VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key[0], key[1], stored, st.duplicates, st.announced, announced_ms, last_ms,
+             st.regressions, closed_ms))
 
-    def note_last_seq(self, gateway_id: str, last_seq: int, now_ms: int) -> None:
+    def note_last_seq(self, gateway_id: str, last_seq: int, now_ms: int, epoch: int = 0
+                      ) -> bool:
         """The gateway reported ``last_seq`` (health): seqs above the stored ones up to it are
-        a tail gap until they arrive. Saved with the next commit or on close."""
+        a tail gap until they arrive. Saved with the next commit or on close. Returns True
+        when it went backwards inside the epoch (counted as a regression: a store restored
+        from an older copy hands out seqs again)."""
         with self._lock:
-            st = self._gw.get(gateway_id)
+            key = (gateway_id, epoch)
+            st = self._gw.get(key)
             if st is None:  # a gateway known only from its health is known after a restart
-                st = self._gw[gateway_id] = _Seqs()
+                st = self._gw[key] = _Seqs()
+                st.dirty = True
+                self._current.setdefault(gateway_id, epoch)
+            regressed = 0 < last_seq < max(st.announced, st.highest)
+            if regressed:
+                st.regressions += 1
                 st.dirty = True
             if last_seq > st.announced:
                 st.announced = last_seq
@@ -319,39 +476,45 @@ class SeqLedger:
             if st.announced > st.highest and st.announced_ms is None:
                 st.announced_ms = now_ms
                 st.dirty = True
+            return regressed
 
     def gaps(self, gateway_id: str | None = None) -> list[Gap]:
-        """Missing ranges below the highest seq stored or announced, by gateway and seq."""
+        """Open missing ranges below the highest seq stored or announced, by gateway and seq:
+        those of each gateway's current epoch (a closed epoch's are in its :class:`Reset`)."""
         with self._lock:
-            if gateway_id is not None:
-                st = self._gw.get(gateway_id)
-                return st.gaps(gateway_id) if st is not None else []
-            return [g for gw in sorted(self._gw) for g in self._gw[gw].gaps(gw)]
+            keys = sorted(k for k, st in self._gw.items()
+                          if st.closed_ms is None and (gateway_id is None or k[0] == gateway_id)
+                          and self._current.get(k[0], k[1]) == k[1])
+            return [g for k in keys for g in self._gw[k].gaps(k[0], k[1])]
 
     def stats(self) -> LedgerStats:
-        """Per-gateway counts (see :class:`GatewaySeqStats`)."""
+        """Per-gateway counts of its current epoch (see :class:`GatewaySeqStats`)."""
         with self._lock:
             out: dict[str, GatewaySeqStats] = {}
-            for gw in sorted(self._gw):
-                st = self._gw[gw]
-                gaps = st.gaps(gw)
+            for gw in sorted(self._current):
+                epoch = self._current[gw]
+                st = self._gw.get((gw, epoch)) or _Seqs()
+                gaps = st.gaps(gw, epoch)
                 out[gw] = GatewaySeqStats(gw, st.stored, st.duplicates, st.highest,
                                           st.announced, len(gaps),
-                                          sum(g.missing for g in gaps), st.last_commit_ms)
+                                          sum(g.missing for g in gaps), st.last_commit_ms,
+                                          epoch, self._resets.get(gw, 0),
+                                          sum(s.regressions for k, s in self._gw.items()
+                                              if k[0] == gw))
             return LedgerStats(out)
 
     def flush(self) -> None:
         """Save counters changed since the last commit (duplicates, announced seqs)."""
         with self._lock:
-            dirty = [(gw, st) for gw, st in self._gw.items() if st.dirty]
+            dirty = [(key, st) for key, st in self._gw.items() if st.dirty]
             if not dirty:
                 return
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for gw, st in dirty:
-                    self._save_gateway(gw, st.stored, st.duplicates, st.announced,
-                                       st.announced_ms, st.last_commit_ms)
+                for key, st in dirty:
+                    self._save_stream(key, st, st.stored, st.announced_ms, st.last_commit_ms,
+                                      st.closed_ms)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -367,3 +530,7 @@ class SeqLedger:
         with self._lock:
             self._closed = True
             self._conn.close()
+
+
+def _key(key: str | StreamKey) -> StreamKey:
+    return (key, 0) if isinstance(key, str) else key

@@ -214,6 +214,28 @@ class Metrics:
         self.queue_depth = Gauge(p + "queue_depth", "Messages received and not yet handled")
         self.connected = Gauge(p + "mqtt_connected", "1 while connected to the broker")
         self.notify_pending = Gauge(p + "notifications_pending", "Webhook deliveries waiting")
+        self.webhook_errors = Counter(p + "webhook_errors_total",
+                                      "Unexpected exceptions caught in a webhook sender "
+                                      "(logged with their traceback; the sender goes on)",
+                                      ("webhook",))
+        self.webhook_restarts = Counter(p + "webhook_sender_restarts_total",
+                                        "Webhook sender threads found dead and restarted",
+                                        ("webhook", "lane"))
+        self.webhook_sender_up = Gauge(p + "webhook_sender_up",
+                                       "1 while the webhook's sender (lane) thread runs and "
+                                       "looks at its queue", ("webhook", "lane"))
+        # Bounds (issue 14 part 8): what a cap cut is counted, never silent.
+        self.health_entries_cut = Counter(
+            p + "health_entries_cut_total",
+            "Health counter (driver x reason) and link entries not stored: beyond "
+            "max_health_counters / max_health_links of one message", ("kind",))
+        self.records_cut = Counter(
+            p + "records_cut_total",
+            "Records not stored by a bound (reason sources_per_gateway: a new source past "
+            "max_sources_per_gateway; fire-class records are never cut)", ("reason",))
+        self.store_pruned = Counter(
+            p + "store_pruned_total",
+            "Points deleted from the embedded store as older than [store] retention_days")
 
     def all(self) -> list[_Metric]:
         return [v for v in vars(self).values() if isinstance(v, _Metric)]

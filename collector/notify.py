@@ -2,18 +2,26 @@
 
 A notification is queued **durably** (SQLite, ``synchronous=FULL``) by the pipeline before the
 MQTT message that carried its record is acknowledged, so neither a crash nor a restart loses
-one. Each ``[[webhook]]`` has its own sender thread (a receiver that hangs cannot delay the
-others) which POSTs the queue in order:
+one. The request itself (signature, deadline, bounded answer) is :mod:`collector.webhook`;
+this module is the queue and its senders:
 
-* body: one JSON object (:func:`event_body`, :func:`gateway_body`), UTF-8;
-* ``X-Firegate-Signature: sha256=<hex>``: HMAC-SHA256 of the exact body bytes with the
-  webhook's secret (the receiver recomputes it and compares in constant time);
-* ``X-Firegate-Delivery``: the de-duplication key (``event:<gw>:<seq>`` or
-  ``offline:<gw>:<episode>``), ``X-Firegate-Event``: the kind;
-* a 2xx answer is delivered; a network error, a timeout, 408, 429 or 5xx is retried with
-  exponential back-off (``Retry-After`` honoured) while later ones wait, so a "cleared" never
-  overtakes its "raised"; any other 4xx is refused for good (counted, the queue moves on);
-  after ``give_up_after_s`` a notification is dropped as failed (counted).
+* **Two lanes per webhook**, each its own thread: ``fire`` (``fire_alarm`` raised and
+  cleared) and ``other`` (the rest). A fire alarm never waits behind another class: a
+  receiver that refuses or hangs on faults delays only the ``other`` lane (issue 14).
+* **Order per source**, not per webhook: notifications with the same order key (the gateway
+  and source of an event, the gateway of an offline/online transition) go in the order
+  queued, so a "cleared" never overtakes its "raised"; only the oldest pending row of an
+  order key is eligible, and a lane sends the oldest *due* one of those heads, so one refused
+  source does not hold the others.
+* **Retries**: a network error, the deadline, a malformed answer, 408, 429 or 5xx is retried
+  with exponential back-off (``Retry-After`` honoured); any other status is refused for good.
+  A row is failed without a last POST once it is older than ``give_up_after_s`` (counted
+  ``gave_up``) and after ``max_attempts`` attempts (``exhausted``).
+* **Senders that do not die**: every exception in a lane is caught, counted
+  (``webhook_errors_total``), logged once with its traceback and retried after a short
+  pause; a watchdog restarts a lane thread that died anyway (``webhook_sender_restarts``).
+  Each lane beats at least every :data:`MAX_WAIT_S`; :meth:`Notifier.status` and the
+  ``webhook_sender_up`` gauge say whether it does.
 
 A key is queued at most once per webhook (``UNIQUE(webhook, key)``): a redelivered MQTT
 message or a second report of the same offline episode is sent once. Sent keys are kept
@@ -22,14 +30,11 @@ for a week.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import logging
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +42,24 @@ from typing import Any, NamedTuple
 
 from collector.config import WebhookConfig
 from collector.metrics import Metrics
+from collector.webhook import Attempt, error_text, post, sign
+from common.backoff import Backoff
 from protocols.wire import Event
 
-__all__ = ["Notification", "Notifier", "event_body", "gateway_body", "sign"]
+__all__ = ["FIRE_KINDS", "LANES", "Notification", "Notifier", "event_body", "gateway_body",
+           "lane_of", "order_key", "sign"]
+
+log = logging.getLogger("firegate.collector.notify")
 
 KEEP_SENT_MS = 7 * 86_400_000
-USER_AGENT = "firegate-collector"
+FIRE, OTHER = "fire", "other"
+LANES: tuple[str, ...] = (FIRE, OTHER)
+FIRE_KINDS = frozenset({"fire_alarm"})
+"""Kinds sent on the ``fire`` lane (raised and cleared alike, so they stay in order)."""
+MAX_WAIT_S = 2.0
+"""A lane looks at its queue, and beats, at least this often."""
+FAULT_PAUSE_MIN_S, FAULT_PAUSE_MAX_S = 0.5, 10.0
+"""The pause after an unexpected exception in a lane, doubling while it repeats."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -56,19 +73,32 @@ CREATE TABLE IF NOT EXISTS outbox (
     state TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT,
     done_ms INTEGER,
+    order_key TEXT NOT NULL DEFAULT '',
+    lane TEXT NOT NULL DEFAULT 'other',
     UNIQUE (webhook, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (webhook, state, id);
 """
+HEADS_INDEX = ("CREATE INDEX IF NOT EXISTS outbox_heads "
+               "ON outbox (webhook, lane, state, order_key, id)")
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Firegate-Signature`` header value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def lane_of(kind: str) -> str:
+    """The lane a notification of ``kind`` is sent on."""
+    return FIRE if kind in FIRE_KINDS else OTHER
+
+
+def order_key(gateway: str | None, source: str | None, key: str) -> str:
+    """What a notification is ordered with: ``<gateway>/<source>`` for an event, the gateway
+    for a gateway transition, its own ``key`` (nothing) without a gateway. Gateway ids hold no
+    ``/`` and keys hold ``:``, so the three never collide."""
+    if gateway is None:
+        return key
+    return gateway if source is None else f"{gateway}/{source}"
 
 
 def _dumps(obj: dict[str, object]) -> bytes:
@@ -104,6 +134,30 @@ def gateway_body(gateway_id: str, site: str | None, kind: str, key: str, time_ms
                    "gateway": gateway_id, "site": site, "time_ms": time_ms, "reason": reason})
 
 
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One thing to tell every webhook that takes its kind (built by the writer)."""
+
+    kind: str
+    """An event type value, ``gateway_offline`` or ``gateway_online``."""
+    key: str
+    """The de-duplication key (``X-Firegate-Delivery``)."""
+    body: bytes
+    active: bool = True
+    gateway: str | None = None
+    """Who it is about: with ``source``, what it is ordered with (:func:`order_key`)."""
+    source: str | None = None
+    """The event's source id; None for a gateway transition."""
+
+    @property
+    def lane(self) -> str:
+        return lane_of(self.kind)
+
+    @property
+    def order_key(self) -> str:
+        return order_key(self.gateway, self.source, self.key)
+
+
 class _Row(NamedTuple):
     id: int
     key: str
@@ -112,33 +166,36 @@ class _Row(NamedTuple):
     created_ms: int
     attempts: int
     next_ms: int
+    last_error: str | None
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A webhook that redirects is misconfigured: urllib would turn the POST into a GET
-    without body, so a 3xx is reported (refused) instead of followed."""
+class _Lane:
+    """One sender thread of one webhook, and what says it is alive."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self, hook: WebhookConfig, name: str) -> None:
+        self.hook = hook
+        self.name = name
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.beat = time.monotonic()
+        self.restarts = 0
+        self.last_fault: str | None = None
+        """The last unexpected exception (each distinct one is logged once)."""
+        self.failing: str | None = None
+        """The delivery error of the current streak of retries (logged when it changes)."""
+        # A POST holds the lane up to timeout_s, a fault pause up to FAULT_PAUSE_MAX_S.
+        self.stall_s = hook.timeout_s + FAULT_PAUSE_MAX_S + MAX_WAIT_S + 5.0
 
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    kind: str
-    """An event type value, ``gateway_offline`` or ``gateway_online``."""
-    key: str
-    body: bytes
-    active: bool = True
+    def alive(self, now: float) -> bool:
+        return self.thread is not None and self.thread.is_alive() and \
+            now - self.beat < self.stall_s
 
 
 class Notifier:
-    """The durable queue and one sender thread per webhook."""
+    """The durable queue, two sender threads (lanes) per webhook, and their watchdog."""
 
     def __init__(self, path: Path, webhooks: Sequence[WebhookConfig], metrics: Metrics,
-                 *, clock: Callable[[], int] = _now_ms) -> None:
+                 *, clock: Callable[[], int] = _now_ms, watchdog_s: float | None = 1.0) -> None:
         self.webhooks = tuple(webhooks)
         self.metrics = metrics
         self._clock = clock
@@ -147,11 +204,16 @@ class Notifier:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a queued fire alarm survives power loss
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = {w.name: threading.Event() for w in self.webhooks}
-        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"webhook-{w.name}",
-                                          daemon=True) for w in self.webhooks]
+        self._lanes = {(w.name, lane): _Lane(w, lane) for w in self.webhooks for lane in LANES}
+        self._last_error: dict[str, tuple[str, int]] = {}
+        self._supervising = threading.Lock()
+        self._started = False
+        self._watchdog_s = watchdog_s
+        self._watchdog: threading.Thread | None = None
+        self._final_counts: dict[str, dict[str, int]] | None = None
         self._prune()
 
     def wants(self, kind: str, active: bool) -> bool:
@@ -162,7 +224,8 @@ class Notifier:
         """Queue ``items`` for every webhook whose filter takes them; durable on return.
         Returns the number of new deliveries (keys already queued are ignored)."""
         now = self._clock()
-        rows = [(w.name, n.key, n.kind, n.body, now, now) for n in items for w in self.webhooks
+        rows = [(w.name, n.key, n.kind, n.body, now, now, n.order_key, n.lane)
+                for n in items for w in self.webhooks
                 if n.kind in w.events and (n.active or w.restores)]
         if not rows:
             return 0
@@ -170,121 +233,270 @@ class Notifier:
             before = self._db.total_changes
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR IGNORE INTO outbox (webhook, key, kind, body, created_ms, next_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                "INSERT OR IGNORE INTO outbox (webhook, key, kind, body, created_ms, next_ms, "
+                "order_key, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
             added = self._db.total_changes - before
-        for name in {r[0] for r in rows}:
-            self._wake[name].set()
+        for name, lane in {(r[0], r[7]) for r in rows}:
+            self._lanes[name, lane].wake.set()
         return added
 
     def pending(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT count(*) FROM outbox WHERE state = 'pending'")
-            return int(row.fetchone()[0])
+        return sum(c.get("pending", 0) for c in self.counts().values())
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Per webhook: rows by state (pending, sent, failed)."""
+        """Per webhook: rows by state (pending, sent, failed); the last ones after close."""
         out: dict[str, dict[str, int]] = {}
         with self._lock:
+            if self._final_counts is not None:
+                return self._final_counts
             for name, state, n in self._db.execute(
                     "SELECT webhook, state, count(*) FROM outbox GROUP BY webhook, state"):
                 out.setdefault(name, {})[state] = n
         return out
 
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per webhook: its lanes (alive, restarts, seconds since the last beat), rows by
+        state, unexpected errors, the last error and when (the status snapshot's part)."""
+        counts = self.counts()
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for hook in self.webhooks:
+            c = counts.get(hook.name, {})
+            error, error_ms = self._last_error.get(hook.name, (None, None))
+            lanes = {name: self._lanes[hook.name, name] for name in LANES}
+            out[hook.name] = {
+                "lanes": {name: {"alive": lane.alive(now), "restarts": lane.restarts,
+                                 "idle_s": round(now - lane.beat, 1)}
+                          for name, lane in lanes.items()},
+                "pending": c.get("pending", 0), "sent": c.get("sent", 0),
+                "failed": c.get("failed", 0),
+                "errors": int(self.metrics.webhook_errors.value(hook.name)),
+                "last_error": error, "last_error_ms": error_ms,
+            }
+        self._gauge(now)
+        return out
+
     def start(self) -> Notifier:
-        for t in self._threads:
-            t.start()
+        with self._supervising:
+            self._started = True
+            for lane in self._lanes.values():
+                self._spawn(lane)
+            if self._watchdog_s is not None:
+                self._watchdog = threading.Thread(target=self._watch, name="webhook-watchdog",
+                                                  daemon=True)
+                self._watchdog.start()
+        self._gauge(time.monotonic())
         return self
+
+    def supervise(self) -> int:
+        """Restart every lane thread that died (none should: each catches every exception;
+        this is the net under that net) and refresh the ``webhook_sender_up`` gauge. Called
+        by the watchdog thread every ``watchdog_s``; returns how many were restarted."""
+        restarted = 0
+        with self._supervising:
+            if self._started and not self._stop.is_set():
+                for lane in self._lanes.values():
+                    if lane.thread is not None and not lane.thread.is_alive():
+                        log.error("webhook %s: the %s sender thread died; restarted",
+                                  lane.hook.name, lane.name)
+                        lane.restarts += 1
+                        self.metrics.webhook_restarts.inc(lane.hook.name, lane.name)
+                        self._spawn(lane)
+                        restarted += 1
+        self._gauge(time.monotonic())
+        return restarted
 
     def close(self) -> None:
         self._stop.set()
-        for e in self._wake.values():
-            e.set()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=10)
+        for lane in self._lanes.values():
+            lane.wake.set()
+        threads = [(lane.thread, lane.hook.timeout_s + 5.0) for lane in self._lanes.values()]
+        for t, timeout in [*threads, (self._watchdog, 5.0)]:
+            if t is not None and t.is_alive():
+                t.join(timeout=timeout)
+        final = self.counts()
         with self._lock:
+            self._final_counts = final
             self._db.close()
+        self._gauge(time.monotonic())
 
-    # -- sender ------------------------------------------------------------------------------
+    # -- lanes -------------------------------------------------------------------------------
+
+    def _spawn(self, lane: _Lane) -> None:
+        lane.beat = time.monotonic()
+        lane.thread = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                                       name=f"webhook-{lane.hook.name}-{lane.name}")
+        lane.thread.start()
+
+    def _gauge(self, now: float) -> None:
+        self.metrics.webhook_sender_up.replace(
+            {(w, name): 1.0 if lane.alive(now) else 0.0 for (w, name), lane in
+             self._lanes.items()})
+
+    def _watch(self) -> None:
+        assert self._watchdog_s is not None
+        while not self._stop.wait(self._watchdog_s):
+            try:
+                self.supervise()
+            except Exception:
+                log.exception("webhook watchdog")
+
+    def _run(self, lane: _Lane) -> None:
+        pause = Backoff(FAULT_PAUSE_MIN_S, FAULT_PAUSE_MAX_S)
+        while not self._stop.is_set():
+            lane.beat = time.monotonic()
+            try:
+                wait = self._step(lane)
+            except Exception as e:  # the lane outlives any fault (issue 14): counted, logged
+                self._fault(lane, e)
+                self._stop.wait(pause.next())  # not the wake event: enqueues must not spin it
+                continue
+            pause.reset()
+            if wait > 0:
+                lane.wake.wait(min(wait, MAX_WAIT_S))
+                lane.wake.clear()  # the queue is read again after this, so no wake is lost
+
+    def _fault(self, lane: _Lane, e: Exception) -> None:
+        name = lane.hook.name
+        self.metrics.webhook_errors.inc(name)
+        text = error_text(e)
+        self._last_error[name] = (text, self._clock())
+        if text != lane.last_fault:
+            lane.last_fault = text
+            log.error("webhook %s (%s lane): unexpected error, counted and retried "
+                      "(repeats are not logged)", name, lane.name, exc_info=e)
+
+    def _head(self, lane: _Lane, now: int) -> _Row | None:
+        """The oldest due head of the lane's order keys, or, if none is due, the head due
+        first."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT o.id, o.key, o.kind, o.body, o.created_ms, o.attempts, o.next_ms, "
+                "o.last_error FROM (SELECT min(id) AS id FROM outbox WHERE webhook = ? AND "
+                "lane = ? AND state = 'pending' GROUP BY order_key) AS h "
+                "JOIN outbox AS o ON o.id = h.id "
+                "ORDER BY o.next_ms > ?, CASE WHEN o.next_ms > ? THEN o.next_ms ELSE o.id END "
+                "LIMIT 1", (lane.hook.name, lane.name, now, now)).fetchone()
+        return None if row is None else _Row(*row)
+
+    def _step(self, lane: _Lane) -> float:
+        """Handle the lane's next due row; returns how long to wait before the next step."""
+        hook = lane.hook
+        now = self._clock()
+        row = self._head(lane, now)
+        if row is None:
+            return MAX_WAIT_S
+        if row.next_ms > now:
+            return (row.next_ms - now) / 1000
+        give_up_ms = int(hook.give_up_after_s * 1000)
+        if now - row.created_ms >= give_up_ms:
+            self._fail(lane, row, row.attempts, "gave_up",
+                       f"not delivered within give_up_after_s ({hook.give_up_after_s:g} s)"
+                       + (f"; last error: {row.last_error}" if row.last_error else ""))
+            return 0.0
+        if row.attempts >= hook.max_attempts:
+            self._fail(lane, row, row.attempts, "exhausted",
+                       f"max_attempts ({hook.max_attempts}) reached"
+                       + (f"; last error: {row.last_error}" if row.last_error else ""))
+            return 0.0
+        attempt = self._attempt(lane, row)
+        now = self._clock()
+        attempts = row.attempts + 1
+        self.metrics.notifications.inc(hook.name, attempt.outcome)
+        if attempt.outcome == "sent":
+            self._write("UPDATE outbox SET state='sent', attempts=?, done_ms=?, last_error=NULL "
+                        "WHERE id=?", (attempts, now, row.id))
+            if lane.failing is not None:
+                log.info("webhook %s (%s lane): delivering again", hook.name, lane.name)
+                lane.failing = None
+        elif attempt.outcome == "refused":
+            self._fail(lane, row, attempts, None, attempt.error or "refused")
+        elif attempts >= hook.max_attempts:
+            self._fail(lane, row, attempts, "exhausted",
+                       f"max_attempts ({hook.max_attempts}) reached; last error: "
+                       f"{attempt.error}")
+        else:
+            error = attempt.error or "retry"
+            self._last_error[hook.name] = (error, now)
+            backoff = min(hook.retry_max_s, hook.retry_min_s * 2 ** min(row.attempts, 30))
+            if attempt.retry_after is not None:
+                backoff = min(max(backoff, attempt.retry_after), hook.retry_max_s)
+            # Never past the give-up time: the row is then failed there, without a last POST.
+            next_ms = min(now + int(backoff * 1000), row.created_ms + give_up_ms)
+            self._write("UPDATE outbox SET attempts=?, next_ms=?, last_error=? WHERE id=?",
+                        (attempts, next_ms, error, row.id))
+            if error != lane.failing:
+                lane.failing = error
+                log.warning("webhook %s (%s lane): %s not delivered (%s); retrying with "
+                            "back-off (repeats are not logged)", hook.name, lane.name, row.key,
+                            error)
+        return 0.0
+
+    def _attempt(self, lane: _Lane, row: _Row) -> Attempt:
+        """One POST of ``row``. An exception (a fault of ours or of the stored row, never the
+        receiver's: :func:`post` returns those) is counted and makes this attempt a retry, so
+        the row backs off and is capped like any other instead of holding the lane."""
+        hook = lane.hook
+        try:
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "X-Firegate-Event": row.kind,
+                "X-Firegate-Delivery": row.key,
+                "X-Firegate-Signature": sign(hook.secret, row.body),
+            }
+            return post(hook.url, row.body, headers, hook.timeout_s)
+        except Exception as e:
+            self._fault(lane, e)
+            return Attempt("retry", error_text(e))
+
+    def _fail(self, lane: _Lane, row: _Row, attempts: int, result: str | None,
+              error: str) -> None:
+        """Mark ``row`` failed; ``result`` is counted (None: the attempt's own result was)."""
+        now = self._clock()
+        self._write("UPDATE outbox SET state='failed', attempts=?, done_ms=?, last_error=? "
+                    "WHERE id=?", (attempts, now, error, row.id))
+        if result is not None:
+            self.metrics.notifications.inc(lane.hook.name, result)
+        self._last_error[lane.hook.name] = (f"{row.key}: {error}", now)
+        log.warning("webhook %s: %s failed for good after %d attempts: %s", lane.hook.name,
+                    row.key, attempts, error)
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
 
     def _prune(self) -> None:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?",
                              (self._clock() - KEEP_SENT_MS,))
 
-    def _next(self, hook: WebhookConfig) -> _Row | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, key, kind, body, created_ms, attempts, next_ms FROM outbox "
-                "WHERE webhook = ? AND state = 'pending' ORDER BY id LIMIT 1", (hook.name,),
-            ).fetchone()
-        return None if row is None else _Row(*row)
 
-    def _run(self, hook: WebhookConfig) -> None:
-        wake = self._wake[hook.name]
-        while not self._stop.is_set():
-            row = self._next(hook)
-            if row is None:
-                wake.wait(timeout=5.0)
-                wake.clear()
-                continue
-            row_id, key, kind, body, created_ms, attempts, next_ms = row
-            delay = (next_ms - self._clock()) / 1000
-            if delay > 0:
-                wake.wait(timeout=min(delay, 5.0))
-                wake.clear()
-                continue
-            outcome, error, retry_after = self._post(hook, key, kind, body)
-            now = self._clock()
-            self.metrics.notifications.inc(hook.name, outcome)
-            with self._lock:
-                if outcome == "sent":
-                    self._db.execute("UPDATE outbox SET state='sent', attempts=?, done_ms=?, "
-                                     "last_error=NULL WHERE id=?", (attempts + 1, now, row_id))
-                elif outcome == "refused" or now - created_ms > hook.give_up_after_s * 1000:
-                    self._db.execute("UPDATE outbox SET state='failed', attempts=?, done_ms=?, "
-                                     "last_error=? WHERE id=?", (attempts + 1, now, error,
-                                                                 row_id))
-                    if outcome != "refused":
-                        self.metrics.notifications.inc(hook.name, "gave_up")
-                else:
-                    backoff = min(hook.retry_max_s, hook.retry_min_s * 2 ** min(attempts, 30))
-                    if retry_after is not None:
-                        backoff = min(max(backoff, retry_after), hook.retry_max_s)
-                    self._db.execute("UPDATE outbox SET attempts=?, next_ms=?, last_error=? "
-                                     "WHERE id=?", (attempts + 1, now + int(backoff * 1000),
-                                                    error, row_id))
-
-    def _post(self, hook: WebhookConfig, key: str, kind: str, body: bytes
-              ) -> tuple[str, str | None, float | None]:
-        """One POST: ("sent" | "retry" | "refused", error text, Retry-After seconds)."""
-        request = urllib.request.Request(hook.url, data=body, method="POST", headers={
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": USER_AGENT,
-            "X-Firegate-Event": kind,
-            "X-Firegate-Delivery": key,
-            "X-Firegate-Signature": sign(hook.secret, body),
-        })
-        try:
-            with _OPENER.open(request, timeout=hook.timeout_s) as response:
-                response.read()
-                return "sent", None, None
-        except urllib.error.HTTPError as e:
-            retry_after = _retry_after(e.headers.get("Retry-After"))
-            e.close()
-            if e.code in (408, 429) or e.code >= 500:
-                return "retry", f"HTTP {e.code}", retry_after
-            return "refused", f"HTTP {e.code}", None
-        except (OSError, ValueError) as e:  # URLError, timeouts, connection refused/reset
-            return "retry", f"{type(e).__name__}: {e}"[:200], None
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
+def _migrate(db: sqlite3.Connection) -> None:
+    """Give an ``outbox`` of an earlier version its order key and lane columns; its pending
+    rows get theirs from their bodies (gateway and source), the same rule as new rows."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+    db.execute("BEGIN IMMEDIATE")
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare from webhook receivers; the back-off applies
+        if "order_key" not in columns:
+            db.execute("ALTER TABLE outbox ADD COLUMN order_key TEXT NOT NULL DEFAULT ''")
+        if "lane" not in columns:
+            db.execute("ALTER TABLE outbox ADD COLUMN lane TEXT NOT NULL DEFAULT 'other'")
+        rows = db.execute("SELECT id, key, kind, body FROM outbox WHERE order_key = ''")
+        db.executemany("UPDATE outbox SET order_key = ?, lane = ? WHERE id = ?",
+                       [(_stored_order(key, bytes(body)), lane_of(kind), row_id)
+                        for row_id, key, kind, body in rows.fetchall()])
+        db.execute(HEADS_INDEX)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _stored_order(key: str, body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        source = doc.get("source")
+        return order_key(doc.get("gateway"), source.get("id") if source else None, key)
+    except (ValueError, AttributeError, TypeError):
+        return key

@@ -36,6 +36,8 @@ from protocols.wire import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_HEALTH_COUNTERS",
+    "DEFAULT_MAX_HEALTH_LINKS",
     "GAP",
     "GATEWAY",
     "HEALTH",
@@ -71,6 +73,13 @@ HEALTH_LINK = "fg_link"
 GATEWAY = "fg_gateway"
 RISK = "fg_risk"
 GAP = "fg_gap"
+
+DEFAULT_MAX_HEALTH_COUNTERS = 256
+DEFAULT_MAX_HEALTH_LINKS = 64
+"""Series per health message (``[collector] max_health_counters`` / ``max_health_links``).
+A gateway reports a handful of drivers, reasons and links, named by its config; the wire lets
+one 128 KiB message carry thousands (16,001 new series from one message, issue 14), and every
+new tag value is a series the database keeps in memory."""
 
 RISK_LEVELS = {"green": 0, "yellow": 1, "red": 2}
 """The three colours of the fire big-data plans (三色预警) and a number to graph them by."""
@@ -284,14 +293,24 @@ def _name_tag(name: str) -> str:
     return _CONTROL.sub("\ufffd", name) if _CONTROL.search(name) else name
 
 
-def points_for_health(health: Health, site: str | None) -> list[Point]:
+def points_for_health(health: Health, site: str | None, *,
+                      max_counters: int = DEFAULT_MAX_HEALTH_COUNTERS,
+                      max_links: int = DEFAULT_MAX_HEALTH_LINKS) -> list[Point]:
     """``fg_health`` (one point), plus ``fg_counter`` per driver and reason and ``fg_link``
     per link, all at the gateway's ``ts``. ``site`` comes from the gateway's status.
-    Control characters in driver, reason and link names become U+FFFD."""
+    Control characters in driver, reason and link names become U+FFFD.
+
+    At most ``max_counters`` ``fg_counter`` and ``max_links`` ``fg_link`` points: the first
+    in sorted (driver, reason) and link order, so the same message always keeps the same
+    series. What is left out is counted on the ``fg_health`` point as ``counters_cut`` /
+    ``links_cut`` (only when not 0); ``links_up`` / ``links_down`` still count every link."""
     t = _ms_ns(health.ts_ms)
     gw = health.gateway_id
     links = health.links
+    counters = health.counters
     up = sum(1 for s in links.values() if s is LinkState.UP)
+    counters_cut = max(0, sum(len(r) for r in counters.values()) - max_counters)
+    links_cut = max(0, len(links) - max_links)
     fields: list[tuple[str, FieldValue]] = [
         ("uptime_s", health.uptime_s), ("version", health.version),
         ("outbox_depth", health.outbox_depth)]
@@ -309,14 +328,22 @@ def points_for_health(health: Health, site: str | None) -> list[Point]:
     if health.disk_free_bytes is not None:
         fields.append(("disk_free_bytes", health.disk_free_bytes))
     fields.append(("last_seq", health.last_seq))
+    if counters_cut:
+        fields.append(("counters_cut", counters_cut))
+    if links_cut:
+        fields.append(("links_cut", links_cut))
     out = [Point(HEALTH, _gateway_tags(gw, site), tuple(fields), t)]
-    for driver in sorted(health.counters):
-        per_reason = health.counters[driver]
-        for reason in sorted(per_reason):
+    room = max_counters
+    for driver in sorted(counters):
+        if room <= 0:
+            break
+        per_reason = counters[driver]
+        for reason in sorted(per_reason)[:room]:
             tags = _gateway_tags(gw, site, ("driver", _name_tag(driver)),
                                  ("reason", _name_tag(reason)))
             out.append(Point(HEALTH_COUNTER, tags, (("count", per_reason[reason]),), t))
-    for link in sorted(links):
+        room -= len(per_reason)
+    for link in sorted(links)[:max_links]:
         tags = _gateway_tags(gw, site, ("link", _name_tag(link)))
         out.append(Point(HEALTH_LINK, tags, (("up", links[link] is LinkState.UP),), t))
     return out

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["RANK", "collect_status", "merge_gaps"]
+__all__ = ["RANK", "collect_status", "merge_gaps", "webhook_rows"]
 
 
 def merge_gaps(views: Sequence[tuple[list[tuple[str, int, int, int]], dict[str, int]]]
@@ -60,6 +60,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
     alarms: list[dict[str, Any]] = []
     collectors: list[dict[str, Any]] = []
     dead: dict[str, int] = {}
+    webhooks: list[dict[str, Any]] = []
     views = []
     for cfg in configs:
         try:
@@ -87,6 +88,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
                 now_ms - updated < 60_000
             collectors.append({**body, "collector": cid, "updated_ms": updated,
                                "state": "running" if alive else "stopped"})
+            webhooks += webhook_rows(cid, body, alive)
             for reason, n in (body.get("dead_letters") or {}).items():
                 dead[reason] = dead.get(reason, 0) + n
         if cfg.ledger_path.exists():
@@ -115,12 +117,31 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
                  "late_records": sum(g["missing"] for g in all_gaps) - sum(
                      g["missing"] for g in gaps), "list": gaps},
         "dead_letters": dict(sorted(dead.items())),
+        "webhooks": webhooks,
         "records_per_s": sum(c.get("records_per_s", 0) for c in collectors
                              if c.get("state") == "running"),
     }
 
 
 RANK = {"green": 0, "yellow": 1, "red": 2}
+
+
+def webhook_rows(collector: str, body: dict[str, Any], running: bool) -> list[dict[str, Any]]:
+    """The webhooks of one collector's snapshot, each sender lane ``up``, ``dead`` (the
+    collector runs but the lane's thread died or stopped looking at its queue) or ``stopped``
+    (the collector does not run)."""
+    rows = []
+    for name, hook in sorted((body.get("webhooks") or {}).items()):
+        lanes = hook.get("lanes") or {}
+        rows.append({
+            "collector": collector, "webhook": name,
+            "lanes": {lane: ("up" if info.get("alive") else "dead") if running else "stopped"
+                      for lane, info in lanes.items()},
+            "restarts": sum(info.get("restarts", 0) for info in lanes.values()),
+            **{k: hook.get(k) for k in ("pending", "failed", "errors", "last_error",
+                                         "last_error_ms")},
+        })
+    return rows
 
 
 def _asdict(g: Any) -> dict[str, Any]:

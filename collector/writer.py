@@ -4,7 +4,9 @@ For each group of decoded messages (:class:`collector.ingest.Prepared`, in arriv
 writer thread runs, in this order - the order is the crash-safety argument:
 
 1. dead-letter what the decoder refused (reason and path): acknowledged with the group;
-2. ``SeqLedger.fresh``: drop records already stored (and repeats inside the group);
+2. ``SeqLedger.fresh``: drop records already stored (and repeats inside the group); then cut
+   records from sources past ``max_sources_per_gateway`` (never a fire-class one): counted,
+   and their seqs committed like dead letters';
 3. effects (:class:`Effects`): webhook notifications queued durably - an alarm reaches people
    even while the database is down - and registry and risk colours updated in memory;
 4. ``Sink.write`` of every new point and of the effects' points (risk colours, gateway
@@ -51,7 +53,7 @@ from collector.points import (
 from collector.registry import Registry, Transition
 from collector.risk import RiskBoard
 from collector.sinks.base import Sink, SinkError
-from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, Status
+from protocols.wire import Event, GatewayState, Measurement, Priority, Quantity, Record, Status
 
 __all__ = ["Acknowledger", "Effects", "Writer"]
 
@@ -60,6 +62,15 @@ CONFIG_ERRORS = frozenset({401, 403, 404})
 """HTTP statuses that mean the sink is misconfigured, not that the data is bad."""
 TICK_S = 0.5
 SINK_REFUSED = "sink_refused"
+SOURCES_CUT = "sources_per_gateway"
+"""``records_cut_total`` reason: a record from a source past ``max_sources_per_gateway``."""
+CUT_LOG_EVERY_S = 300.0
+"""A gateway's cut records are logged at most once per this (the counter has every one)."""
+PRUNE_EVERY_S = 3600.0
+"""Retention of the embedded store: how often old points are looked for ..."""
+PRUNE_BATCH = 5000
+"""... and how many are deleted per tick (one short transaction; the next batch waits for
+the next tick, so writes go on in between)."""
 
 
 class Acknowledger(Protocol):
@@ -98,6 +109,11 @@ class Writer:
         """The last write error while the sink is failing; None when it works."""
         self.sink_down_since_ms: int | None = None
         self._last_tick = 0.0
+        # Source ids taken per gateway (max_sources_per_gateway), in memory only: empty after
+        # a restart, so the bound is per process life, not per database.
+        self._sources: dict[str, set[str]] = {}
+        self._cut_logged: dict[str, float] = {}  # gateway -> monotonic time of its last log
+        self._prune_at = 0.0  # monotonic time of the next retention batch
 
     def run(self) -> None:
         """Gather groups and handle them until :attr:`stop`; tick the effects in between.
@@ -113,6 +129,7 @@ class Writer:
                 if time.monotonic() - self._last_tick >= TICK_S:
                     self._last_tick = time.monotonic()
                     self.effects.tick(self.clock(), self._write_extra)
+                    self._retain()
         except Exception:
             log.exception("the writer failed; nothing unstored was acknowledged")
             raise
@@ -155,7 +172,7 @@ class Writer:
         fresh: dict[int, Sequence[Record]] = {}
         in_group: dict[str, set[int]] = {}
         sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
-        dead_seqs: dict[str, list[int]] = {}  # seqs of records dead-lettered alone
+        dead_seqs: dict[str, list[int]] = {}  # seqs of records dead-lettered alone or cut
         for item in group:
             if (refusal := self._site_refusal(item, sites)) is not None:
                 self._dead_letter(item.inbound, *refusal)
@@ -177,6 +194,8 @@ class Writer:
                     kept = tuple(records[i] for i in keep)
                     self.metrics.duplicates.inc(n=len(records) - len(keep))
                 seen.update(r.seq for r in kept)
+                if kept and (over := self._past_source_cap(gw, kept)):
+                    points, kept = self._cut(gw, over, points, kept, dead_seqs)
                 fresh[id(item)] = kept
                 parts.append((item, points))
             elif item.kind is Kind.STATUS:
@@ -189,7 +208,14 @@ class Writer:
                 assert item.health is not None and item.gateway_id is not None
                 site = sites.get(item.gateway_id) or \
                     self.effects.registry.site_of(item.gateway_id)
-                parts.append((item, points_for_health(item.health, site)))
+                cfg = self.config
+                health = points_for_health(item.health, site,
+                                           max_counters=cfg.max_health_counters,
+                                           max_links=cfg.max_health_links)
+                for kind in ("counters", "links"):
+                    if cut := health[0].field(f"{kind}_cut"):
+                        self.metrics.health_entries_cut.inc(kind, n=float(cut))
+                parts.append((item, health))
             elif item.kind is Kind.REJECT:
                 assert item.error is not None
                 self._dead_letter(item.inbound, item.error.reason.value, item.error.path or None)
@@ -251,6 +277,54 @@ class Writer:
             self.metrics.site_mismatch.inc()
             return "site_mismatch", "site"
         return None
+
+    def _past_source_cap(self, gw: str, records: Sequence[Record]) -> list[int] | None:
+        """Positions of ``records`` to cut: from a source beyond the gateway's first
+        ``max_sources_per_gateway`` (since start), and not fire-class - a fire alarm is stored
+        whatever its source (life safety before cardinality). None: keep all (the usual case,
+        one set operation per batch)."""
+        known = self._sources.get(gw)
+        if known is None:
+            known = self._sources[gw] = set()
+        new = {r.source.id for r in records}
+        new.difference_update(known)
+        if not new:
+            return None
+        cap = self.config.max_sources_per_gateway
+        if len(known) + len(new) <= cap:
+            known |= new
+            return None
+        over = []
+        for i, r in enumerate(records):  # in order: the first sources seen are the ones taken
+            sid = r.source.id
+            if sid in known:
+                continue
+            if len(known) < cap:
+                known.add(sid)
+            elif r.priority is not Priority.FIRE:
+                over.append(i)  # a fire alarm's source is not taken: the set stays bounded
+        return over or None
+
+    def _cut(self, gw: str, over: list[int], points: Sequence[Storable],
+             records: Sequence[Record], done_seqs: dict[str, list[int]]
+             ) -> tuple[list[Storable], tuple[Record, ...]]:
+        """Leave out the records at ``over`` (and their points): counted, logged now and then,
+        and their seqs committed with the group - accounted for, not a gap, and a redelivery
+        is a duplicate."""
+        drop = set(over)
+        keep = [i for i in range(len(records)) if i not in drop]
+        done_seqs.setdefault(gw, []).extend(records[i].seq for i in over)
+        self.metrics.records_cut.inc(SOURCES_CUT, n=len(over))
+        now = time.monotonic()
+        last = self._cut_logged.get(gw)
+        if last is None or now - last >= CUT_LOG_EVERY_S:
+            self._cut_logged[gw] = now
+            log.warning("gateway %s sends from more than %d sources (max_sources_per_gateway):"
+                        " %d records from new sources not stored (e.g. %r; counted in "
+                        "records_cut_total, fire alarms always stored)", gw,
+                        self.config.max_sources_per_gateway, len(over),
+                        records[over[0]].source.id[:100])
+        return [points[i] for i in keep], tuple(records[i] for i in keep)
 
     def _dead_letter_records(self, item: Prepared, dead_seqs: dict[str, list[int]]) -> None:
         """Dead-letter each record of a batch that did not decode, alone: the payload kept is
@@ -376,6 +450,25 @@ class Writer:
             self.sink_error = str(e)[:300]
             return False
 
+    def _retain(self) -> None:
+        """The embedded store's retention (``[store] retention_days``), from the periodic
+        tick: hourly, then one bounded batch per tick while old points are left, so a large
+        delete never holds a fire alarm's write for more than one short transaction. A sink
+        without ``prune`` (InfluxDB: the bucket's retention) is left alone."""
+        prune = getattr(self.sink, "prune", None)
+        if prune is None or time.monotonic() < self._prune_at:
+            return
+        try:
+            deleted = int(prune(self.clock(), limit=PRUNE_BATCH))
+        except SinkError as e:
+            log.warning("sink %s: deleting points past retention failed (%s); trying again in "
+                        "a minute", self.sink.name, e)
+            self._prune_at = time.monotonic() + 60.0
+            return
+        if deleted:
+            self.metrics.store_pruned.inc(n=deleted)
+        self._prune_at = time.monotonic() + (0.0 if deleted >= PRUNE_BATCH else PRUNE_EVERY_S)
+
     def _drop_own(self, points: Sequence[Storable], error: SinkError) -> None:
         # The collector's own points (risk, gateway, gaps) refused for good while the sink
         # takes others: no MQTT message waits for them, so they are dropped, loudly, rather
@@ -444,7 +537,8 @@ class Effects:
                             colour = risk.assess(site).colour.value
                             notes.append(Notification(r.type.value, f"event:{gw}:{r.seq}",
                                                       event_body(gw, site, r, colour=colour),
-                                                      r.active))
+                                                      r.active, gateway=gw,
+                                                      source=r.source.id))
                     elif watch and r.quantity in watch:  # type: ignore[union-attr]
                         assert isinstance(r, Measurement)
                         if risk.apply_measurement(site, gw, r):
@@ -471,7 +565,8 @@ class Effects:
         kind = GATEWAY_ONLINE if t.online else GATEWAY_OFFLINE
         if self.notifier.wants(kind, not t.online):
             notes.append(Notification(kind, t.key, gateway_body(
-                t.gateway_id, t.site, kind, t.key, t.time_ms, t.reason), not t.online))
+                t.gateway_id, t.site, kind, t.key, t.time_ms, t.reason), not t.online,
+                gateway=t.gateway_id))
 
     def _assess(self, sites: set[str], now_ms: int) -> list[Point]:
         points = []

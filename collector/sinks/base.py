@@ -79,4 +79,4 @@ def open_sink(config: SinkConfig) -> Sink:
         return InfluxSink(config)
     from collector.sinks.sqlite import SqliteSink
 
-    return SqliteSink(config.sqlite_path)
+    return SqliteSink(config.sqlite_path, retention_days=config.retention_days)

@@ -12,13 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_SQLITE_NAME", "MAX_POINTS_PER_WRITE", "SinkConfig"]
+__all__ = ["DEFAULT_RETENTION_DAYS", "DEFAULT_SQLITE_NAME", "MAX_POINTS_PER_WRITE", "SinkConfig"]
 
 DEFAULT_SQLITE_NAME = "store.sqlite3"
 """File name of the embedded store inside the collector's state directory."""
 
 MAX_POINTS_PER_WRITE = 5000
 """InfluxData's recommended batch size for the write API; a body stays around 1 MB."""
+
+DEFAULT_RETENTION_DAYS = 90
+"""How long the embedded store keeps a point (by point time); 0 keeps it for ever."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class SinkConfig:
     """Per HTTP request. A write that times out is retried by the pipeline (idempotent)."""
     sqlite_path: Path = Path(DEFAULT_SQLITE_NAME)
     max_points_per_write: int = MAX_POINTS_PER_WRITE
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    """Embedded store only: points older than this are deleted (``SqliteSink.prune``); 0
+    keeps them for ever. InfluxDB keeps its bucket's own retention."""
     ca_file: Path | None = None
     """Extra CA bundle for an ``https`` InfluxDB with a private CA."""
     verify_ssl: bool = True
@@ -57,6 +63,8 @@ class SinkConfig:
                              f"got {self.max_points_per_write}")
         if not self.bucket:
             raise ValueError("bucket must not be empty")
+        if self.retention_days < 0:
+            raise ValueError(f"retention_days must be >= 0, got {self.retention_days}")
 
     @property
     def uses_influx(self) -> bool:

@@ -11,6 +11,11 @@ Durability: WAL with ``synchronous=FULL``. The pipeline acknowledges the MQTT me
 soon as :meth:`SqliteSink.write` returns, so the transaction must survive a power cut, not
 only a crash of the process (``NORMAL`` may roll back the last commits on power loss).
 One transaction per write: all of its points or none.
+
+Retention: :meth:`SqliteSink.prune` deletes points older than ``retention_days`` by point
+time, at most ``limit`` of the oldest per call, each call one short transaction; the
+collector's writer calls it from its periodic tick (hourly, then batch after batch while
+there is more), so a large backlog of old points never holds up a write for long.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from collector.points import FieldValue, Point, Storable
 from collector.sinks.base import SinkError
+from collector.sinks.config import DEFAULT_RETENTION_DAYS
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "StoredPoint", "connect", "read_points"]
 
@@ -46,6 +52,12 @@ CREATE INDEX IF NOT EXISTS points_by_gateway ON points (gateway, time_ns);
 _INSERT = ("INSERT OR REPLACE INTO points "
            "(measurement, tags, time_ns, site, gateway, source, fields) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)")
+# The oldest ``limit`` points before a time, by the time index (which, the table being
+# WITHOUT ROWID, holds the primary key: the delete needs no table scan).
+_PRUNE = ("DELETE FROM points WHERE (measurement, tags, time_ns) IN "
+          "(SELECT measurement, tags, time_ns FROM points WHERE time_ns < ? "
+          "ORDER BY time_ns LIMIT ?)")
+_DAY_NS = 86_400 * 1_000_000_000
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -101,8 +113,12 @@ class SqliteSink:
     name = "sqlite"
     renders_lines = False
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0,
+                 retention_days: int = DEFAULT_RETENTION_DAYS) -> None:
+        if retention_days < 0:
+            raise ValueError(f"retention_days must be >= 0, got {retention_days}")
         self.path = Path(path)
+        self.retention_days = retention_days
         try:
             self._conn = connect(self.path, busy_timeout_s=busy_timeout_s)
         except sqlite3.Error as e:
@@ -135,6 +151,27 @@ class SqliteSink:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise SinkError(f"store {self.path}: {e}") from e
+
+    def prune(self, now_ms: int, *, limit: int = 5000) -> int:
+        """Delete up to ``limit`` of the oldest points whose time is more than
+        ``retention_days`` before ``now_ms``, in one transaction; the number deleted (less
+        than ``limit``: nothing older is left). 0 with ``retention_days = 0``."""
+        if self.retention_days == 0:
+            return 0
+        before_ns = now_ms * 1_000_000 - self.retention_days * _DAY_NS
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("prune on a closed SqliteSink")
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                deleted = conn.execute(_PRUNE, (before_ns, limit)).rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise SinkError(f"store {self.path}: prune: {e}") from e
+        return int(deleted)
 
     def count(self) -> int:
         """Number of stored points."""

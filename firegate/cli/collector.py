@@ -79,7 +79,7 @@ def status_command(
 
 _STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red",
           "online": "green", "offline": "red", "unknown": "dim", "running": "green",
-          "stopped": "red", "never run": "dim"}
+          "stopped": "red", "never run": "dim", "up": "green", "dead": "bold red"}
 
 
 def _when(ms: int | None, now_ms: int) -> str:
@@ -97,6 +97,7 @@ def _when(ms: int | None, now_ms: int) -> str:
 def render_status(data: dict[str, Any]) -> None:
     """Rich tables: collectors, sites, alarms, gateways, gaps, dead letters."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -120,6 +121,22 @@ def render_status(data: dict[str, Any]) -> None:
                   str(c.get("duplicates", "-")), str(c.get("queue_depth", "-")),
                   _when(c.get("updated_ms"), now))
     console.print(t)
+
+    if data.get("webhooks"):
+        # A dead sender means notifications wait while MQTT is still acknowledged: red.
+        t = Table(title="webhooks", title_justify="left")
+        for col in ("collector", "webhook", "senders", "pending", "failed", "errors",
+                    "last error"):
+            t.add_column(col, overflow="fold")
+        for w in data["webhooks"]:
+            senders = ", ".join(f"{lane} {styled(state)}" for lane, state in w["lanes"].items())
+            if w.get("restarts"):
+                senders += f" ({w['restarts']} restarts)"
+            error = "-" if not w.get("last_error") else \
+                f"{escape(w['last_error'])} ({_when(w.get('last_error_ms'), now)})"
+            t.add_row(w["collector"], w["webhook"], senders, str(w.get("pending", "-")),
+                      str(w.get("failed", "-")), str(w.get("errors", "-")), error)
+        console.print(t)
 
     t = Table(title=f"sites ({len(data['sites'])})", title_justify="left")
     for col in ("site", "colour", "since", "reasons"):

@@ -72,6 +72,9 @@ def config_data(state: Path, broker: Mosquitto | None = None, **sections: Any) -
                       "snapshot_interval_s": 0.5, "gap_grace_s": 0.0},
         "mqtt": {"reconnect_max_s": 2},
         "metrics": {"listen": ""},
+        # Keep for ever: many tests store records at fixed 2024 times, which a 90-day
+        # retention would delete at the collector's first tick (test_bounds.py sets its own).
+        "store": {"retention_days": 0},
     }
     if broker is not None:
         data["mqtt"]["url"] = f"mqtt://127.0.0.1:{broker.port}"

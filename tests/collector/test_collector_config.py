@@ -94,6 +94,7 @@ def test_a_full_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("doc", "message"), [
     ({"collector": {"zz": 1}}, "collector.zz: unknown key; allowed here: gap_grace_s, "
      "group_max_messages, group_max_points, group_wait_ms, health_interval_s, id, "
+     "max_health_counters, max_health_links, max_sources_per_gateway, "
      "offline_factor, queue_size, report_gaps, retry_max_s, retry_min_s, "
      "snapshot_interval_s, state_dir"),
     ({"collector": {"id": "a b"}}, "collector.id: must be 1-64 chars of A-Z a-z 0-9 _ . -, "

@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,25 +28,47 @@ from .conftest import async_wait_until, config_data, running, wait_until, write_
 
 SECRET = "s3cret-键"
 NOW = 1_718_000_000_000
+TOLERANCE_S = 300
+
+
+def verify(secret: str, body: bytes, header: str, now_s: float,
+           tolerance_s: float = TOLERANCE_S) -> bool:
+    """What a receiver does with ``X-Firegate-Signature`` (docs/collector.md): recompute the
+    HMAC over ``t.body``, compare in constant time, refuse a ``t`` outside the window."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    if "t" not in fields or "v1" not in fields or not fields["t"].isdigit():
+        return False
+    expected = hmac.new(secret.encode(), fields["t"].encode() + b"." + body,
+                        hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and \
+        abs(now_s - int(fields["t"])) <= tolerance_s
 
 
 class Receiver:
     """A webhook endpoint: records every request, answers ``fail`` (status) to the first
-    ``failures`` of them, 200 after."""
+    ``failures`` of them, 200 after; or what ``answer`` says for each request's JSON body."""
 
     def __init__(self, port: int | None = None, failures: int = 0, fail: int = 500,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 answer: Callable[[dict[str, Any]], int] | None = None) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []
+        """time.time() of each request (to check the signature's timestamp against)."""
         self.failures = failures
+        self.lock = threading.Lock()  # the lanes post concurrently: one request at a time here
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                owner.requests.append((dict(self.headers.items()), body))
-                failing = owner.failures > 0
-                owner.failures -= 1
-                self.send_response(fail if failing else 200)
+                with owner.lock:
+                    owner.arrived.append(time.time())
+                    owner.requests.append((dict(self.headers.items()), body))
+                    failing = owner.failures > 0
+                    owner.failures -= 1
+                    status = answer(json.loads(body)) if answer is not None else \
+                        fail if failing else 200
+                self.send_response(status)
                 for k, v in (headers or {}).items() if failing else ():
                     self.send_header(k, v)
                 self.send_header("Content-Length", "0")
@@ -63,13 +86,19 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def sent_keys(self) -> list[str]:
+        """The key of every request, in arrival order."""
+        return [json.loads(b)["key"] for _, b in list(self.requests)]
+
     def delivered(self) -> list[dict[str, Any]]:
         """Every request's body, in arrival order, after checking its signature the way a
-        receiver does (HMAC-SHA256 of the raw body, compared in constant time)."""
+        receiver does (:func:`verify`: HMAC-SHA256 of ``t.body``, compared in constant time,
+        ``t`` within the tolerance window of the arrival)."""
         out = []
-        for headers, body in self.requests:
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert hmac.compare_digest(headers["X-Firegate-Signature"], expected)
+        with self.lock:
+            requests = list(zip(self.requests, self.arrived, strict=True))
+        for (headers, body), arrived in requests:
+            assert verify(SECRET, body, headers["X-Firegate-Signature"], arrived)
             doc = json.loads(body)
             assert headers["X-Firegate-Delivery"] == doc["key"]
             assert headers["X-Firegate-Event"] == doc["kind"]
@@ -94,8 +123,11 @@ def hook(url: str, **kw: object) -> WebhookConfig:
                          retry_min_s=0.05, retry_max_s=0.4, **kw)  # type: ignore[arg-type]
 
 
-def note(key: str, kind: str = "fire_alarm", active: bool = True) -> Notification:
-    return Notification(kind, key, json.dumps({"key": key, "kind": kind}).encode(), active)
+def note(key: str, kind: str = "fire_alarm", active: bool = True,
+         source: str | None = "smoke-1", gateway: str | None = "gw") -> Notification:
+    """A notification; by default all from one source (so kept in the order queued)."""
+    return Notification(kind, key, json.dumps({"key": key, "kind": kind}).encode(), active,
+                        gateway=gateway, source=source)
 
 
 def test_signature_and_body() -> None:
@@ -109,8 +141,17 @@ def test_signature_and_body() -> None:
                    "time_ms": NOW, "source_ms": None, "state": 2, "risk": "red",
                    "source": {"id": src.id, "bus": "gb26875", "desc": "三层东走廊感烟探测器"}}
     assert "三层".encode() in body  # real UTF-8, not \\u escapes
-    digest = hmac.new(b"k", body, hashlib.sha256).hexdigest()
-    assert sign("k", body) == f"sha256={digest}"
+    digest = hmac.new(b"k", b"1718000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", body, 1_718_000_000) == f"t=1718000000,v1={digest}"
+    header = sign("k", body)
+    assert verify("k", body, header, time.time())
+    t = int(header.split(",")[0][2:])
+    # A captured request replayed later: refused outside the window; a forged t does not
+    # match the HMAC; neither does a changed body or another secret.
+    assert not verify("k", body, header, t + TOLERANCE_S + 1)
+    assert not verify("k", body, header.replace(f"t={t}", f"t={t + 600}"), t + 600)
+    assert not verify("k", body + b" ", header, t)
+    assert not verify("k2", body, header, t)
 
 
 def test_retried_while_the_receiver_fails_then_sent_once_in_order(tmp_path: Path) -> None:
@@ -205,6 +246,11 @@ async def test_fleet_alarms_reach_the_webhook_once_each(
             notifier = c.notifier
             await async_wait_until(lambda: notifier.pending() == 0 and len(r.requests) > 5,
                                    "the webhook queue drained")
+            hooks = c.snapshot(time.time_ns() // 1_000_000)["webhooks"]
+            assert isinstance(hooks, dict)
+            assert {lane: v["alive"] for lane, v in hooks["webhook-1"]["lanes"].items()} == \
+                {"fire": True, "other": True}
+            assert hooks["webhook-1"]["pending"] == 0 and hooks["webhook-1"]["errors"] == 0
     finally:
         r.close()
     expected = {f"event:{gw}:{seq}" for gw, g in report.gateways.items()
