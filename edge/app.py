@@ -82,6 +82,7 @@ def outbox_snapshot(stats: OutboxStats) -> dict[str, Any]:
         "oldest_age_s": stats.oldest_age_s,
         "in_flight": stats.in_flight,
         "last_seq": stats.last_seq,
+        "epoch": f"{stats.epoch:016x}",
         "payload_bytes": stats.payload_bytes,
         "file_bytes": stats.file_bytes,
         "disk_full": stats.disk_full,

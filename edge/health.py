@@ -78,6 +78,7 @@ class HealthProbe:
             mem_rss_bytes=rss_bytes(),
             disk_free_bytes=disk_free,
             last_seq=stats.last_seq,
+            epoch=stats.epoch,
         )
 
 

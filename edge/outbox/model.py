@@ -50,6 +50,8 @@ class OutboxStats:
     """Storage errors since open, by :class:`edge.outbox.ErrorReason` value."""
     last_seq: int
     """Highest seq committed so far (0: none yet)."""
+    epoch: int
+    """The store's epoch (made with the database file)."""
     file_bytes: int
     """Database plus WAL on disk."""
     reserve_ok: bool

@@ -268,6 +268,12 @@ class Outbox:
         """Highest seq committed so far (0: none)."""
         return self._core.tally.next_seq - 1
 
+    @property
+    def epoch(self) -> int:
+        """The store's epoch: made with the database file, carried in every batch and health
+        message (docs/wire-protocol.md, "Epochs"); 0 before the outbox is opened."""
+        return self._core.tally.epoch
+
     async def stats(self) -> OutboxStats:
         db = self._require_open()
         core = self._core
@@ -284,6 +290,7 @@ class Outbox:
             expired={p: tally.expired[p] for p in _PRIORITIES},
             errors=dict(core.errors),
             last_seq=self.last_seq,
+            epoch=self.epoch,
             file_bytes=file_bytes(self.config.path),
             reserve_ok=core.disk.reserve_ok,
             disk_full=core.disk.pinned,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .config import OutboxConfig
 from .errors import ErrorReason, OutboxError, OutboxLocked
 from .store import Tally, counter_key
 
-__all__ = ["SCHEMA_VERSION", "acquire_lock", "connect"]
+__all__ = ["SCHEMA_VERSION", "acquire_lock", "connect", "new_epoch"]
 
 SCHEMA_VERSION = 1
 
@@ -43,9 +44,15 @@ _DDL = (
     )""",
     # Send order and eviction order are both "by class, oldest first": one index serves both.
     "CREATE INDEX IF NOT EXISTS outbox_send_order ON outbox (priority, seq)",
-    # next_seq and the eviction counters; updated in the transaction that changes them.
+    # next_seq, the epoch and the eviction counters; updated in the transaction that changes
+    # them.
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
 )
+
+
+def new_epoch() -> int:
+    """A random epoch in 1..2**63-1 (63 random bits: SQLite's INTEGER is signed 64-bit)."""
+    return secrets.randbelow(2**63 - 1) + 1
 
 
 def acquire_lock(db_path: Path) -> int:
@@ -96,6 +103,11 @@ async def _create_schema(db: aiosqlite.Connection, path: Path) -> None:
             )
         for statement in _DDL:
             await db.execute(statement)
+        # The store's epoch (docs/wire-protocol.md, "Epochs"): made once, when the store is
+        # created, and kept for its life; a new file is a new epoch, so the collector never
+        # takes its seqs 1, 2, 3... for repeats of an earlier store's.
+        await db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
+                         (new_epoch(),))
         await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         await db.execute("COMMIT")
     except BaseException:
@@ -115,6 +127,7 @@ async def _load(db: aiosqlite.Connection) -> Tally:
     ):
         depth[priority], nbytes[priority] = count, size
     return Tally(
+        epoch=int(meta["epoch"]),
         # max_seq + 1 as well: a database written by hand (or restored) never reuses a seq.
         next_seq=max(int(meta.get("next_seq", 1)), int(max_seq) + 1),
         depth=depth,

@@ -74,6 +74,8 @@ class Tally:
     nbytes: list[int] = field(default_factory=lambda: [0] * 4)
     evicted: list[int] = field(default_factory=lambda: [0] * 4)
     """Cumulative since the database was created (persisted in ``meta``)."""
+    epoch: int = 0
+    """The store's epoch (``meta.epoch``), made with the database."""
     expired: list[int] = field(default_factory=lambda: [0] * 4)
 
     def apply(self, changes: Changes) -> None:

@@ -277,7 +277,8 @@ class Forwarder:
               batch: Sequence[StoredRecord]) -> None:
         try:
             payload = encode_batch_from_encoded(self._gw, self._site, self._clock(),
-                                                [r.encoded for r in batch])
+                                                [r.encoded for r in batch],
+                                                epoch=self._outbox.epoch)
         except WireError as e:
             # Cannot happen with next_batch's byte budget; if it does, the records stay in
             # flight (not retried in a loop, not lost) until the next session releases them.

@@ -55,6 +55,9 @@ async def test_records_arrive_as_contract_batches_and_are_deleted_once_acked(
             for i in range(0, len(mix), 500):
                 numbered += await rig.outbox.append(mix[i:i + 500])
             await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
+            # The forwarder counts an ack once outbox.ack() returned to it, a moment after the
+            # delete is committed (and total_depth already 0).
+            await until(lambda: rig.forwarder.acked_records >= 2_500, "the acks counted")
             await until(lambda: len(set(obs.seqs())) == 2_500, "every record at the broker")
             batches = obs.batches()
             assert all(b.gateway_id == GW and b.site == SITE for b in batches)
