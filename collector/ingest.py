@@ -126,6 +126,8 @@ class Prepared:
     error: WireError | None = None
     faults: tuple[RecordFault, ...] = ()
     """Records of a batch that did not decode: dead-lettered one by one, the rest stored."""
+    epoch: int = 0
+    """The sender's store epoch (a batch's or a health message's ``ep``)."""
     urgent: bool = False
     """Carries a fire alarm: the writer flushes its group at once."""
 
@@ -151,7 +153,8 @@ def prepare(inbound: Inbound,
             check_gateway(gateway_id, partial)
             batch = partial.batch
             if batch is None:  # not one valid record: each is dead-lettered on its own
-                return Prepared(inbound, Kind.BATCH, gateway_id, faults=partial.faults)
+                return Prepared(inbound, Kind.BATCH, gateway_id, faults=partial.faults,
+                                epoch=partial.epoch)
             # Fire-class records (GB 26875.1 §4.1.2.3: fire alarms pre-empt everything).
             urgent = any(r.priority is FIRE for r in batch.records)
             points: Sequence[Storable]
@@ -160,7 +163,7 @@ def prepare(inbound: Inbound,
             except ValueError:
                 points = points_for_batch(batch)
             return Prepared(inbound, Kind.BATCH, gateway_id, batch=batch, points=points,
-                            faults=partial.faults, urgent=urgent)
+                            faults=partial.faults, epoch=partial.epoch, urgent=urgent)
         if channel is Channel.STATUS:
             if not inbound.payload:
                 # An empty retained message deletes the retained status (decommissioning a
@@ -172,7 +175,7 @@ def prepare(inbound: Inbound,
         if channel is Channel.HEALTH:
             health = decode_health(inbound.payload)
             check_gateway(gateway_id, health)
-            return Prepared(inbound, Kind.HEALTH, gateway_id, health=health)
+            return Prepared(inbound, Kind.HEALTH, gateway_id, health=health, epoch=health.epoch)
         if channel is Channel.CMD_ACK:
             decode_ack(inbound.payload)  # validated and counted; commands are issued elsewhere
             return Prepared(inbound, Kind.ACK, gateway_id)

@@ -377,13 +377,14 @@ class SeqLedger:
         """
         self.commit_many({(gateway_id, epoch): seqs}, now_ms)
 
-    def commit_many(self, commits: Mapping[str | StreamKey, Sequence[int]], now_ms: int
-                    ) -> None:
+    def commit_many(self, commits: Mapping[StreamKey, Sequence[int]] | Mapping[str, Sequence[int]],
+                    now_ms: int) -> None:
         """:meth:`commit` for several streams in **one** transaction (one fsync): the
         pipeline commits a whole write group at once. All or nothing. Keys are gateway ids
         (epoch 0) or ``(gateway id, epoch)``."""
         with self._lock:
-            plans = [self._plan(_key(k), seqs, now_ms) for k, seqs in commits.items()]
+            items: Iterable[tuple[str | StreamKey, Sequence[int]]] = commits.items()
+            plans = [self._plan(_key(k), seqs, now_ms) for k, seqs in items]
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")

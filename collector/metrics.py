@@ -187,6 +187,12 @@ class Metrics:
             p + "site_mismatch_total",
             "Messages refused because the gateway named a site it is not bound to (the dead "
             "letters name the gateway)")
+        self.gateway_resets = Counter(
+            p + "gateway_resets_total",
+            "Gateways that began a new epoch: their store is new (docs/wire-protocol.md)")
+        self.seq_regressions = Counter(
+            p + "seq_regressions_total",
+            "A gateway's announced last seq went backwards inside one epoch")
         self.records_dead_lettered = Counter(
             p + "records_dead_lettered_total",
             "Records dead-lettered alone (the rest of their batch was stored)")

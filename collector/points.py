@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NewType, TypeAlias
 
+from collector.ledger import Reset
 from protocols.wire import (
     LWT_REASON,
     Batch,
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_TIME_MS",
     "RECORD_EVENT",
     "RECORD_VALUE",
+    "RESET",
     "RISK",
     "RISK_LEVELS",
     "FieldValue",
@@ -55,6 +57,7 @@ __all__ = [
     "is_plain_reading",
     "point_for_gap",
     "point_for_record",
+    "point_for_reset",
     "point_for_risk",
     "points_for_batch",
     "points_for_health",
@@ -73,6 +76,7 @@ HEALTH_LINK = "fg_link"
 GATEWAY = "fg_gateway"
 RISK = "fg_risk"
 GAP = "fg_gap"
+RESET = "fg_reset"
 
 DEFAULT_MAX_HEALTH_COUNTERS = 256
 DEFAULT_MAX_HEALTH_LINKS = 64
@@ -397,3 +401,13 @@ def point_for_gap(gateway_id: str, first: int, last: int, time_ms: int) -> Point
     fields: tuple[tuple[str, FieldValue], ...] = (
         ("first", first), ("last", last), ("missing", last - first + 1))
     return Point(GAP, (("gateway", gateway_id),), fields, _ms_ns(time_ms, first))
+
+
+def point_for_reset(reset: Reset, site: str | None) -> Point:
+    """A gateway that began a new epoch (its store is new), with the old epoch's final
+    state: the highest seq it reached and how many of its records were never stored.
+    Epochs are written as their 16 hex digits, as on the wire."""
+    fields: tuple[tuple[str, FieldValue], ...] = (
+        ("old_epoch", f"{reset.old_epoch:016x}"), ("new_epoch", f"{reset.new_epoch:016x}"),
+        ("old_highest", reset.old_highest), ("old_missing", reset.old_missing))
+    return Point(RESET, _gateway_tags(reset.gateway_id, site), fields, _ms_ns(reset.at_ms))

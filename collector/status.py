@@ -62,6 +62,8 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
     dead: dict[str, int] = {}
     webhooks: list[dict[str, Any]] = []
     views = []
+    resets: list[dict[str, Any]] = []
+    regressions: dict[str, int] = {}
     for cfg in configs:
         try:
             view = read_status(cfg.registry_path)
@@ -98,6 +100,13 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
                 views.append(([(g.gateway_id, g.first, g.last, g.since_ms)
                                for g in ledger.gaps()],
                               {gw: max(s.highest, s.announced) for gw, s in stats.items()}))
+                resets += [{"gateway": r.gateway_id, "at_ms": r.at_ms,
+                            "old_epoch": f"{r.old_epoch:016x}",
+                            "new_epoch": f"{r.new_epoch:016x}", "old_highest": r.old_highest,
+                            "old_missing": r.old_missing, "collector": cfg.collector_id}
+                           for r in ledger.resets(MAX_RESETS)]
+                regressions.update({gw: s.regressions for gw, s in stats.items()
+                                    if s.regressions})
             finally:
                 ledger.close()
     grace_ms = max(cfg.pipeline.gap_grace_s for cfg in configs) * 1000
@@ -117,6 +126,8 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
                  "late_records": sum(g["missing"] for g in all_gaps) - sum(
                      g["missing"] for g in gaps), "list": gaps},
         "dead_letters": dict(sorted(dead.items())),
+        "resets": sorted(resets, key=lambda r: -r["at_ms"])[:MAX_RESETS],
+        "seq_regressions": dict(sorted(regressions.items())),
         "webhooks": webhooks,
         "records_per_s": sum(c.get("records_per_s", 0) for c in collectors
                              if c.get("state") == "running"),
@@ -124,6 +135,8 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
 
 
 RANK = {"green": 0, "yellow": 1, "red": 2}
+MAX_RESETS = 50
+"""Gateway resets shown (the newest)."""
 
 
 def webhook_rows(collector: str, body: dict[str, Any], running: bool) -> list[dict[str, Any]]:

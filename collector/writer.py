@@ -39,13 +39,14 @@ from typing import Protocol
 from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, GatewaySites, PipelineConfig
 from collector.deadletter import DeadLetters
 from collector.ingest import Inbound, Kind, Prepared
-from collector.ledger import SeqLedger
+from collector.ledger import SeqLedger, StreamKey
 from collector.metrics import Metrics
 from collector.notify import Notification, Notifier, event_body, gateway_body
 from collector.points import (
     Point,
     Storable,
     point_for_gap,
+    point_for_reset,
     point_for_risk,
     points_for_health,
     points_for_status,
@@ -170,22 +171,25 @@ class Writer:
         now = self.clock()
         parts: list[tuple[Prepared, Sequence[Storable]]] = []
         fresh: dict[int, Sequence[Record]] = {}
-        in_group: dict[str, set[int]] = {}
+        in_group: dict[StreamKey, set[int]] = {}
         sites: dict[str, str] = {}  # sites named earlier in this group (not yet in the registry)
-        dead_seqs: dict[str, list[int]] = {}  # seqs of records dead-lettered alone or cut
+        dead_seqs: dict[StreamKey, list[int]] = {}  # seqs dead-lettered alone or cut
         for item in group:
             if (refusal := self._site_refusal(item, sites)) is not None:
                 self._dead_letter(item.inbound, *refusal)
                 continue
+            if item.kind in (Kind.BATCH, Kind.HEALTH):
+                self._note_epoch(item, sites, now)
             if item.kind is Kind.BATCH and item.faults:
                 self._dead_letter_records(item, dead_seqs)
             if item.kind is Kind.BATCH and item.batch is not None:
                 assert item.points is not None
                 gw, records = item.batch.gateway_id, item.batch.records
+                key = (gw, item.epoch)
                 if item.batch.site is not None:
                     sites[gw] = item.batch.site
-                flags = self.ledger.fresh(gw, [r.seq for r in records])
-                seen = in_group.setdefault(gw, set())
+                flags = self.ledger.fresh(gw, [r.seq for r in records], item.epoch)
+                seen = in_group.setdefault(key, set())
                 if all(flags) and not seen.intersection(r.seq for r in records):
                     points, kept = item.points, records
                 else:
@@ -195,7 +199,7 @@ class Writer:
                     self.metrics.duplicates.inc(n=len(records) - len(keep))
                 seen.update(r.seq for r in kept)
                 if kept and (over := self._past_source_cap(gw, kept)):
-                    points, kept = self._cut(gw, over, points, kept, dead_seqs)
+                    points, kept = self._cut(key, over, points, kept, dead_seqs)
                 fresh[id(item)] = kept
                 parts.append((item, points))
             elif item.kind is Kind.STATUS:
@@ -229,13 +233,14 @@ class Writer:
             return False
         stored = [(item, recs) for item, recs in fresh_parts if id(item) not in refused]
         self.effects.commit()
-        commits: dict[str, list[int]] = {}
+        commits: dict[StreamKey, list[int]] = {}
         for item, recs in stored:
             if recs and item.gateway_id is not None:
-                commits.setdefault(item.gateway_id, []).extend(r.seq for r in recs)
+                commits.setdefault((item.gateway_id, item.epoch), []).extend(
+                    r.seq for r in recs)
         n_stored = sum(len(s) for s in commits.values())
-        for gw, seqs in dead_seqs.items():  # accounted for: no gap, and once only
-            commits.setdefault(gw, []).extend(seqs)
+        for key, seqs in dead_seqs.items():  # accounted for: no gap, and once only
+            commits.setdefault(key, []).extend(seqs)
         self._commit(commits, now)
         self.acker.ack([item.inbound for item in group])
         self.metrics.records_stored.inc(n=n_stored)
@@ -245,15 +250,26 @@ class Writer:
                 self.metrics.latency_seconds.observe((done - item.inbound.received_ns) / 1e9)
         return True
 
-    def _commit(self, commits: dict[str, list[int]], now_ms: int) -> None:
-        # One transaction (one fsync) for the whole group when the ledger offers it; one per
-        # gateway otherwise, which dominates a group's cost with many small batches.
-        many = getattr(self.ledger, "commit_many", None)
-        if many is not None:
-            many(commits, now_ms)
+    def _commit(self, commits: dict[StreamKey, list[int]], now_ms: int) -> None:
+        # One transaction (one fsync) for the whole group: one per gateway would dominate a
+        # group's cost with many small batches.
+        self.ledger.commit_many(commits, now_ms)
+
+    def _note_epoch(self, item: Prepared, sites: dict[str, str], now_ms: int) -> None:
+        """A batch or health in an epoch new for its gateway: the gateway's store is new
+        (docs/wire-protocol.md, "Epochs"). Counted, logged, stored as ``fg_reset`` with the
+        old epoch's final state; the old epoch's gaps close as lost."""
+        gw = item.gateway_id
+        assert gw is not None
+        reset = self.ledger.note_epoch(gw, item.epoch, now_ms)
+        if reset is None:
             return
-        for gw, seqs in commits.items():
-            self.ledger.commit(gw, seqs, now_ms)
+        self.metrics.gateway_resets.inc()
+        log.warning("gateway %s began a new epoch %016x (its store is new): the old epoch "
+                    "%016x ended at seq %d with %d records never stored", gw, reset.new_epoch,
+                    reset.old_epoch, reset.old_highest, reset.old_missing)
+        site = sites.get(gw) or self.effects.registry.site_of(gw)
+        self.effects.pending.append(point_for_reset(reset, site))
 
     def _site_refusal(self, item: Prepared, named: dict[str, str]) -> tuple[str, str] | None:
         """(reason, path) when ``item``'s gateway may not speak for the site it names, or is
@@ -305,15 +321,16 @@ class Writer:
                 over.append(i)  # a fire alarm's source is not taken: the set stays bounded
         return over or None
 
-    def _cut(self, gw: str, over: list[int], points: Sequence[Storable],
-             records: Sequence[Record], done_seqs: dict[str, list[int]]
+    def _cut(self, key: StreamKey, over: list[int], points: Sequence[Storable],
+             records: Sequence[Record], done_seqs: dict[StreamKey, list[int]]
              ) -> tuple[list[Storable], tuple[Record, ...]]:
         """Leave out the records at ``over`` (and their points): counted, logged now and then,
         and their seqs committed with the group - accounted for, not a gap, and a redelivery
         is a duplicate."""
         drop = set(over)
         keep = [i for i in range(len(records)) if i not in drop]
-        done_seqs.setdefault(gw, []).extend(records[i].seq for i in over)
+        done_seqs.setdefault(key, []).extend(records[i].seq for i in over)
+        gw = key[0]
         self.metrics.records_cut.inc(SOURCES_CUT, n=len(over))
         now = time.monotonic()
         last = self._cut_logged.get(gw)
@@ -326,7 +343,8 @@ class Writer:
                         records[over[0]].source.id[:100])
         return [points[i] for i in keep], tuple(records[i] for i in keep)
 
-    def _dead_letter_records(self, item: Prepared, dead_seqs: dict[str, list[int]]) -> None:
+    def _dead_letter_records(self, item: Prepared, dead_seqs: dict[StreamKey, list[int]]
+                             ) -> None:
         """Dead-letter each record of a batch that did not decode, alone: the payload kept is
         the record itself, the path names it (``recs[3].u``). Its seq, when valid, is
         committed with the group: the record is accounted for (a dead letter, not a gap), and
@@ -335,7 +353,7 @@ class Writer:
         assert gw is not None
         for fault in item.faults:
             if fault.seq is not None:
-                dead_seqs.setdefault(gw, []).append(fault.seq)
+                dead_seqs.setdefault((gw, item.epoch), []).append(fault.seq)
             reason = fault.error.reason.value
             self.deadletters.add(item.inbound.topic, fault.raw, reason, fault.error.path or None,
                                  self.clock())
@@ -549,7 +567,12 @@ class Effects:
             elif item.kind is Kind.HEALTH:
                 assert item.health is not None
                 transition = registry.on_health(item.health, now_ms)
-                self.ledger.note_last_seq(gw, item.health.last_seq, now_ms)
+                if self.ledger.note_last_seq(gw, item.health.last_seq, now_ms,
+                                             item.health.epoch):
+                    self.metrics.seq_regressions.inc()
+                    log.warning("gateway %s: its last seq went back to %d inside epoch %016x "
+                                "(a store restored from an older copy?)", gw,
+                                item.health.last_seq, item.health.epoch)
             if transition is not None:
                 self._transition(transition, changed, notes)
         if notes and notifier is not None:

@@ -185,3 +185,19 @@ def render_status(data: dict[str, Any]) -> None:
         console.print(f"gaps: none ({gaps['late_records']} records still arriving)")
     dead = data["dead_letters"]
     console.print("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) or "none"))
+    resets = data.get("resets") or []
+    if resets:
+        t = Table(title=f"gateway resets: {len(resets)} (a new store: seqs start again)",
+                  title_justify="left")
+        for col in ("gateway", "when", "old epoch", "ended at seq", "never stored",
+                    "new epoch"):
+            t.add_column(col)
+        for r in resets[:20]:
+            lost = str(r["old_missing"])
+            t.add_row(r["gateway"], _when(r["at_ms"], now), r["old_epoch"],
+                      str(r["old_highest"]), f"[red]{lost}[/]" if r["old_missing"] else lost,
+                      r["new_epoch"])
+        console.print(t)
+    for gw, n in (data.get("seq_regressions") or {}).items():
+        console.print(f"[red]gateway {gw}: its seq went backwards {n} time(s) inside one "
+                      "epoch (a store restored from an older copy?)[/]")

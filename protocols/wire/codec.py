@@ -310,6 +310,8 @@ class PartialBatch(NamedTuple):
 
     gateway_id: str
     """The header's gateway (valid: checked even when no record is)."""
+    epoch: int
+    """The header's epoch (0 when absent)."""
     batch: Batch | None
     """The valid records with the batch's header; None when no record is valid."""
     faults: tuple[RecordFault, ...]
@@ -346,7 +348,8 @@ def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
         sources.clear()
     try:
         records = tuple([_decode_record(d, sources) for d in recs])
-        return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, records, epoch), ())
+        return PartialBatch(gateway_id, epoch, Batch(gateway_id, site, sent_ms, records, epoch),
+                            ())
     except WireError:
         pass  # a record, or the header: walk the records one by one to tell which
     valid: list[Record] = []
@@ -361,9 +364,9 @@ def decode_batch_partial(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES
         if site is not None:
             check_id("site", site)
         check_ms("ts", sent_ms)
-        return PartialBatch(gateway_id, None, tuple(faults))
-    return PartialBatch(gateway_id, Batch(gateway_id, site, sent_ms, tuple(valid), epoch),
-                        tuple(faults))
+        return PartialBatch(gateway_id, epoch, None, tuple(faults))
+    return PartialBatch(gateway_id, epoch,
+                        Batch(gateway_id, site, sent_ms, tuple(valid), epoch), tuple(faults))
 
 
 def _seq_of(d: Any) -> int | None:
