@@ -231,6 +231,9 @@ async def test_node_reads_the_simulator_and_loses_nothing_across_power_cuts(
                      and all(s in col.records() for s in range(1, target + 1)),
                      "the node to catch up", timeout=WAIT)
             assert_complete(col.records(), target)
+            # One ring, one epoch, across the power cuts; health names the same one.
+            epochs = {b.epoch for b in col.batches} | {h.epoch for h in col.health}
+            assert len(epochs) == 1 and 0 not in epochs, epochs
             reboot = [s for s, _ in col.status if s.state is GatewayState.ONLINE]
             assert len(reboot) >= 2 and reboot[-1].reason == "boot"
 

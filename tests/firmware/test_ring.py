@@ -34,6 +34,7 @@ for op in ops:
         best = r.oldest((0, 1, 2, 3))
         print('OUT', json.dumps({'depth': r.depth, 'last_seq': r.last_seq, 'capacity': r.capacity,
                                  'evicted': r.evicted, 'counters': counters,
+                                 'epoch': r.epoch_hex(),
                                  'oldest_rt': next(r.read([best]))[6] if best >= 0 else None}))
 """
 
@@ -170,3 +171,38 @@ def test_oldest_waiting_record(ring: RingDir) -> None:
     assert ring.state()["oldest_rt"] == 500  # the lowest seq, whatever its class
     ring.run(["ack", 2])  # the alarm and the first measurement
     assert ring.state()["oldest_rt"] == 700
+
+
+def test_the_ring_has_an_epoch_for_its_life(ring: RingDir, tmp_path: Path) -> None:
+    """Made with the ring, kept across reboots, new when the ring is new (flash.sh --config
+    erases it): docs/wire-protocol.md, "Epochs"."""
+    ring.run(["append", [m(1), m(2)]])
+    epoch = ring.state()["epoch"]
+    assert len(epoch) == 16 and int(epoch, 16) > 0 and int(epoch, 16) < 2**63
+    assert ring.state()["epoch"] == epoch  # a reboot keeps it
+    for name in ("meta", "src", "s0"):
+        (tmp_path / "ring" / name).unlink()
+    state = ring.state()  # a new ring: seqs start again, under a new epoch
+    assert state["last_seq"] == 0 and state["epoch"] != epoch
+
+
+def test_a_ring_from_before_epochs_gets_one_and_keeps_its_seqs(ring: RingDir,
+                                                               tmp_path: Path) -> None:
+    import struct
+
+    def crc16(data: bytes) -> int:  # CRC-16/MODBUS, as fg.modbus.crc16 computes it
+        crc = 0xFFFF
+        for byte in data:
+            crc ^= byte
+            for _ in range(8):
+                crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        return crc
+
+    ring.run(["append", [m(1), m(2), m(3)]])
+    meta = tmp_path / "ring" / "meta"
+    data = meta.read_bytes()[:40]
+    v1 = b"FGR1" + data[4:32]  # the 32-byte meta of before: no epoch
+    meta.write_bytes(v1 + struct.pack(">H", crc16(v1)))
+    state = ring.state()
+    assert state["last_seq"] == 3 and state["depth"] == 3 and int(state["epoch"], 16) > 0
+    assert meta.read_bytes()[:4] == b"FGR2" and ring.state()["epoch"] == state["epoch"]

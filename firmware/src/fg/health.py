@@ -42,6 +42,7 @@ def build(app):
             app.links.items())))
     if disk is not None:
         parts.append(',"disk_free_bytes":%d' % disk)
-    parts.append(',"last_seq":%d,"x_heap_free":%d,"x_heap_peak":%d,"x_ring_capacity":%d}' % (
-        ring.last_seq, gc.mem_free(), app.heap_peak, ring.capacity))
+    parts.append(',"last_seq":%d,"ep":"%s","x_heap_free":%d,"x_heap_peak":%d,'
+                 '"x_ring_capacity":%d}' % (ring.last_seq, ring.epoch_hex(), gc.mem_free(),
+                                            app.heap_peak, ring.capacity))
     return "".join(parts)

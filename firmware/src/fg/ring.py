@@ -9,7 +9,7 @@
 #   oldest-first, alarms last; each eviction is counted per class in ``meta``, which survives;
 # * a slot is freed only by ``ack()``, which the uplink calls after the broker's PUBACK.
 #
-# Files in ``directory``: ``meta`` (geometry, eviction counters; replaced by rename, so a power
+# Files in ``directory``: ``meta`` (geometry, eviction counters, epoch; replaced by rename, so a power
 # cut leaves the old or the new one), ``src`` (the source table: one "bus\tid" line per source,
 # append only; slots refer to a line by number) and segments ``s0``, ``s1``... of
 # SEG_SLOTS slots each. Segments of one flash block (4 KiB) keep littlefs fast: a write inside a
@@ -29,8 +29,11 @@ FREE = const(0xFF)  # in ``prio``: no live record in this slot
 LIVE = const(0x4C)  # 'L': waiting for the broker's acknowledgement
 DONE = const(0x44)  # 'D': acknowledged or evicted; its seq still counts
 SEG_SLOTS = const(102)  # 102 x 40 = 4080 bytes: one 4 KiB flash block
-META = ">4sHHH4IHI"  # magic, slot size, slots per segment, segments, evicted x4, seq base
-MAGIC = b"FGR1"
+# magic, slot size, slots per segment, segments, evicted x4, seq base, epoch hi/lo
+META = ">4sHHH4IHIII"
+META_SIZE = const(40)
+MAGIC = b"FGR2"
+MAGIC_V1 = b"FGR1"  # a ring from before epochs: 32 bytes, no epoch; it gets one when opened
 
 
 def crc(slot):
@@ -53,10 +56,20 @@ class Ring:
         self.counters = counters
         self.evicted = [0, 0, 0, 0]
         self.last_seq = 0
+        # The ring's epoch (docs/wire-protocol.md "Epochs"): 63 random bits made with the
+        # ring, kept as two 32-bit halves and sent as 16 hex digits in every batch and health.
+        self.epoch_hi = 0
+        self.epoch_lo = 0
+
+    def epoch_hex(self):
+        # four 16-bit parts: each a small int on every port (%x of a long int is not)
+        hi, lo = self.epoch_hi, self.epoch_lo
+        return "%04x%04x%04x%04x" % (hi >> 16, hi & 0xFFFF, lo >> 16, lo & 0xFFFF)
 
     def write_meta(self):
         data = struct.pack(META, MAGIC, SLOT, SEG_SLOTS, self.segs, *self.evicted,
-                           self.last_seq >> 32, self.last_seq & 0xFFFFFFFF)
+                           self.last_seq >> 32, self.last_seq & 0xFFFFFFFF,
+                           self.epoch_hi, self.epoch_lo)
         tmp = join(self.dir, "meta.tmp")
         with open(tmp, "wb") as f:
             f.write(data)

@@ -3,7 +3,8 @@
 # Start-up code lives apart from the ring's run-time code so that fg/app.py can drop it from the
 # heap once the ring is open (a few KB on a 100 KB heap).
 #
-# What is rebuilt: geometry and eviction counters from ``meta``; the source table from ``src``
+# What is rebuilt: geometry, eviction counters and the epoch from ``meta`` (a ring without one,
+# new or from before epochs, gets a new random epoch); the source table from ``src``
 # (a last line cut by a power failure is dropped: no slot can refer to it, slots are written
 # after their source line); and, slot by slot, which are live (waiting for a PUBACK), their
 # class and seq. The highest seq on flash, live or done, is the last one assigned. A slot whose
@@ -14,7 +15,8 @@ import struct
 from array import array
 
 from fg.modbus import crc16
-from fg.ring import DONE, FMT, FREE, LIVE, MAGIC, META, SEG_SLOTS, SLOT, crc, join
+from fg.ring import (DONE, FMT, FREE, LIVE, MAGIC, MAGIC_V1, META, META_SIZE, SEG_SLOTS, SLOT,
+                     crc, join)
 
 
 def _exists(path):
@@ -26,16 +28,28 @@ def _exists(path):
 
 
 def _read_meta(ring):
+    # (segments, evicted, last seq, epoch hi, epoch lo), or None; a v1 ring has epoch 0
     try:
         with open(join(ring.dir, "meta"), "rb") as f:
             data = f.read()
-        m = struct.unpack(META, data[:32])
-        if m[0] != MAGIC or m[1] != SLOT or m[2] != SEG_SLOTS or \
-                crc16(data, 32) != struct.unpack(">H", data[32:34])[0]:
+        size = META_SIZE if data[:4] == MAGIC else 32
+        m = struct.unpack(META if size == META_SIZE else META[:-2], data[:size])
+        if m[0] not in (MAGIC, MAGIC_V1) or m[1] != SLOT or m[2] != SEG_SLOTS or \
+                crc16(data, size) != struct.unpack(">H", data[size:size + 2])[0]:
             raise ValueError
-        return m[3], list(m[4:8]), m[8] << 32 | m[9]
-    except (OSError, ValueError):
+        hi, lo = (m[10], m[11]) if size == META_SIZE else (0, 0)
+        return m[3], list(m[4:8]), m[8] << 32 | m[9], hi, lo
+    except (OSError, ValueError):  # MicroPython's struct raises ValueError for short data
         return None
+
+
+def _new_epoch(ring):
+    # 63 random bits, never 0 (0 means "no epoch" on the wire)
+    r = os.urandom(8)
+    ring.epoch_hi = (r[0] & 0x7F) << 24 | r[1] << 16 | r[2] << 8 | r[3]
+    ring.epoch_lo = r[4] << 24 | r[5] << 16 | r[6] << 8 | r[7]
+    if ring.epoch_hi == 0 and ring.epoch_lo == 0:
+        ring.epoch_lo = 1
 
 
 def _load_sources(ring):
@@ -112,7 +126,10 @@ def open_ring(ring, capacity_kb):
     meta = _read_meta(ring)
     segs = wanted
     if meta is not None:
-        segs, ring.evicted, ring.last_seq = meta
+        segs, ring.evicted, ring.last_seq, ring.epoch_hi, ring.epoch_lo = meta
+    fresh = meta is None or (ring.epoch_hi == 0 and ring.epoch_lo == 0)
+    if fresh:
+        _new_epoch(ring)  # a new ring, or one from before epochs: written with the meta below
     _setup(ring, segs)
     if meta is not None and segs != wanted:
         if ring.depth:
@@ -121,6 +138,6 @@ def open_ring(ring, capacity_kb):
         for s in range(ring.segs):  # nothing waits: the seq carries over through meta
             os.remove(ring.seg(s))
         _setup(ring, wanted)
-    if meta is None or segs != wanted:
+    if fresh or segs != wanted:
         ring.write_meta()
     return ring

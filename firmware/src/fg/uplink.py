@@ -142,9 +142,9 @@ class Uplink:
         # The batch is written into one buffer allocated at start: no list of parts, no joined
         # copy, no encoded copy, so the heap needs no large free block while records wait.
         buf = self.buf
-        head = '{"v":1,"gw":"%s"%s,"ts":%d,"recs":[' % (
+        head = '{"v":1,"gw":"%s"%s,"ep":"%s","ts":%d,"recs":[' % (
             self.cfg.gw, ',"site":"%s"' % self.cfg.site if self.cfg.site else "",
-            self.hw.now_ms())
+            self.ring.epoch_hex(), self.hw.now_ms())
         n = _put(buf, 0, head)
         used = []
         for slot, rec in zip(slots, self.ring.read(slots)):
