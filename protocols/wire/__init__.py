@@ -56,6 +56,14 @@ from .messages import (
     last_will,
 )
 from .records import SEQ_LIMIT, Event, Measurement, Record, Source
+from .stored import (
+    MAX_STORED_RANGES,
+    Stored,
+    decode_stored,
+    encode_stored,
+    seq_ranges,
+    split_ranges,
+)
 from .topics import (
     CHANNELS,
     Channel,
@@ -74,6 +82,7 @@ __all__ = [
     "LWT_REASON",
     "MAX_PAYLOAD_BYTES",
     "MAX_RECORDS_PER_BATCH",
+    "MAX_STORED_RANGES",
     "SEQ_LIMIT",
     "UNITS",
     "ArgValue",
@@ -100,6 +109,7 @@ __all__ = [
     "RecordFault",
     "Source",
     "Status",
+    "Stored",
     "Subscription",
     "WireError",
     "WireErrorReason",
@@ -111,6 +121,7 @@ __all__ = [
     "decode_command",
     "decode_health",
     "decode_status",
+    "decode_stored",
     "default_priority",
     "encode_ack",
     "encode_batch",
@@ -120,10 +131,13 @@ __all__ = [
     "encode_health",
     "encode_record",
     "encode_status",
+    "encode_stored",
     "gateway_subscriptions",
     "last_will",
     "pack_batches",
     "parse_topic",
     "peek_command_id",
+    "seq_ranges",
+    "split_ranges",
     "topic",
 ]

@@ -249,6 +249,10 @@ class CommandName(StrEnum):
     """Ask the on-duty operator to confirm presence (查岗)."""
     SYNC_CLOCK = "sync_clock"
     REPORT_HEALTH = "report_health"
+    RESEND = "resend"
+    """Send seqs ``first``..``last`` of epoch ``ep`` again, if still held; the ack's result
+    says how many were queued (``resent``) and which the gateway no longer has
+    (``missing``: ``[[first, last], ...]``): those are lost (docs/wire-protocol.md)."""
 
 
 ArgValue: TypeAlias = str | int | float | bool

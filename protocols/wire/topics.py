@@ -45,6 +45,8 @@ class Channel(StrEnum):
     HEALTH = "health"
     CMD = "cmd"
     CMD_ACK = "cmd/ack"
+    STORED = "stored"
+    """What a collector stored (docs/wire-protocol.md, "Stored"): the gateway's deletion point."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,9 @@ CHANNELS: Mapping[Channel, ChannelSpec] = MappingProxyType(
         # Not retained: a stale command replayed to a reconnecting gateway is worse than none.
         Channel.CMD: ChannelSpec(Direction.DOWN, 1, False),
         Channel.CMD_ACK: ChannelSpec(Direction.UP, 1, False),
+        # Not retained: a confirmation is for the records in hand; QoS 1, and a lost one only
+        # means the records are sent again after the gateway's confirm timeout.
+        Channel.STORED: ChannelSpec(Direction.DOWN, 1, False),
     }
 )
 
@@ -138,6 +143,7 @@ def collector_subscriptions(share_group: str | None = None) -> tuple[Subscriptio
 
 
 def gateway_subscriptions(gateway_id: str) -> tuple[Subscription, ...]:
-    """What a gateway subscribes to: its own command topic only (not ``cmd/#``, which would
-    echo its own acks back)."""
-    return (Subscription(topic(gateway_id, Channel.CMD), CHANNELS[Channel.CMD].qos),)
+    """What a gateway subscribes to: its own command topic (not ``cmd/#``, which would echo
+    its own acks back) and its own ``stored`` confirmations."""
+    return (Subscription(topic(gateway_id, Channel.CMD), CHANNELS[Channel.CMD].qos),
+            Subscription(topic(gateway_id, Channel.STORED), CHANNELS[Channel.STORED].qos))

@@ -71,7 +71,8 @@ def test_channel_table():
     assert set(CHANNELS) == set(Channel)
     assert all(spec.qos == 1 for spec in CHANNELS.values())
     assert [c for c, spec in CHANNELS.items() if spec.retain] == [Channel.STATUS]
-    assert [c for c, spec in CHANNELS.items() if spec.direction is Direction.DOWN] == [Channel.CMD]
+    assert [c for c, spec in CHANNELS.items() if spec.direction is Direction.DOWN] == [
+        Channel.CMD, Channel.STORED]
 
 
 def test_collector_subscriptions():
@@ -95,5 +96,6 @@ def test_shared_collector_subscriptions_keep_status_unshared():
         collector_subscriptions("a/b")
 
 
-def test_gateway_subscribes_to_its_own_commands_only():
-    assert gateway_subscriptions("gw-7") == (Subscription("firegate/v1/gw-7/cmd", 1),)
+def test_gateway_subscribes_to_its_own_commands_and_confirmations_only():
+    assert gateway_subscriptions("gw-7") == (Subscription("firegate/v1/gw-7/cmd", 1),
+                                             Subscription("firegate/v1/gw-7/stored", 1))
