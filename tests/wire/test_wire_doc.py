@@ -18,6 +18,7 @@ from protocols.wire import (
     decode_command,
     decode_health,
     decode_status,
+    decode_stored,
     default_priority,
 )
 
@@ -29,6 +30,7 @@ DECODERS = {
     "health": decode_health,
     "command": decode_command,
     "ack": decode_ack,
+    "stored": decode_stored,
 }
 BLOCKS = re.findall(r"^```json(?: (\w+))?\n(.*?)^```$", TEXT, flags=re.MULTILINE | re.DOTALL)
 
