@@ -36,6 +36,7 @@ from typing import IO
 
 from collector.config import CollectorConfig
 from collector.deadletter import DeadLetters
+from collector.effects import Effects
 from collector.ingest import Decoder, Inbound, MqttIngest, Prepared
 from collector.ledger import SeqLedger
 from collector.lineproto import lines_for_batch
@@ -45,7 +46,7 @@ from collector.points import points_for_batch
 from collector.registry import Registry
 from collector.risk import RiskBoard
 from collector.sinks.base import open_sink
-from collector.writer import Effects, Writer
+from collector.writer import Writer
 
 __all__ = ["Collector", "CollectorError", "run"]
 

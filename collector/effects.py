@@ -1,0 +1,186 @@
+"""What stored messages change besides the database: the gateway registry, the sites' risk
+colours, webhook notifications; and the writer's periodic work (stale heartbeats, gaps and
+their alarms, requests for missing records, the status snapshot). Runs on the writer thread
+only (:mod:`collector.writer`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, PipelineConfig
+from collector.ingest import Kind, Prepared
+from collector.ledger import SeqLedger
+from collector.metrics import Metrics
+from collector.notify import Notification, Notifier, event_body, gateway_body
+from collector.points import Point, point_for_gap, point_for_risk, points_for_status
+from collector.registry import Registry, Transition
+from collector.risk import RiskBoard
+from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, Status
+
+__all__ = ["Effects"]
+
+log = logging.getLogger("firegate.collector.effects")
+
+class Effects:
+    """What stored messages change besides the database: the gateway registry, the sites'
+    risk colours, webhook notifications; plus the periodic work (stale heartbeats, gaps, the
+    status snapshot). Runs on the writer thread only."""
+
+    def __init__(self, *, registry: Registry, risk: RiskBoard, notifier: Notifier | None,
+                 ledger: SeqLedger, metrics: Metrics, config: PipelineConfig,
+                 connected_for: Callable[[], float | None], report_gaps: bool = True,
+                 snapshot: Callable[[int], dict[str, object]] | None = None,
+                 collector_id: str = "collector") -> None:
+        self.registry = registry
+        self.risk = risk
+        self.notifier = notifier
+        self.ledger = ledger
+        self.metrics = metrics
+        self.config = config
+        self.connected_for = connected_for
+        self.report_gaps = report_gaps
+        self.snapshot = snapshot
+        self.collector_id = collector_id
+        self.pending: list[Point] = []
+        """Points of the periodic work not yet written (the sink was down)."""
+        self._reported_gaps: set[tuple[str, int, int]] = set()
+        self._last_snapshot = 0.0
+        watch = {Quantity.PRESSURE} if risk.rules.pressure_critical_mpa is not None else set()
+        if risk.rules.level_critical_m is not None:
+            watch.add(Quantity.LEVEL)
+        self._watch = frozenset(watch)
+
+    def _site(self, gateway_id: str, site: str | None = None) -> str:
+        # A gateway without a site id is its own site.
+        return site or self.registry.site_of(gateway_id) or gateway_id
+
+    def apply(self, stored: Sequence[tuple[Prepared, Sequence[Record]]], now_ms: int
+              ) -> list[Point]:
+        """Apply the new records and messages of a group (about to be written); returns the
+        points of what changed (risk colours). Notifications are queued durably before this
+        returns."""
+        changed: set[str] = set()
+        notes: list[Notification] = []
+        risk, registry, notifier, watch = self.risk, self.registry, self.notifier, self._watch
+        for item, records in stored:
+            gw = item.gateway_id
+            if gw is None:
+                continue
+            transition = None
+            if item.kind is Kind.BATCH:
+                assert item.batch is not None
+                transition = registry.seen(gw, item.batch.site, now_ms)
+                site = self._site(gw, item.batch.site)
+                for r in records:
+                    if r.__class__ is Event:
+                        assert isinstance(r, Event)
+                        if risk.apply_event(site, gw, r):
+                            changed.add(site)
+                        if notifier is not None and notifier.wants(r.type.value, r.active):
+                            colour = risk.assess(site).colour.value
+                            notes.append(Notification(r.type.value, f"event:{gw}:{r.seq}",
+                                                      event_body(gw, site, r, colour=colour),
+                                                      r.active, gateway=gw,
+                                                      source=r.source.id))
+                    elif watch and r.quantity in watch:  # type: ignore[union-attr]
+                        assert isinstance(r, Measurement)
+                        if risk.apply_measurement(site, gw, r):
+                            changed.add(site)
+            elif item.kind is Kind.STATUS:
+                assert item.status is not None
+                transition = registry.on_status(item.status, now_ms)
+            elif item.kind is Kind.HEALTH:
+                assert item.health is not None
+                transition = registry.on_health(item.health, now_ms)
+                if self.ledger.note_last_seq(gw, item.health.last_seq, now_ms,
+                                             item.health.epoch):
+                    self.metrics.seq_regressions.inc()
+                    log.warning("gateway %s: its last seq went back to %d inside epoch %016x "
+                                "(a store restored from an older copy?)", gw,
+                                item.health.last_seq, item.health.epoch)
+            if transition is not None:
+                self._transition(transition, changed, notes)
+        if notes and notifier is not None:
+            notifier.enqueue(notes)
+        return self._assess(changed, now_ms)
+
+    def _transition(self, t: Transition, changed: set[str], notes: list[Notification]) -> None:
+        site = self._site(t.gateway_id, t.site)
+        if self.risk.set_gateway_offline(site, t.gateway_id, not t.online, t.time_ms):
+            changed.add(site)
+        if self.notifier is None or (t.online and t.previous != "offline"):
+            return  # a gateway seen for the first time is not news
+        kind = GATEWAY_ONLINE if t.online else GATEWAY_OFFLINE
+        if self.notifier.wants(kind, not t.online):
+            notes.append(Notification(kind, t.key, gateway_body(
+                t.gateway_id, t.site, kind, t.key, t.time_ms, t.reason), not t.online,
+                gateway=t.gateway_id))
+
+    def _assess(self, sites: set[str], now_ms: int) -> list[Point]:
+        points = []
+        for site in sorted(sites):
+            a = self.risk.assess(site)
+            if self.registry.set_site(a, now_ms):
+                points.append(point_for_risk(site, a.colour.value, a.reasons, now_ms))
+        raised, cleared = self.risk.take_changes()
+        self.registry.record_conditions(raised, cleared)
+        return points
+
+    def take_pending(self) -> list[Point]:
+        """The periodic work's points not written yet, to go with the next write."""
+        points, self.pending = self.pending, []
+        return points
+
+    def commit(self) -> None:
+        """Persist the registry (after the points of its changes were written)."""
+        self.registry.flush()
+
+    def tick(self, now_ms: int, write: Callable[[list[Point]], bool]) -> None:
+        """Periodic work: stale heartbeats, gaps, gauges, the status snapshot."""
+        limit_s = self.config.health_interval_s * self.config.offline_factor
+        connected = self.connected_for()
+        # Only judge heartbeats after being connected for a whole period: after a restart the
+        # broker is still delivering what the gateways sent meanwhile.
+        if connected is not None and connected >= limit_s:
+            changed: set[str] = set()
+            notes: list[Notification] = []
+            for t in self.registry.check_stale(now_ms, int(limit_s * 1000)):
+                self.pending += points_for_status(Status(
+                    t.gateway_id, GatewayState.OFFLINE, now_ms, site=t.site, reason=t.reason))
+                self._transition(t, changed, notes)
+            if notes and self.notifier is not None:
+                self.notifier.enqueue(notes)
+            self.pending += self._assess(changed, now_ms)
+        if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
+            self._last_snapshot = time.monotonic()
+            self._periodic(now_ms)
+        if self.pending and write(self.pending):
+            self.pending = []
+        self.registry.flush()
+
+    def _periodic(self, now_ms: int) -> None:
+        states: dict[tuple[str, ...], float] = {("online",): 0, ("offline",): 0, ("unknown",): 0}
+        for info in self.registry.gateways.values():
+            states[(info.state,)] = states.get((info.state,), 0) + 1
+        self.metrics.gateways.replace(states)
+        colours: dict[tuple[str, ...], float] = {("green",): 0, ("yellow",): 0, ("red",): 0}
+        for s in self.registry.sites.values():
+            colours[(s.colour,)] += 1
+        self.metrics.sites.replace(colours)
+        if self.notifier is not None:
+            self.metrics.notify_pending.set(self.notifier.pending())
+        if self.report_gaps:
+            grace_ms = self.config.gap_grace_s * 1000
+            gaps = [g for g in self.ledger.gaps() if now_ms - g.since_ms >= grace_ms]
+            self.metrics.gap_ranges.set(len(gaps))
+            self.metrics.gaps.set(sum(g.missing for g in gaps))
+            keys = {(g.gateway_id, g.first, g.last) for g in gaps}
+            for g in gaps:
+                if (g.gateway_id, g.first, g.last) not in self._reported_gaps:
+                    self.pending.append(point_for_gap(g.gateway_id, g.first, g.last, now_ms))
+            self._reported_gaps = keys
+        self.ledger.flush()
+        if self.snapshot is not None:
+            self.registry.save_snapshot(self.collector_id, now_ms, self.snapshot(now_ms))
