@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO
 
 from collector.config import CollectorConfig
+from collector.confirm import Confirmer, ResendDesk
 from collector.deadletter import DeadLetters
 from collector.effects import Effects
 from collector.ingest import Decoder, Inbound, MqttIngest, Prepared
@@ -92,7 +93,13 @@ class Collector:
                              prepared=self.prepared, sink=self.sink, ledger=self.ledger,
                              deadletters=self.deadletters, effects=self.effects,
                              metrics=self.metrics, acker=self.ingest,
-                             gateways=config.gateways)
+                             gateways=config.gateways,
+                             confirmer=Confirmer(self.ingest.publish, config.collector_id,
+                                                 self.metrics),
+                             desk=ResendDesk(self.ingest.publish, self.ledger, self.metrics,
+                                             after_s=pipe.resend_after_s,
+                                             every_s=pipe.resend_every_s)
+                             if pipe.report_gaps else None)
         self.metrics.queue_depth.read_from(lambda: self.inbox.qsize() + self.prepared.qsize())
         self.metrics_server: MetricsServer | None = None
         if config.metrics_listen is not None:

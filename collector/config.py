@@ -2,7 +2,9 @@
 
 ``load_config(path)`` reads the file and checks every key with :class:`common.config.
 Table`, so an error names the key (``webhook[1].url: must be an http:// or https:// URL``) and
-a typo is refused rather than silently defaulted. Nothing here opens a socket or a database
+a typo is refused rather than silently defaulted. Secrets are never empty (a webhook's HMAC key
+at least 32 bytes), never inside a URL, and never sent in clear text beyond loopback without
+``allow_plaintext = true``. Nothing here opens a socket or a database
 (Telegraf's ``Init()`` rule): ``firegate collector run`` fails on a bad file before it connects.
 The commented sample with every key and its default is ``collector/collector.example.toml``.
 """
@@ -28,7 +30,9 @@ from protocols.wire import EventType
 
 __all__ = [
     "DEFAULT_WEBHOOK_EVENTS",
+    "MIN_HMAC_SECRET_BYTES",
     "NOTIFY_KINDS",
+    "RECORDS_MISSING",
     "CollectorConfig",
     "ConfigError",
     "MqttConfig",
@@ -46,14 +50,21 @@ DEFAULT_MAX_SOURCES_PER_GATEWAY = 10_000
 docs/collector-storage.md): a gateway past it is broken or hostile, not big."""
 GATEWAY_OFFLINE = "gateway_offline"
 GATEWAY_ONLINE = "gateway_online"
-NOTIFY_KINDS: tuple[str, ...] = (*(t.value for t in EventType), GATEWAY_OFFLINE, GATEWAY_ONLINE)
-"""What a webhook can subscribe to: every event type of the contract and the two gateway
-transitions."""
+RECORDS_MISSING = "records_missing"
+"""A gateway's gap not closed within ``gap_grace_s``: records may be lost (docs/collector.md)."""
+NOTIFY_KINDS: tuple[str, ...] = (*(t.value for t in EventType), GATEWAY_OFFLINE, GATEWAY_ONLINE,
+                                 RECORDS_MISSING)
+"""What a webhook can subscribe to: every event type of the contract, the two gateway
+transitions and ``records_missing``."""
 DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = (
     "fire_alarm", "fault", "supervisory", "power_fault", "mains_power_fault",
     "backup_power_fault", "bus_fault", "link_fault", "threshold_low", "threshold_high",
-    "sensor_offline", GATEWAY_OFFLINE,
+    "sensor_offline", GATEWAY_OFFLINE, RECORDS_MISSING,
 )
+MIN_HMAC_SECRET_BYTES = 32
+"""A webhook secret keys HMAC-SHA256: shorter than the hash's 32-byte output weakens it (RFC
+2104 §3: "less than L bytes is strongly discouraged")."""
+HMAC_SECRET_HINT = "a random 32-byte secret: `openssl rand -hex 32`"
 DEFAULT_RED: frozenset[str] = frozenset({"fire_alarm"})
 DEFAULT_RESET_CLEARS: frozenset[str] = frozenset({"fire_alarm", "supervisory"})
 DEFAULT_YELLOW: frozenset[str] = frozenset((
@@ -74,7 +85,7 @@ class MqttConfig:
     """Fixed: the broker keeps the session (subscriptions, unacknowledged messages) under it.
     Every collector process needs its own."""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -106,7 +117,13 @@ class PipelineConfig:
     gap_grace_s: float = 60.0
     report_gaps: bool = True
     """Off when several collectors split one gateway's records round-robin: each ledger then
-    holds only a share (``collector status`` merges them; docs/collector.md)."""
+    holds only a share (``collector status`` merges them; docs/collector.md). Also turns off
+    the resend requests and the ``records_missing`` alarm, which would be wrong then."""
+    resend_after_s: float = 10.0
+    """A gap this old is asked for (command ``resend``): by then the fire-first reordering
+    of a healthy outbox has caught up."""
+    resend_every_s: float = 60.0
+    """A gap still open is asked for again after this long."""
     max_health_counters: int = DEFAULT_MAX_HEALTH_COUNTERS
     """``fg_counter`` series (driver x reason) stored per health message; the rest is cut,
     counted, and noted on the ``fg_health`` point (``counters_cut``)."""
@@ -123,7 +140,8 @@ class WebhookConfig:
 
     name: str
     url: str
-    secret: str
+    secret: str = field(repr=False)
+    """HMAC-SHA256 key of ``X-Firegate-Signature``; at least :data:`MIN_HMAC_SECRET_BYTES`."""
     events: frozenset[str] = frozenset(DEFAULT_WEBHOOK_EVENTS)
     restores: bool = True
     timeout_s: float = 5.0
@@ -148,6 +166,8 @@ class RiskRules:
     """A pressure reading below this (converted to MPa) is red; None: off."""
     level_critical_m: float | None = None
     gateway_offline: str | None = "yellow"
+    records_missing: str | None = "yellow"
+    """The colour of a site whose gateway has a gap older than ``gap_grace_s``; None: none."""
     reset_clears: frozenset[str] = DEFAULT_RESET_CLEARS
     """A panel ``reset`` clears these conditions of the same panel (latched fire alarms)."""
 
@@ -286,6 +306,8 @@ def _pipeline(t: Table) -> PipelineConfig:
         snapshot_interval_s=t.number("snapshot_interval_s", 5.0, min=0.1, max=3600.0),
         gap_grace_s=t.number("gap_grace_s", 60.0, min=0.0),
         report_gaps=t.flag("report_gaps", True),
+        resend_after_s=t.number("resend_after_s", 10.0, min=0.0, max=86_400.0),
+        resend_every_s=t.number("resend_every_s", 60.0, min=1.0, max=86_400.0),
         max_health_counters=t.integer("max_health_counters", DEFAULT_MAX_HEALTH_COUNTERS,
                                       min=0, max=100_000),
         max_health_links=t.integer("max_health_links", DEFAULT_MAX_HEALTH_LINKS, min=0,
@@ -298,6 +320,7 @@ def _pipeline(t: Table) -> PipelineConfig:
 
 def _mqtt(t: Table, collector_id: str) -> MqttConfig:
     url = t.text("url", "mqtt://127.0.0.1:1883")
+    t.refuse_url_credentials("url", url, "username and password")
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
         t.fail("url", f"must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
@@ -331,6 +354,7 @@ def _mqtt(t: Table, collector_id: str) -> MqttConfig:
     )
     if mqtt.password is not None and mqtt.username is None:
         t.fail("password", "a password needs a username")
+    t.refuse_plaintext("url", url, "password", mqtt.password)
     t.finish()
     return mqtt
 
@@ -349,10 +373,15 @@ def _sink(influx: Table | None, store: Table | None, state_dir: Path,
         return SinkConfig(influx_url=None, sqlite_path=sqlite_path,
                           max_points_per_write=max_points, retention_days=retention)
     url = influx.opt_text("url")
-    if url is not None and urlsplit(url).scheme not in ("http", "https"):
-        influx.fail("url", f"must be an http:// or https:// URL, got {url!r}")
+    if url is not None:
+        influx.refuse_url_credentials("url", url, 'token (InfluxDB 1.8: token = "user:password")')
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            influx.fail("url", f"must be an http:// or https:// URL, got {url!r}")
+    token = influx.secret("token")
+    influx.refuse_plaintext("url", url or "", "token", token)
     config = SinkConfig(
-        influx_url=url, token=influx.secret("token"),
+        influx_url=url, token=token,
         org=influx.text("org", "firegate", min_len=0), bucket=influx.text("bucket", "firegate"),
         timeout_s=influx.number("timeout_s", 10.0, above=0.0, max=600.0),
         sqlite_path=sqlite_path, max_points_per_write=max_points, retention_days=retention,
@@ -364,6 +393,8 @@ def _sink(influx: Table | None, store: Table | None, state_dir: Path,
 
 def _webhook(t: Table, index: int) -> WebhookConfig:
     url = t.text("url")
+    t.refuse_url_credentials("url", url, "secret (the receiver checks the X-Firegate-Signature "
+                                         "HMAC)")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         t.fail("url", f"must be an http:// or https:// URL, got {url!r}")
@@ -371,7 +402,7 @@ def _webhook(t: Table, index: int) -> WebhookConfig:
         _ = parts.port  # raises ValueError for a bad one
     except ValueError:
         t.fail("url", f"bad port in {url!r}")
-    secret = t.secret("secret")
+    secret = t.secret("secret", min_bytes=MIN_HMAC_SECRET_BYTES, hint=HMAC_SECRET_HINT)
     if secret is None:
         t.fail("secret", "is required (secret, secret_file or secret_env): receivers check "
                          "the X-Firegate-Signature HMAC with it")
@@ -408,6 +439,7 @@ def _risk(t: Table | None) -> RiskRules:
         return frozenset(values)
 
     offline = t.one_of("gateway_offline", ("yellow", "red", "none"), "yellow")
+    missing = t.one_of("records_missing", ("yellow", "red", "none"), "yellow")
     rules = RiskRules(
         red_events=events("red_events", DEFAULT_RED),
         yellow_events=events("yellow_events", DEFAULT_YELLOW),
@@ -415,6 +447,7 @@ def _risk(t: Table | None) -> RiskRules:
         pressure_critical_mpa=t.opt_number("pressure_critical_mpa", min=0.0),
         level_critical_m=t.opt_number("level_critical_m", min=0.0),
         gateway_offline=None if offline == "none" else offline,
+        records_missing=None if missing == "none" else missing,
         reset_clears=events("reset_clears", DEFAULT_RESET_CLEARS),
     )
     t.finish()

@@ -9,9 +9,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, PipelineConfig
+from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, RECORDS_MISSING, PipelineConfig
 from collector.ingest import Kind, Prepared
-from collector.ledger import SeqLedger
+from collector.ledger import Gap, SeqLedger
 from collector.metrics import Metrics
 from collector.notify import Notification, Notifier, event_body, gateway_body
 from collector.points import Point, point_for_gap, point_for_risk, points_for_status
@@ -46,6 +46,7 @@ class Effects:
         self.pending: list[Point] = []
         """Points of the periodic work not yet written (the sink was down)."""
         self._reported_gaps: set[tuple[str, int, int]] = set()
+        self._missing_since: dict[str, int] = {}  # gateway -> when its records_missing rose
         self._last_snapshot = 0.0
         watch = {Quantity.PRESSURE} if risk.rules.pressure_critical_mpa is not None else set()
         if risk.rules.level_critical_m is not None:
@@ -181,6 +182,51 @@ class Effects:
                 if (g.gateway_id, g.first, g.last) not in self._reported_gaps:
                     self.pending.append(point_for_gap(g.gateway_id, g.first, g.last, now_ms))
             self._reported_gaps = keys
+            self._missing_alarms(gaps, now_ms)
         self.ledger.flush()
         if self.snapshot is not None:
             self.registry.save_snapshot(self.collector_id, now_ms, self.snapshot(now_ms))
+
+    def _missing_alarms(self, gaps: Sequence[Gap], now_ms: int) -> None:
+        """A gap not closed within ``gap_grace_s`` is an alarm for its gateway
+        (``records_missing``): a warning in the log, a counter, a condition that colours the
+        site, a notification - the same path as any alarm. Cleared when the gateway has no
+        such gap left (the records came, or the gateway said they are lost)."""
+        missing: dict[str, list[Gap]] = {}
+        for g in gaps:
+            missing.setdefault(g.gateway_id, []).append(g)
+        raised = self.risk.missing_records()
+        changed: set[str] = set()
+        notes: list[Notification] = []
+        for gw in sorted(missing.keys() - raised):
+            n = sum(g.missing for g in missing[gw])
+            text = ", ".join(f"{g.first}..{g.last}" for g in missing[gw][:5]) + \
+                (" ..." if len(missing[gw]) > 5 else "")
+            site = self._site(gw)
+            log.warning("gateway %s: %d record(s) missing for more than %.0f s (seqs %s); "
+                        "asked for again, lost if the gateway no longer has them", gw, n,
+                        self.config.gap_grace_s, text)
+            self.metrics.gap_alarms.inc()
+            if self.risk.set_records_missing(site, gw, True, now_ms,
+                                             f"{n} record(s) missing: seqs {text}"):
+                changed.add(site)
+            self._missing_since[gw] = now_ms
+            notes += self._missing_note(gw, site, now_ms, True, f"{n} missing: seqs {text}")
+        for gw in sorted(raised - missing.keys()):
+            site = self._site(gw)
+            if self.risk.set_records_missing(site, gw, False, now_ms):
+                changed.add(site)
+            log.info("gateway %s: no records missing any more", gw)
+            notes += self._missing_note(gw, site, now_ms, False, None)
+        if notes and self.notifier is not None:
+            self.notifier.enqueue(notes)
+        self.pending += self._assess(changed, now_ms)
+
+    def _missing_note(self, gw: str, site: str, now_ms: int, active: bool,
+                      reason: str | None) -> list[Notification]:
+        if self.notifier is None or not self.notifier.wants(RECORDS_MISSING, active):
+            return []
+        since = self._missing_since.get(gw, now_ms)
+        key = f"missing:{gw}:{since}" + ("" if active else ":cleared")
+        return [Notification(RECORDS_MISSING, key, gateway_body(
+            gw, site, RECORDS_MISSING, key, now_ms, reason, active=active), active, gateway=gw)]

@@ -53,6 +53,7 @@ from protocols.wire import (
     MAX_PAYLOAD_BYTES,
     Batch,
     Channel,
+    CommandAck,
     Health,
     Priority,
     RecordFault,
@@ -128,6 +129,8 @@ class Prepared:
     """Records of a batch that did not decode: dead-lettered one by one, the rest stored."""
     epoch: int = 0
     """The sender's store epoch (a batch's or a health message's ``ep``)."""
+    ack: CommandAck | None = None
+    """A gateway's answer to a command (``cmd/ack``), e.g. to a ``resend`` request."""
     urgent: bool = False
     """Carries a fire alarm: the writer flushes its group at once."""
 
@@ -177,8 +180,8 @@ def prepare(inbound: Inbound,
             check_gateway(gateway_id, health)
             return Prepared(inbound, Kind.HEALTH, gateway_id, health=health, epoch=health.epoch)
         if channel is Channel.CMD_ACK:
-            decode_ack(inbound.payload)  # validated and counted; commands are issued elsewhere
-            return Prepared(inbound, Kind.ACK, gateway_id)
+            ack = decode_ack(inbound.payload)  # answers to the collector's own commands
+            return Prepared(inbound, Kind.ACK, gateway_id, ack=ack)
         return Prepared(inbound, Kind.IGNORE, gateway_id)  # cmd: the collector's own echo
     except WireError as e:
         return Prepared(inbound, Kind.REJECT, error=e)
@@ -294,6 +297,15 @@ class MqttIngest:
         if skipped:
             self.metrics.stale_acks.inc(n=skipped)
         return sent
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish with QoS 1 (a ``stored`` confirmation, a command to a gateway); False
+        when not connected (nothing queued: a confirmation or a request not sent is made up
+        for by the gateway's resend or the next request)."""
+        if not self._connected:
+            return False
+        info = self.client.publish(topic, payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def is_current(self, item: Inbound) -> bool:
         """Whether ``item`` can still be acknowledged (arrived on the live connection)."""

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS seq_streams (
     last_commit_ms INTEGER,
     regressions    INTEGER NOT NULL DEFAULT 0,  -- announced seqs that went backwards
     closed_ms      INTEGER,             -- when a newer epoch replaced this one
+    lost           INTEGER NOT NULL DEFAULT 0,  -- seqs the gateway said it no longer has
     PRIMARY KEY (gateway, epoch)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS seq_resets (
@@ -132,6 +133,8 @@ class GatewaySeqStats:
     """Epochs the gateway began after its first."""
     regressions: int = 0
     """Times its announced seq went backwards inside one epoch."""
+    lost: int = 0
+    """Seqs of the current epoch the gateway said it no longer has (:meth:`SeqLedger.mark_lost`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,7 @@ class _Seqs:
     """One gateway's stored seqs: disjoint, non-adjacent intervals sorted by ``first``."""
 
     __slots__ = ("announced", "announced_ms", "closed_ms", "dirty", "duplicates", "firsts",
-                 "last_commit_ms", "lasts", "regressions", "sinces", "stored")
+                 "last_commit_ms", "lasts", "lost", "regressions", "sinces", "stored")
 
     def __init__(self) -> None:
         self.firsts: list[int] = []
@@ -173,6 +176,7 @@ class _Seqs:
         self.announced_ms: int | None = None
         self.last_commit_ms: int | None = None
         self.regressions = 0
+        self.lost = 0
         self.closed_ms: int | None = None
         self.dirty = False
 
@@ -276,14 +280,14 @@ class SeqLedger:
 
     def _load(self) -> None:
         newest: dict[str, tuple[int, int]] = {}  # gateway -> (last commit, epoch) of open ones
-        for gw, epoch, stored, dups, announced, announced_ms, last_ms, regr, closed in \
+        for gw, epoch, stored, dups, announced, announced_ms, last_ms, regr, closed, lost in \
                 self._conn.execute(
                     "SELECT gateway, epoch, stored, duplicates, announced, announced_ms, "
-                    "last_commit_ms, regressions, closed_ms FROM seq_streams"):
+                    "last_commit_ms, regressions, closed_ms, lost FROM seq_streams"):
             st = self._gw[(gw, epoch)] = _Seqs()
             st.stored, st.duplicates, st.announced = stored, dups, announced
             st.announced_ms, st.last_commit_ms = announced_ms, last_ms
-            st.regressions, st.closed_ms = regr, closed
+            st.regressions, st.closed_ms, st.lost = regr, closed, lost
             if closed is None and (gw not in newest or (last_ms or 0) >= newest[gw][0]):
                 newest[gw] = (last_ms or 0, epoch)
         self._current = {gw: epoch for gw, (_, epoch) in newest.items()}
@@ -377,6 +381,42 @@ class SeqLedger:
         """
         self.commit_many({(gateway_id, epoch): seqs}, now_ms)
 
+    def mark_lost(self, gateway_id: str, seqs: Sequence[int], now_ms: int, epoch: int = 0
+                  ) -> int:
+        """The gateway said it no longer has ``seqs`` (its answer to a ``resend`` request):
+        they will never come, so they stop being a gap and are counted as lost. Returns how
+        many were not accounted for before."""
+        with self._lock:
+            key = (gateway_id, epoch)
+            plan = self._plan(key, seqs, now_ms)
+            st = plan.state
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._write_plan(plan)
+                self._save_stream(key, st, st.stored, plan.announced_ms, st.last_commit_ms,
+                                  st.closed_ms, st.lost + plan.added)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            st.lost += plan.added
+            if key not in self._gw:
+                self._gw[key] = st
+            st.firsts, st.lasts, st.sinces = plan.firsts, plan.lasts, plan.sinces
+            st.announced_ms = plan.announced_ms
+            return plan.added
+
+    def _write_plan(self, p: _Plan) -> None:
+        gw, epoch = p.key
+        self._conn.executemany(
+            "DELETE FROM seq_intervals WHERE gateway = ? AND epoch = ? AND first = ?",
+            [(gw, epoch, f) for f in p.removed - p.upserts.keys()])
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?, ?)",
+            [(gw, epoch, f, last, since) for f, (last, since) in p.upserts.items()])
+
     def commit_many(self, commits: Mapping[StreamKey, Sequence[int]] | Mapping[str, Sequence[int]],
                     now_ms: int) -> None:
         """:meth:`commit` for several streams in **one** transaction (one fsync): the
@@ -389,14 +429,7 @@ class SeqLedger:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 for p in plans:
-                    gw, epoch = p.key
-                    conn.executemany(
-                        "DELETE FROM seq_intervals WHERE gateway = ? AND epoch = ? AND first = ?",
-                        [(gw, epoch, f) for f in p.removed - p.upserts.keys()])
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO seq_intervals VALUES (?, ?, ?, ?, ?)",
-                        [(gw, epoch, f, last, since)
-                         for f, (last, since) in p.upserts.items()])
+                    self._write_plan(p)
                     st = p.state
                     self._save_stream(p.key, st, st.stored + p.added, p.announced_ms, now_ms,
                                       st.closed_ms)
@@ -448,11 +481,12 @@ class SeqLedger:
                      st.announced_ms if st.announced > highest else None)
 
     def _save_stream(self, key: StreamKey, st: _Seqs, stored: int, announced_ms: int | None,
-                     last_ms: int | None, closed_ms: int | None) -> None:
+                     last_ms: int | None, closed_ms: int | None, lost: int | None = None
+                     ) -> None:
         self._conn.execute(
-            "INSERT OR REPLACE INTO seq_streams VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO seq_streams VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key[0], key[1], stored, st.duplicates, st.announced, announced_ms, last_ms,
-             st.regressions, closed_ms))
+             st.regressions, closed_ms, st.lost if lost is None else lost))
 
     def note_last_seq(self, gateway_id: str, last_seq: int, now_ms: int, epoch: int = 0
                       ) -> bool:
@@ -501,7 +535,7 @@ class SeqLedger:
                                           sum(g.missing for g in gaps), st.last_commit_ms,
                                           epoch, self._resets.get(gw, 0),
                                           sum(s.regressions for k, s in self._gw.items()
-                                              if k[0] == gw))
+                                              if k[0] == gw), st.lost)
             return LedgerStats(out)
 
     def flush(self) -> None:

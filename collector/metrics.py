@@ -187,6 +187,17 @@ class Metrics:
             p + "site_mismatch_total",
             "Messages refused because the gateway named a site it is not bound to (the dead "
             "letters name the gateway)")
+        self.confirmations = Counter(
+            p + "confirmations_total",
+            "stored confirmations to gateways, by result (sent, not_connected)", ("result",))
+        self.resend_requests = Counter(
+            p + "resend_requests_total", "resend commands sent for gaps in the ledger")
+        self.records_lost = Counter(
+            p + "records_lost_total",
+            "Missing records a gateway said it no longer has (settled gaps)")
+        self.gap_alarms = Counter(
+            p + "gap_alarms_total",
+            "records_missing alarms raised: a gap not closed within gap_grace_s")
         self.gateway_resets = Counter(
             p + "gateway_resets_total",
             "Gateways that began a new epoch: their store is new (docs/wire-protocol.md)")

@@ -128,10 +128,13 @@ def event_body(gateway_id: str, site: str | None, event: Event, *,
 
 
 def gateway_body(gateway_id: str, site: str | None, kind: str, key: str, time_ms: int,
-                 reason: str | None) -> bytes:
-    """The JSON body of ``gateway_offline`` / ``gateway_online``."""
-    return _dumps({"v": 1, "kind": kind, "active": kind == "gateway_offline", "key": key,
-                   "gateway": gateway_id, "site": site, "time_ms": time_ms, "reason": reason})
+                 reason: str | None, *, active: bool | None = None) -> bytes:
+    """The JSON body of a gateway-level notification: ``gateway_offline`` /
+    ``gateway_online``, ``records_missing`` (raised, or cleared with ``active=False``)."""
+    return _dumps({"v": 1, "kind": kind,
+                   "active": kind == "gateway_offline" if active is None else active,
+                   "key": key, "gateway": gateway_id, "site": site, "time_ms": time_ms,
+                   "reason": reason})
 
 
 @dataclass(frozen=True, slots=True)

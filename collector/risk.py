@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from collector.config import RiskRules
+from collector.config import RECORDS_MISSING, RiskRules
 from protocols.wire import Event, EventType, Measurement, Quantity
 
 __all__ = ["Assessment", "Colour", "Condition", "RiskBoard"]
@@ -121,6 +121,8 @@ class RiskBoard:
             return Colour.RED
         if kind == GATEWAY_OFFLINE:
             return None if rules.gateway_offline is None else Colour(rules.gateway_offline)
+        if kind == RECORDS_MISSING:
+            return None if rules.records_missing is None else Colour(rules.records_missing)
         if kind in rules.yellow_events:
             return Colour.YELLOW
         return None
@@ -184,6 +186,23 @@ class RiskBoard:
             return False
         return self._raise(Condition(site, gateway_id, GATEWAY_SOURCE, GATEWAY_OFFLINE, now_ms,
                                      0, colour))
+
+    def set_records_missing(self, site: str, gateway_id: str, missing: bool, now_ms: int,
+                            text: str = "") -> bool:
+        """A gateway's records are missing past the grace time (a gap), or no longer are."""
+        key = (gateway_id, GATEWAY_SOURCE, RECORDS_MISSING)
+        if not missing:
+            return self._clear(site, key)
+        colour = self.colour_of(RECORDS_MISSING, GATEWAY_SOURCE)
+        if colour is None or key in self._by_site.get(site, {}):
+            return False
+        return self._raise(Condition(site, gateway_id, GATEWAY_SOURCE, RECORDS_MISSING, now_ms,
+                                     0, colour, text))
+
+    def missing_records(self) -> set[str]:
+        """Gateways with an active ``records_missing`` condition."""
+        return {c.gateway_id for active in self._by_site.values() for c in active.values()
+                if c.kind == RECORDS_MISSING}
 
     def _reset(self, site: str, gateway_id: str, source_id: str, seq: int) -> bool:
         # "panel/1-1/system" resets everything under "panel/1-1/"; a source without two

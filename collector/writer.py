@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from collector.config import GatewaySites, PipelineConfig
+from collector.confirm import Confirmer, ResendDesk
 from collector.deadletter import DeadLetters
 from collector.effects import Effects
 from collector.ingest import Inbound, Kind, Prepared
@@ -58,6 +59,8 @@ log = logging.getLogger("firegate.collector.writer")
 CONFIG_ERRORS = frozenset({401, 403, 404})
 """HTTP statuses that mean the sink is misconfigured, not that the data is bad."""
 TICK_S = 0.5
+REQUEST_EVERY_S = 2.0
+"""How often the gap ledger is looked at for records to ask the gateways for."""
 SINK_REFUSED = "sink_refused"
 SOURCES_CUT = "sources_per_gateway"
 """``records_cut_total`` reason: a record from a source past ``max_sources_per_gateway``."""
@@ -89,9 +92,15 @@ class Writer:
                  prepared: queue.Queue[Prepared], sink: Sink, ledger: SeqLedger,
                  deadletters: DeadLetters, effects: Effects, metrics: Metrics,
                  acker: Acknowledger, clock: Callable[[], int] = _now_ms,
-                 gateways: GatewaySites | None = None) -> None:
+                 gateways: GatewaySites | None = None, confirmer: Confirmer | None = None,
+                 desk: ResendDesk | None = None) -> None:
         self.config = config
         self.gateways = gateways or GatewaySites()
+        self.confirmer = confirmer
+        """Publishes what each group stored (the gateways' deletion point); None: nobody."""
+        self.desk = desk
+        """Asks gateways for the records the gap ledger misses; None: never asked."""
+        self._last_request = 0.0
         self.collector_id = collector_id
         self.prepared = prepared
         self.sink = sink
@@ -127,6 +136,7 @@ class Writer:
                     self._last_tick = time.monotonic()
                     self.effects.tick(self.clock(), self._write_extra)
                     self._retain()
+                    self._request_missing()
         except Exception:
             log.exception("the writer failed; nothing unstored was acknowledged")
             raise
@@ -216,6 +226,8 @@ class Writer:
                     if cut := health[0].field(f"{kind}_cut"):
                         self.metrics.health_entries_cut.inc(kind, n=float(cut))
                 parts.append((item, health))
+            elif item.kind is Kind.ACK and self.desk is not None:
+                self.desk.answer(item, now)
             elif item.kind is Kind.REJECT:
                 assert item.error is not None
                 self._dead_letter(item.inbound, item.error.reason.value, item.error.path or None)
@@ -238,6 +250,8 @@ class Writer:
         for key, seqs in dead_seqs.items():  # accounted for: no gap, and once only
             commits.setdefault(key, []).extend(seqs)
         self._commit(commits, now)
+        if self.confirmer is not None:  # stored and committed: the gateways may delete them
+            self.confirmer.confirm(group, now)
         self.acker.ack([item.inbound for item in group])
         self.metrics.records_stored.inc(n=n_stored)
         done = time.perf_counter_ns()
@@ -245,6 +259,12 @@ class Writer:
             if item.urgent:
                 self.metrics.latency_seconds.observe((done - item.inbound.received_ns) / 1e9)
         return True
+
+    def _request_missing(self) -> None:
+        if self.desk is None or time.monotonic() - self._last_request < REQUEST_EVERY_S:
+            return
+        self._last_request = time.monotonic()
+        self.desk.request(self.ledger.gaps(), self.clock())
 
     def _commit(self, commits: dict[StreamKey, list[int]], now_ms: int) -> None:
         # One transaction (one fsync) for the whole group: one per gateway would dominate a
