@@ -97,26 +97,27 @@ def _when(ms: int | None, now_ms: int) -> str:
 def render_status(data: dict[str, Any]) -> None:
     """Rich tables: collectors, sites, alarms, gateways, gaps, dead letters."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+
+    from firegate.textsafe import escaped as esc  # every text from a file or the field
 
     console = Console()
     now = data["time_ms"]
 
     def styled(text: str) -> str:
         style = _STYLE.get(text)
-        return f"[{style}]{text}[/]" if style else text
+        return f"[{style}]{esc(text)}[/]" if style else esc(text)
 
     t = Table(title="collectors", title_justify="left")
     for col in ("collector", "state", "broker", "sink", "records/s", "stored", "duplicates",
                 "queue", "updated"):
         t.add_column(col, overflow="fold")
     for c in data["collectors"]:
-        sink = c.get("sink", "-") + (f"\n[red]{c['sink_error']}[/]" if c.get("sink_error")
-                                     else "")
-        broker = c.get("broker", "-") + ("" if c.get("connected") or c["state"] != "running"
-                                         else " [red](disconnected)[/]")
-        t.add_row(c["collector"], styled(c["state"]), broker, sink,
+        sink = esc(c.get("sink", "-")) + (f"\n[red]{esc(c['sink_error'])}[/]"
+                                          if c.get("sink_error") else "")
+        broker = esc(c.get("broker", "-")) + ("" if c.get("connected") or c["state"] != "running"
+                                              else " [red](disconnected)[/]")
+        t.add_row(esc(c["collector"]), styled(c["state"]), broker, sink,
                   str(c.get("records_per_s", "-")), str(c.get("records_stored", "-")),
                   str(c.get("duplicates", "-")), str(c.get("queue_depth", "-")),
                   _when(c.get("updated_ms"), now))
@@ -129,12 +130,13 @@ def render_status(data: dict[str, Any]) -> None:
                     "last error"):
             t.add_column(col, overflow="fold")
         for w in data["webhooks"]:
-            senders = ", ".join(f"{lane} {styled(state)}" for lane, state in w["lanes"].items())
+            senders = ", ".join(f"{esc(lane)} {styled(state)}"
+                                for lane, state in w["lanes"].items())
             if w.get("restarts"):
                 senders += f" ({w['restarts']} restarts)"
             error = "-" if not w.get("last_error") else \
-                f"{escape(w['last_error'])} ({_when(w.get('last_error_ms'), now)})"
-            t.add_row(w["collector"], w["webhook"], senders, str(w.get("pending", "-")),
+                f"{esc(w['last_error'])} ({_when(w.get('last_error_ms'), now)})"
+            t.add_row(esc(w["collector"]), esc(w["webhook"]), senders, str(w.get("pending", "-")),
                       str(w.get("failed", "-")), str(w.get("errors", "-")), error)
         console.print(t)
 
@@ -142,8 +144,8 @@ def render_status(data: dict[str, Any]) -> None:
     for col in ("site", "colour", "since", "reasons"):
         t.add_column(col, overflow="fold")
     for s in data["sites"]:
-        reasons = "; ".join(s["reasons"][:3]) + (" ..." if len(s["reasons"]) > 3 else "")
-        t.add_row(s["site"], styled(s["colour"]), _when(s["since_ms"], now), reasons or "-")
+        reasons = "; ".join(map(esc, s["reasons"][:3])) + (" ..." if len(s["reasons"]) > 3 else "")
+        t.add_row(esc(s["site"]), styled(s["colour"]), _when(s["since_ms"], now), reasons or "-")
     console.print(t)
 
     if data["alarms"]:
@@ -151,8 +153,9 @@ def render_status(data: dict[str, Any]) -> None:
         for col in ("site", "gateway", "source", "condition", "since", ""):
             t.add_column(col, overflow="fold")
         for a in data["alarms"]:
-            t.add_row(a["site"], a["gateway"], a["source"], styled(a["colour"]) + " " +
-                      a["kind"], _when(a["since_ms"], now), a["text"])
+            t.add_row(esc(a["site"]), esc(a["gateway"]), esc(a["source"]),
+                      styled(a["colour"]) + " " + esc(a["kind"]), _when(a["since_ms"], now),
+                      esc(a["text"]))
         console.print(t)
 
     gw = data["gateways"]
@@ -163,10 +166,10 @@ def render_status(data: dict[str, Any]) -> None:
     shown = [g for g in gw["list"] if g["state"] != "online"] + \
         [g for g in gw["list"] if g["state"] == "online"]
     for g in shown[:50]:
-        state = styled(g["state"]) + (f" ({g['reason']})" if g["reason"] else "")
-        t.add_row(g["id"], g["site"] or "-", state, _when(g["last_seen_ms"], now),
-                  g["version"] or "-", "-" if g["outbox_depth"] is None else
-                  str(g["outbox_depth"]), ", ".join(g["links_down"]) or "-")
+        state = styled(g["state"]) + (f" ({esc(g['reason'])})" if g["reason"] else "")
+        t.add_row(esc(g["id"]), esc(g["site"] or "-"), state, _when(g["last_seen_ms"], now),
+                  esc(g["version"] or "-"), "-" if g["outbox_depth"] is None else
+                  str(g["outbox_depth"]), ", ".join(map(esc, g["links_down"])) or "-")
     if len(shown) > 50:
         t.caption = f"{len(shown) - 50} more (--json lists all)"
     console.print(t)
@@ -178,13 +181,14 @@ def render_status(data: dict[str, Any]) -> None:
         for col in ("gateway", "seqs", "missing", "since"):
             t.add_column(col)
         for g in gaps["list"][:50]:
-            t.add_row(g["gateway"], f"{g['first']}..{g['last']}", str(g["missing"]),
+            t.add_row(esc(g["gateway"]), f"{g['first']}..{g['last']}", str(g["missing"]),
                       _when(g["since_ms"], now))
         console.print(t)
     else:
         console.print(f"gaps: none ({gaps['late_records']} records still arriving)")
     dead = data["dead_letters"]
-    console.print("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) or "none"))
+    console.print("dead letters: " + (", ".join(f"{esc(k)} {v}" for k, v in dead.items())
+                                      or "none"))
     resets = data.get("resets") or []
     if resets:
         t = Table(title=f"gateway resets: {len(resets)} (a new store: seqs start again)",
@@ -194,10 +198,10 @@ def render_status(data: dict[str, Any]) -> None:
             t.add_column(col)
         for r in resets[:20]:
             lost = str(r["old_missing"])
-            t.add_row(r["gateway"], _when(r["at_ms"], now), r["old_epoch"],
+            t.add_row(esc(r["gateway"]), _when(r["at_ms"], now), r["old_epoch"],
                       str(r["old_highest"]), f"[red]{lost}[/]" if r["old_missing"] else lost,
                       r["new_epoch"])
         console.print(t)
     for gw, n in (data.get("seq_regressions") or {}).items():
-        console.print(f"[red]gateway {gw}: its seq went backwards {n} time(s) inside one "
+        console.print(f"[red]gateway {esc(gw)}: its seq went backwards {n} time(s) inside one "
                       "epoch (a store restored from an older copy?)[/]")

@@ -88,13 +88,16 @@ def _print_table(points: list[StoredPoint], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(points)} point(s) from {path}", title_justify="left")
+    from firegate.textsafe import escaped
+
+    table = Table(title=f"{len(points)} point(s) from {escaped(path)}", title_justify="left")
     for name in ("time (UTC)", "measurement", *_MAIN_TAGS, "tags", "fields"):
         table.add_column(name, overflow="fold")
     for p in points:
         other = " ".join(f"{k}={v}" for k, v in p.tags.items() if k not in _MAIN_TAGS)
-        table.add_row(format_time(p.time_ns), p.measurement,
-                      *(p.tags.get(k, "") for k in _MAIN_TAGS), other, _field_text(p))
+        table.add_row(format_time(p.time_ns), escaped(p.measurement),
+                      *(escaped(p.tags.get(k, "")) for k in _MAIN_TAGS), escaped(other),
+                      escaped(_field_text(p)))
     Console().print(table)
 
 

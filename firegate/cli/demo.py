@@ -128,12 +128,13 @@ def _run(opts: Options, console: Console) -> tuple[int, dict[str, Any]]:
     from firegate.demo.stack import Stack
     from firegate.demo.summary import summarize
     from firegate.demo.watch import Observer
+    from firegate.textsafe import escaped
 
     try:
         story = load_story(opts.scenario)
         layout = Layout(_workdir(opts.workdir))
     except DemoError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escaped(exc)}")
         return 2, {}
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     stack = Stack(layout)
@@ -156,7 +157,7 @@ def _run(opts: Options, console: Console) -> tuple[int, dict[str, Any]]:
     except DemoError as exc:
         outcome = "failed"
         problems.append(str(exc))
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escaped(exc)}")
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -305,6 +306,8 @@ def _watch(opts: Options, stack: Stack, observer: Observer, display: Display,
 
 
 def _next_steps(console: Console, summary: dict[str, Any], root: Path) -> None:
+    from firegate.textsafe import escaped
+
     stored = summary.get("stored", {})
     dead = stored.get("dead_letters") or {}
     console.print(
@@ -314,7 +317,7 @@ def _next_steps(console: Console, summary: dict[str, Any], root: Path) -> None:
         f"colours seen: {', '.join(summary['site']['colours_seen']) or 'none'}",
         soft_wrap=True)
     for problem in summary["problems"]:
-        console.print(f"[red]problem:[/] {problem}")
+        console.print(f"[red]problem:[/] {escaped(problem)}")  # may quote a log
     gw, co = root / "gateway.toml", root / "collector.toml"
     console.print(f"\nThe work directory is kept: {root}\n"
                   f"  firegate status --config {gw}        # the gateway: links, outbox\n"

@@ -115,6 +115,8 @@ def _text(item: dict[str, Any]) -> str:
 def _table(rows: dict[str, _Row], others: int, elapsed: float) -> Table:
     from rich.table import Table
 
+    from firegate.textsafe import escaped
+
     table = Table(title=f"BTHome devices heard ({elapsed:.0f} s)",
                   caption=f"{others} advert(s) from other devices")
     table.add_column("address", no_wrap=True)  # it is what gets copied into the config
@@ -124,9 +126,10 @@ def _table(rows: dict[str, _Row], others: int, elapsed: float) -> Table:
     table.add_column("encrypted")
     table.add_column("status")
     table.add_column("last values")
-    for row in sorted(rows.values(), key=lambda r: r.address):
-        table.add_row(row.address, row.name, f"{row.rssi} dBm", str(row.adverts),
-                      "yes" if row.encrypted else "no", row.status, row.values)
+    for row in sorted(rows.values(), key=lambda r: r.address):  # the name is from the air
+        table.add_row(escaped(row.address), escaped(row.name), f"{row.rssi} dBm",
+                      str(row.adverts), "yes" if row.encrypted else "no", escaped(row.status),
+                      escaped(row.values))
     return table
 
 

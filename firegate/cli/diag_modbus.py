@@ -234,9 +234,11 @@ def _show(client: BusClient, unit: int, profile: DeviceProfile | None, r: _Round
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from firegate.textsafe import escaped
+
     console = Console(highlight=False)
     what = f"{profile.key} ({profile.model})" if profile is not None else "raw registers"
-    console.print(f"[bold]unit {unit}[/] · {what} · {client.endpoint} · "
+    console.print(f"[bold]unit {unit}[/] · {escaped(what)} · {escaped(client.endpoint)} · "
                   f"{r.elapsed_ms:.0f} ms")
     if profile is not None and (points := _points(profile, r.values)):
         table = RichTable("point", "value", "unit", "range", "plausible")
@@ -261,4 +263,4 @@ def _show(client: BusClient, unit: int, profile: DeviceProfile | None, r: _Round
         else:
             text = f"{e['error']}: {e['detail']}"
         hint = f" - {e['hint']}" if e.get("hint") else ""
-        console.print(f"[bold red]{span}: {text}[/]{hint}")
+        console.print(f"[bold red]{span}: {escaped(text)}[/]{escaped(hint)}")  # from the device

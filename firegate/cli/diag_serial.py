@@ -26,6 +26,7 @@ from rich.text import Text
 
 from edge.drivers.panel_link import LinkClosed, SerialLink, TcpClientLink
 from firegate.cli.decode import _error, _frame_item
+from firegate.textsafe import visible
 from protocols.gb26875 import (
     Command,
     DecodeError,
@@ -225,20 +226,21 @@ def _line(item: dict[str, Any], clock: str) -> Text:
     text = Text(f"{clock} @{item['offset']:<6} ", style="dim")
     if "error" in item:
         e = item["error"]
-        return text.append(f"{e['kind']}: {e['detail']}  {e['data'][:48]}", style="bold red")
+        return text.append(visible(f"{e['kind']}: {e['detail']}  {e['data'][:48]}"),
+                           style="bold red")
     f = item["frame"]
     cmd = f["command"]
     text.append(f"serial {f['serial']:<5} {cmd['name']} ({cmd['zh']})", style="bold")
     if "adu_error" in item:
         e = item["adu_error"]
-        return text.append(f"  {e['kind']}: {e['detail']}", style="bold red")
+        return text.append(visible(f"  {e['kind']}: {e['detail']}"), style="bold red")
     adu = item.get("adu")
     if adu is None:
         return text
     text.append(f"  type {adu['type_mark']} {adu['type']}")
     for obj in adu.get("objects", ()):
         text.append("  | ")
-        text.append(_brief(obj), style="red" if _is_fire(obj) else "")
+        text.append(visible(_brief(obj)), style="red" if _is_fire(obj) else "")  # field text
     if "objects" not in adu and adu.get("raw"):
         text.append(f" raw {adu['raw']}")
     return text

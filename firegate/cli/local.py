@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.state import StateReader
+from firegate.textsafe import escaped
 
 __all__ = ["register"]
 
@@ -118,29 +119,29 @@ def status(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
         return
     console = Console()
     who = agent or {}
-    console.print(f"[bold]gateway[/] {who.get('gateway_id', '?')}  site {who.get('site') or '-'}"
-                  f"  version {who.get('version', '?')}")
+    console.print(f"[bold]gateway[/] {escaped(who.get('gateway_id', '?'))}  site "
+                  f"{escaped(who.get('site') or '-')}  version {escaped(who.get('version', '?'))}")
     console.print("agent: " + ("[green]running[/]" if running else "[red]not running[/]")
                   + f" (state written {_age(agent_ms, now)} ago)")
     uplink = doc["uplink"] or {}
     last = uplink.get("last_ack_ms")
-    console.print(f"cloud: {uplink.get('state', 'not configured')}, last contact "
+    console.print(f"cloud: {escaped(uplink.get('state', 'not configured'))}, last contact "
                   f"{_age(last, now)} ago ({_when(last)})")
     links = Table("link", "state", "since", "detail", title="Links")
     for name, info in sorted(doc["links"].items()):
         colour = "green" if info["state"] == "up" else "red"
-        links.add_row(name, f"[{colour}]{info['state']}[/]", _when(info.get("since_ms")),
-                      info.get("detail") or "")
+        links.add_row(escaped(name), f"[{colour}]{escaped(info['state'])}[/]",
+                      _when(info.get("since_ms")), escaped(info.get("detail") or ""))
     console.print(links)
     counters = Table("driver", "counter", "count", title="Counters")
     for name, per in sorted(doc["counters"].items()):
         for reason, n in sorted(per.items()):
-            counters.add_row(name, reason, str(n))
+            counters.add_row(escaped(name), escaped(reason), str(n))
     console.print(counters)
     _print_outbox(console, doc["outbox"])
     if alarms:
         console.print("[red]active threshold alarms:[/] "
-                      + ", ".join(f"{s} ({t})" for s, t in alarms))
+                      + ", ".join(f"{escaped(s)} ({escaped(t)})" for s, t in alarms))
 
 
 def _print_outbox(console: Console, ob: dict[str, Any]) -> None:
@@ -179,9 +180,9 @@ def events(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
                   title=f"Events ({len(rows)})")
     for r in rows:
         colour = "red" if r.priority == 0 else "yellow" if r.priority == 1 else "white"
-        table.add_row(_when(r.receive_ms), str(r.seq or "-"), f"[{colour}]{r.type}[/]",
-                      "raised" if r.active else "cleared", r.source_id, r.description or "",
-                      r.detail or "")
+        table.add_row(_when(r.receive_ms), str(r.seq or "-"), f"[{colour}]{escaped(r.type)}[/]",
+                      "raised" if r.active else "cleared", escaped(r.source_id),
+                      escaped(r.description or ""), escaped(r.detail or ""))
     Console().print(table)
 
 
@@ -206,9 +207,9 @@ def sensors(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
     for r in rows:
         rule = rules(r.source_id) or {}
         flags = ", ".join(sorted(t for s, t in alarms if s == r.source_id))
-        table.add_row(r.source_id, r.description or "", f"{r.value:g}", r.unit,
-                      _num(rule.get("low")), _num(rule.get("high")),
-                      f"[red]{flags}[/]" if flags else "", _age(r.receive_ms, now))
+        table.add_row(escaped(r.source_id), escaped(r.description or ""), f"{r.value:g}",
+                      escaped(r.unit), _num(rule.get("low")), _num(rule.get("high")),
+                      f"[red]{escaped(flags)}[/]" if flags else "", _age(r.receive_ms, now))
     Console().print(table)
 
 
@@ -265,7 +266,7 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    table = Table("class", "records", "bytes", "oldest", "seqs", title=f"Outbox {path}")
+    table = Table("class", "records", "bytes", "oldest", "seqs", title=f"Outbox {escaped(path)}")
     for label in labels.values():
         c = per.get(label)
         if c is None:

@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
+from firegate.textsafe import safe_text, visible
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
@@ -35,7 +37,7 @@ def _object_line(obj: dict[str, Any]) -> Text:
             continue
         text.append(f"{key}=", style="dim")
         style = "bold red" if key == "state" and "fire_alarm" in value.get("flags", ()) else ""
-        text.append(_fmt(value) + "  ", style=style)
+        text.append(visible(_fmt(value)) + "  ", style=style)  # a description is field text
     return text
 
 
@@ -48,8 +50,8 @@ def print_items(items: list[dict[str, Any]], total: int, profile: str,
         if "error" in item:
             errors += 1
             e = item["error"]
-            con.print(Text(f"error at byte {e['offset']}: {e['kind']}: {e['detail']}",
-                           style="bold red"))
+            con.print(safe_text(f"error at byte {e['offset']}: {e['kind']}: {e['detail']}",
+                                style="bold red"))
             con.print(Text(f"  bytes: {e['data'][:96]}{'...' if len(e['data']) > 96 else ''}",
                            style="dim"))
             continue
@@ -66,8 +68,8 @@ def print_items(items: list[dict[str, Any]], total: int, profile: str,
         if "adu_error" in item:
             errors += 1
             e = item["adu_error"]
-            tree.add(Text(f"ADU error at byte {e['offset']}: {e['kind']}: {e['detail']}",
-                          style="bold red"))
+            tree.add(safe_text(f"ADU error at byte {e['offset']}: {e['kind']}: {e['detail']}",
+                               style="bold red"))
         elif adu is None:
             tree.add("no application data")
         elif "objects" not in adu:

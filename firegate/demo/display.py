@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from firegate.demo.watch import FeedItem, View
+from firegate.textsafe import safe_text, visible
 
 __all__ = ["Display", "Header", "event_style", "format_value"]
 
@@ -117,7 +118,7 @@ class Display:
             where = f"{item.description} ({item.source_id})" if item.description \
                 else item.source_id
             self.console.print(Text.assemble(f"{_clock(item.receive_ms)} ", (label, style),
-                                             f"  {where}  {_detail(item, view)}"),
+                                             visible(f"  {where}  {_detail(item, view)}")),
                                highlight=False, soft_wrap=True)
         now = time.monotonic()
         if now - self._last_status >= STATUS_EVERY_S or note:
@@ -156,7 +157,7 @@ class Display:
         colour = view.colour or "unknown"
         body = Text(f" {colour.upper()} ", style=COLOUR_STYLE.get(colour, "bold"))
         for reason in view.reasons[:5] or (["no active condition"] if view.colour else []):
-            body.append(f"\n{reason}", style="")
+            body.append("\n" + visible(reason), style="")  # descriptions from the field
         return Panel(body, title=f"site {self.header.site}", border_style=colour
                      if colour in COLOUR_STYLE else "white")
 
@@ -165,12 +166,12 @@ class Display:
         style = {"online": "bold green", "offline": "bold red"}.get(state, "dim")
         body = Text(state, style=style)
         if view.gateway_reason and state != "online":
-            body.append(f" ({view.gateway_reason})")
+            body.append(f" ({visible(view.gateway_reason)})")
         links = view.links
         for name, link in sorted(links.items()):
             if any(name.startswith(other + "/") for other in links):
                 continue  # a device under a bus: counted on the bus's line
-            body.append(f"\n{name} ")
+            body.append(f"\n{visible(name)} ")
             body.append(link, style="green" if link == "up" else "red")
             devices = [s for other, s in links.items() if other.startswith(name + "/")]
             if devices:
@@ -189,7 +190,7 @@ class Display:
         body.append(f"{c.get('records_per_s', 0)} records/s; broker "
                     f"{'connected' if c.get('connected') else 'not connected'}")
         if c.get("sink_error"):
-            body.append(f"\nstore error: {c['sink_error']}", style="red")
+            body.append(f"\nstore error: {visible(c['sink_error'])}", style="red")
         if view.store_points is not None:
             body.append(f"\nin store: {sum(view.store_points.values())} points")
         return Panel(body, title="collector", border_style="white")
@@ -200,11 +201,11 @@ class Display:
             t.add_column(col, overflow="fold")
         for item in list(view.feed)[::-1][:FEED_ROWS]:
             style, label = event_style(item)
-            where = Text(item.description or item.source_id)
+            where = safe_text(item.description or item.source_id)
             if item.description:
-                where.append(f" {item.source_id}", style="dim")
+                where.append(f" {visible(item.source_id)}", style="dim")
             t.add_row(_clock(item.receive_ms), Text(label, style=style), where,
-                      _detail(item, view))
+                      safe_text(_detail(item, view)))
         return t
 
     def _sensors(self, view: View) -> Table:
@@ -215,9 +216,9 @@ class Display:
         for _key, r in sorted(view.readings.items()):
             if r.quantity == "rssi":
                 continue
-            name = Text(r.description or r.source_id)
+            name = safe_text(r.description or r.source_id)
             name.append(f" {r.quantity}", style="dim")
-            t.add_row(name, format_value(r.value, r.unit),
+            t.add_row(name, safe_text(format_value(r.value, r.unit)),
                       f"{max(0.0, (now - r.receive_ms) / 1000):.0f} s")
         return t
 
