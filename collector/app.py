@@ -46,7 +46,8 @@ from collector.notify import Notifier
 from collector.points import points_for_batch
 from collector.registry import Registry
 from collector.risk import RiskBoard
-from collector.sinks.base import open_sink
+from collector.session import MARKER_NAME as SESSION_MARKER
+from collector.sinks.base import RewriteGuarantee, open_sink
 from collector.writer import Writer
 
 __all__ = ["Collector", "CollectorError", "run"]
@@ -79,7 +80,8 @@ class Collector:
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=pipe.queue_size)
         # Decoded messages are ~10x their bytes: only what fills the next write groups waits.
         self.prepared: queue.Queue[Prepared] = queue.Queue(maxsize=2 * pipe.group_max_messages)
-        self.ingest = MqttIngest(config.mqtt, self.inbox, self.metrics)
+        self.ingest = MqttIngest(config.mqtt, self.inbox, self.metrics,
+                                 session_marker=config.state_dir / SESSION_MARKER)
         # A sink that takes line protocol gets it from the decode thread: the writer thread,
         # the busier one, then only joins and posts (collector.lineproto.lines_for_batch).
         self.decoder = Decoder(self.inbox, self.prepared, self.metrics,
@@ -108,6 +110,8 @@ class Collector:
         self._threads: list[threading.Thread] = []
         self._last_rate: tuple[float, float] = (time.monotonic(), 0.0)
         self._closed = False
+        self.rewrites: RewriteGuarantee | None = None
+        """What a rewrite does on the database; None until the sink has answered."""
 
     def _connected_for(self) -> float | None:
         since = self.ingest.connected_since
@@ -123,6 +127,17 @@ class Collector:
         if self.metrics_server is not None:
             self.metrics_server.start()
         self.ingest.start()
+        threading.Thread(target=self._ask_rewrites, name="sink-probe", daemon=True).start()
+
+    def _ask_rewrites(self) -> None:
+        """What a rewrite does on the configured database (one small request, off the data
+        path): shown by ``collector status``; a store that keeps duplicates is warned of."""
+        guarantee = self.sink.rewrite_guarantee()
+        self.rewrites = guarantee
+        if guarantee.kind == "duplicates":
+            log.warning("sink %s: %s", self.config.sink.describe(), guarantee.detail)
+        else:
+            log.info("sink rewrites: %s (%s)", guarantee.kind, guarantee.detail)
 
     def start(self) -> Collector:
         """Everything on plain threads (tests, benchmarks); :meth:`close` stops it."""
@@ -178,7 +193,11 @@ class Collector:
             "started_ms": self.started_ms, "updated_ms": now_ms,
             "broker": self.config.mqtt.url, "client_id": self.config.mqtt.client_id,
             "connected": self.ingest.connected, "mqtt_error": self.ingest.last_error,
+            "session_lost": {"count": self.ingest.session.count,
+                             "last_ms": self.ingest.session.last_ms},
             "sink": self.config.sink.describe(), "sink_error": self.writer.sink_error,
+            "sink_rewrites": None if self.rewrites is None else
+            {"kind": self.rewrites.kind, "detail": self.rewrites.detail},
             "sink_down_since_ms": self.writer.sink_down_since_ms,
             "messages": int(sum(m.messages.values().values())),
             "records_received": int(m.records_in.value()), "records_stored": int(stored),

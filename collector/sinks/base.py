@@ -11,12 +11,13 @@ failure stores each of them once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from collector.points import Storable
 from collector.sinks.config import SinkConfig
 
-__all__ = ["Sink", "SinkError", "open_sink"]
+__all__ = ["RewriteGuarantee", "Sink", "SinkError", "open_sink"]
 
 
 class SinkError(Exception):
@@ -39,6 +40,18 @@ class SinkError(Exception):
     def __repr__(self) -> str:
         return (f"SinkError({str(self)!r}, retry_after_s={self.retry_after_s!r}, "
                 f"permanent={self.permanent!r}, status={self.status!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteGuarantee:
+    """What writing the same point again does on the configured database. The collector
+    rewrites after a crash between a write and its ledger commit (docs/collector.md): on
+    ``overwrite`` and ``deduplicated`` stores that is harmless, on ``duplicates`` it leaves a
+    second sample of the same record."""
+
+    kind: str
+    """``overwrite``, ``deduplicated``, ``duplicates`` or ``unknown``."""
+    detail: str
 
 
 @runtime_checkable
@@ -65,6 +78,10 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release connections and files. Idempotent."""
+        ...
+
+    def rewrite_guarantee(self) -> RewriteGuarantee:
+        """Ask the database what a rewrite does (may do I/O; never raises)."""
         ...
 
 

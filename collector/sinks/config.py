@@ -1,7 +1,7 @@
 """Where the collector stores points: an InfluxDB-protocol server, or the embedded SQLite store.
 
 :class:`SinkConfig` is plain data. The collector's TOML loader (``collector/config.py``,
-``[influx]`` and ``[store]``) builds it through ``edge/config/validators.Table`` so errors name
+``[influx]`` and ``[store]``) builds it through ``common.config.Table`` so errors name
 the key; ``__post_init__`` repeats the few checks that protect the sinks themselves, for code
 that builds a config by hand (tests, benchmarks, the pipeline demo).
 """
@@ -30,13 +30,14 @@ class SinkConfig:
 
     With ``influx_url`` set, points go to ``<influx_url>/api/v2/write`` (InfluxDB 2.x, 3.x,
     Cloud, 1.8+ and VictoriaMetrics all serve it); without it, to the SQLite file
-    ``sqlite_path``. For InfluxDB 1.8 use ``token = "user:password"`` (or ``""`` without
+    ``sqlite_path``. For InfluxDB 1.8 use ``token = "user:password"`` (or no token without
     auth) and ``bucket = "database/retention_policy"``; ``org`` is ignored there.
     """
 
     influx_url: str | None = None
     token: str | None = field(default=None, repr=False)
-    """API token: a secret, left out of ``repr`` and :meth:`describe`."""
+    """API token: a secret, left out of ``repr`` and :meth:`describe`. The config refuses an
+    empty one, and one sent over ``http://`` beyond loopback without ``allow_plaintext``."""
     org: str = "firegate"
     bucket: str = "firegate"
     timeout_s: float = 10.0

@@ -17,6 +17,7 @@ retries by itself (the client's urllib3 retries are off): the pipeline owns the 
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from influxdb_client.rest import ApiException
 
 from collector.lineproto import to_line
 from collector.points import Storable
-from collector.sinks.base import SinkError
+from collector.sinks.base import RewriteGuarantee, SinkError
 from collector.sinks.config import SinkConfig
 
 __all__ = ["InfluxSink", "error_from_status", "parse_retry_after"]
@@ -140,6 +141,53 @@ class InfluxSink:
             raise SinkError(f"cannot reach {self.config.influx_url}: {e}") from e
         except InfluxDBError as e:
             raise SinkError(f"write failed: {e}") from e
+
+    def rewrite_guarantee(self) -> RewriteGuarantee:
+        """InfluxDB (its ``/ping`` names a version) overwrites a point with the same series
+        and time; VictoriaMetrics (no version; it serves ``/flags``) keeps both samples unless
+        it runs with ``-dedup.minScrapeInterval``."""
+        url = self.config.influx_url
+        try:
+            version = self._client.version()
+        except Exception as e:  # the server is down or says something odd: tell, not fail
+            return RewriteGuarantee("unknown", f"{url}: no answer to /ping ({e})"[:300])
+        if version and version != "unknown":
+            return RewriteGuarantee("overwrite", f"InfluxDB {version}: a point with the same "
+                                    "series and time overwrites the earlier one")
+        flags = self._get("/flags")
+        if flags is None:
+            return RewriteGuarantee("unknown", f"{url} does not say what it is (no InfluxDB "
+                                    "version, no VictoriaMetrics /flags)")
+        m = re.search(r'^-dedup\.minScrapeInterval="?([^"\s]*)"?', flags, re.MULTILINE)
+        if m and m.group(1) not in ("", "0", "0s", "0ms"):
+            return RewriteGuarantee("deduplicated", "VictoriaMetrics with "
+                                    f"-dedup.minScrapeInterval={m.group(1)}: samples of the "
+                                    "same series and time are merged")
+        return RewriteGuarantee("duplicates", "VictoriaMetrics without "
+                                "-dedup.minScrapeInterval: a point written again after a "
+                                "collector crash is stored twice; start it with "
+                                "-dedup.minScrapeInterval=1ms")
+
+    def _get(self, path: str) -> str | None:
+        """A small GET on the server (its TLS settings), or None."""
+        import ssl
+        import urllib.request
+
+        assert self.config.influx_url is not None
+        context = None
+        if self.config.influx_url.startswith("https"):
+            context = ssl.create_default_context(
+                cafile=str(self.config.ca_file) if self.config.ca_file else None)
+            if not self.config.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(self.config.influx_url.rstrip("/") + path,
+                                        timeout=self.config.timeout_s,
+                                        context=context) as r:
+                return str(r.read(65536).decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            return None
 
     def close(self) -> None:
         """Close the HTTP connections. Idempotent."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.points import FieldValue, Point, Storable
-from collector.sinks.base import SinkError
+from collector.sinks.base import RewriteGuarantee, SinkError
 from collector.sinks.config import DEFAULT_RETENTION_DAYS
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "StoredPoint", "connect", "read_points"]
@@ -178,6 +178,10 @@ class SqliteSink:
         with self._lock:
             row = self._conn.execute("SELECT count(*) FROM points").fetchone()
         return int(row[0])
+
+    def rewrite_guarantee(self) -> RewriteGuarantee:
+        return RewriteGuarantee("overwrite", "embedded SQLite store: one row per series and "
+                                "time (INSERT OR REPLACE)")
 
     def close(self) -> None:
         """Close the database. Idempotent."""

@@ -77,6 +77,8 @@ def status_command(
 
 # -- rendering ---------------------------------------------------------------------------------
 
+_REWRITE_STYLE = {"overwrite": "green", "deduplicated": "green", "duplicates": "bold red",
+                  "unknown": "yellow"}
 _STYLE = {"green": "bold green", "yellow": "bold yellow", "red": "bold red",
           "online": "green", "offline": "red", "unknown": "dim", "running": "green",
           "stopped": "red", "never run": "dim", "up": "green", "dead": "bold red"}
@@ -115,8 +117,17 @@ def render_status(data: dict[str, Any]) -> None:
     for c in data["collectors"]:
         sink = esc(c.get("sink", "-")) + (f"\n[red]{esc(c['sink_error'])}[/]"
                                           if c.get("sink_error") else "")
+        rewrites = c.get("sink_rewrites") or {}
+        if rewrites:  # what a rewrite after a crash does there (docs/collector-storage.md)
+            style = _REWRITE_STYLE.get(rewrites.get("kind", ""), "yellow")
+            sink += f"\n[{style}]rewrites: {esc(str(rewrites.get('kind')))}[/]"
         broker = esc(c.get("broker", "-")) + ("" if c.get("connected") or c["state"] != "running"
                                               else " [red](disconnected)[/]")
+        lost = c.get("session_lost") or {}
+        if lost.get("count"):  # the broker no longer had its session (collector/session.py)
+            broker += (f"\n[bold red]session lost {int(lost['count'])}x, last "
+                       f"{_when(lost.get('last_ms'), now)}: messages may have been lost, "
+                       "see the gaps[/]")
         t.add_row(esc(c["collector"]), styled(c["state"]), broker, sink,
                   str(c.get("records_per_s", "-")), str(c.get("records_stored", "-")),
                   str(c.get("duplicates", "-")), str(c.get("queue_depth", "-")),

@@ -34,6 +34,9 @@ class VictoriaMetrics:
     directory: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    dedup: bool = True
+    """Start with ``-dedup.minScrapeInterval=1ms`` (a rewrite merges); False: as installed
+    (a rewrite keeps both samples)."""
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -54,7 +57,8 @@ class VictoriaMetrics:
             [VICTORIA, f"-httpListenAddr=127.0.0.1:{self.port}",
              f"-storageDataPath={self.directory / 'data'}", "-retentionPeriod=1d",
              "-search.latencyOffset=0s", "-selfScrapeInterval=0",
-             "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
+             *(["-dedup.minScrapeInterval=1ms"] if self.dedup else []),
+             "-loggerLevel=ERROR"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + WAIT_S
