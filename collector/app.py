@@ -47,7 +47,7 @@ from collector.points import points_for_batch
 from collector.registry import Registry
 from collector.risk import RiskBoard
 from collector.session import MARKER_NAME as SESSION_MARKER
-from collector.sinks.base import RewriteGuarantee, open_sink
+from collector.sinks.base import RewriteGuarantee, Sink, open_sink
 from collector.writer import Writer
 
 __all__ = ["Collector", "CollectorError", "run"]
@@ -63,13 +63,14 @@ class CollectorError(Exception):
 class Collector:
     """Every part of one collector process, built from its config (nothing started yet)."""
 
-    def __init__(self, config: CollectorConfig) -> None:
+    def __init__(self, config: CollectorConfig, *, sink: Sink | None = None) -> None:
+        """``sink`` replaces the configured one (tests inject faults through it)."""
         self.config = config
         self.started_ms = time.time_ns() // 1_000_000
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock(config.state_dir)
         self.metrics = Metrics()
-        self.sink = open_sink(config.sink)
+        self.sink = sink if sink is not None else open_sink(config.sink)
         self.ledger = SeqLedger(config.ledger_path)
         self.deadletters = DeadLetters(config.deadletter_path)
         self.registry = Registry(config.registry_path)
