@@ -14,6 +14,7 @@ Nothing here opens a port or a device: ``firegate check-config`` runs exactly th
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import os
 import re
@@ -23,8 +24,10 @@ from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
-__all__ = ["MISSING", "ConfigError", "ConfigErrors", "ErrorCollector", "Table", "read_toml"]
+__all__ = ["MISSING", "ConfigError", "ConfigErrors", "ErrorCollector", "Table", "is_loopback",
+           "read_toml"]
 
 E = TypeVar("E", bound=Enum)
 T = TypeVar("T")
@@ -116,6 +119,26 @@ def _kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
+
+
+_TLS_SCHEME = {"mqtt": "mqtts", "http": "https"}
+"""Plain scheme -> its TLS twin, for :meth:`Table.refuse_plaintext`."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``, and 127/8 mapped
+    into IPv6): traffic that never leaves the machine. Any other name is not trusted to be
+    local, even one that resolves to 127.0.0.1 today (``*.localhost`` included: not every
+    resolver keeps RFC 6761's promise)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1: False on Python 3.11
+    return address.is_loopback
 
 
 class Table:
@@ -267,9 +290,16 @@ class Table:
             self.fail(key, f"file not found: {path}")
         return path
 
-    def secret(self, key: str) -> str | None:
-        """A secret given inline (``key``), in a file (``key_file``) or in the environment
-        (``key_env`` names the variable). At most one of the three; None when none is given.
+    def secret(self, key: str, *, min_bytes: int = 1, hint: str = "") -> str | None:
+        """A secret given inline (``key``), in a file (``key_file``, white space around it
+        stripped) or in the environment (``key_env`` names the variable). At most one of the
+        three; None when none is given.
+
+        An empty secret is refused: it would quietly mean "no authentication" (an empty
+        password file, an unset-but-exported variable). ``min_bytes`` counts UTF-8 bytes: an
+        HMAC key shorter than its hash's output weakens it (RFC 2104 §3), so HMAC-SHA256 keys
+        ask for 32; ``hint`` says how to make a good one. Errors name the key that was given
+        (``secret_file``) and never echo the value.
         """
         given = [k for k in (key, f"{key}_file", f"{key}_env") if k in self.data]
         self._used.update((key, f"{key}_file", f"{key}_env"))
@@ -279,18 +309,59 @@ class Table:
             return None
         which = given[0]
         if which == key:
-            return self.text(key)
-        if which.endswith("_file"):
+            value = self.text(key, min_len=0)
+            empty = "must not be empty"
+        elif which.endswith("_file"):
             path = self.path_value(which, must_exist=True)
             assert path is not None
             try:
-                return path.read_text(encoding="utf-8").strip()
+                value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 self.fail(which, f"cannot read {path}: {exc.strerror}")
-        name = self.text(which, pattern=r"[A-Za-z_][A-Za-z0-9_]*", hint="a variable name")
-        if name not in self.env:
-            self.fail(which, f"environment variable {name} is not set")
-        return self.env[name]
+            except UnicodeDecodeError:
+                self.fail(which, f"{path} is not UTF-8")
+            empty = f"{path} is empty"
+        else:
+            name = self.text(which, pattern=r"[A-Za-z_][A-Za-z0-9_]*", hint="a variable name")
+            if name not in self.env:
+                self.fail(which, f"environment variable {name} is not set")
+            value = self.env[name]
+            empty = f"environment variable {name} is empty"
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # os.environ keeps undecodable bytes as surrogates
+            self.fail(which, "is not UTF-8")
+        if size == 0:
+            self.fail(which, empty)
+        if size < min_bytes:
+            self.fail(which, f"must be at least {min_bytes} bytes, got {size}"
+                             + (f" ({hint})" if hint else ""))
+        return value
+
+    def refuse_url_credentials(self, key: str, url: str, use: str) -> None:
+        """Refuse ``user:password@`` in the URL ``key`` without echoing it: a URL is logged,
+        shown by ``status`` and may sit in a process's arguments; ``use`` names the keys that
+        carry the credential instead. Call it before any check that quotes the URL."""
+        authority = url.partition("://")[2]
+        authority = re.split(r"[/?#]", authority, maxsplit=1)[0]  # urlsplit's netloc
+        if "@" in authority:
+            self.fail(key, f"must not carry credentials; use {use}")
+
+    def refuse_plaintext(self, url_key: str, url: str, secret_key: str,
+                         secret: str | None) -> None:
+        """Refuse sending ``secret`` (the value of ``secret_key``, None when not given) over
+        the plain ``mqtt://`` or ``http://`` URL of ``url_key`` to a host that is not loopback
+        (:func:`is_loopback`): anyone on the path reads it. ``allow_plaintext = true`` in the
+        same table is the explicit opt-in (a lab, a trusted wire); it is always read, so it is
+        a known key even where it changes nothing."""
+        allowed = self.flag("allow_plaintext", False)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if secret is None or allowed or parts.scheme not in _TLS_SCHEME or is_loopback(host):
+            return
+        self.fail(url_key, f"{parts.scheme}:// sends the {secret_key} unencrypted to {host} "
+                           f"(not a loopback address); use {_TLS_SCHEME[parts.scheme]}://, or "
+                           f"set allow_plaintext = true in [{self.path}] to accept that risk")
 
     def date_time(self, key: str, default: datetime | _Missing = MISSING) -> datetime:
         """A date and time: a TOML date-time (local or with an offset) or an ISO 8601 string

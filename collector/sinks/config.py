@@ -54,6 +54,8 @@ class SinkConfig:
     def __post_init__(self) -> None:
         if self.influx_url is not None:
             parts = urlsplit(self.influx_url)
+            if "@" in parts.netloc:  # describe() logs the URL: no credentials in it, not echoed
+                raise ValueError("influx url must not carry credentials; use token")
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"influx url must be http(s)://host[:port], got "
                                  f"{self.influx_url!r}")

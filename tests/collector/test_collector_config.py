@@ -17,6 +17,7 @@ from collector.config import (
     load_config,
     parse_config,
 )
+from collector.sinks.config import SinkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "collector.example.toml"
 KEY = "e3b0c44298fc1c149afbf4c8996fb924"
@@ -261,7 +262,7 @@ def test_credentials_in_urls_are_refused_and_not_echoed(doc: dict[str, Any],
     assert str(error(doc)) == message  # the password never reaches the message (or a log)
 
 
-def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+def test_secrets_stay_out_of_repr() -> None:
     cfg = parse_config({
         "mqtt": {"url": "mqtts://broker.example", "username": "u", "password": "mqtt-s3cret"},
         "influx": {"url": "https://influx.example", "token": "influx-s3cret"},
@@ -270,3 +271,9 @@ def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
     assert (cfg.mqtt.password, cfg.sink.token) == ("mqtt-s3cret", "influx-s3cret")
     for text in (repr(cfg), str(cfg), repr(cfg.mqtt), repr(cfg.webhooks), repr(cfg.sink)):
         assert "s3cret" not in text
+
+
+def test_a_hand_built_sink_config_refuses_credentials_in_its_url() -> None:
+    with pytest.raises(ValueError) as e:
+        SinkConfig(influx_url="http://admin:s3cret@influx.example:8086")
+    assert str(e.value) == "influx url must not carry credentials; use token"

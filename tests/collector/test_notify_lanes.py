@@ -370,7 +370,7 @@ def test_attempts_are_capped(tmp_path: Path) -> None:
 
 
 def test_max_attempts_is_configured_per_webhook() -> None:
-    hook = {"url": "http://h:8080/x", "secret": "s"}
+    hook = {"url": "http://h:8080/x", "secret": SECRET}
     assert parse_config({"webhook": [hook]}).webhooks[0].max_attempts == 100
     assert parse_config({"webhook": [{**hook, "max_attempts": 5}]}).webhooks[0].max_attempts \
         == 5

@@ -147,3 +147,14 @@ def test_bad_key_file_content_names_key_file_without_echoing_it(tmp_path: Path) 
                        "16-byte BTHome bind key), got 16 characters")
     missing = error({"device": [{"address": DOOR, "key_file": "nope.key"}]}, base_dir=tmp_path)
     assert missing == f"ble.device[0].key_file: file not found: {tmp_path / 'nope.key'}"
+
+
+def test_an_empty_bind_key_names_where_it_came_from(tmp_path: Path) -> None:
+    (tmp_path / "k").write_text("\n")
+    assert error({"device": [{"address": DOOR, "key": ""}]}) == \
+        "ble.device[0].key: must not be empty"
+    assert error({"device": [{"address": DOOR, "key_file": "k"}]}, base_dir=tmp_path) == \
+        f"ble.device[0].key_file: {tmp_path / 'k'} is empty"
+    assert error({"device": [{"address": DOOR, "key_env": "K"}]}, env={"K": ""}) == \
+        "ble.device[0].key_env: environment variable K is empty"
+    assert KEY_HEX not in repr(parse({"device": [{"address": DOOR, "key": KEY_HEX}]}))

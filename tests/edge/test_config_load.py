@@ -39,6 +39,11 @@ CASES = {
     "env_unset": (BASE + PANEL + '[uplink]\nurl = "mqtt://h"\nusername = "u"\n'
                   'password_env = "FIREGATE_NOPE"\n',
                   "uplink.password_env: environment variable FIREGATE_NOPE is not set"),
+    "plaintext": (BASE + PANEL + '[uplink]\nurl = "mqtt://mqtt.example.com"\nusername = "u"\n'
+                  'password = "pw"\n',
+                  "uplink.url: mqtt:// sends the password unencrypted to mqtt.example.com (not a "
+                  "loopback address); use mqtts://, or set allow_plaintext = true in [uplink] to "
+                  "accept that risk"),
     "bad_url": (BASE + PANEL + '[uplink]\nurl = "http://h"\n',
                 "uplink.url: must be mqtt://host[:port] or mqtts://host[:port], got 'http://h'"),
     "wrong_type": (BASE + PANEL + 'baud = "9600"\n',
@@ -94,7 +99,7 @@ def test_two_buses_and_secrets_from_files(tmp_path: Path) -> None:
     secret = tmp_path / "mqtt-password"
     secret.write_text("s3cret\n", encoding="utf-8")
     text = (BASE + BUS.format(n=1) + BUS.format(n=2)
-            + '[uplink]\nurl = "mqtt://h"\nusername = "u"\npassword_file = "mqtt-password"\n')
+            + '[uplink]\nurl = "mqtts://h"\nusername = "u"\npassword_file = "mqtt-password"\n')
     path = tmp_path / "gateway.toml"
     path.write_text(text, encoding="utf-8")
     cfg = load_config(path)
