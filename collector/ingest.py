@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -49,6 +50,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from collector.config import MqttConfig
 from collector.metrics import Metrics
 from collector.points import Storable, points_for_batch
+from collector.session import SessionWatch
 from protocols.wire import (
     MAX_PAYLOAD_BYTES,
     Batch,
@@ -220,10 +222,14 @@ class Decoder:
 class MqttIngest:
     """The paho client: connect, subscribe, hand messages over, acknowledge in order."""
 
-    def __init__(self, config: MqttConfig, inbox: queue.Queue[Inbound], metrics: Metrics) -> None:
+    def __init__(self, config: MqttConfig, inbox: queue.Queue[Inbound], metrics: Metrics, *,
+                 session_marker: Path | None = None) -> None:
         self.config = config
         self.inbox = inbox
         self.metrics = metrics
+        self.session = SessionWatch(config.url, config.client_id, session_marker, metrics)
+        """Whether the broker still had the session (``session_marker``: the state directory's
+        ``mqtt-session.json``; None: reconnects of this process only)."""
         self._lock = threading.Lock()  # generation + connection state vs. acks
         self._generation = 0
         self._connected = False
@@ -326,6 +332,8 @@ class MqttIngest:
         self.metrics.connected.set(1)
         log.info("connected to %s as %s (session present: %s)", self.config.url,
                  self.config.client_id, flags.session_present)
+        # An expected session that is gone is an alarm (collector/session.py says why).
+        self.session.connack(bool(flags.session_present), time.time_ns() // 1_000_000)
         # Subscribing again on every connect is harmless (same filters, same options) and
         # repairs a session the broker expired or lost; the retained statuses come again.
         subs = collector_subscriptions(self.config.share_group)

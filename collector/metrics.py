@@ -230,6 +230,10 @@ class Metrics:
         self.sites = Gauge(p + "sites", "Sites by risk colour", ("colour",))
         self.queue_depth = Gauge(p + "queue_depth", "Messages received and not yet handled")
         self.connected = Gauge(p + "mqtt_connected", "1 while connected to the broker")
+        self.session_lost = Counter(
+            p + "session_lost_total",
+            "Connections on which the broker no longer had the collector's persistent session "
+            "though it was expected (collector/session.py): messages may have been lost")
         self.notify_pending = Gauge(p + "notifications_pending", "Webhook deliveries waiting")
         self.webhook_errors = Counter(p + "webhook_errors_total",
                                       "Unexpected exceptions caught in a webhook sender "

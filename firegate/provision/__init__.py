@@ -14,17 +14,35 @@ for an ESP32, and the sensors with the agent's own ``[[modbus]]``, ``[modbus_pro
   broker CA inline;
 * for a Raspberry Pi (``kind="agent"``) the agent's TOML config;
 * the broker side: a ``mosquitto_passwd`` line (PBKDF2-SHA512, the ``$7$`` format of Mosquitto
-  2.0) and ACL lines that let the gateway publish only under ``firegate/v1/<id>/`` and read only
-  its ``cmd`` topic, so a provisioned gateway can publish only as itself.
+  2.0) and ACL lines that let the gateway publish only its own channels under
+  ``firegate/v1/<id>/`` and read only its ``cmd`` and ``stored`` topics, so a provisioned
+  gateway can publish only as itself; and the broker's configuration fragment
+  (``mosquitto-firegate.conf``: ``use_username_as_clientid`` on the listener, so no client can
+  take another's client id, persistence, the collector's queue; :mod:`.broker`).
+
+:func:`provision_collector` gives a collector its own MQTT user (``firegate-collector-<id>``),
+its ACL (reads ``firegate/v1/#``, writes ``cmd`` and ``stored``) and password file.
 
 One module per concern: :mod:`.site` (the site file), :mod:`.credentials` (id, password,
-certificate, the broker's lines), :mod:`.firmware` (``config.json``), :mod:`.agent`
-(``gateway.toml``), :mod:`.gateway` (one run). Pure: nothing here writes a file;
+certificate, the broker's lines), :mod:`.broker` (the broker's configuration, the collector's
+user), :mod:`.firmware` (``config.json``), :mod:`.agent` (``gateway.toml``), :mod:`.gateway`
+(one run). Pure: nothing here writes a file;
 :mod:`firegate.cli.provision` does, and installs the systemd unit.
 """
 
 from .agent import agent_config, agent_config_toml
+from .broker import (
+    AUTOSAVE_INTERVAL_S,
+    BROKER_CONFIG_NAME,
+    DEFAULT_COLLECTOR_ID,
+    MAX_QUEUED_BYTES,
+    BrokerPaths,
+    broker_config,
+    collector_acl_lines,
+    collector_credentials,
+)
 from .credentials import (
+    COLLECTOR_USER_PREFIX,
     PBKDF2_ITERATIONS,
     Credentials,
     acl_lines,
@@ -39,14 +57,21 @@ from .firmware import (
     firmware_config,
     firmware_device,
 )
-from .gateway import Kind, Provisioned, provision
+from .gateway import SERVICE_READABLE, Kind, Provisioned, provision, provision_collector
 from .site import FirmwareSettings, SiteConfig, load_site, parse_site
 
 __all__ = [
+    "AUTOSAVE_INTERVAL_S",
+    "BROKER_CONFIG_NAME",
+    "COLLECTOR_USER_PREFIX",
+    "DEFAULT_COLLECTOR_ID",
     "FIRMWARE_CONFIG_FORMAT",
     "FIRMWARE_POINT_FIELDS",
     "FIRMWARE_QUANTITIES",
+    "MAX_QUEUED_BYTES",
     "PBKDF2_ITERATIONS",
+    "SERVICE_READABLE",
+    "BrokerPaths",
     "Credentials",
     "FirmwareSettings",
     "Kind",
@@ -55,6 +80,9 @@ __all__ = [
     "acl_lines",
     "agent_config",
     "agent_config_toml",
+    "broker_config",
+    "collector_acl_lines",
+    "collector_credentials",
     "firmware_config",
     "firmware_device",
     "issue_client_certificate",
@@ -63,4 +91,5 @@ __all__ = [
     "new_credentials",
     "parse_site",
     "provision",
+    "provision_collector",
 ]

@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 
 from common.config import ConfigError
 from edge.config.gateway import ID_HINT, ID_PATTERN
+from protocols.wire import CHANNELS, Direction, topic
 
 from .site import SiteConfig
 
-__all__ = ["PBKDF2_ITERATIONS", "Credentials", "acl_lines", "issue_client_certificate",
-           "mosquitto_password_line", "new_credentials"]
+__all__ = ["COLLECTOR_USER_PREFIX", "PBKDF2_ITERATIONS", "Credentials", "acl_lines",
+           "issue_client_certificate", "mosquitto_password_line", "new_credentials"]
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; the broker reads the count per line
+COLLECTOR_USER_PREFIX = "firegate-collector-"
+"""Collectors' MQTT users are ``firegate-collector-<[collector] id>`` (the collector's default
+client id): a gateway id may not start with it, so no gateway can be given a collector's user
+name, and so (with ``use_username_as_clientid``) its client id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,9 @@ def new_credentials(site: SiteConfig, gateway_id: str | None = None) -> Credenti
     gid = gateway_id or site.gateway_id or f"{site.prefix}-{secrets.token_hex(3)}"
     if re.fullmatch(ID_PATTERN, gid) is None:
         raise ConfigError("gateway.id", f"must be {ID_HINT}, got {gid!r}")
+    if gid.startswith(COLLECTOR_USER_PREFIX):
+        raise ConfigError("gateway.id", f"must not start with {COLLECTOR_USER_PREFIX!r} "
+                                        f"(reserved for collectors' MQTT users), got {gid!r}")
     return Credentials(gid, gid, secrets.token_urlsafe(24))
 
 
@@ -52,9 +60,15 @@ def mosquitto_password_line(username: str, password: str, *, salt: bytes | None 
 
 def acl_lines(username: str, gateway_id: str) -> list[str]:
     """ACL entries binding a gateway's credentials to its own topic subtree (docs/wire-protocol.md
-    "Topics"): it writes records, status (and its will), health and cmd/ack, reads its cmd."""
-    root = f"firegate/v1/{gateway_id}"
-    return [f"user {username}", f"topic write {root}/#", f"topic read {root}/cmd"]
+    "Topics"), from the contract's channel table: it writes every upward channel (records,
+    status and its will, health, cmd/ack) and reads every downward one (cmd, stored), each
+    under ``firegate/v1/<id>/`` only."""
+    lines = [f"user {username}"]
+    lines += [f"topic write {topic(gateway_id, c)}" for c, spec in CHANNELS.items()
+              if spec.direction is Direction.UP]
+    lines += [f"topic read {topic(gateway_id, c)}" for c, spec in CHANNELS.items()
+              if spec.direction is Direction.DOWN]
+    return lines
 
 
 def issue_client_certificate(ca_cert_pem: bytes, ca_key_pem: bytes, gateway_id: str,

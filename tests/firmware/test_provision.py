@@ -31,7 +31,9 @@ from common.config import ConfigError
 from edge.config.load import load_config
 from firegate.cli.provision import UNIT_FILE, register
 from firegate.provision import (
+    SERVICE_READABLE,
     acl_lines,
+    collector_acl_lines,
     issue_client_certificate,
     load_site,
     mosquitto_password_line,
@@ -209,8 +211,16 @@ def test_a_provisioned_gateway_can_only_publish_as_itself(
 
 
 def test_acl_lines() -> None:
+    """From the contract's channel table: a gateway writes its upward channels, reads its
+    downward ones; a collector reads everything and writes only the downward channels."""
     assert acl_lines("pump-a", "pump-a") == [
-        "user pump-a", "topic write firegate/v1/pump-a/#", "topic read firegate/v1/pump-a/cmd"]
+        "user pump-a", "topic write firegate/v1/pump-a/records",
+        "topic write firegate/v1/pump-a/status", "topic write firegate/v1/pump-a/health",
+        "topic write firegate/v1/pump-a/cmd/ack", "topic read firegate/v1/pump-a/cmd",
+        "topic read firegate/v1/pump-a/stored"]
+    assert collector_acl_lines("firegate-collector-c1") == [
+        "user firegate-collector-c1", "topic read firegate/v1/#",
+        "topic write firegate/v1/+/cmd", "topic write firegate/v1/+/stored"]
 
 
 def test_firmware_config(site: Path) -> None:
@@ -257,7 +267,9 @@ def test_agent_config_is_loaded_by_the_agent(tmp_path: Path, site: Path) -> None
     assert (agent.uplink.username, agent.uplink.password) == (gw, result.credentials.password)
     assert agent.uplink.ca_file == tmp_path / "ca.crt" and agent.uplink.tls
     assert agent.modbus[0].devices[0].name == "喷淋主管" and agent.rules[0].low == 0.2
-    assert result.files["mqtt-password"][1] == 0o600
+    # the agent's service user reads both (group firegate); gateway.toml may hold BLE keys
+    assert result.files["mqtt-password"][1] == SERVICE_READABLE == 0o640
+    assert result.files["gateway.toml"][1] == SERVICE_READABLE
 
 
 def test_client_certificate_from_the_site_ca(tmp_path: Path) -> None:
@@ -275,7 +287,7 @@ def test_client_certificate_from_the_site_ca(tmp_path: Path) -> None:
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
     key = result.files["client.key"]
-    assert key[1] == 0o600
+    assert key[1] == SERVICE_READABLE  # the agent reads it
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     private = load_pem_private_key(key[0], None)
@@ -352,8 +364,11 @@ def test_cli_writes_files_and_prints_the_broker_entries(tmp_path: Path, site: Pa
     assert "gateway pump-room-1 (site sh-pd-017, firmware)" in res.output
     line = (out / "mosquitto.passwd").read_text().strip()
     assert line.startswith("pump-room-1:$7$101$") and line in res.output
-    assert "topic write firegate/v1/pump-room-1/#" in res.output
+    assert "topic write firegate/v1/pump-room-1/records" in res.output
+    assert "topic read firegate/v1/pump-room-1/stored" in res.output
     assert stat.S_IMODE((out / "config.json").stat().st_mode) == 0o600
+    conf = (out / "mosquitto-firegate.conf").read_text()
+    assert "use_username_as_clientid true" in conf and "/etc/mosquitto/conf.d" in res.output
     again = _cli("--site", str(site), "--kind", "firmware", "--out", str(out))
     assert again.exit_code == 2 and "already holds a provisioned gateway" in again.output
     forced = _cli("--site", str(site), "--kind", "firmware", "--out", str(out), "--force",
@@ -365,16 +380,22 @@ def test_cli_writes_files_and_prints_the_broker_entries(tmp_path: Path, site: Pa
 def test_cli_dry_run_and_unit_install(tmp_path: Path, site: Path) -> None:
     out, units = tmp_path / "pi", tmp_path / "units"
     res = _cli("--site", str(site), "--kind", "agent", "--out", str(out), "--install-unit",
-               "--unit-dir", str(units), "--dry-run")
+               "--unit-dir", str(units), "--dry-run", "--group", "4242")
     assert res.exit_code == 0, res.output
     assert f"would write {out}/gateway.toml" in res.output
+    assert f"would write {out}/mqtt-password (33 bytes, mode 640, group 4242)" in res.output
     assert f"would install {UNIT_FILE} as {units}/firegate-agent.service" in res.output
     assert not out.exists() and not units.exists()
     res = _cli("--site", str(site), "--kind", "agent", "--out", str(out), "--install-unit",
-               "--unit-dir", str(units))
+               "--unit-dir", str(units), "--group", "4242")
     assert res.exit_code == 0, res.output
     assert (units / "firegate-agent.service").read_bytes() == UNIT_FILE.read_bytes()
     assert "systemctl daemon-reload" in res.output
+    # the unit runs the agent as firegate: its group must exist to own the agent's secrets
+    nogroup = _cli("--site", str(site), "--kind", "agent", "--out", str(tmp_path / "x"),
+                   "--install-unit", "--unit-dir", str(units), "--group", "no-such-group-x")
+    assert nogroup.exit_code == 2 and "useradd" in nogroup.output
+    assert not (tmp_path / "x").exists()
     bad = _cli("--site", str(site), "--kind", "firmware", "--install-unit")
     assert bad.exit_code == 2 and "only for --kind agent" in bad.output
     wrong = _cli("--site", str(site), "--kind", "esp8266")

@@ -4,6 +4,12 @@ Pitfalls handled (see shared/reference/test-infrastructure.md): started as root,
 privileges before reading its files, so the config says ``user root``; log lines go to a file
 (stdout logging arrives late); persistence is on so a restart keeps sessions and retained
 messages (SIGTERM writes ``mosquitto.db``).
+
+With ``fragment`` (the text of a ``conf.d`` file, e.g. the ``mosquitto-firegate.conf`` that
+``firegate provision`` writes), the broker runs the way Debian's package does: a main config
+with only what this harness needs (``user root``, persistence location, log file) that
+includes the fragment, which brings its own listeners and security settings. The password
+and ACL files are still written (``passwd_file``, ``acl_file``) for the fragment to name.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class Mosquitto:
     tls_port: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     ca: TestCA | None = None
+    fragment: str | None = None  # a conf.d file with its own listener(s) and security
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -47,18 +54,27 @@ class Mosquitto:
         return self.directory / "mosquitto.log"
 
     @property
+    def passwd_file(self) -> Path:
+        return self.directory / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.directory / "acl"
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     def _config(self) -> Path:
         lines = ["persistence true", f"persistence_location {self.directory}/",
-                 f"log_dest file {self.log}", "log_type all", "connection_messages true",
-                 "max_inflight_messages 0", "max_queued_messages 0"]
+                 f"log_dest file {self.log}", "log_type all", "connection_messages true"]
+        if self.fragment is None:
+            lines += ["max_inflight_messages 0", "max_queued_messages 0"]
         if os.geteuid() == 0:
             lines.insert(0, "user root")
         auth: list[str] = []
-        if self.users:
-            pw = self.directory / "passwd"
+        if self.users or self.fragment is not None:
+            pw = self.passwd_file
             pw.write_text("")
             for user, password in self.users.items():
                 subprocess.run([MOSQUITTO_PASSWD, "-b", str(pw), user, password], check=True,
@@ -67,9 +83,16 @@ class Mosquitto:
         else:
             auth.append("allow_anonymous true")
         if self.acl is not None:
-            acl = self.directory / "acl"
+            acl = self.acl_file
             acl.write_text(self.acl)
             auth.append(f"acl_file {acl}")
+        if self.fragment is not None:
+            included = self.directory / "conf.d"
+            included.mkdir(exist_ok=True)
+            (included / "firegate.conf").write_text(self.fragment)
+            conf = self.directory / "mosquitto.conf"
+            conf.write_text("\n".join([*lines, f"include_dir {included}"]) + "\n")
+            return conf
         lines += ["per_listener_settings false", *auth,
                   f"listener {self.port} 127.0.0.1"]
         if self.tls and self.ca is not None:
@@ -87,7 +110,8 @@ class Mosquitto:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         try:
-            wait_listening(self.port)
+            if self.fragment is None or not self.tls_port:
+                wait_listening(self.port)
             if self.tls_port:
                 wait_listening(self.tls_port)
         except TimeoutError:
