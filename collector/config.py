@@ -124,6 +124,9 @@ class PipelineConfig:
     of a healthy outbox has caught up."""
     resend_every_s: float = 60.0
     """A gap still open is asked for again after this long."""
+    gap_max_age_s: float = 7 * 86_400.0
+    """A gap open this long is settled as lost (checked hourly): nobody can fill it any more,
+    and the ledger stays small (scattered missing seqs become one interval again)."""
     max_health_counters: int = DEFAULT_MAX_HEALTH_COUNTERS
     """``fg_counter`` series (driver x reason) stored per health message; the rest is cut,
     counted, and noted on the ``fg_health`` point (``counters_cut``)."""
@@ -308,6 +311,7 @@ def _pipeline(t: Table) -> PipelineConfig:
         report_gaps=t.flag("report_gaps", True),
         resend_after_s=t.number("resend_after_s", 10.0, min=0.0, max=86_400.0),
         resend_every_s=t.number("resend_every_s", 60.0, min=1.0, max=86_400.0),
+        gap_max_age_s=t.number("gap_max_age_s", 7 * 86_400.0, min=60.0),
         max_health_counters=t.integer("max_health_counters", DEFAULT_MAX_HEALTH_COUNTERS,
                                       min=0, max=100_000),
         max_health_links=t.integer("max_health_links", DEFAULT_MAX_HEALTH_LINKS, min=0,

@@ -42,6 +42,9 @@ __all__ = ["Confirmer", "ResendDesk"]
 
 log = logging.getLogger("firegate.collector.confirm")
 
+MAX_MISSING_RANGES = 10_000
+"""Ranges of one ``resend`` answer looked at (an answer is bounded by the payload size too)."""
+
 Publish = Callable[[str, bytes], bool]
 """Publish a payload on a topic with QoS 1; False when it could not be queued."""
 
@@ -144,19 +147,20 @@ class ResendDesk:
                         request.first, request.last, ack.error)
             return
         missing = ack.result.get("missing")
-        seqs: list[int] = []
+        lost = 0
         if isinstance(missing, list):
-            for pair in missing:
+            for pair in missing[:MAX_MISSING_RANGES]:
                 if not isinstance(pair, list) or len(pair) != 2:
                     continue
                 first, last = pair
                 if isinstance(first, int) and isinstance(last, int):
+                    # only what was asked: a gateway cannot settle other seqs
                     a, b = max(first, request.first), min(last, request.last)
-                    seqs.extend(range(a, b + 1))  # only what was asked: a bounded range
-        if seqs:
-            lost = self.ledger.mark_lost(request.gateway_id, seqs, now_ms, request.epoch)
-            if lost:
-                self.metrics.records_lost.inc(n=lost)
-                log.warning("gateway %s no longer has %d record(s) of %d..%d (epoch %016x): "
-                            "lost, counted in records_lost_total", request.gateway_id, lost,
-                            request.first, request.last, request.epoch)
+                    if a <= b:
+                        lost += self.ledger.mark_lost(request.gateway_id, a, b, now_ms,
+                                                      request.epoch)
+        if lost:
+            self.metrics.records_lost.inc(n=lost)
+            log.warning("gateway %s no longer has %d record(s) of %d..%d (epoch %016x): "
+                        "lost, counted in records_lost_total", request.gateway_id, lost,
+                        request.first, request.last, request.epoch)

@@ -22,6 +22,8 @@ from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, S
 __all__ = ["Effects"]
 
 log = logging.getLogger("firegate.collector.effects")
+SETTLE_EVERY_S = 3600.0
+"""How often gaps past ``gap_max_age_s`` are looked for (and at start)."""
 
 class Effects:
     """What stored messages change besides the database: the gateway registry, the sites'
@@ -47,6 +49,7 @@ class Effects:
         """Points of the periodic work not yet written (the sink was down)."""
         self._reported_gaps: set[tuple[str, int, int]] = set()
         self._missing_since: dict[str, int] = {}  # gateway -> when its records_missing rose
+        self._last_settle = 0.0
         self._last_snapshot = 0.0
         watch = {Quantity.PRESSURE} if risk.rules.pressure_critical_mpa is not None else set()
         if risk.rules.level_critical_m is not None:
@@ -183,9 +186,20 @@ class Effects:
                     self.pending.append(point_for_gap(g.gateway_id, g.first, g.last, now_ms))
             self._reported_gaps = keys
             self._missing_alarms(gaps, now_ms)
+            if time.monotonic() - self._last_settle >= SETTLE_EVERY_S:
+                self._last_settle = time.monotonic()
+                self._settle(now_ms)
         self.ledger.flush()
         if self.snapshot is not None:
             self.registry.save_snapshot(self.collector_id, now_ms, self.snapshot(now_ms))
+
+    def _settle(self, now_ms: int) -> None:
+        """Gaps open longer than ``gap_max_age_s`` are settled as lost (counted, logged)."""
+        before = now_ms - int(self.config.gap_max_age_s * 1000)
+        for g in self.ledger.settle_older_than(before, now_ms):
+            self.metrics.records_lost.inc(n=g.missing)
+            log.warning("gateway %s: seqs %d..%d missing for more than %.0f s: settled as lost",
+                        g.gateway_id, g.first, g.last, self.config.gap_max_age_s)
 
     def _missing_alarms(self, gaps: Sequence[Gap], now_ms: int) -> None:
         """A gap not closed within ``gap_grace_s`` is an alarm for its gateway

@@ -381,32 +381,54 @@ class SeqLedger:
         """
         self.commit_many({(gateway_id, epoch): seqs}, now_ms)
 
-    def mark_lost(self, gateway_id: str, seqs: Sequence[int], now_ms: int, epoch: int = 0
+    def mark_lost(self, gateway_id: str, first: int, last: int, now_ms: int, epoch: int = 0
                   ) -> int:
-        """The gateway said it no longer has ``seqs`` (its answer to a ``resend`` request):
-        they will never come, so they stop being a gap and are counted as lost. Returns how
-        many were not accounted for before."""
+        """Seqs ``first..last`` will never come (the gateway said it no longer has them, or
+        the gap outlived ``settle_older_than``): what of them is missing stops being a gap
+        and is counted as lost. Returns how many seqs that was."""
         with self._lock:
             key = (gateway_id, epoch)
-            plan = self._plan(key, seqs, now_ms)
-            st = plan.state
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                self._write_plan(plan)
-                self._save_stream(key, st, st.stored, plan.announced_ms, st.last_commit_ms,
-                                  st.closed_ms, st.lost + plan.added)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            st.lost += plan.added
-            if key not in self._gw:
-                self._gw[key] = st
-            st.firsts, st.lasts, st.sinces = plan.firsts, plan.lasts, plan.sinces
-            st.announced_ms = plan.announced_ms
-            return plan.added
+            st = self._gw.get(key)
+            if st is None:
+                return 0
+            runs = [(max(g.first, first), min(g.last, last)) for g in st.gaps(gateway_id, epoch)
+                    if g.first <= last and g.last >= first]
+            return self._settle(key, st, runs, now_ms) if runs else 0
+
+    def settle_older_than(self, before_ms: int, now_ms: int) -> list[Gap]:
+        """Close every open gap that has been open since before ``before_ms`` as lost: the
+        ledger's size stays bounded (a gateway with 100,000 scattered missing seqs is one
+        interval again once they are settled), and a gap nobody can fill no longer waits
+        for ever. Returns the gaps settled."""
+        settled = [g for g in self.gaps() if g.since_ms < before_ms]
+        streams: dict[StreamKey, list[tuple[int, int]]] = {}
+        for g in settled:
+            streams.setdefault((g.gateway_id, g.epoch), []).append((g.first, g.last))
+        with self._lock:
+            for key, runs in streams.items():  # one transaction per stream
+                st = self._gw.get(key)
+                if st is not None:
+                    self._settle(key, st, runs, now_ms)
+        return settled
+
+    def _settle(self, key: StreamKey, st: _Seqs, runs: list[tuple[int, int]], now_ms: int
+                ) -> int:
+        plan = self._plan_runs(key, runs, now_ms)
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._write_plan(plan)
+            self._save_stream(key, st, st.stored, plan.announced_ms, st.last_commit_ms,
+                              st.closed_ms, st.lost + plan.added)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        st.lost += plan.added
+        st.firsts, st.lasts, st.sinces = plan.firsts, plan.lasts, plan.sinces
+        st.announced_ms = plan.announced_ms
+        return plan.added
 
     def _write_plan(self, p: _Plan) -> None:
         gw, epoch = p.key
@@ -453,7 +475,11 @@ class SeqLedger:
         """The new intervals of one stream after committing ``seqs`` (copies; nothing
         changes until the transaction committed)."""
         st = self._gw.get(key) or _Seqs()
-        runs = _runs(s for s in seqs if not st.contains(s))
+        return self._plan_runs(key, _runs(s for s in seqs if not st.contains(s)), now_ms)
+
+    def _plan_runs(self, key: StreamKey, runs: list[tuple[int, int]], now_ms: int) -> _Plan:
+        """:meth:`_plan` for sorted runs of seqs none of which is stored yet."""
+        st = self._gw.get(key) or _Seqs()
         if runs and runs[0][0] < 1:
             raise ValueError(f"{key[0]}: seq {runs[0][0]} is below 1")
         firsts, lasts, sinces = list(st.firsts), list(st.lasts), list(st.sinces)

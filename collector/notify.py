@@ -52,6 +52,8 @@ __all__ = ["FIRE_KINDS", "LANES", "Notification", "Notifier", "event_body", "gat
 log = logging.getLogger("firegate.collector.notify")
 
 KEEP_SENT_MS = 7 * 86_400_000
+PRUNE_EVERY_S = 3600.0
+"""How often the watchdog forgets sent and failed rows older than ``KEEP_SENT_MS``."""
 FIRE, OTHER = "fire", "other"
 LANES: tuple[str, ...] = (FIRE, OTHER)
 FIRE_KINDS = frozenset({"fire_alarm"})
@@ -339,9 +341,13 @@ class Notifier:
 
     def _watch(self) -> None:
         assert self._watchdog_s is not None
+        pruned = time.monotonic()
         while not self._stop.wait(self._watchdog_s):
             try:
                 self.supervise()
+                if time.monotonic() - pruned >= PRUNE_EVERY_S:  # the queue keeps its bound
+                    pruned = time.monotonic()
+                    self._prune()
             except Exception:
                 log.exception("webhook watchdog")
 
@@ -469,10 +475,15 @@ class Notifier:
         with self._lock:
             self._db.execute(sql, args)
 
-    def _prune(self) -> None:
+    def _prune(self) -> int:
+        """Forget delivered and failed notifications older than a week (at start, then
+        hourly): the queue holds what is pending plus a week of history, not everything
+        ever sent. Returns how many rows went."""
         with self._lock:
+            before = self._db.total_changes
             self._db.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?",
                              (self._clock() - KEEP_SENT_MS,))
+            return self._db.total_changes - before
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -96,7 +96,8 @@ def test_a_full_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("doc", "message"), [
     ({"collector": {"zz": 1}}, "collector.zz: unknown key; allowed here: gap_grace_s, "
-     "group_max_messages, group_max_points, group_wait_ms, health_interval_s, id, "
+     "gap_max_age_s, group_max_messages, group_max_points, group_wait_ms, health_interval_s, "
+     "id, "
      "max_health_counters, max_health_links, max_sources_per_gateway, "
      "offline_factor, queue_size, report_gaps, resend_after_s, resend_every_s, retry_max_s, "
      "retry_min_s, "

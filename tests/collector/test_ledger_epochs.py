@@ -87,3 +87,44 @@ def test_a_ledger_from_before_epochs_is_read_as_epoch_0(tmp_path: Path) -> None:
         assert ledger.note_epoch("gw", E1, 8) == Reset("gw", 8, 0, E1, 6, 2)
     finally:
         ledger.close()
+
+
+def _interval_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM seq_intervals").fetchone()[0])
+
+
+def test_old_gaps_are_settled_as_lost_and_the_ledger_shrinks(tmp_path: Path) -> None:
+    """Scattered seqs make one interval row each (100,000 made 100,000 in the field);
+    settled, they are one again."""
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    try:
+        for start in range(1, 10_000, 1000):  # every other seq, in batches as they arrive
+            ledger.commit("gw", range(start, start + 1000, 2), 10, E1)
+        assert _interval_rows(path) == 5_000
+        ledger.commit("gw", [20_000], 50, E1)  # a later gap, younger
+        assert len(ledger.settle_older_than(20, 60)) == 4_999
+        assert [(g.first, g.last) for g in ledger.gaps()] == [(10_000, 19_999)]  # young
+        assert _interval_rows(path) == 2
+        stats = ledger.stats().gateways["gw"]
+        assert (stats.stored, stats.lost) == (5_001, 4_999)
+        assert ledger.fresh("gw", [4, 20_001], E1) == [False, True]  # settled: not fresh
+    finally:
+        ledger.close()
+    again = SeqLedger(path)
+    try:
+        assert again.stats().gateways["gw"].lost == 4_999
+    finally:
+        again.close()
+
+
+def test_a_gateways_answer_settles_only_what_is_missing(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    try:
+        ledger.commit("gw", [1, 2, 6, 9], 10, E1)
+        assert ledger.mark_lost("gw", 2, 7, 20, E1) == 4  # 3..5 and 7; 2 and 6 are stored
+        assert [(g.first, g.last) for g in ledger.gaps()] == [(8, 8)]
+        assert ledger.mark_lost("gw", 1, 9, 30, E2) == 0  # an epoch it does not know
+    finally:
+        ledger.close()

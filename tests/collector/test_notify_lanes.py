@@ -502,3 +502,24 @@ def test_an_exception_in_a_sender_is_counted_logged_once_and_survived(
     logged = [rec for rec in caplog.records if rec.exc_info is not None]
     assert len(logged) == 1  # once, with its traceback, though it happened three times
     assert logged[0].exc_info is not None and logged[0].exc_info[0] is TypeError
+
+
+def test_sent_notifications_are_forgotten_after_a_week(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queue keeps what is pending and a week of history: the watchdog prunes (issue 14,
+    bounds), not only a restart."""
+    from collector import notify
+
+    now = [NOW]
+    r = Receiver()
+    n = Notifier(tmp_path / "n.sqlite", [webhook(r.url)], Metrics(), clock=lambda: now[0],
+                 watchdog_s=0.05).start()
+    try:
+        n.enqueue([note("event:gw:1", "fault")])
+        wait_until(lambda: sent(n) == 1, "delivered")
+        monkeypatch.setattr(notify, "PRUNE_EVERY_S", 0.0)
+        now[0] += notify.KEEP_SENT_MS + 1
+        wait_until(lambda: sent(n) == 0, "forgotten by the watchdog")
+    finally:
+        n.close()
+        r.close()
