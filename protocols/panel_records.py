@@ -10,8 +10,35 @@ A panel reports *states* (a system's or component's state word, 图6/图7; the U
 diffing each source's new word against the last one known: a bit that rises is a raise
 (``active=True``), a bit that falls a restore. The first word seen from a source is diffed
 against the conditions the agent had raised for it when it last stopped (``previous``): a
-condition that cleared meanwhile is restored, one still set is not raised again, and a source
-with none raises its active conditions only. Points become one record each.
+condition that cleared meanwhile is restored, and a source with none raises its active
+conditions only. Points become one record each.
+
+Diffing alone loses alarms, because a UITD does not send its words in the order they happened:
+fire alarms go first (GB 26875.1 4.1.2.3), so after an outage a detector's second fire alarm can
+arrive before the reset that cleared its first, and fire -> fire is no change. Each state object
+carries the time its state occurred (its own time label, 图5, 图18/图19; the header's label is
+only when the packet was sent, 表1). So the diff also looks at those labels:
+
+* **Every upload that reports an alarm-class condition is recorded** (a condition of priority
+  fire or alarm, :data:`ALARM_CLASS`: fire alarm, fault, supervisory, power and bus faults). In
+  a facility word (types 1 and 2) uploaded by the UITD, a condition still set is raised again
+  when the word's own time label is not the one of its last raise. An answer to a read (command
+  5) says what holds now, not that it happened again, and the UITD's own word (type 21) restates
+  the facility's alarms at the time of the report: both are diffed only.
+* **A repeat is folded**: a raise or a restore whose own time label is the one of the last
+  record of the same kind for that condition is the same report again (a resend numbered anew,
+  a read answering what an upload said), unless a record of the other kind came in between with
+  a time label no later than it. That record was a late report of something older, and this
+  one restates what holds now, so that the last record of a condition stays the true one (the
+  pipeline's conditions, the local view and the collector's risk board read records in order).
+  A folded change leaves the condition as its last record says.
+
+Time labels are compared for equality, and their order only decides whether a repeat is
+restated; nothing is dropped because a panel clock was set back (90). Without a time label of
+its own (a dialect without them, an impossible label) a word is diffed only. The labels last
+recorded are not kept across restarts (``previous`` holds conditions, not times): after one, a
+condition still set is raised again by the first upload that reports it. A fire alarm may be
+repeated; none is lost.
 
 Mapping is two-phase so that nothing is lost when the outbox refuses records:
 :meth:`PanelMapper.map` computes the records and the states they lead to without changing
@@ -55,10 +82,21 @@ from protocols.gb26875 import (
     type_name,
 )
 from protocols.gb26875.tables import flag_names, lookup
-from protocols.wire import UNITS, Bus, Event, EventType, Measurement, Quantity, Record, Source
+from protocols.wire import (
+    DEFAULT_PRIORITY,
+    UNITS,
+    Bus,
+    Event,
+    EventType,
+    Measurement,
+    Priority,
+    Quantity,
+    Record,
+    Source,
+)
 
-__all__ = ["COMPONENT_FLAGS", "SYSTEM_FLAGS", "UITD_FLAGS", "Flag", "Mapped", "PanelMapper",
-           "label_ms"]
+__all__ = ["ALARM_CLASS", "COMPONENT_FLAGS", "SYSTEM_FLAGS", "UITD_FLAGS", "Flag", "Mapped",
+           "Mark", "PanelMapper", "label_ms"]
 
 DESCRIPTION_MAX = 64  # protocols.wire source description limit
 
@@ -109,11 +147,17 @@ UITD_FLAGS: tuple[Flag, ...] = (
     Flag(6, EventType.LINK_FAULT, "监测连接线路故障", suffix="/panel_line"),
 )
 
+# Conditions whose every report is recorded (see the module docstring): those the wire contract
+# sends as fire or alarm, ahead of everything else.
+ALARM_CLASS: frozenset[EventType] = frozenset(
+    t for t, p in DEFAULT_PRIORITY.items() if p <= Priority.ALARM)
+
 _QUANTITY: Mapping[str, Quantity] = {q.value: q for q in Quantity}
 _CONDITION_BITS = 0x1FE  # 图7 bits 1-8: a component with any of these set is worth re-reading
 
 SystemKey = tuple[int, int]  # system type, system address
 ComponentKey = tuple[int, int, int]  # system type, system address, component address (uint32)
+ConditionKey = tuple[str, str]  # source id, event type value
 
 # The part of a source id after ``<prefix>/`` (see the module docstring), read back so that the
 # sources of conditions raised before a restart can be read again (61 / 62).
@@ -140,11 +184,49 @@ def _text(text: str | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """The last records of one condition made from state words: the own time labels (epoch
+    ms; None: the word had none) of its last raise and last restore, and which came last."""
+
+    active: bool
+    raised: int | None = None
+    restored: int | None = None
+
+    @property
+    def last(self) -> int | None:
+        """The time label of the last record."""
+        return self.raised if self.active else self.restored
+
+    def after(self, active: bool, label: int | None) -> Mark:
+        """This mark once a record (``active``, ``label``) is made."""
+        if active:
+            return Mark(True, label, self.restored)
+        return Mark(False, self.raised, label)
+
+    def renews(self, label: int | None) -> bool:
+        """Whether a word that still reports the condition, labelled ``label``, reports it
+        anew: it has a time label, and not the one of the last raise."""
+        return label is not None and label != self.raised
+
+    def repeats(self, active: bool, label: int | None) -> bool:
+        """Whether a change to ``active`` labelled ``label`` repeats a record made already: the
+        last of that kind has the same time label, and no record of the other kind came since
+        with a time label no later than it (a late report that this one must supersede)."""
+        if label is None or label != (self.raised if active else self.restored):
+            return False
+        return self.active == active or (self.last is not None and self.last > label)
+
+
+_NO_MARK = Mark(False)
+
+
+@dataclass(frozen=True, slots=True)
 class Mapped:
     """The records one upload (or one read answer) stands for, and the state it leads to."""
 
     records: tuple[Record, ...]
     states: Mapping[str, int] = field(default_factory=dict)
+    marks: Mapping[ConditionKey, Mark] = field(default_factory=dict)
     descriptions: Mapping[object, str] = field(default_factory=dict)
     systems: frozenset[SystemKey] = frozenset()
     components: Mapping[str, ComponentKey] = field(default_factory=dict)
@@ -157,8 +239,10 @@ class _Work:
 
     receive_ms: int
     fallback_ms: int | None
+    answer: bool = False
     records: list[Record] = field(default_factory=list)
     states: dict[str, int] = field(default_factory=dict)
+    marks: dict[ConditionKey, Mark] = field(default_factory=dict)
     descriptions: dict[object, str] = field(default_factory=dict)
     systems: set[SystemKey] = field(default_factory=set)
     components: dict[str, ComponentKey] = field(default_factory=dict)
@@ -179,6 +263,7 @@ class PanelMapper:
         self.report_test_mode = report_test_mode
         self.uitd_description = uitd_description
         self._states: dict[str, int] = {}
+        self._marks: dict[ConditionKey, Mark] = {}
         self._descriptions: dict[object, str] = {}
         self._systems: dict[SystemKey, None] = {}
         self._components: dict[str, ComponentKey] = {}
@@ -240,26 +325,30 @@ class PanelMapper:
 
     # -- mapping -------------------------------------------------------------------------------
 
-    def map(self, adu: Adu | None, receive_ms: int, frame_time: TimeLabel | None = None
-            ) -> Mapped:
+    def map(self, adu: Adu | None, receive_ms: int, frame_time: TimeLabel | None = None, *,
+            answer: bool = False) -> Mapped:
         """The records for one decoded ADU; changes nothing until :meth:`commit`.
 
         ``frame_time`` (the frame header's time label) stands in for objects that carry no
-        time label of their own (dialects without them, §8.2.1 types without them).
+        time label of their own (dialects without them, §8.2.1 types without them) as the
+        records' panel time; it never makes a word a new report. ``answer``: the ADU answers
+        a read (command 5, §8.3.2): it says what holds, so a condition still set is not raised
+        again whatever its time label (see the module docstring).
         """
         if not isinstance(adu, ApplicationData):
             what = "empty" if adu is None else f"raw {type_name(adu.type_mark)}"
             return Mapped((), summary=what)
-        work = _Work(receive_ms, label_ms(frame_time, self.tz))
+        work = _Work(receive_ms, label_ms(frame_time, self.tz), answer)
         for obj in adu.objects:
             self._object(obj, work)
-        return Mapped(tuple(work.records), work.states, work.descriptions,
+        return Mapped(tuple(work.records), work.states, work.marks, work.descriptions,
                       frozenset(work.systems), work.components,
                       f"{type_name(adu.type_mark)} x{len(adu.objects)}")
 
     def commit(self, mapped: Mapped) -> None:
         """Make a mapping's states the known ones (after its records are durable)."""
         self._states.update(mapped.states)
+        self._marks.update(mapped.marks)
         self._descriptions.update(mapped.descriptions)
         self._systems.update(dict.fromkeys(sorted(mapped.systems)))
         self._components.update(mapped.components)
@@ -270,8 +359,12 @@ class PanelMapper:
             handler(self, obj, w)
         # Types 5, 8, 25, 28 (versions, clocks) carry nothing a record holds.
 
+    def _own(self, obj: InfoObject) -> int | None:
+        """The object's own time label (图5) as epoch ms; None without a valid one."""
+        return label_ms(getattr(obj, "time", None), self.tz)
+
     def _ms(self, obj: InfoObject, w: _Work) -> int | None:
-        ms = label_ms(getattr(obj, "time", None), self.tz)
+        ms = self._own(obj)
         return ms if ms is not None else w.fallback_ms
 
     def _described(self, key: object, w: _Work) -> str | None:
@@ -298,14 +391,20 @@ class PanelMapper:
             self._descriptions.get("uitd") or self.uitd_description))
 
     def _diff(self, source: Source, word: int, flags: Sequence[Flag], what: str,
-              source_ms: int | None, w: _Work, sub: dict[str, Source] | None = None) -> None:
-        """Events for the bits of ``word`` that changed since the source's last known word.
+              obj: InfoObject, w: _Work, sub: dict[str, Source] | None = None, *,
+              renew: bool = False) -> None:
+        """Events for the bits of ``word`` (of ``obj``) against the source's last known word.
 
         Without one (the first word since the agent started), a condition "was" active iff it
-        was raised and not restored when the agent last stopped.
+        was raised and not restored when the agent last stopped. ``renew``: a condition of
+        :data:`ALARM_CLASS` still set is raised again under a new time label (an upload of a
+        facility word). Repeats are folded (:meth:`Mark.repeats`).
         """
         sid = source.id
         old = w.states.get(sid, self._states.get(sid))
+        label, source_ms = self._own(obj), self._ms(obj, w)
+        renew = renew and not w.answer
+        kept = word
         for flag in flags:
             if flag.event is EventType.TEST_MODE and not self.report_test_mode:
                 continue
@@ -315,26 +414,37 @@ class PanelMapper:
                 was = flag.event.value in self._previous.get(src.id, ())
             else:
                 was = bool(old >> flag.bit & 1) != flag.inverted
-            if now == was or (flag.point and not now):
-                continue  # unchanged, first sight of an inactive flag, or a point that ended
+            key = (src.id, flag.event.value)
+            mark = w.marks.get(key) or self._marks.get(key) or _NO_MARK
+            if flag.point:
+                if not now or was:
+                    continue  # a point that ended, or one still set
+            elif now == was:
+                if not (now and renew and flag.event in ALARM_CLASS and mark.renews(label)):
+                    continue  # unchanged, or a condition still set reported again as it was
+            elif mark.repeats(now, label):  # folded: the condition stays as its last record says
+                kept = kept & ~(1 << flag.bit) | (mark.active != flag.inverted) << flag.bit
+                continue
             w.records.append(Event(source=src, type=flag.event, active=now,
                                    receive_ms=w.receive_ms, source_ms=source_ms, state=word,
                                    detail=f"{flag.zh} / {what}"))
-        w.states[sid] = word
+            if not flag.point:
+                w.marks[key] = mark.after(now, label)
+        w.states[sid] = kept
 
     # -- one handler per upload object type (§8.2.1) -----------------------------------------
 
     def _system_state(self, obj: SystemStatus, w: _Work) -> None:  # type 1, 图6
         src = self._system_source(obj.system_type, obj.system_address, w)
         what = lookup(SYSTEM_TYPES, obj.system_type).zh
-        self._diff(src, int(obj.state), SYSTEM_FLAGS, what, self._ms(obj, w), w)
+        self._diff(src, int(obj.state), SYSTEM_FLAGS, what, obj, w, renew=True)
 
     def _component_state(self, obj: ComponentStatus, w: _Work) -> None:  # type 2, 图7
         src = self._component_source(obj.system_type, obj.system_address, obj.component_type,
                                      obj.address.value, obj.description, w)
         w.components[src.id] = (obj.system_type, obj.system_address, obj.address.value)
         what = lookup(COMPONENT_TYPES, obj.component_type).zh
-        self._diff(src, int(obj.state), COMPONENT_FLAGS, what, self._ms(obj, w), w)
+        self._diff(src, int(obj.state), COMPONENT_FLAGS, what, obj, w, renew=True)
 
     def _analog(self, obj: AnalogValue, w: _Work) -> None:  # type 3, 图8, 表6
         if obj.analog_type == 0:  # 表6: 0 = 未用 (unused)
@@ -376,7 +486,7 @@ class PanelMapper:
     def _uitd_state(self, obj: UitdStatus, w: _Work) -> None:  # type 21, 图13
         src = self.uitd_source()
         sub = {f.suffix: self.uitd_source(f.suffix) for f in UITD_FLAGS if f.suffix}
-        self._diff(src, int(obj.state), UITD_FLAGS, "用户信息传输装置", self._ms(obj, w), w, sub)
+        self._diff(src, int(obj.state), UITD_FLAGS, "用户信息传输装置", obj, w, sub)
 
     def _uitd_operation(self, obj: UitdOperationRecord, w: _Work) -> None:  # type 24, 图14
         src, ms = self.uitd_source(), self._ms(obj, w)

@@ -7,16 +7,20 @@ profiles); this file moves bytes, time and records:
   (:mod:`protocols.panel_records`), handed to ``ctx.emit``, and confirmed (command 3) only after
   emit returned (图3). If emit raises, no confirm goes out: the UITD resends (§6.5.4) and nothing
   is lost; ``emit_failed`` counts it. A frame that fails its check is denied (command 6, §6.5.3).
-* **Report once.** A retransmission (our confirm was lost) is ``Incoming(duplicate=True)`` from
-  the session, whose memory of what was taken outlives reconnects: it is confirmed again and
-  counted, not reported again. State words are diffed per source, so a re-sent state adds nothing.
+* **Report once, and every alarm.** A retransmission (our confirm was lost) is
+  ``Incoming(duplicate=True)`` from the session, whose memory of what was taken outlives
+  reconnects: it is confirmed again and counted, not reported again. State words are diffed per
+  source and a repeat is known by its own time label, so a re-sent state adds nothing; but an
+  upload that reports an alarm again under a new time label (a backlog sent fire alarms first)
+  is a record of its own (:mod:`protocols.panel_records`).
 * **Know the state.** At start and after every reconnect the driver reads the system states (61),
   the components configured or last seen in an abnormal state (62) and the UITD state (81); the
-  answers (command 5) become events like uploads. Sources that had conditions raised when the
-  agent last stopped (``ctx.previous``) are read too, and their first word is diffed against
-  those conditions: what cleared while the agent was down is restored, nothing is raised
-  twice. The UITD clock is set (90) on connect and on a schedule; check-posts (91) are sent on
-  command and answered later by a type 24 upload.
+  answers (command 5) become events like uploads, but say what holds, not that it happened
+  again (``answer=True``). Sources that had conditions raised when the agent last stopped
+  (``ctx.previous``) are read too, and their first word is diffed against those conditions:
+  what cleared while the agent was down is restored, what still holds is not raised again by
+  the read. The UITD clock is set (90) on connect and on a schedule; check-posts (91) are sent
+  on command and answered later by a type 24 upload.
 * **Watch the line.** No valid frame for ``silence_timeout_s`` (a quiet panel is asked for its
   state after ``probe_after_s``), or a port that errors or vanishes, is one ``link_fault`` event,
   a down link, and reopening with jittered exponential back-off until frames flow again; then
@@ -420,7 +424,7 @@ class PanelDriver:
             self._settle(item.future, RequestFailed(f"unreadable answer: {exc.detail}"))
             return
         try:
-            mapped = self.mapper.map(adu, item.receive_ms, item.frame.time)
+            mapped = self.mapper.map(adu, item.receive_ms, item.frame.time, answer=True)
         except WireError as exc:
             self.ctx.counters.inc("unmappable")
             self._settle(item.future, RequestFailed(f"answer not recordable: {exc}"))

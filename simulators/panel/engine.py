@@ -297,8 +297,8 @@ class UitdEngine:
         self._push(_Outgoing(Command.SEND_DATA, adu, priority, entry, action))
         return entry
 
-    def _queue_state(self, action: str, priority: int) -> None:
-        self._queue_upload(action, 21, [self.model.uitd_status(self.label())], priority)
+    def _queue_state(self, action: str, priority: int, label: TimeLabel | None = None) -> None:
+        self._queue_upload(action, 21, [self.model.uitd_status(label or self.label())], priority)
         systems = [self.model.system_status(k) for k in self.model.all_systems()]
         # 102 per frame (§8.2.1), fewer under a smaller ADU limit (Hikvision: 512 bytes -> 51).
         per = min(SPECS[1].max_count, (self.profile.max_adu - 2) // 10)
@@ -458,7 +458,9 @@ class UitdEngine:
         if self.on_event is not None:
             self.on_event(ev)
         self.stats[f"action_{ev.action}"] += 1
-        a, m, label = ev.action, self.model, self.label()
+        # Labelled with when it happened (its ``at``), however late the engine got to it: the
+        # time labels of a scenario do not depend on how busy the machine is.
+        a, m, label = ev.action, self.model, self.label(min(ev.at, now))
         if a in COMPONENT_CONDITIONS or a in ("stop", "enable"):
             assert ev.component is not None
             if a == "stop":
@@ -492,7 +494,7 @@ class UitdEngine:
                 if status is not None:
                     self._queue_upload(a, 1, [status], STATE)
         elif a == "state":
-            self._queue_state(a, STATE)
+            self._queue_state(a, STATE, label)
         elif a == "check_post_answer":
             assert ev.after is not None
             self.check_post_answer = ev.after

@@ -27,6 +27,9 @@ from edge.drivers.panel import PanelDriver
 from edge.drivers.panel_link import LinkClosed, TcpServerLink
 from protocols.gb26875 import (
     ApplicationData,
+    ComponentAddress,
+    ComponentState,
+    ComponentStatus,
     FacilityOperation,
     FacilityOperationRecord,
     Frame,
@@ -277,6 +280,21 @@ async def test_emit_failure_withholds_the_confirm_and_nothing_is_lost(tmp_path: 
     assert len(resent) >= 3 and all(r["why"] == "no confirm" for r in resent)
 
 
+async def upload(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, session: Session,
+                 data: ApplicationData) -> None:
+    """A scripted UITD: send one upload and wait for the driver's confirm of it."""
+    serial = decode_frame(raw := session.send(GbCommand.SEND_DATA, data, 0)).serial
+    writer.write(raw)
+    decoder = StreamDecoder()
+    async with asyncio.timeout(WAIT):
+        while True:
+            chunk = await reader.read(4096)
+            assert chunk, "the driver closed the connection"
+            if any(isinstance(f, Frame) and f.command == GbCommand.CONFIRM
+                   and f.serial == serial for f in decoder.feed(chunk)):
+                return
+
+
 async def test_what_was_stored_before_a_reconnect_is_confirmed_not_reported_again() -> None:
     """Our confirm of an operation record is lost, then the line: the UITD dials in again,
     numbers anew (表1) and resends it under another serial. The session's memory of what was
@@ -286,20 +304,6 @@ async def test_what_was_stored_before_a_reconnect_is_confirmed_not_reported_agai
                                                           LABEL),))
     state = ApplicationData(21, (UitdStatus(UitdState.NORMAL, LABEL),))
     uitd, centre = address_from_int(889), address_from_int(cfg.centre_address)
-
-    async def upload(writer: asyncio.StreamWriter, reader: asyncio.StreamReader,
-                     session: Session, data: ApplicationData) -> None:
-        """Send one upload and wait for the driver's confirm of it."""
-        serial = decode_frame(raw := session.send(GbCommand.SEND_DATA, data, 0)).serial
-        writer.write(raw)
-        decoder = StreamDecoder()
-        async with asyncio.timeout(WAIT):
-            while True:
-                chunk = await reader.read(4096)
-                assert chunk, "the driver closed the connection"
-                if any(isinstance(f, Frame) and f.command == GbCommand.CONFIRM
-                       and f.serial == serial for f in decoder.feed(chunk)):
-                    return
 
     async with running(cfg) as (driver, outbox, ctx):
         link = driver.link
@@ -368,6 +372,93 @@ async def test_a_copy_that_came_while_the_first_was_refused_is_stored() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# -- backlogs out of order (issue 18) --------------------------------------------------------------
+
+async def test_a_fire_alarm_that_overtook_the_reset_in_the_backlog_is_a_record(
+        tmp_path: Path) -> None:
+    """The UITD cannot send while the smoke detector alarms (08:00:01), the panel is reset
+    (08:00:02), the detector alarms again (08:00:03) and the panel is reset again (08:00:04).
+    Then it sends its backlog fire alarms first (GB 26875.1 4.1.2.3): fire, fire, reset,
+    reset. Each fire alarm is a record with its own panel time, then the restore that the read
+    after the reset finds."""
+    script = scenario(tmp_path, """
+        [[panel.events]]
+        at = 0.5
+        action = "link_loss"
+        duration = 4.0
+        [[panel.events]]
+        at = 1.0
+        action = "fire_alarm"
+        component = "smoke-3F-east"
+        [[panel.events]]
+        at = 2.0
+        action = "reset"
+        [[panel.events]]
+        at = 3.0
+        action = "fire_alarm"
+        component = "smoke-3F-east"
+        [[panel.events]]
+        at = 4.0
+        action = "reset"
+        """, confirm_timeout=2.0, retries=20)
+    book = tmp_path / "ledger.jsonl"
+    async with null_modem(tmp_path) as (centre, panel), running(config(
+            centre, read_state_on_connect=False)) as (_, outbox, _ctx), simulator(
+            "panel", "--port", str(panel), "--ledger", str(book), "--scenario", script):
+        await until(lambda: len(entries(book)) == 6 and set(entries(book).values()) == {
+            "confirmed"} and any(not e.active for e in outbox.events(SMOKE)),
+                    "the backlog confirmed and the detector read back after the reset")
+        # Each read after a reset ends with the UITD's state (81), asked once the components'
+        # answers are stored: nothing of the two reads is left to come.
+        await until(lambda: sum(r["event"] == "answered" and r["type_mark"] == 81
+                                for r in ledger(book)) >= 2, "the reads after both resets")
+    sent = [r["action"] for r in ledger(book) if r["event"] == "sent"]
+    assert sent == ["fire_alarm", "fire_alarm", "reset", "reset", "reset", "reset"]  # reordered
+    fires = [(e.active, e.source_ms) for e in outbox.events(SMOKE, EventType.FIRE_ALARM)]
+    assert fires == [(True, FIRE_AT_MS), (True, FIRE_AT_MS + 2000), (False, FIRE_AT_MS + 3000)]
+    assert all(e.priority is Priority.FIRE for e in outbox.events(SMOKE, EventType.FIRE_ALARM))
+
+
+async def test_a_restore_resent_behind_a_fire_alarm_after_a_reconnect_is_folded() -> None:
+    """The UITD's restore of the smoke detector (08:00:02) is stored, but our confirm never
+    reaches it and the line drops. The detector alarms again (08:00:03). The UITD dials in,
+    numbers anew (表1), sends the fire alarm first and then the restore again, under a serial
+    the session has not seen: the same report, folded (the detector is in alarm), until the
+    reset clears it (08:00:04)."""
+    cfg = config(None, listen=("127.0.0.1", free_port()), read_state_on_connect=False)
+    uitd, centre = address_from_int(889), address_from_int(cfg.centre_address)
+
+    def smoke(state: ComponentState, second: int) -> ApplicationData:
+        return ApplicationData(2, (ComponentStatus(
+            1, 1, 42, ComponentAddress.from_int(3001), ComponentState.NORMAL | state,
+            "3F 东侧走廊", TimeLabel(second, 0, 8, 1, 5, 24)),))
+
+    fire, clear = ComponentState.FIRE_ALARM, ComponentState(0)
+    async with running(cfg) as (driver, outbox, ctx):
+        link = driver.link
+        assert isinstance(link, TcpServerLink)
+        await until(lambda: link.address is not None, "the driver to listen")
+        host, port = link.address or ("", 0)
+        reader, writer = await asyncio.open_connection(host, port)
+        first = Session(uitd, centre, clock=lambda: LABEL)
+        await upload(writer, reader, first, ApplicationData(21, (UitdStatus(UitdState.NORMAL,
+                                                                             LABEL),)))
+        await upload(writer, reader, first, smoke(fire, 1))
+        await upload(writer, reader, first, smoke(clear, 2))  # serial 2
+        writer.close()  # the confirm "never arrived", and the line is gone
+        await until(lambda: outbox.events(LINK), "the link fault")
+        reader, writer = await asyncio.open_connection(host, port)
+        again = Session(uitd, centre, clock=lambda: LABEL)  # serials restart at 0
+        await upload(writer, reader, again, smoke(fire, 3))
+        await upload(writer, reader, again, smoke(clear, 2))  # serial 1: new to the session
+        await upload(writer, reader, again, smoke(clear, 4))
+        writer.close()
+    fires = [(e.active, e.source_ms) for e in outbox.events(SMOKE, EventType.FIRE_ALARM)]
+    assert fires == [(True, FIRE_AT_MS), (False, FIRE_AT_MS + 1000), (True, FIRE_AT_MS + 2000),
+                     (False, FIRE_AT_MS + 3000)]
+    assert ctx.counters.get("duplicate") == 0 and ctx.counters.get("uploads") == 6
 
 
 def driver_up(ctx: DriverContext) -> bool:
@@ -492,10 +583,13 @@ async def test_a_silent_panel_is_one_link_fault_until_it_talks_again(tmp_path: P
 
 # -- after a restart -----------------------------------------------------------------------------
 
-async def test_after_a_restart_what_cleared_is_restored_once_and_nothing_raised_twice(
+async def test_after_a_restart_what_cleared_is_restored_once_and_reads_raise_nothing(
         tmp_path: Path) -> None:
     """The agent stopped with these raised; meanwhile the smoke detector's fire alarm (and so
-    the system's) cleared and the line came back; the pump-room module's fault still holds."""
+    the system's) cleared and the line came back; the pump-room module's fault still holds.
+    The reads at start raise nothing that is still raised; the UITD's upload of the module's
+    fault is recorded with its own panel time (the time label of the raise before the restart
+    is not known: a repeat, never a loss)."""
     system, centre_link = "panel/1-1/system", "panel/com1/uitd/centre_link"
     previous = frozenset({(SMOKE, "fire_alarm"), (MODULE, "fault"), (system, "fire_alarm"),
                           (system, "fault"), (LINK, "link_fault"), (centre_link, "link_fault")})
@@ -521,7 +615,10 @@ async def test_after_a_restart_what_cleared_is_restored_once_and_nothing_raised_
     assert seen == Counter({(SMOKE, EventType.FIRE_ALARM, False): 1,
                             (system, EventType.FIRE_ALARM, False): 1,
                             (LINK, EventType.LINK_FAULT, False): 1,
-                            (centre_link, EventType.LINK_FAULT, False): 1})
+                            (centre_link, EventType.LINK_FAULT, False): 1,
+                            (MODULE, EventType.FAULT, True): 1})
+    (fault,) = outbox.events(MODULE, EventType.FAULT)
+    assert fault.source_ms == FIRE_AT_MS - 1000  # the upload's time label (08:00:00)
     # Both components of the previous conditions were read (62), never seen since the start;
     # the system too (61), though no system was configured or uploaded.
     assert answered == {61: 1, 62: 2, 81: 1}

@@ -65,8 +65,8 @@ def smoke(state: ComponentState, desc: str = "3F 东侧走廊", time: TimeLabel 
 
 
 def run(m: PanelMapper, mark: int, *objs: InfoObject, frame_time: TimeLabel | None = None,
-        commit: bool = True) -> list[Record]:
-    mapped = m.map(ApplicationData(mark, tuple(objs)), RT, frame_time)
+        commit: bool = True, answer: bool = False) -> list[Record]:
+    mapped = m.map(ApplicationData(mark, tuple(objs)), RT, frame_time, answer=answer)
     if commit:
         m.commit(mapped)
     return list(mapped.records)
@@ -199,8 +199,9 @@ SYSTEM = "panel/1-1/system"
 
 def test_first_word_after_a_restart_restores_what_cleared_and_raises_nothing_twice() -> None:
     m = mapper(previous={SMOKE: {"fire_alarm", "fault"}, SYSTEM: {"fire_alarm"}})
-    # Fire alarm cleared while the agent was down: restored; the fault still holds: silent.
-    recs = run(m, 2, smoke(N | ComponentState.FAULT))
+    # The read at start: the fire alarm cleared while the agent was down, restored; the fault
+    # still holds: silent.
+    recs = run(m, 2, smoke(N | ComponentState.FAULT), answer=True)
     assert events(recs) == [(SMOKE, EventType.FIRE_ALARM, False)]
     assert recs[0].priority is Priority.FIRE  # a restore keeps the class of its raise
     # From now on the known word rules: the fault clears once, nothing comes from previous.
@@ -211,6 +212,17 @@ def test_first_word_after_a_restart_restores_what_cleared_and_raises_nothing_twi
     # The system: its fire alarm restored, a fault not raised before is raised (first sight).
     assert events(run(m, 1, SystemStatus(1, 1, SystemState.NORMAL | SystemState.FAULT, T))) \
         == [(SYSTEM, EventType.FIRE_ALARM, False), (SYSTEM, EventType.FAULT, True)]
+
+
+def test_after_a_restart_an_upload_that_reports_a_held_alarm_raises_it_once_more() -> None:
+    """``previous`` holds conditions, not the time labels of their raises: whether the fault the
+    UITD uploads is the one raised before the restart or a new one cannot be told, so it is
+    recorded (once: from then on its label is known). A repeat, never a loss."""
+    m = mapper(previous={SMOKE: {"fault", "disabled"}})
+    recs = run(m, 2, smoke(N | ComponentState.FAULT | ComponentState.DISABLED))
+    assert events(recs) == [(SMOKE, EventType.FAULT, True)]  # disabled: no alarm, diffed only
+    assert recs[0].source_ms == T_MS
+    assert run(m, 2, smoke(N | ComponentState.FAULT | ComponentState.DISABLED)) == []
 
 
 def test_previous_conditions_of_other_sources_change_nothing() -> None:
@@ -259,6 +271,122 @@ def test_sources_with_previous_conditions_are_read_back_from_their_ids() -> None
     assert m.previous_components() == {"panel/2-7/31-0xfffffffe": (2, 7, 0xFFFFFFFE)}
     assert m.previous_systems() == [(1, 1)]
     assert mapper().previous_systems() == [] and mapper().previous_components() == {}
+
+
+# -- every report of an alarm is a record; repeats are folded (issue 18) --------------------------
+
+def at(seconds: int) -> TimeLabel:
+    """T plus ``seconds`` (under a minute)."""
+    return TimeLabel(seconds, 0, 8, 1, 5, 24)
+
+
+def fires(records: list[Record], source: str = SMOKE) -> list[tuple[bool, int | None]]:
+    return [(r.active, r.source_ms) for r in records if isinstance(r, Event)
+            and r.source.id == source and r.type is EventType.FIRE_ALARM]
+
+
+def test_a_second_fire_alarm_that_overtook_the_reset_is_a_record_with_its_own_time() -> None:
+    """The UITD sends its backlog fire alarms first (GB 26875.1 4.1.2.3): the detector's
+    second fire alarm (08:00:03) arrives before the reset (08:00:02) that cleared its first
+    (08:00:01). Fire -> fire is no change of the word, but a new report: each is a record with
+    its own panel time; then the read after the reset restores it."""
+    m = mapper()
+    recs = run(m, 2, smoke(N | ComponentState.FIRE_ALARM, time=at(1)))
+    recs += run(m, 2, smoke(N | ComponentState.FIRE_ALARM, time=at(3)))
+    recs += run(m, 4, FacilityOperationRecord(1, 1, FacilityOperation.RESET, 1, at(2)))
+    recs += run(m, 2, smoke(N, time=at(4)), answer=True)  # the read after the reset
+    assert fires(recs) == [(True, T_MS + 1000), (True, T_MS + 3000), (False, T_MS + 4000)]
+    assert all(r.priority is Priority.FIRE for r in recs if isinstance(r, Event)
+               and r.type is EventType.FIRE_ALARM)
+
+
+def test_only_alarm_class_conditions_of_facility_uploads_are_reported_again() -> None:
+    m = mapper()
+    held = N | ComponentState.FIRE_ALARM | ComponentState.DISABLED | ComponentState.STARTED
+    assert len(run(m, 2, smoke(held, time=at(1)))) == 3
+    # A new label: the fire alarm is reported again; disabled and started are states, not alarms.
+    assert events(run(m, 2, smoke(held, time=at(5)))) == [(SMOKE, EventType.FIRE_ALARM, True)]
+    assert run(m, 2, smoke(held, time=at(5))) == []  # the same report again: folded
+    # Another bit changes: the word reports the fire alarm (and the fault) at its own time.
+    assert [(t, a) for _, t, a in events(run(m, 2, smoke(held | ComponentState.FAULT,
+                                                          time=at(6))))] == [
+        (EventType.FIRE_ALARM, True), (EventType.FAULT, True)]
+    # An answer to a read says what holds, whatever its label: nothing new.
+    assert run(m, 2, smoke(held | ComponentState.FAULT, time=at(9)), answer=True) == []
+    # The system word (图6, type 1) like the component's; the UITD's (图13, type 21) restates the
+    # facility's alarms at the time of its report: diffed only.
+    fire = SystemState.NORMAL | SystemState.FIRE_ALARM | SystemState.MAINS_POWER_FAULT
+    run(m, 1, SystemStatus(1, 1, fire, at(1)))
+    assert events(run(m, 1, SystemStatus(1, 1, fire, at(7)))) == [
+        (SYSTEM, EventType.FIRE_ALARM, True), (SYSTEM, EventType.MAINS_POWER_FAULT, True)]
+    u = UitdState.NORMAL | UitdState.FIRE_ALARM | UitdState.MAINS_POWER_FAULT
+    assert len(run(m, 21, UitdStatus(u, at(1)))) == 2
+    assert run(m, 21, UitdStatus(u, at(8))) == []
+
+
+def test_a_word_without_a_time_label_of_its_own_is_diffed_only() -> None:
+    """The header's time label is when the packet was sent (表1), not when the state occurred:
+    a dialect without per-object labels cannot tell a new report from an old one."""
+    m = mapper()
+    fire = N | ComponentState.FIRE_ALARM
+    assert fires(run(m, 2, smoke(fire, time=None), frame_time=at(1))) == [(True, T_MS + 1000)]
+    assert run(m, 2, smoke(fire, time=None), frame_time=at(3)) == []
+    never_set = TimeLabel(0, 0, 0, 0, 0, 0)  # a panel whose clock was never set
+    assert run(m, 2, smoke(fire, time=never_set)) == []
+
+
+def test_a_repeated_restore_or_raise_with_the_same_time_label_is_folded() -> None:
+    """A word reported again with the time label of the last record of its kind (a read
+    answering what an upload said, a word resent numbered anew after a reconnect, a late word
+    overtaken by a fire alarm) is the same report: one record, and the condition stays as the
+    last record says."""
+    m = mapper()
+    fire, clear = N | ComponentState.FIRE_ALARM, N
+    recs = run(m, 2, smoke(fire, time=at(1)))
+    recs += run(m, 2, smoke(clear, time=at(2)))
+    recs += run(m, 2, smoke(clear, time=at(2)), answer=True)  # the read after the reset
+    recs += run(m, 2, smoke(fire, time=at(3)))  # a fire alarm, sent ahead of ...
+    recs += run(m, 2, smoke(clear, time=at(2)))  # ... a late copy of the cleared word
+    assert fires(recs) == [(True, T_MS + 1000), (False, T_MS + 2000), (True, T_MS + 3000)]
+    assert m.active_components() == [(1, 1, 3001)]  # still in alarm: the last record says so
+    recs = run(m, 2, smoke(clear, time=at(4)), answer=True)  # the reset after it
+    recs += run(m, 2, smoke(fire, time=at(3)))  # a late copy of the fire word: no new report
+    assert fires(recs) == [(False, T_MS + 4000)]
+    assert m.active_components() == []
+    # Repeats of other conditions fold the same way.
+    recs = run(m, 2, smoke(N | ComponentState.DISABLED, time=at(5)))
+    recs += run(m, 2, smoke(clear, time=at(6)))
+    recs += run(m, 2, smoke(N | ComponentState.DISABLED, time=at(5)))
+    assert events(recs) == [(SMOKE, EventType.DISABLED, True), (SMOKE, EventType.DISABLED, False)]
+
+
+def test_a_repeat_after_a_late_report_of_something_older_restates_what_holds() -> None:
+    """The read after a reset restored the detector (08:00:04); then the UITD delivers a fire
+    alarm from 08:00:03 that it held back. It is recorded (every alarm report is), and the
+    reset's restore, read again, is restated: otherwise the last record of the fire alarm
+    would say "raised" while the panel says clear."""
+    m = mapper()
+    fire, clear = N | ComponentState.FIRE_ALARM, N
+    recs = run(m, 2, smoke(fire, time=at(1)))
+    recs += run(m, 2, smoke(clear, time=at(4)), answer=True)
+    recs += run(m, 2, smoke(fire, time=at(3)))
+    recs += run(m, 2, smoke(clear, time=at(4)), answer=True)
+    assert fires(recs) == [(True, T_MS + 1000), (False, T_MS + 4000), (True, T_MS + 3000),
+                           (False, T_MS + 4000)]
+    # Labels that tie (one-second resolution) are no proof of a repeat either.
+    recs = run(m, 2, smoke(fire, time=at(9)), smoke(clear, time=at(9)),
+               smoke(fire, time=at(9)))
+    assert fires(recs) == [(True, T_MS + 9000), (False, T_MS + 9000), (True, T_MS + 9000)]
+
+
+def test_labels_are_remembered_only_once_committed() -> None:
+    m = mapper()
+    run(m, 2, smoke(N | ComponentState.FIRE_ALARM, time=at(1)))
+    again = N | ComponentState.FIRE_ALARM
+    first = run(m, 2, smoke(again, time=at(3)), commit=False)  # the outbox refused it
+    second = run(m, 2, smoke(again, time=at(3)))  # the UITD resends it: mapped whole again
+    assert fires(first) == fires(second) == [(True, T_MS + 3000)]
+    assert run(m, 2, smoke(again, time=at(3))) == []
 
 
 # -- points: analog values, operations, check-post answers ---------------------------------------
