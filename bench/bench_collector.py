@@ -127,7 +127,7 @@ def drain(tmp: Path, broker: Mosquitto, vm: VictoriaMetrics | None, records: int
     report = asyncio.run(run_fleet(FleetConfig(
         broker=f"mqtt://127.0.0.1:{broker.port}", gateways=gateways, records=records,
         rate=records / gateways / 10, batch_interval=1.0, max_batch=1000, seed=1,
-        drain_timeout=120)))
+        drain_timeout=120, delete_on="puback")))  # queued while no collector runs
     assert report.ok, report.to_json()["errors"]
     proc = CollectorProcess(path).start()
     samples = [rss_mb(proc.pid)]

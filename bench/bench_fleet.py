@@ -43,7 +43,8 @@ async def one(port: int, gateways: int, rate: float, max_batch: int, interval: f
               duration: float) -> FleetReport:
     config = FleetConfig(broker=f"mqtt://127.0.0.1:{port}", gateways=gateways, rate=rate,
                          duration=duration, max_batch=max_batch, batch_interval=interval,
-                         alarm_rate=0.001, seed=1, drain_timeout=60)
+                         alarm_rate=0.001, seed=1, drain_timeout=60,
+                         delete_on="puback")  # no collector here to confirm
     return await run_fleet(config)
 
 

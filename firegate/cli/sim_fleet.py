@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from common.config import ConfigError
-from simulators.fleet.config import DEFAULT_DURATION, DEFAULT_RATE, FleetConfig
+from simulators.fleet.config import (
+    DEFAULT_CONFIRM_TIMEOUT,
+    DEFAULT_DURATION,
+    DEFAULT_RATE,
+    FleetConfig,
+)
 
 if TYPE_CHECKING:
     from simulators.fleet.ledger import FleetReport
@@ -79,8 +84,16 @@ def fleet(
     health_interval: Annotated[float, typer.Option(
         "--health-interval", help="Seconds between health messages.")] = 60.0,
     drain_timeout: Annotated[float, typer.Option(
-        "--drain-timeout", help="Seconds to wait for acknowledgements after "
-                                "production.")] = 30.0,
+        "--drain-timeout", help="Seconds to wait after production for every record to be "
+                                "delivered (longer than --confirm-timeout).")] = 30.0,
+    delete_on: Annotated[str, typer.Option(
+        "--delete-on", metavar="stored|puback",
+        help="When a gateway deletes a record: at the collector's 'stored' confirmation (as "
+             "the agent) or at the broker's PUBACK (as before, for comparison).")] = "stored",
+    confirm_timeout: Annotated[float, typer.Option(
+        "--confirm-timeout", help="Seconds after its PUBACK before an unconfirmed record is "
+                                  "sent again (--delete-on stored).")
+    ] = DEFAULT_CONFIRM_TIMEOUT,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the record mix and of the "
                                                      "drops.")] = 0,
     report: Annotated[Path | None, typer.Option(
@@ -97,7 +110,9 @@ def fleet(
             total_rate=total_rate, duration=duration, records=records,
             batch_interval=batch_interval, max_batch=max_batch, window=window,
             alarm_rate=alarm_rate, offline_fraction=offline_fraction, offline_for=offline_for,
-            health_interval=health_interval, drain_timeout=drain_timeout, seed=seed)
+            health_interval=health_interval, drain_timeout=drain_timeout,
+            delete_on=delete_on,  # type: ignore[arg-type]  # checked by FleetConfig
+            confirm_timeout=confirm_timeout, seed=seed)
     except ConfigError as e:  # the key is the setting: print the option
         raise _fail(f"--{e.key.replace('_', '-')}: {e.message}") from None
     if report is not None and not report.parent.is_dir():
@@ -135,14 +150,16 @@ def _progress(p: Progress) -> None:
 
 def _summary(result: FleetReport) -> None:
     t = result.totals()
-    print(f"gateways {t['gateways']}  produced {t['produced']:,}  delivered "
-          f"{t['delivered']:,}  missing {t['missing']:,}  rejected {t['rejected']:,}  "
-          f"resent {t['resent']:,}")
+    print(f"gateways {t['gateways']}  produced {t['produced']:,}  acked {t['acked']:,}  "
+          f"confirmed {t['confirmed']:,}  delivered {t['delivered']:,}  missing "
+          f"{t['missing']:,}  rejected {t['rejected']:,}  resent {t['resent']:,}")
     print(f"alarms {t['alarms']:,}  messages {t['messages']:,}  drops {t['drops']}  "
-          f"lost connections {t['lost_connections']}")
+          f"lost connections {t['lost_connections']}  confirm timeouts {t['timeouts']:,}")
     print(f"{t['records_per_s']:,.0f} records/s, {t['messages_per_s']:,.0f} messages/s over "
           f"{result.elapsed_s:.1f} s")
     for text, n in sorted(result.all_errors().items()):
         print(f"error: {text} (x{n})", file=sys.stderr)
-    print("ok: every record acknowledged" if result.ok else "NOT OK: see the errors and the "
+    point = "confirmed by a collector" if result.config.get("delete_on") == "stored" \
+        else "acknowledged by the broker"
+    print(f"ok: every record {point}" if result.ok else "NOT OK: see the errors and the "
           "missing records above", file=sys.stderr if not result.ok else sys.stdout)

@@ -2,10 +2,13 @@
 and soak tests (``firegate sim fleet``).
 
 Each virtual gateway speaks the real wire contract (:mod:`protocols.wire`): its own client id,
-a retained ``online`` status and the last will, QoS 1 record batches from ``pack_batches``,
-periodic ``health``. Records are a realistic mix (measurements, alarm bursts), numbered per
-gateway from 1. Some gateways drop offline abruptly, keep producing, and catch up on return,
-alarms first. A ledger counts a record as delivered only when its PUBACK arrived::
+a retained ``online`` status and the last will, QoS 1 record batches from ``pack_batches``
+under its own random epoch, periodic ``health``. Records are a realistic mix (measurements,
+alarm bursts), numbered per gateway from 1. Some gateways drop offline abruptly, keep producing,
+and catch up on return, alarms first. Like the agent, a gateway keeps a record after its PUBACK
+until a collector confirms it (``stored``), and sends it again if that takes longer than
+``confirm_timeout``; ``delete_on="puback"`` deletes at the PUBACK instead. A ledger counts a
+record as acked (PUBACK), confirmed (``stored``) and delivered (at the deletion point)::
 
     from simulators.fleet import FleetConfig, run_fleet
 

@@ -19,10 +19,12 @@ from common.config import ConfigError, Table
 from protocols.wire import MAX_RECORDS_PER_BATCH, Channel, WireError, topic
 
 __all__ = [
+    "DEFAULT_CONFIRM_TIMEOUT",
     "DEFAULT_DURATION",
     "DEFAULT_RATE",
     "TEMPLATE_FIELDS",
     "BrokerAddress",
+    "DeleteOn",
     "FleetConfig",
     "MqttVersion",
     "expand_template",
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 MqttVersion = Literal["5", "3.1.1"]
+DeleteOn = Literal["stored", "puback"]
+"""When a gateway deletes a record: at the collector's confirmation (docs/wire-protocol.md,
+"Stored"; the agent and the firmware) or at the broker's PUBACK (before issue 18)."""
+DEFAULT_CONFIRM_TIMEOUT = 10.0  # seconds before an unconfirmed record is sent again
 DEFAULT_RATE = 10.0  # records/s per gateway
 DEFAULT_DURATION = 10.0  # seconds, when neither duration nor records is given
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
@@ -136,7 +142,12 @@ class FleetConfig:
     keepalive: int = 60
     connect_timeout: float = 5.0
     drain_timeout: float = 30.0
-    """After production: how long to wait for every record to be acknowledged."""
+    """After production: how long to wait for every record to be delivered (keep it above
+    ``confirm_timeout``: a confirmation lost with a connection is made up by a resend)."""
+    delete_on: DeleteOn = "stored"
+    confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT
+    """With ``delete_on="stored"``: seconds after its PUBACK before a record the collector has
+    not confirmed is sent again."""
     seed: int = 0
     keep_records: bool = False
     """Keep every produced record in the ledger (for tests that compare values)."""
@@ -186,6 +197,8 @@ class FleetConfig:
         t.integer("keepalive", min=5, max=65535)
         t.number("connect_timeout", above=0)
         t.number("drain_timeout", above=0)
+        t.one_of("delete_on", ("stored", "puback"))
+        t.number("confirm_timeout", above=0)
         t.integer("seed")
         t.flag("keep_records")
         t.finish()
@@ -248,5 +261,7 @@ class FleetConfig:
             "offline_fraction": self.offline_fraction,
             "offline_for": self.offline_for,
             "health_interval": self.health_interval,
+            "delete_on": self.delete_on,
+            "confirm_timeout": self.confirm_timeout,
             "seed": self.seed,
         }

@@ -12,12 +12,21 @@ Every connection gets a **fresh paho client**. paho would re-send its unacknowle
 itself after a reconnect; a new client leaves that to the outbox, which puts the records of
 unacknowledged messages back (in priority order) and tells the ledger they go out twice. The
 last will is registered at each CONNECT with that connect's time (``last_will()``).
+
+Delivered means stored (docs/wire-protocol.md, "Stored"), as on the agent and the firmware:
+each gateway has a random **epoch** for the run, in every batch and health message; with
+``delete_on="stored"`` it subscribes to its own ``stored`` topic at every connect (before it
+sends anything), keeps a record after its PUBACK until a confirmation of its epoch names it,
+and sends it again when the confirmation has not come ``confirm_timeout`` seconds after the
+PUBACK (a confirmation published while the gateway was away is lost with its clean session).
+With ``delete_on="puback"`` the PUBACK deletes, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import ssl
 import time
@@ -38,6 +47,8 @@ from protocols.wire import (
     LinkState,
     Record,
     Status,
+    WireError,
+    decode_stored,
     encode_health,
     encode_status,
     last_will,
@@ -110,9 +121,14 @@ class VirtualGateway:
         self.records_topic = topic(self.id, Channel.RECORDS)
         self.status_topic = topic(self.id, Channel.STATUS)
         self.health_topic = topic(self.id, Channel.HEALTH)
+        self.stored_topic = topic(self.id, Channel.STORED)
         self.mix = RecordMix(self.id, cfg.seed, cfg.alarm_rate)
         self.outbox = FleetOutbox()
-        self.ledger = GatewayLedger(self.id, self.site)
+        # Random, not from the seed: a second run with the same seed is a new store whose
+        # seqs 1, 2, 3... a collector must not take for repeats of the first run's.
+        self.epoch = secrets.randbits(63) or 1
+        self.confirming = cfg.delete_on == "stored"
+        self.ledger = GatewayLedger(self.id, self.site, self.epoch, cfg.delete_on)
         if cfg.keep_records:
             self.ledger.records = {}
         self.link = Link.IDLE
@@ -219,6 +235,9 @@ class VirtualGateway:
         cfg = self.s.config
         now = self.s.loop.time()
         self._produce_until(now)
+        if self.confirming:
+            again = self.outbox.expire(now, cfg.confirm_timeout)
+            self.ledger.timeouts += again
         self.flush(full_only=False)
         if self.link is not Link.CLOSED:
             due = self._timers["tick"].when() + cfg.batch_interval
@@ -229,7 +248,7 @@ class VirtualGateway:
         """Nothing left to send or to wait for (or nothing more can be sent)."""
         if self.link in (Link.FAILED, Link.CLOSED):
             return True
-        return self.link is Link.ONLINE and not self.producing and not self.outbox \
+        return self.link is Link.ONLINE and not self.producing and not self.outbox.held \
             and not self._inflight
 
     # -- sending ----------------------------------------------------------------------------
@@ -254,7 +273,7 @@ class VirtualGateway:
                 self.ledger.resent.update(again)
             start = 0
             for packed in pack_batches(self.id, self.site, now_ms(), records,
-                                       max_records=cfg.max_batch):
+                                       max_records=cfg.max_batch, epoch=self.epoch):
                 stop = start + len(packed.seqs)
                 info = client.publish(self.records_topic, packed.payload, qos=1)
                 if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:  # not connected: keep them
@@ -286,14 +305,16 @@ class VirtualGateway:
     def _publish_health(self) -> None:
         oldest = self.outbox.oldest_ms()
         ts = now_ms()
-        waiting = len(self.outbox) + sum(len(f.seqs) for f in self._inflight.values())
+        waiting = self.outbox.held + sum(len(f.seqs) for f in self._inflight.values())
+        led = self.ledger
         health = Health(
             gateway_id=self.id, ts_ms=ts, uptime_s=max(0.0, self.s.loop.time() - self._started),
             version=VERSION, outbox_depth=waiting,
             outbox_oldest_s=None if oldest is None else max(0.0, (ts - oldest) / 1000),
-            counters={"uplink": {"connects": self.ledger.connects, "drops": self.ledger.drops,
-                                 "lost": self.ledger.lost}},
-            links={"uplink": LinkState.UP}, last_seq=self.seq)
+            counters={"uplink": {"connects": led.connects, "drops": led.drops, "lost": led.lost,
+                                 "confirmations": led.confirmations,
+                                 "other_epoch": led.other_epoch, "timeouts": led.timeouts}},
+            links={"uplink": LinkState.UP}, last_seq=self.seq, epoch=self.epoch)
         self._publish_control("health", self.health_topic, encode_health(health), False)
 
     # -- connection -------------------------------------------------------------------------
@@ -323,6 +344,8 @@ class VirtualGateway:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
         s.bridge.attach(client)
         self._client = client
         self.link = Link.CONNECTING
@@ -356,6 +379,8 @@ class VirtualGateway:
         self.link = Link.ONLINE
         self._retries = 0
         self.ledger.connects += 1
+        if self.confirming:  # first: the confirmations of what this connection sends
+            client.subscribe(self.stored_topic, qos=1)
         if self._offline_since is not None:
             self._link_event(down=False)
             self.ledger.catchups.append(Catchup(
@@ -406,10 +431,45 @@ class VirtualGateway:
             client.disconnect()
             self._give_up()
             return
-        self.ledger.delivered.update(entry.seqs)
+        self.ledger.acked.update(entry.seqs)
         self.ledger.acked_messages += 1
+        if self.confirming:  # held until the collector confirms it
+            self.outbox.mark_sent(entry.records, self.s.loop.time())
         if len(self.outbox) >= self.s.config.max_batch:
             self.flush(full_only=True)
+
+    def _on_subscribe(self, client: mqtt.Client, _ud: Any, _mid: int,
+                      reasons: list[ReasonCode], _props: Properties | None) -> None:
+        if client is self._client:
+            for reason in reasons:
+                if reason.is_failure:
+                    self.ledger.errors[f"suback stored: {reason}"] += 1
+
+    def _on_message(self, client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        """A collector's ``stored``: delete what it names of this gateway's epoch."""
+        if client is not self._client or msg.topic != self.stored_topic:
+            return
+        led = self.ledger
+        try:
+            stored = decode_stored(bytes(msg.payload))
+        except WireError as e:
+            led.errors[f"stored: {e.reason.value}"] += 1
+            return
+        if stored.gateway_id != self.id:
+            led.errors["stored: another gateway's"] += 1
+            return
+        if stored.epoch != self.epoch:
+            led.other_epoch += 1  # counted, ignored (docs/wire-protocol.md "Stored")
+            return
+        led.confirmations += 1
+        named = SeqRanges.from_ranges(stored.ranges)
+        beyond = named.difference(SeqRanges.from_ranges([(1, self.seq)]))
+        if beyond:  # a collector's bug (or another run's gateway in this epoch: impossible)
+            led.errors["stored: seqs never produced"] += 1
+        fresh = named.difference(beyond).difference(led.confirmed)
+        for first, last in fresh.ranges():
+            led.confirmed.add_range(first, last)
+        self.outbox.confirm(fresh)
 
     def _give_up(self) -> None:
         """The broker refused this gateway: it never sends again. Its devices keep producing

@@ -1,12 +1,17 @@
-"""Delivery accounting: per gateway, what was produced, acknowledged, refused and sent twice.
+"""Delivery accounting: per gateway, what was produced, acknowledged by the broker, confirmed
+by the collector, refused and sent twice.
 
-A record counts as **delivered** only when the PUBACK of the message carrying it arrived with a
-success reason code. A PUBACK with a failure code (MQTT 5: ``Not authorized`` when the ACL
-forbids the topic) marks its records **rejected** and is counted under ``errors``. Under MQTT
-3.1.1 the broker drops a forbidden publish silently and still acknowledges it, so no client
-can tell; the ledger then says delivered. Records whose message was in flight when a link
-dropped are sent again: they are listed under ``resent``, and only those may reach a
-subscriber twice.
+A record is **acked** when the PUBACK of the message carrying it arrived with a success reason
+code, and **confirmed** when a collector's ``stored`` message of the gateway's epoch named it
+(docs/wire-protocol.md, "Stored"). It is **delivered** at the gateway's deletion point: its
+confirmation (``delete_on="stored"``, as the agent and the firmware do), or its PUBACK
+(``delete_on="puback"``, the behaviour before issue 18, kept for comparison). A PUBACK with a
+failure code (MQTT 5: ``Not authorized`` when the ACL forbids the topic) marks its records
+**rejected** and is counted under ``errors``. Under MQTT 3.1.1 the broker drops a forbidden
+publish silently and still acknowledges it, so no client can tell; the ledger then says acked.
+Records whose message was in flight when a link dropped, and records whose confirmation did not
+come within the confirm timeout, are sent again: they are listed under ``resent``, and only
+those may reach a subscriber twice.
 
 The JSON form (``FleetReport.to_json()``, ``--report FILE``) is documented in
 docs/simulators.md; seq sets are compact ranges, ``[[1, 5000], [5002, 5100]]``.
@@ -26,7 +31,8 @@ from .ranges import SeqRanges
 
 __all__ = ["REPORT_VERSION", "Catchup", "FleetReport", "GatewayLedger"]
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+"""2: ``acked`` and ``confirmed`` beside ``delivered``, which follows the deletion point."""
 
 
 @dataclass
@@ -54,14 +60,27 @@ class GatewayLedger:
 
     gateway_id: str
     site: str
+    epoch: int = 0
+    """The gateway's store epoch, in every batch and health message."""
+    delete_on: str = "stored"
+    """The deletion point: ``stored`` (the collector's confirmation) or ``puback``."""
     produced: SeqRanges = field(default_factory=SeqRanges)
-    delivered: SeqRanges = field(default_factory=SeqRanges)
+    acked: SeqRanges = field(default_factory=SeqRanges)
+    """Acknowledged by the broker (a PUBACK with a success code)."""
+    confirmed: SeqRanges = field(default_factory=SeqRanges)
+    """Confirmed by a collector (``stored`` of this gateway's epoch)."""
     rejected: SeqRanges = field(default_factory=SeqRanges)
     resent: SeqRanges = field(default_factory=SeqRanges)
     by_priority: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     messages: int = 0
     """Record messages published (a re-sent batch counts again)."""
     acked_messages: int = 0
+    confirmations: int = 0
+    """``stored`` messages of this gateway's epoch received."""
+    other_epoch: int = 0
+    """``stored`` messages of another epoch (or none), ignored."""
+    timeouts: int = 0
+    """Records sent again because their confirmation did not come within the timeout."""
     connects: int = 0
     drops: int = 0
     """Planned abrupt drops (the broker published the will)."""
@@ -78,23 +97,40 @@ class GatewayLedger:
         return self.by_priority[Priority.FIRE] + self.by_priority[Priority.ALARM]
 
     @property
+    def delivered(self) -> SeqRanges:
+        """What the gateway could delete: confirmed (``delete_on="stored"``) or acked."""
+        return self.confirmed if self.delete_on == "stored" else self.acked
+
+    @property
     def missing(self) -> SeqRanges:
-        """Produced but never acknowledged."""
+        """Produced but never delivered."""
         return self.produced.difference(self.delivered)
+
+    @property
+    def unconfirmed(self) -> SeqRanges:
+        """Acked by the broker and never confirmed by a collector."""
+        return self.acked.difference(self.confirmed)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "site": self.site,
+            "epoch": f"{self.epoch:016x}",
             "produced": len(self.produced),
             "seqs": self.produced.to_json(),
+            "acked": len(self.acked),
+            "confirmed": len(self.confirmed),
             "delivered": len(self.delivered),
             "missing": self.missing.to_json(),
+            "unconfirmed": self.unconfirmed.to_json(),
             "rejected": self.rejected.to_json(),
             "resent": self.resent.to_json(),
             "alarms": self.alarms,
             "by_priority": {p.label: self.by_priority[p] for p in Priority},
             "messages": self.messages,
             "acked_messages": self.acked_messages,
+            "confirmations": self.confirmations,
+            "other_epoch": self.other_epoch,
+            "timeouts": self.timeouts,
             "connects": self.connects,
             "drops": self.drops,
             "lost": self.lost,
@@ -132,11 +168,19 @@ class FleetReport:
         return sum(len(g.delivered) for g in self.gateways.values())
 
     @property
+    def acked(self) -> int:
+        return sum(len(g.acked) for g in self.gateways.values())
+
+    @property
+    def confirmed(self) -> int:
+        return sum(len(g.confirmed) for g in self.gateways.values())
+
+    @property
     def messages(self) -> int:
         return sum(g.acked_messages for g in self.gateways.values())
 
     def lost(self) -> dict[str, SeqRanges]:
-        """Per gateway, the seqs that were produced and never acknowledged (empty: none)."""
+        """Per gateway, the seqs that were produced and never delivered (empty: none)."""
         out = {}
         for gw, g in self.gateways.items():
             missing = g.missing
@@ -146,7 +190,7 @@ class FleetReport:
 
     @property
     def ok(self) -> bool:
-        """Every produced record acknowledged and no error of any kind."""
+        """Every produced record delivered and no error of any kind."""
         return not self.lost() and not self.all_errors()
 
     def totals(self) -> dict[str, Any]:
@@ -155,10 +199,14 @@ class FleetReport:
         return {
             "gateways": len(self.gateways),
             "produced": self.produced,
+            "acked": self.acked,
+            "confirmed": self.confirmed,
             "delivered": self.delivered,
             "missing": sum(len(m) for m in self.lost().values()),
             "rejected": sum(len(g.rejected) for g in gws),
             "resent": sum(len(g.resent) for g in gws),
+            "timeouts": sum(g.timeouts for g in gws),
+            "other_epoch": sum(g.other_epoch for g in gws),
             "alarms": sum(g.alarms for g in gws),
             "messages": self.messages,
             "drops": sum(g.drops for g in gws),

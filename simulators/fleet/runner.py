@@ -9,7 +9,8 @@ through ``loop.call_at``. The phases of :func:`run_fleet`:
 2. **produce** for ``duration`` seconds or until ``records`` are made; gateways connect
    meanwhile (records wait in their outboxes), batches go out every ``batch_interval``
    (staggered over the fleet) and chosen gateways drop offline and catch up;
-3. **drain** until every record is acknowledged (offline gateways come back first), at most
+3. **drain** until every record is delivered - confirmed by a collector, or acknowledged by the
+   broker with ``delete_on="puback"`` - (offline gateways come back first), at most
    ``drain_timeout`` seconds after the last one is due back;
 4. **close**: each gateway publishes its retained ``offline``/``shutdown`` status and
    disconnects cleanly; whatever is still open after a few seconds is closed.
@@ -62,7 +63,8 @@ async def run_fleet(config: FleetConfig, *, progress: Callable[[Progress], None]
 
     Raises :class:`FleetError` before anything starts if the broker cannot be reached (or its
     TLS certificate is refused). Problems during the run (refused credentials, PUBACKs with
-    failure codes, lost connections, a drain that ran out of time) are in the report.
+    failure codes, lost connections, a drain that ran out of time - with ``delete_on="stored"``
+    and no collector confirming, for one) are in the report.
     """
     address = config.address
     context = _ssl_context(config)

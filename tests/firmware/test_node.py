@@ -10,47 +10,29 @@ down for a while: nothing it stored may be lost, no seq reused or skipped.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firegate.provision import Provisioned, load_site, provision
 from protocols.wire import Bus, Event, EventType, GatewayState, Measurement, Record
 from tests.infra.simproc import simulator
 
 from .helpers import (
     COLLECTOR,
-    COLLECTOR_ACL,
+    SCENARIO,
     WAIT,
     Collector,
-    Node,
     ProvisionedBroker,
+    bus_toml,
     every,
+    make_node,
+    ring_held,
     ring_state,
 )
 
-SCENARIO = """
-[modbus]
-noise = 0.0
-
-[[modbus.devices]]
-id = 1
-profile = "pressure-a"
-initial = 0.35
-
-[[modbus.devices]]
-id = 5
-profile = "elec-fire"
-initial = { residual_current = 40.0, temperature_1 = 32.0, temperature_2 = 30.5, \
-temperature_3 = -4.2, temperature_4 = 28.0 }
-{events}
-"""
 EVENTS_RTU = """
 [[modbus.events]]
 at = 3.0
@@ -71,83 +53,6 @@ device = 1
 action = "out_of_range"
 value = 1.9
 """
-
-
-def bus_toml(port_or_host: str) -> str:
-    where = (f'port = "{port_or_host}"' if port_or_host.startswith("/")
-             else 'host = "{}"\ntcp_port = {}'.format(*port_or_host.rsplit(":", 1)))
-    return f"""
-[[modbus]]
-name = "rs485"
-{where}
-timeout_s = 0.3
-
-[[modbus.device]]
-unit = 1
-profile = "pressure-a"
-name = "hydrant-3F"
-interval_s = 0.5
-offline_after = 2
-
-[[modbus.device]]
-unit = 5
-profile = "elec-fire"
-name = "pump-room-board"
-interval_s = 0.5
-offline_after = 2
-
-[[modbus.device]]
-unit = 9
-profile = "level"
-name = "roof-tank"
-interval_s = 0.5
-offline_after = 2
-backoff_max_s = 1
-
-[[rule]]
-name = "hydrant-low"
-match = "modbus/rs485/*/pressure"
-low = 0.15
-hysteresis = 0.02
-"""
-
-
-def make_node(tmp: Path, build: Path, broker: ProvisionedBroker, bus: str,
-              tls: bool = True) -> tuple[Node, Provisioned]:
-    """Provision a firmware node for ``broker`` with the real provisioning code and put its
-    config.json next to the compiled firmware; the broker learns its password and ACL lines."""
-    assert broker.ca is not None
-    url = (f"mqtts://localhost:{broker.tls_port}" if tls
-           else f"mqtt://127.0.0.1:{broker.port}")
-    site = tmp / "site.toml"
-    site.write_text(f"""
-[site]
-id = "test-site"
-
-[uplink]
-url = "{url}"
-{f'ca_file = "{broker.ca.cert}"' if tls else ""}
-keepalive_s = 10
-connect_timeout_s = 5
-reconnect_min_s = 0.2
-reconnect_max_s = 1
-health_interval_s = 3
-{bus}
-""")
-    result = provision(load_site(site), "firmware", firmware_data_dir=".")
-    node_dir = tmp / "node"
-    shutil.copytree(build, node_dir)
-    (node_dir / "config.json").write_bytes(result.files["config.json"][0])
-    broker.passwd_lines.append(result.passwd_line)
-    broker.acl = COLLECTOR_ACL + "\n".join(result.acl) + "\n"
-    return Node(node_dir), result
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[ProvisionedBroker]:
-    b = ProvisionedBroker(tmp_path / "broker", users=dict([COLLECTOR]), tls=True)
-    yield b
-    b.stop()
 
 
 def by_source(records: dict[int, list[Record]]) -> dict[tuple[str, str], list[Record]]:
@@ -213,6 +118,10 @@ async def test_node_reads_the_simulator_and_loses_nothing_across_power_cuts(
             health = col.health[0]
             assert health.gateway_id == gw and health.links["uplink"].value == "up"
             assert_complete(col.records(), max(col.records()))
+            # Delivered means stored: what the collector confirmed leaves the ring's flash.
+            upto = max(col.records())
+            col.wait(lambda: not {s for s in ring_held(node.dir / "ring") if s <= upto},
+                     "the confirmed records deleted from the ring")
 
             # -- B: the broker goes away; the node buffers, loses power, comes back ----------
             broker.stop()
@@ -231,6 +140,8 @@ async def test_node_reads_the_simulator_and_loses_nothing_across_power_cuts(
                      and all(s in col.records() for s in range(1, target + 1)),
                      "the node to catch up", timeout=WAIT)
             assert_complete(col.records(), target)
+            col.wait(lambda: not {s for s in ring_held(node.dir / "ring") if s <= target},
+                     "the backlog confirmed and deleted from the ring")
             # One ring, one epoch, across the power cuts; health names the same one.
             epochs = {b.epoch for b in col.batches} | {h.epoch for h in col.health}
             assert len(epochs) == 1 and 0 not in epochs, epochs

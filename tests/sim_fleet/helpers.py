@@ -1,6 +1,7 @@
 """A real collector-side subscriber: paho on its own thread, every message decoded with the wire
 contract, every record kept in arrival order, so tests can hold the fleet's ledger against what
-actually came out of the broker."""
+actually came out of the broker. Like a real collector it confirms on ``stored`` what it
+received (docs/wire-protocol.md, "Stored"), unless told otherwise."""
 
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ from protocols.wire import (
     Health,
     Record,
     Status,
+    Stored,
     WireError,
     collector_subscriptions,
     decode_batch,
     decode_health,
     decode_status,
+    encode_stored,
     parse_topic,
+    seq_ranges,
+    split_ranges,
+    topic,
 )
 from simulators.fleet import FleetReport
 
@@ -57,12 +63,23 @@ class Collector:
     password: str | None = None
     persistent: bool = False
     """A session that outlives the connection (and, with persistence, a broker restart)."""
+    confirming: bool = True
+    """Publish ``stored`` for every batch received, as a collector does after its write."""
+    confirm_after: int = 1
+    """Confirm a record only when it has arrived this many times (2: every first copy goes
+    unconfirmed, so the gateway must send it again after its confirm timeout)."""
+    epoch_shift: int = 0
+    """XORed into the epoch of every confirmation (1: always another epoch than the batch's)."""
     records: dict[str, list[Arrival]] = field(default_factory=lambda: defaultdict(list))
     statuses: dict[str, list[tuple[int, Status, bool]]] = field(
         default_factory=lambda: defaultdict(list))
     health: dict[str, list[Health]] = field(default_factory=lambda: defaultdict(list))
+    epochs: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    """The epochs of the batches received, per gateway."""
     rejects: list[str] = field(default_factory=list)
     count: int = 0
+    confirmed: int = 0
+    """Records named in the confirmations published."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -81,9 +98,9 @@ class Collector:
 
     def __enter__(self) -> Collector:
         if self.persistent:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 300
-            self.client.reconnect_delay_set(0.1, 0.5)
+            self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # floats work
             self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
         else:
             self.client.connect("127.0.0.1", self.port)
@@ -110,18 +127,32 @@ class Collector:
             with self._lock:
                 self._index += 1
                 if channel is Channel.RECORDS:
-                    batch = decode_batch(msg.payload)
+                    batch = decode_batch(bytes(msg.payload))
                     assert batch.gateway_id == gw
+                    self.epochs[gw].add(batch.epoch)
+                    arrived = self.records[gw]
                     for r in batch.records:
-                        self.records[gw].append(Arrival(self._index, r, bool(msg.dup)))
+                        arrived.append(Arrival(self._index, r, bool(msg.dup)))
                     self.count += len(batch.records)
+                    if self.confirming:
+                        self._confirm(gw, batch.epoch, [r.seq for r in batch.records])
                 elif channel is Channel.STATUS:
-                    self.statuses[gw].append((self._index, decode_status(msg.payload),
+                    self.statuses[gw].append((self._index, decode_status(bytes(msg.payload)),
                                               bool(msg.retain)))
                 elif channel is Channel.HEALTH:
-                    self.health[gw].append(decode_health(msg.payload))
+                    self.health[gw].append(decode_health(bytes(msg.payload)))
         except (WireError, AssertionError) as e:
             self.rejects.append(f"{msg.topic}: {e}")
+
+    def _confirm(self, gw: str, epoch: int, seqs: list[int]) -> None:
+        if self.confirm_after > 1:
+            times = Counter(a.record.seq for a in self.records[gw])
+            seqs = [s for s in seqs if times[s] >= self.confirm_after]
+        for part in split_ranges(seq_ranges(seqs)):
+            stored = Stored(gw, epoch ^ self.epoch_shift, tuple(part), int(time.time() * 1000),
+                            "test-collector")
+            self.client.publish(topic(gw, Channel.STORED), encode_stored(stored), qos=1)
+            self.confirmed += sum(b - a + 1 for a, b in part)
 
     def seqs(self, gw: str) -> set[int]:
         with self._lock:
@@ -142,10 +173,10 @@ class Collector:
             await asyncio.sleep(0.05)
 
     async def wait_for_all(self, report: FleetReport) -> None:
-        """Until every delivered record of every gateway has arrived here."""
+        """Until every acknowledged record of every gateway has arrived here."""
         def complete() -> bool:
-            return all(set(g.delivered) <= self.seqs(gw) for gw, g in report.gateways.items())
-        await self.wait_for(complete, "every delivered record at the subscriber")
+            return all(set(g.acked) <= self.seqs(gw) for gw, g in report.gateways.items())
+        await self.wait_for(complete, "every acknowledged record at the subscriber")
 
     def status_trail(self, gw: str) -> list[tuple[str, str | None]]:
         with self._lock:

@@ -33,9 +33,10 @@ async def test_a_run_with_a_report(mosquitto: Mosquitto, tmp_path: Path) -> None
         done = fleet("--broker", f"mqtt://127.0.0.1:{mosquitto.port}", "--gateways", "4",
                      "--records", "600", "--rate", "60", "--batch-interval", "0.2",
                      "--offline-fraction", "0.25", "--offline-for", "0.5", "--alarm-rate",
-                     "0.02", "--seed", "9", "--report", str(report_file), "--quiet")
+                     "0.02", "--seed", "9", "--confirm-timeout", "1", "--report",
+                     str(report_file), "--quiet")
         assert done.returncode == 0, done.stderr
-        assert "ok: every record acknowledged" in done.stdout
+        assert "ok: every record confirmed by a collector" in done.stdout
         report = json.loads(report_file.read_text(encoding="utf-8"))
         gateways = report["gateways"]
 
@@ -43,11 +44,12 @@ async def test_a_run_with_a_report(mosquitto: Mosquitto, tmp_path: Path) -> None
             return all(sub.seqs(gw) == set(SeqRanges.from_ranges(g["seqs"]))
                        for gw, g in gateways.items())
         await sub.wait_for(arrived, "every record of the report at the subscriber")
-    assert report["version"] == 1 and report["ok"] is True and report["errors"] == {}
+    assert report["version"] == 2 and report["ok"] is True and report["errors"] == {}
     assert sorted(gateways) == [f"fleet-{i:05d}" for i in range(1, 5)]
     totals = report["totals"]
     # 600 device records, plus the dropped gateway's link_fault raise and clear.
     assert totals["produced"] == totals["delivered"] == 602 and totals["missing"] == 0
+    assert totals["acked"] == totals["confirmed"] == 602  # by the broker, by the subscriber
     assert totals["drops"] == 1 and totals["gateways"] == 4
     assert totals["alarms"] == sum(g["alarms"] for g in gateways.values()) > 0
     (dropped,) = [g for g in gateways.values() if g["drops"]]
@@ -56,9 +58,28 @@ async def test_a_run_with_a_report(mosquitto: Mosquitto, tmp_path: Path) -> None
         assert g["seqs"] == [[1, g["produced"]]] and g["missing"] == []
         assert g["by_priority"]["measurement"] + g["alarms"] == g["produced"]
         assert g["site"] == "fleet-site-0001"
+        assert g["unconfirmed"] == [] and g["confirmations"] > 0 and g["other_epoch"] == 0
+        assert len(g["epoch"]) == 16
         dupes = sub.duplicates(gw)
         assert dupes <= set(SeqRanges.from_ranges(g["resent"]))
     assert report["config"]["gateways"] == 4 and report["config"]["seed"] == 9
+    assert report["config"]["delete_on"] == "stored" and report["config"]["confirm_timeout"] == 1
+    assert len({g["epoch"] for g in gateways.values()}) == 4  # one epoch per gateway
+
+
+def test_the_puback_mode_needs_no_collector(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """--delete-on puback: the old deletion point, for comparison (nobody confirms here)."""
+    report_file = tmp_path / "ledger.json"
+    done = fleet("--broker", f"mqtt://127.0.0.1:{mosquitto.port}", "--gateways", "2",
+                 "--records", "200", "--rate", "100", "--batch-interval", "0.2",
+                 "--delete-on", "puback", "--report", str(report_file), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "ok: every record acknowledged by the broker" in done.stdout
+    totals = json.loads(report_file.read_text(encoding="utf-8"))["totals"]
+    assert (totals["acked"], totals["confirmed"], totals["delivered"]) == (200, 0, 200)
+    done = fleet("--delete-on", "broker")
+    assert done.returncode == 2
+    assert "--delete-on: must be one of 'stored', 'puback', got 'broker'" in done.stderr
 
 
 def test_refused_credentials_end_the_run_with_errors(tmp_path: Path) -> None:

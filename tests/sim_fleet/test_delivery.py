@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from common.config import ConfigError
 from protocols.wire import Priority
 from simulators.fleet import FleetConfig, FleetError, FleetReport, run_fleet
 from tests.infra.mosquitto import Mosquitto
@@ -47,7 +48,8 @@ async def test_offline_gateways_send_their_will_then_catch_up_alarms_first(
         mosquitto: Mosquitto) -> None:
     config = FleetConfig(broker=url(mosquitto), gateways=6, rate=60, duration=3.0,
                          batch_interval=0.25, max_batch=50, offline_fraction=0.5,
-                         offline_for=1.0, alarm_rate=0.03, seed=11, keep_records=True)
+                         offline_for=1.0, alarm_rate=0.03, seed=11, keep_records=True,
+                         confirm_timeout=1.0)
     with Collector(mosquitto.port) as sub:
         report = await run_fleet(config)
         await sub.wait_for_all(report)
@@ -121,8 +123,10 @@ async def test_a_publish_the_acl_forbids_is_an_error_not_a_delivery(tmp_path: Pa
            "user fleet-00001\ntopic write firegate/v1/fleet-00001/records\n")
     users = {"fleet-00001": "pw", "fleet-00002": "pw"}
     with Mosquitto(tmp_path / "b", users=users, acl=acl) as broker:
+        # Nobody confirms here (and the ACL lets no gateway read stored): the PUBACK deletes.
         config = FleetConfig(broker=url(broker), username="{gateway}", password="pw",
-                             gateways=2, records=200, rate=100, batch_interval=0.2)
+                             gateways=2, records=200, rate=100, batch_interval=0.2,
+                             delete_on="puback")
         report = await run_fleet(config)
     allowed, refused = report.gateways["fleet-00001"], report.gateways["fleet-00002"]
     assert not allowed.errors and len(allowed.delivered) == 100
@@ -135,7 +139,8 @@ async def test_a_publish_the_acl_forbids_is_an_error_not_a_delivery(tmp_path: Pa
 
 async def test_mqtt_311(mosquitto: Mosquitto) -> None:
     config = FleetConfig(broker=url(mosquitto), mqtt="3.1.1", gateways=5, records=500,
-                         rate=100, batch_interval=0.2, offline_fraction=0.2, offline_for=0.5)
+                         rate=100, batch_interval=0.2, offline_fraction=0.2, offline_for=0.5,
+                         confirm_timeout=1.0)
     with Collector(mosquitto.port) as sub:
         report = await run_fleet(config)
         await sub.wait_for_all(report)
@@ -150,7 +155,8 @@ async def test_a_broker_restart_is_survived(mosquitto: Mosquitto) -> None:
     acknowledged; the ledger says so, and a subscriber with a persistent session (which
     Mosquitto keeps over the restart) misses nothing and sees twice only what was re-sent."""
     config = FleetConfig(broker=url(mosquitto), gateways=10, rate=200, duration=2.5,
-                         batch_interval=0.1, max_batch=20, seed=2, keep_records=True)
+                         batch_interval=0.1, max_batch=20, seed=2, keep_records=True,
+                         confirm_timeout=1.0)
     with Collector(mosquitto.port, persistent=True) as sub:
         task = asyncio.create_task(run_fleet(config))
         await asyncio.sleep(1.0)
@@ -173,7 +179,7 @@ async def test_records_in_flight_at_a_drop_are_sent_again_and_said_so(
     assert mosquitto.proc is not None
     config = FleetConfig(broker=url(mosquitto), gateways=4, rate=200, duration=2.5,
                          batch_interval=0.1, max_batch=20, offline_fraction=1.0,
-                         offline_for=1.0, seed=8, keep_records=True)
+                         offline_for=1.0, seed=8, keep_records=True, confirm_timeout=1.0)
     with Collector(mosquitto.port) as sub:
         task = asyncio.create_task(run_fleet(config))
         await asyncio.sleep(0.3)
@@ -207,7 +213,7 @@ def test_bad_broker_urls_are_refused_before_anything_runs() -> None:
                      ("mqtt://u:p@127.0.0.1", "--username/--password"),
                      ("mqtt://127.0.0.1/x", "no path"),
                      ("mqtt://:1883", "no host")]:
-        with pytest.raises(match=why) as info:
+        with pytest.raises(ConfigError, match=why) as info:
             FleetConfig(broker=bad)
         assert info.value.key == "broker"
 
@@ -222,9 +228,13 @@ async def test_the_same_seed_gives_the_same_records_and_drops(mosquitto: Mosquit
 
     config = FleetConfig(broker=url(mosquitto), gateways=5, records=1500, rate=300,
                          batch_interval=0.2, alarm_rate=0.02, offline_fraction=0.4,
-                         offline_for=0.3, seed=42, keep_records=True)
+                         offline_for=0.3, seed=42, keep_records=True, delete_on="puback")
     first, second = await run_fleet(config), await run_fleet(config)
     assert first.ok and second.ok
+    # The same records, but not the same store: each run's gateways have new epochs, so a
+    # collector takes the second run's seqs 1, 2, 3... as new records, not as repeats.
+    epochs = [{g.epoch for g in r.gateways.values()} for r in (first, second)]
+    assert len(epochs[0]) == len(epochs[1]) == 5 and not epochs[0] & epochs[1]
     dropped = [sorted(gw for gw, g in r.gateways.items() if g.drops) for r in (first, second)]
     assert dropped[0] == dropped[1] and len(dropped[0]) == 2
     # The device streams are equal; the link_fault events of a drop fall where the clock

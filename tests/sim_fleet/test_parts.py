@@ -122,8 +122,10 @@ def test_counts_per_priority_and_link_faults() -> None:
     mix.fill(out, 1, 3000, T0, T0 + 1000)
     out.append(mix.link_fault(3001, T0 + 1001, down=True))
     assert mix.counts == [sum(1 for r in out if r.priority is p) for p in Priority]
-    assert out[-1].type is EventType.LINK_FAULT and out[-1].source.bus is Bus.GATEWAY
-    assert out[-1].priority is Priority.ALARM
+    link = out[-1]
+    assert isinstance(link, Event)
+    assert link.type is EventType.LINK_FAULT and link.source.bus is Bus.GATEWAY
+    assert link.priority is Priority.ALARM
 
 
 def test_no_alarms_when_the_rate_is_zero() -> None:
@@ -151,6 +153,44 @@ def test_the_outbox_drains_fire_then_alarms_then_the_rest_in_seq_order() -> None
     assert [(r.priority, r.seq) for r in again] == sorted((r.priority, r.seq) for r in again)
     assert sorted(box.resent(again)) == sorted(r.seq for r in first[:5])
     assert box.resent(again) == []
+
+
+def test_the_outbox_holds_what_was_sent_until_confirmed_and_resends_it_after_a_timeout() -> None:
+    records: list[Record] = []
+    RecordMix("gw-1", 4, 0.0).fill(records, 1, 10, T0, T0 + 1000)  # measurements: seq order
+    box = FleetOutbox()
+    box.add(records)
+    sent = box.take(4)
+    box.mark_sent(sent, 100.0)  # PUBACKed at loop time 100
+    assert (len(box), box.held, box.unconfirmed) == (6, 10, 4)
+    box.confirm([2, 3])
+    assert (box.held, box.unconfirmed) == (8, 2)
+    assert box.expire(100.9, 1.0) == 0
+    assert box.expire(101.0, 1.0) == 2  # 1 and 4: a second past their PUBACK, unconfirmed
+    again = box.take(100)
+    assert [r.seq for r in again] == [1, 4, 5, 6, 7, 8, 9, 10]
+    assert sorted(box.resent(again)) == [1, 4] and box.held == 0
+    box.mark_sent(again, 102.0)
+    box.confirm(range(1, 11))
+    assert box.held == 0 and box.expire(200.0, 1.0) == 0  # confirmed: never sent again
+
+
+def test_a_confirmation_may_overtake_the_puback_or_a_resend() -> None:
+    records: list[Record] = []
+    RecordMix("gw-1", 4, 0.0).fill(records, 1, 6, T0, T0 + 1000)
+    box = FleetOutbox()
+    box.add(records)
+    flight = box.take(3)  # 1, 2, 3 in flight
+    box.confirm([2, 5])  # 2 in flight (the collector was quicker than the PUBACK), 5 waiting
+    box.mark_sent(flight, 0.0)  # the PUBACK: 1 and 3 are held, 2 is done
+    assert box.unconfirmed == 2
+    assert [r.seq for r in box.take(10)] == [4, 6]  # 5 is not sent again
+    box.confirm([4])
+    box.put_back([r for r in records if r.seq in (4, 6)])  # a drop: 4 was confirmed meanwhile
+    assert [r.seq for r in box.take(10)] == [6]
+    box.confirm([1, 3, 6])
+    box.mark_sent([r for r in records if r.seq == 6], 1.0)
+    assert box.held == 0 and box.seqs() == []
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -182,6 +222,8 @@ def test_broker_urls() -> None:
     ({"window": 0}, "window", "must be at least 1, got 0"),
     ({"window": 65}, "window", "must be at most 64 (keep it within the broker's receive maximum"),
     ({"rate": "fast"}, "rate", "must be a number, got a string"),
+    ({"delete_on": "broker"}, "delete_on", "must be one of 'stored', 'puback', got 'broker'"),
+    ({"confirm_timeout": 0}, "confirm_timeout", "must be greater than 0, got 0"),
 ])
 def test_bad_settings_name_the_key(kwargs: dict[str, object], key: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:

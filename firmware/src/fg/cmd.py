@@ -1,13 +1,18 @@
 # Commands from the cloud (spec "Command"), answered on cmd/ack (spec "Ack").
 #
 # Loaded only while a command is handled, then dropped from memory (fg/uplink.py). The firmware
-# carries out ping, report_health and sync_clock; any other command, a stale one (older than
-# its ttl) or one it cannot decode is answered ok=false with the reason, so the sender always
-# learns what happened.
+# carries out ping, report_health, sync_clock and resend; any other command, a stale one (older
+# than its ttl) or one it cannot decode is answered ok=false with the reason, so the sender
+# always learns what happened.
 
 import json
 
+from micropython import const
+
 from fg.records import VERSION
+from fg.ring import FREE, SEG_SLOTS, SENT
+
+MAX_MISSING = const(32)  # ranges in a resend answer; the rest is answered by a later request
 
 
 def _ack(cid, ok, ts, error=None, result=None):
@@ -28,6 +33,63 @@ def _peek_id(msg):
     if isinstance(cid, str) and 0 < len(cid) <= 64 and " " not in cid:
         return cid
     return None
+
+
+def _seq(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 53
+
+
+def requeue(ring, first, last):
+    """The seqs ``ring`` holds in ``first..last``, the sent ones made pending again. Ring code,
+    kept here because only this rare command needs it (fg/ring.py stays resident)."""
+    prio = ring.prio
+    held = []
+    for s in range(ring.segs):
+        sq = ring.seq[s]
+        base = s * SEG_SLOTS
+        for j in range(SEG_SLOTS):
+            v = prio[base + j]
+            if v != FREE and first <= sq[j] <= last:
+                held.append(sq[j])
+                if v >= SENT:
+                    prio[base + j] = v & 3
+                    ring.live += 1
+    return held
+
+
+def _resend(up, args):
+    """Spec "Command", ``resend``: queue again what the ring holds of ep/first..last and name
+    the ranges it no longer has (evicted, confirmed, or of another epoch). Seqs above the last
+    one assigned are neither: they do not exist yet. At most MAX_MISSING ranges (the lowest)
+    are named, with "truncated": true; the collector asks again for the rest."""
+    if not isinstance(args, dict):
+        return False, "resend needs the arguments first and last", None
+    for key in args:
+        if key not in ("ep", "first", "last"):
+            return False, "unknown argument %s" % json.dumps(key), None
+    first, last, ep = args.get("first"), args.get("last"), args.get("ep")
+    if not (_seq(first) and _seq(last) and first <= last):
+        return False, "first and last must be seqs with first <= last", None
+    if ep is not None and not isinstance(ep, str):
+        return False, "ep must be 16 hex digits", None
+    ring = up.ring
+    if ep != ring.epoch_hex():  # another epoch (absent: 0): none of it is here
+        return True, None, '{"resent":0,"missing":[[%d,%d]]}' % (first, last)
+    top = min(last, ring.last_seq)
+    held = requeue(ring, first, top) if first <= top else []
+    held.sort()
+    missing = []
+    cursor = first
+    for q in held + [top + 1]:
+        if q > cursor:
+            if len(missing) == MAX_MISSING:
+                break
+            missing.append("[%d,%d]" % (cursor, q - 1))
+        cursor = q + 1
+    up.counters["resend_requeued"] = up.counters.get("resend_requeued", 0) + len(held)
+    return True, None, '{"resent":%d,"missing":[%s]%s}' % (
+        len(held), ",".join(missing), ',"truncated":true' if len(missing) == MAX_MISSING
+        and cursor <= top else "")
 
 
 def run(up, msg):
@@ -54,6 +116,8 @@ def run(up, msg):
         result = '{"version":%s}' % json.dumps(VERSION)
     elif name == "report_health":
         up.publish_health()
+    elif name == "resend":
+        ok, error, result = _resend(up, c.get("args"))
     elif name == "sync_clock":
         ok = up.hw.set_clock(ts)
         if not ok:

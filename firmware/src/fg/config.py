@@ -53,8 +53,14 @@ def _check(into, d):
         _get(m, key, "mqtt.", str, required=False)
     for key, default in (("keepalive_s", 30), ("timeout_s", 10.0), ("reconnect_min_s", 1.0),
                          ("reconnect_max_s", 60.0), ("batch_max_records", 25),
-                         ("batch_max_bytes", 4000), ("health_interval_s", 60.0)):
+                         ("batch_max_bytes", 4000), ("health_interval_s", 60.0),
+                         ("confirm_timeout_s", 60.0)):
         m[key] = _get(m, key, "mqtt.", type(default), default)
+    if m["confirm_timeout_s"] <= 0:
+        raise ConfigError("mqtt.confirm_timeout_s", "must be greater than 0")
+    m["delete_on"] = _get(m, "delete_on", "mqtt.", str, "stored")
+    if m["delete_on"] not in ("stored", "puback"):
+        raise ConfigError("mqtt.delete_on", "must be stored or puback, got %r" % m["delete_on"])
     into.ntp = _get(d, "ntp", "", dict, {})
     r = _get(d, "ring", "", dict, {})
     into.ring_kb = _get(r, "capacity_kb", "ring.", int, 32)

@@ -1,9 +1,13 @@
-# Opening the MQTT session: TLS context, last will, CONNECT, status online, the cmd subscription.
+# Opening the MQTT session: TLS context, last will, CONNECT, status online, the subscriptions.
 #
 # Needed at start (the TLS context) and once per connection; fg/uplink.py loads this module
 # for that and drops it from memory again. The last will is the retained status "offline"
 # with reason "lwt" (spec "Status"): registered at CONNECT, published by the broker when the
-# node vanishes (power cut, lost Wi-Fi); its ts is the connect time.
+# node vanishes (power cut, lost Wi-Fi); its ts is the connect time. The session is clean, so
+# both subscriptions (cmd, and stored: the collector's confirmations) are made on every connect,
+# before any record is sent: a confirmation of what this connection sends cannot be missed.
+# A confirmation published while the node was away is lost with the session; the records it
+# named are sent again after the confirm timeout and confirmed again.
 
 import json
 
@@ -55,12 +59,15 @@ def session(up):
     will = status_json(cfg.gw, "offline", now, cfg.site, "lwt")
     client.set_last_will(up.topic("status"), will.encode(), True, 1)
     client.set_callback(up.on_message)
+    client.rx = up.buf  # incoming payloads land in the batch buffer (fg/mqtt.py, bounded)
     try:
         client.connect(True)
         reason = up.hw.boot_reason() if up.first else "reconnect"
         online = status_json(cfg.gw, "online", now, cfg.site, reason)
         client.publish(up.topic("status"), online.encode(), True, 1)
         client.subscribe(up.topic("cmd"), 1)
+        if not up.puback:
+            client.subscribe(up.topic("stored"), 1)
         return client
     except MQTTException as e:
         client.close()

@@ -1,8 +1,9 @@
 # The health report (spec "Health"), built when it is due and then dropped from memory.
 #
-# Counters by part (modbus/<bus>, uplink, ring, rules), link states, the ring's depth, age and
-# evictions, the free flash, and firmware figures as x_ keys (heap free, heap peak, ring
-# capacity), which v1 decoders accept and ignore.
+# Counters by part (modbus/<bus>, uplink, ring, rules), link states, the ring's depth (every
+# record held: not sent, or sent and not yet confirmed), age and evictions, the free flash, and
+# firmware figures as x_ keys (heap free, heap peak, ring capacity, records sent and waiting for
+# the collector's confirmation), which v1 decoders accept and ignore.
 
 import gc
 import json
@@ -43,6 +44,7 @@ def build(app):
     if disk is not None:
         parts.append(',"disk_free_bytes":%d' % disk)
     parts.append(',"last_seq":%d,"ep":"%s","x_heap_free":%d,"x_heap_peak":%d,'
-                 '"x_ring_capacity":%d}' % (ring.last_seq, ring.epoch_hex(), gc.mem_free(),
-                                            app.heap_peak, ring.capacity))
+                 '"x_ring_capacity":%d,"x_ring_sent":%d}' % (
+                     ring.last_seq, ring.epoch_hex(), gc.mem_free(), app.heap_peak,
+                     ring.capacity, ring.depth - ring.live))
     return "".join(parts)

@@ -11,7 +11,13 @@
 # * a timeout on every blocking read and write (``timeout`` seconds), so a dead link raises
 #   OSError instead of hanging the firmware until the watchdog bites;
 # * ``ssl`` is an ``ssl.SSLContext`` (MicroPython >= 1.23), wrapped with the server name so the
-#   certificate's host name is checked.
+#   certificate's host name is checked;
+# * a bounded receive: with ``rx`` (a memoryview) set, an incoming payload is read into it and
+#   handed to the callback as a slice of it. The slice is overwritten by the next payload,
+#   unless the callback returns True: then ``rx`` moves past it, and the owner of the buffer
+#   sets ``rx`` back when it has used what it kept. A payload larger than what is left of
+#   ``rx`` is read and dropped in pieces, acknowledged all the same, and the callback gets None
+#   for it. A message from the broker never costs more heap than its topic.
 #
 # Only what firegate needs: QoS 0 and 1 (no QoS 2), one message in flight.
 
@@ -42,6 +48,7 @@ class MQTTClient:
         self.sock = None
         self._raw = None
         self.cb = None
+        self.rx = None
         self.pid = 0
         self.lw_topic = None
         self.lw_msg = None
@@ -62,6 +69,15 @@ class MQTTClient:
                 raise OSError(-1)
             data += more
         return data
+
+    def _readinto(self, mv):
+        got = 0
+        n = len(mv)
+        while got < n:
+            k = self.sock.readinto(mv[got:])
+            if not k:
+                raise OSError(-1)
+            got += k
 
     def _write(self, data):
         self.sock.write(data)
@@ -250,8 +266,9 @@ class MQTTClient:
 
     def wait_msg(self):
         """Read one packet. A PUBLISH goes to the callback (and gets its PUBACK) and 0 is
-        returned; PINGRESP returns 0xD0; for other packets the first byte is returned with the
-        rest unread; None when nothing is waiting on a non-blocking socket."""
+        returned (with ``rx``, its payload as described above); PINGRESP returns 0xD0; for
+        other packets the first byte is returned with the rest unread; None when nothing is
+        waiting on a non-blocking socket."""
         res = self.sock.read(1)
         if res is None:
             return None
@@ -274,13 +291,24 @@ class MQTTClient:
         if op & 6:
             pid = struct.unpack("!H", self._read(2))[0]
             sz -= 2
-        msg = self._read(sz) if sz else b""
+        rx = self.rx
+        if rx is None:
+            msg = self._read(sz) if sz else b""
+        elif sz <= len(rx):
+            msg = rx[:sz]
+            self._readinto(msg)
+        else:
+            msg = None  # too large: read through, a piece at a time
+            while sz:
+                k = min(sz, len(rx))
+                self._readinto(rx[:k])
+                sz -= k
         if op & 6 == 2:
             self._write(b"\x40\x02" + struct.pack("!H", pid))
         elif op & 6 == 4:
             raise MQTTException("qos2_unsupported")
-        if self.cb is not None:
-            self.cb(topic, msg)
+        if self.cb is not None and self.cb(topic, msg) and rx is not None and msg is not None:
+            self.rx = rx[sz:]  # kept by the callback: the next payload goes after it
         return 0
 
     def check_msg(self):

@@ -2,12 +2,25 @@
 #
 # Rules (docs/firmware.md "Ring buffer", the same as the edge outbox in docs/outbox.md):
 # * a record is on flash, with its seq, before anything else happens to it;
-# * seqs strictly increase across reboots: each slot keeps its seq after it is acknowledged (only
+# * seqs strictly increase across reboots: each slot keeps its seq after it is confirmed (only
 #   its state byte changes), so the highest seq on flash is the last one assigned, and only a
 #   newer record ever overwrites a slot;
 # * when every slot is taken, the oldest record of the least urgent class goes: measurements
 #   oldest-first, alarms last; each eviction is counted per class in ``meta``, which survives;
-# * a slot is freed only by ``ack()``, which the uplink calls after the broker's PUBACK.
+# * delivered means stored (docs/wire-protocol.md "Stored"): the broker's PUBACK only marks a
+#   record SENT (``ack()``, in RAM); a slot is freed (fg/stored.py ``confirm()``) when the
+#   collector's ``stored`` message of this ring's epoch names its seq. A SENT record not
+#   confirmed within the confirm timeout is pending again (``age()``), and so is every SENT
+#   record after a reboot: flash knows only LIVE and DONE, and the collector drops what it
+#   already has.
+#
+# States of a slot, in RAM (``prio``, one byte per slot; flash holds only 'L' or 'D'):
+#   FREE           0xFF                      nothing held (flash: 'D', zeros, or torn)
+#   LIVE           class (0-3)               waiting to be sent (flash: 'L')
+#   SENT           0x80 | gen << 4 | class   PUBACKed in generation ``gen`` (flash: 'L')
+# ``gen`` is a 3-bit clock the uplink advances every confirm_timeout / AGE_STEPS (``age()``);
+# a SENT slot AGE_STEPS + 1 generations old is LIVE again, so it is resent between 1 and
+# 1.25 timeouts after its PUBACK. The send time costs no RAM beyond the class byte it shares.
 #
 # Files in ``directory``: ``meta`` (geometry, eviction counters, epoch; replaced by rename, so a power
 # cut leaves the old or the new one), ``src`` (the source table: one "bus\tid" line per source,
@@ -25,9 +38,11 @@ from fg.modbus import crc16
 SLOT = const(40)
 # state, kind<<4|prio, code, flags, src, seq hi/lo, rt hi/lo, value, limit, aux, crc
 FMT = ">BBBBHHIHIddIH"
-FREE = const(0xFF)  # in ``prio``: no live record in this slot
-LIVE = const(0x4C)  # 'L': waiting for the broker's acknowledgement
-DONE = const(0x44)  # 'D': acknowledged or evicted; its seq still counts
+FREE = const(0xFF)  # in ``prio``: no record held in this slot
+LIVE = const(0x4C)  # 'L' on flash: held (waiting to be sent, or for its confirmation)
+DONE = const(0x44)  # 'D' on flash: confirmed or evicted; its seq still counts
+SENT = const(0x80)  # in ``prio``: sent, waiting for the collector's confirmation (see above)
+AGE_STEPS = const(4)  # generations per confirm timeout: resent after 1 to 1.25 timeouts
 SEG_SLOTS = const(102)  # 102 x 40 = 4080 bytes: one 4 KiB flash block
 # magic, slot size, slots per segment, segments, evicted x4, seq base, epoch hi/lo
 META = ">4sHHH4IHIII"
@@ -37,7 +52,7 @@ MAGIC_V1 = b"FGR1"  # a ring from before epochs: 32 bytes, no epoch; it gets one
 
 
 def crc(slot):
-    # the state byte is left out: ack() changes it in place
+    # the state byte is left out: a confirmation changes it in place (fg/stored.py)
     return crc16(memoryview(slot)[1:SLOT - 2])
 
 
@@ -47,8 +62,11 @@ def join(path, name):
 
 class Ring:
     """``append(records) -> seqs``, ``pending(n)`` -> slots to send, ``read(slots)``,
-    ``ack(slots)``; ``depth``, ``last_seq``, ``evicted`` (per class), ``capacity``. Opened
-    (files read or created, the index built) by ``fg.ringopen.open_ring``."""
+    ``ack(slots)`` (PUBACK: sent), ``age()`` (the confirm timeout's clock); ``depth`` (held),
+    ``live`` (held and not sent), ``last_seq``, ``evicted`` (per class), ``capacity``. Opened
+    (files read or created, the index built) by ``fg.ringopen.open_ring``. Freeing what the
+    collector confirmed is ``fg.stored.confirm`` and the resend command's part
+    ``fg.cmd.requeue``: code loaded only when it is needed, not resident with the ring."""
 
     def __init__(self, directory, counters):
         # filled by fg/ringopen.py (start-up code, dropped from memory after use)
@@ -60,6 +78,7 @@ class Ring:
         # ring, kept as two 32-bit halves and sent as 16 hex digits in every batch and health.
         self.epoch_hi = 0
         self.epoch_lo = 0
+        self.gen = 0  # the generation SENT slots are marked with (see age())
 
     def epoch_hex(self):
         # four 16-bit parts: each a small int on every port (%x of a long int is not)
@@ -96,7 +115,8 @@ class Ring:
     # -- write --------------------------------------------------------------------------------
 
     def oldest(self, want):
-        # the live slot with the lowest seq among those whose class is in ``want``, or -1
+        # the held slot (live or sent) with the lowest seq among those whose class is in
+        # ``want``, or -1
         prio = self.prio
         best = -1
         low = 0
@@ -104,7 +124,8 @@ class Ring:
             sq = self.seq[s]
             base = s * SEG_SLOTS
             for j in range(SEG_SLOTS):
-                if prio[base + j] in want and (best < 0 or sq[j] < low):
+                v = prio[base + j]
+                if v != FREE and v & 3 in want and (best < 0 or sq[j] < low):
                     best = base + j
                     low = sq[j]
         return best
@@ -126,7 +147,7 @@ class Ring:
                 return i, -1
             i = (i + 1) % n
         v = self._victim()
-        return v, prio[v]
+        return v, prio[v]  # a victim may be sent and unconfirmed: still only stored here
 
     def append(self, records):
         """Store records (tuples of fg/records.py); returns their seqs. Evicts when full."""
@@ -138,8 +159,10 @@ class Ring:
         for rec in records:
             i, victim = self._free_slot()
             if victim >= 0:
-                self.evicted[victim] += 1
+                self.evicted[victim & 3] += 1
                 self.depth -= 1
+                if victim < SENT:
+                    self.live -= 1
                 evicted = True
             self.last_seq += 1
             seq = self.last_seq
@@ -156,6 +179,7 @@ class Ring:
             self.prio[i] = prio  # live from here on: the next record may evict it (oldest)
             self.seq[i // SEG_SLOTS][i % SEG_SLOTS] = seq & 0xFFFFFFFF
             self.depth += 1
+            self.live += 1
         if evicted:
             self.write_meta()  # count first: a cut after this over-counts, never hides one
         by_seg = {}
@@ -219,8 +243,21 @@ class Ring:
             if f:
                 f.close()
 
-    def ack(self, slots):
-        """The broker acknowledged these slots' records: mark them done, free the slots."""
+    def ack(self, slots, done=False):
+        """The broker acknowledged these slots' records: they are SENT, still held, until the
+        collector confirms them (fg/stored.py) or the confirm timeout makes them pending again
+        (``age``). Nothing is written: on flash a sent record is live, and resent after a
+        reboot. With ``done`` (``mqtt.delete_on = "puback"``: no collector confirms) they are
+        freed at once, 'D' on flash, as before confirmations existed."""
+        prio = self.prio
+        if not done:
+            mark = SENT | self.gen << 4
+            for i in slots:
+                v = prio[i]
+                if v < SENT:
+                    prio[i] = mark | v
+                    self.live -= 1
+            return
         by_seg = {}
         for i in slots:
             by_seg.setdefault(i // SEG_SLOTS, []).append(i)
@@ -229,6 +266,24 @@ class Ring:
                 for i in items:
                     f.seek((i % SEG_SLOTS) * SLOT)
                     f.write(b"D")
-                    if self.prio[i] != FREE:
-                        self.prio[i] = FREE
+                    if prio[i] != FREE:
+                        prio[i] = FREE
                         self.depth -= 1
+                        self.live -= 1
+
+    def age(self):
+        """One step of the confirm timeout's clock (the uplink calls it every timeout /
+        AGE_STEPS): the SENT slots AGE_STEPS + 1 generations old are pending again. Returns
+        how many."""
+        self.gen = (self.gen + 1) & 7
+        if self.live == self.depth:
+            return 0  # nothing sent and unconfirmed
+        old = SENT | ((self.gen - AGE_STEPS - 1) & 7) << 4
+        prio = self.prio
+        n = 0
+        for i in range(self.capacity):
+            if prio[i] & 0xFC == old:  # FREE (0xFF) never matches: its bits 2-3 are set
+                prio[i] &= 3
+                n += 1
+        self.live += n
+        return n

@@ -6,9 +6,11 @@
 # What is rebuilt: geometry, eviction counters and the epoch from ``meta`` (a ring without one,
 # new or from before epochs, gets a new random epoch); the source table from ``src``
 # (a last line cut by a power failure is dropped: no slot can refer to it, slots are written
-# after their source line); and, slot by slot, which are live (waiting for a PUBACK), their
-# class and seq. The highest seq on flash, live or done, is the last one assigned. A slot whose
-# CRC does not match (a write cut short) counts as free and is counted (``torn_slots``).
+# after their source line); and, slot by slot, which are held (not yet confirmed by the
+# collector), their class and seq. Every held slot starts LIVE: whether it was sent before the
+# reboot is not on flash, so it is sent again (the collector drops what it already has). The
+# highest seq on flash, live or done, is the last one assigned. A slot whose CRC does not match
+# (a write cut short) counts as free and is counted (``torn_slots``).
 
 import os
 import struct
@@ -95,6 +97,7 @@ def _scan(ring):
                     ring.prio[s * SEG_SLOTS + j] = v[1] & 0x0F
                     ring.seq[s][j] = v[6]
                     ring.depth += 1
+                    ring.live += 1
     if torn:
         ring.counters["torn_slots"] = ring.counters.get("torn_slots", 0) + torn
     ring.cursor %= ring.capacity
@@ -110,6 +113,7 @@ def _setup(ring, segs):
     # that no large block of the heap is needed
     ring.seq = [array("I", range(SEG_SLOTS)) for _ in range(segs)]
     ring.depth = 0
+    ring.live = 0
     ring.cursor = 0
     ring.sources = []
     ring.index = {}

@@ -1,18 +1,27 @@
-# The MQTT side: connect with back-off, last will, status, batches from the ring, health, commands.
+# The MQTT side: connect with back-off, last will, status, batches from the ring, health, commands,
+# the collector's confirmations.
 #
 # Topics and payloads are those of docs/wire-protocol.md: records, status (retained, and the
-# last will), health, cmd (subscribed) and cmd/ack, all QoS 1. A batch is published and its
-# PUBACK awaited before the next one (one message in flight): only then are its slots freed in
-# the ring, so a record the broker has not acknowledged survives any reboot and is sent again
-# (the collector drops the duplicate by (gateway, seq)).
+# last will), health, cmd and stored (subscribed) and cmd/ack, all QoS 1. A batch is published
+# and its PUBACK awaited before the next one (one message in flight). Delivered means stored:
+# the PUBACK only marks its records sent; a slot is freed when the collector's ``stored``
+# message of this ring's epoch names its seq (fg/stored.py parses it and frees them), and
+# a sent record not confirmed within ``confirm_timeout_s`` is sent again (Ring.age, on a clock
+# that runs whether connected or not). A record survives any reboot until it is confirmed; the
+# collector drops a duplicate by (gateway, epoch, seq) and confirms it again. With
+# ``delete_on = "puback"`` (a broker without a firegate collector) the PUBACK frees, as before.
 
 import gc
 import os
 import time
 
+from micropython import const
+
 from fg.mqtt import MQTTException
+from fg.ring import AGE_STEPS
 
 _TOPIC = "firegate/v1/%s/%s"
+_MAX_COMMANDS = const(4)  # commands waiting for their turn; more are dropped, counted
 
 
 def _put(buf, n, data):
@@ -38,8 +47,18 @@ class Uplink:
         self.ping_since = None
         self.commands = []
         self.first = True
-        self.buf = buf  # a memoryview of batch_max_bytes, allocated early by the app
+        self.buf = buf  # a memoryview of batch_max_bytes, allocated early by the app; also
+        # where incoming payloads are read (fg/mqtt.py): a stored message larger is refused
+        self.arrived = []  # confirmations kept in the batch buffer until they are applied
         self.tls = tls  # an ssl.SSLContext (None without TLS), reused for every connection
+        self.t_cmd = self.topic("cmd").encode()
+        self.t_stored = self.topic("stored").encode()
+        # delete_on "puback": a broker without a firegate collector; the PUBACK frees, as
+        # before confirmations existed (what the broker then loses is lost)
+        self.puback = self.m["delete_on"] == "puback"
+        # the confirm timeout's clock: Ring.age() every timeout / AGE_STEPS
+        self.age_ms = max(250, int(self.m["confirm_timeout_s"] * 1000) // AGE_STEPS)
+        self.age_at = time.ticks_add(time.ticks_ms(), self.age_ms)
         links["uplink"] = False
 
     def topic(self, channel):
@@ -53,6 +72,7 @@ class Uplink:
     def _connect(self):
         from fg import connect  # needed once per connection: loaded for it, then dropped
 
+        self._confirmations()  # the new client reads into the whole buffer again
         gc.collect()
         try:
             client = connect.session(self)
@@ -106,6 +126,7 @@ class Uplink:
     def service(self):
         """Connect when due, send what waits (a few batches), answer commands, keep alive.
         Returns True when more records wait to be sent."""
+        self._age()
         if self.client is None:
             if not self.hw.network_up():
                 return False
@@ -122,6 +143,7 @@ class Uplink:
                     break
             while self.client.check_msg() is not None:
                 pass
+            self._confirmations()
             if self.ping_since is not None and \
                     time.ticks_diff(self.client.last_pong, self.ping_since) >= 0:
                 self.ping_since = None
@@ -136,6 +158,7 @@ class Uplink:
             return False
 
     def _send_batch(self):
+        self._confirmations()  # they are in the batch buffer, which is written now
         slots = self.ring.pending(self.m["batch_max_records"])
         if not slots:
             return False
@@ -161,10 +184,20 @@ class Uplink:
         self.app.unload("texts")  # loaded by render() for the events of this batch
         self.app.heap()
         self.client.publish(self.topic("records"), buf[:n], False, 1)  # returns after PUBACK
-        self.ring.ack(used)
+        self.ring.ack(used, self.puback)  # sent: held until confirmed (puback: freed)
+        self._confirmations()  # what came during the wait (often the previous batch's)
         self._count("batches")
         self._count("records", len(used))
-        return len(used) < len(slots) or self.ring.depth > 0
+        return len(used) < len(slots) or self.ring.live > 0
+
+    def _age(self):
+        # the confirm timeout's clock: one step when due (a loop held up for long catches up
+        # one step a turn, so no generation is skipped)
+        if time.ticks_diff(time.ticks_ms(), self.age_at) >= 0:
+            self.age_at = time.ticks_add(self.age_at, self.age_ms)
+            n = self.ring.age()
+            if n:
+                self._count("unconfirmed_resent", n)
 
     def publish_health(self):
         from fg import health  # built once a minute: loaded for it, then dropped
@@ -184,11 +217,45 @@ class Uplink:
             self.client.ping()
             self.ping_since = time.ticks_ms()
 
-    # -- commands (spec "Command", "Ack") -----------------------------------------------------
+    # -- from the cloud: confirmations (spec "Stored"), commands (spec "Command", "Ack") ------
 
     def on_message(self, topic, msg):
-        if topic == self.topic("cmd").encode():
-            self.commands.append(msg)
+        # ``msg`` is a slice of the batch buffer (fg/mqtt.py), or None when it did not fit.
+        # A confirmation is kept there (True: the next payload goes after it) and applied
+        # when no publish is waiting (``_confirmations``), so that the code that applies it
+        # is never in memory beside the health report's or a command's.
+        if topic == self.t_stored:
+            if msg is None:
+                self._count("stored_too_large")  # what it named is resent, then confirmed
+                return False
+            self.arrived.append(msg)
+            return True
+        if topic == self.t_cmd:
+            if msg is None:
+                self._count("cmd_too_large")
+            elif len(self.commands) >= _MAX_COMMANDS:
+                self._count("cmd_dropped")
+            else:
+                self.commands.append(bytes(msg))
+        return False
+
+    def _confirmations(self):
+        # spec "Stored": free what the collector stored of this ring's epoch
+        if not self.arrived:
+            return
+        from fg import stored  # about once a batch; 2 KB of heap: loaded for it, then dropped
+
+        try:
+            for msg in self.arrived:
+                stored.apply(self, msg)
+        except OSError as e:  # flash failing: the records stay held, are resent, confirmed
+            self._count("confirm_failed")
+            self.app.log("ring: cannot apply a confirmation: %s" % (e,))
+        finally:
+            self.arrived = []
+            if self.client is not None:
+                self.client.rx = self.buf
+            self.app.unload("stored")
 
     def _command(self, msg):
         from fg import cmd  # commands are rare: their code is loaded for them and dropped
