@@ -48,6 +48,7 @@ from .conftest import (
 NOW = 1_718_000_000_000
 SRC = Source("modbus/bus1/3/pressure", Bus.MODBUS)
 PANEL = Source("panel/1-1/42-0x00000102", Bus.GB26875)
+TOPIC = "firegate/v1/gw-1/records"
 
 
 def inbound(topic: str, payload: bytes) -> Inbound:
@@ -152,6 +153,17 @@ def _drain(inbox: queue.Queue[Inbound], n: int) -> list[Inbound]:
     return got
 
 
+def _nothing_before_a_marker(pub: mqtt.Client, inbox: queue.Queue[Inbound], name: str) -> None:
+    """Prove that nothing more came, without waiting a while and looking. A QoS 0 message is
+    outside the receive maximum (MQTT 5.0 §4.9: only QoS 1 and 2 count), so the broker sends
+    it at once while it holds QoS 1 messages back; it was published after them, so had the
+    broker been willing to send any of them, they would be in the inbox before it."""
+    pub.publish(TOPIC, f"marker-{name}".encode(), qos=0).wait_for_publish(10)
+    (got,) = _drain(inbox, 1)
+    assert (got.payload, got.qos) == (f"marker-{name}".encode(), 0), got.payload
+    assert inbox.empty()
+
+
 def test_unacknowledged_messages_come_again_acknowledged_ones_do_not(
         mosquitto: Mosquitto) -> None:
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub", protocol=mqtt.MQTTv5)
@@ -159,13 +171,12 @@ def test_unacknowledged_messages_come_again_acknowledged_ones_do_not(
     pub.loop_start()
     inbox: queue.Queue[Inbound] = queue.Queue()
     ingest = _ingest(mosquitto.port, inbox)
-    topic = "firegate/v1/gw-1/records"
+    topic = TOPIC
     for i in range(8):
         pub.publish(topic, f"m{i}".encode(), qos=1).wait_for_publish(10)
     # Receive maximum 5: the broker holds the rest until acks free the window.
     first = _drain(inbox, 5)
-    time.sleep(0.3)
-    assert inbox.empty()
+    _nothing_before_a_marker(pub, inbox, "held")
     assert ingest.ack(first[:3]) == 3
     more = _drain(inbox, 3)
     assert [m.payload for m in first + more] == [f"m{i}".encode() for i in range(8)]
@@ -178,8 +189,7 @@ def test_unacknowledged_messages_come_again_acknowledged_ones_do_not(
     # A message from the previous connection can no longer be acknowledged: its packet id
     # may be reused by now; its redelivered copy is the one to ack.
     assert ingest.ack(first[3:5]) == 0 and ingest.metrics.stale_acks.value() == 2
-    time.sleep(0.3)
-    assert inbox.empty()
+    _nothing_before_a_marker(pub, inbox, "window full")  # m8, m9 still held
     assert ingest.ack(again) == 5
     later = _drain(inbox, 2)
     assert [m.payload for m in later] == [b"m8", b"m9"]
@@ -210,8 +220,10 @@ def _gateway_client(broker: Mosquitto, user: str, password: str) -> mqtt.Client:
 
 async def test_tls_credentials_and_acl_refuse_a_gateway_speaking_for_another(
         tmp_path: Path) -> None:
-    users = {"collector": "c-secret", "fleet-00001": "pw-1", "fleet-00002": "pw-2"}
-    acl = "user collector\ntopic read firegate/v1/#\n\npattern write firegate/v1/%u/#\n"
+    users = {"collector": "c-secret", "fleet-00001": "pw-1", "fleet-00002": "pw-2",
+             "marker-1": "pw-m"}
+    acl = ("user collector\ntopic read firegate/v1/#\ntopic write firegate/v1/+/stored\n\n"
+           "pattern write firegate/v1/%u/#\npattern read firegate/v1/%u/stored\n")
     with Mosquitto(tmp_path / "broker", users=users, acl=acl, tls=True) as broker:
         assert broker.ca is not None
         (tmp_path / "pw").write_text("c-secret\n")
@@ -228,14 +240,24 @@ async def test_tls_credentials_and_acl_refuse_a_gateway_speaking_for_another(
             rogue = _gateway_client(broker, "fleet-00001", "pw-1")
             spoof = encode_batches("fleet-00002", None, NOW, [measurement(10_000)])[0]
             info = rogue.publish("firegate/v1/fleet-00002/records", spoof, qos=1)
-            info.wait_for_publish(10)
+            info.wait_for_publish(10)  # the broker has decided on it: PUBACK received
             assert info.rc == mqtt.MQTT_ERR_SUCCESS
-            await async_wait_until(lambda: c.metrics.records_stored.value() >= 400, "stored")
-            time.sleep(0.5)
             rogue.loop_stop()
-            assert c.metrics.records_stored.value() == 400
+            # Positive control: a gateway's own batch published after that decision. Had the
+            # broker passed the spoof on, it would reach the collector first (one session,
+            # delivered in order; one decoder and one writer thread), so once the marker is
+            # stored, the spoof would be too.
+            marker = _gateway_client(broker, "marker-1", "pw-m")
+            marker.publish("firegate/v1/marker-1/records", encode_batches(
+                "marker-1", None, NOW, [measurement(1)])[0], qos=1).wait_for_publish(10)
+            marker.loop_stop()
+            await async_wait_until(lambda: c.metrics.records_stored.value() >= 401,
+                                   "the fleet's records and the marker stored")
+            assert c.metrics.records_stored.value() == 401
         assert "Denied PUBLISH from fleet-00001" in broker.log.read_text()
-        assert 10_000 not in stored_records(cfg.sink.sqlite_path)["fleet-00002"]
+        stored = stored_records(cfg.sink.sqlite_path)
+        assert stored["marker-1"] == {1: 1}
+        assert 10_000 not in stored["fleet-00002"]
 
 
 async def test_without_an_acl_the_collector_refuses_it(mosquitto: Mosquitto,

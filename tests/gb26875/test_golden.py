@@ -1,4 +1,10 @@
-"""Every golden input decodes to exactly its recorded output (rtl_433-style regression)."""
+"""Every golden input decodes to exactly its recorded output: a regression test.
+
+The recorded outputs were written by this decoder (``FIREGATE_REGEN_GOLDEN``) and most inputs by
+firegate's encoder (tests/data/gb26875/README), so this proves the output did not change, not
+that it is right. Meanings written independently from the standard are checked in
+test_reference_meanings.py (every upload type) and test_reference.py (K1-K8).
+"""
 
 from __future__ import annotations
 
