@@ -188,10 +188,12 @@ class DeliveryMemory:
                 self._keys[key] = None
             while len(self._keys) > self.size:
                 self._keys.popitem(last=False)
-        elif action is RxAction.DUPLICATE:  # still being resent: keep it longest
-            for key in keys:
-                if key in self._keys:
-                    self._keys.move_to_end(key)
+        elif action is RxAction.DUPLICATE:  # still being resent: keep it longest, and under
+            for key in keys:                  # all of its keys (one may have been released)
+                self._keys[key] = None
+                self._keys.move_to_end(key)
+            while len(self._keys) > self.size:
+                self._keys.popitem(last=False)
         elif action is RxAction.FORGET:
             for key in keys:
                 self._keys.pop(key, None)

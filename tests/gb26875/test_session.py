@@ -346,7 +346,7 @@ def test_the_memory_agrees_with_a_plain_set_and_stays_bounded(
         if inp is RxInput.RECEIVE:
             assert exact is (RxAction.DUPLICATE if taken else RxAction.DELIVER)
             assert action is RxAction.DELIVER or taken
-            model |= keys if not taken else set()
+            model |= keys  # taken now, under every key of the packet
         else:
             assert exact is (RxAction.FORGET if taken else RxAction.IGNORE)
             model -= keys
