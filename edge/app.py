@@ -81,6 +81,10 @@ def outbox_snapshot(stats: OutboxStats) -> dict[str, Any]:
         "expired": {p.label: n for p, n in stats.expired.items() if n},
         "oldest_age_s": stats.oldest_age_s,
         "in_flight": stats.in_flight,
+        # Acknowledged by the broker, kept until a collector confirms them stored.
+        "sent_unconfirmed": stats.sent_unconfirmed,
+        "oldest_unconfirmed_s": stats.oldest_unconfirmed_s,
+        "foreign_confirms": stats.foreign_confirms,
         "last_seq": stats.last_seq,
         "epoch": f"{stats.epoch:016x}",
         "payload_bytes": stats.payload_bytes,
@@ -182,7 +186,7 @@ def _start_uplink(tg: asyncio.TaskGroup, cfg: GatewayConfig, outbox: Outbox,
                           counters=counters["uplink"])
     control = ControlChannel(gateway_id=gw.id, handlers=merge_handlers(drivers),
                              health=probe.health, health_interval_s=cfg.uplink.health_interval_s,
-                             counters=counters["uplink"])
+                             counters=counters["uplink"], outbox=outbox)
     tg.create_task(uplink.run(forwarder.serve, control.serve), name="uplink")
 
     def view() -> dict[str, Any]:
@@ -192,7 +196,9 @@ def _start_uplink(tg: asyncio.TaskGroup, cfg: GatewayConfig, outbox: Outbox,
                 "detail": link.detail if link else None,
                 "last_ack_ms": uplink.last_ack_ms, "connects": uplink.connects,
                 "acked_records": forwarder.acked_records,
-                "acked_batches": forwarder.acked_batches}
+                "acked_batches": forwarder.acked_batches,
+                "confirmed_records": forwarder.confirmed_records,
+                "delete_on": cfg.uplink.delete_on.value if cfg.uplink else None}
 
     return view, forwarder
 

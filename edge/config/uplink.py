@@ -2,7 +2,9 @@
 
 One broker URL, the MQTT version, credentials, TLS files, timers and the send window. QoS is
 not a setting: the contract sends everything at QoS 1 (at-least-once; the collector drops
-duplicates by ``(gateway, seq)``), and QoS 0 would lose records silently.
+duplicates by ``(gateway, seq)``), and QoS 0 would lose records silently. A password goes only
+over TLS or to loopback unless ``allow_plaintext = true`` says the risk is accepted, and never
+inside the URL (which is logged).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from urllib.parse import urlsplit
 from common.config import Table
 from protocols.wire import MAX_RECORDS_PER_BATCH
 
-__all__ = ["MqttProtocol", "UplinkConfig", "parse_uplink"]
+__all__ = ["DeleteOn", "MqttProtocol", "UplinkConfig", "parse_uplink"]
 
 _DEFAULT_PORT = {"mqtt": 1883, "mqtts": 8883}
 _URL_HINT = "mqtt://host[:port] or mqtts://host[:port]"
@@ -26,6 +28,16 @@ class MqttProtocol(Enum):
 
     V5 = "5"
     V311 = "3.1.1"
+
+
+class DeleteOn(Enum):
+    """When a record leaves the outbox (docs/uplink.md, "Delivered means stored")."""
+
+    STORED = "stored"
+    """When a firegate collector confirms it stored it (channel ``stored``)."""
+    PUBACK = "puback"
+    """At the broker's PUBACK: for a broker without a firegate collector; what the broker
+    acknowledged and loses (a crash before its next save) is lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,11 @@ class UplinkConfig:
     linger_s: float = 1.0
     """When only a few readings are pending, how long the uplink may wait for more to fill
     a message (0: never). Events and fire alarms end the wait at once."""
+    delete_on: DeleteOn = DeleteOn.STORED
+    """When records leave the outbox: the collector's confirmation, or the PUBACK."""
+    confirm_timeout_s: float = 60.0
+    """A record the broker acknowledged and no collector confirmed within this long is sent
+    again (``delete_on = "stored"``)."""
 
     @property
     def url(self) -> str:
@@ -90,6 +107,8 @@ def parse_uplink(t: Table) -> UplinkConfig:
     password = t.secret("password")
     if password is not None and username is None:
         t.fail("password", "needs username (MQTT 3.1.1 sends no password without a user name)")
+    # A user name alone is no secret; a client certificate needs mqtts:// anyway.
+    t.refuse_plaintext("url", url, "password", password)
     ca_file = t.path_value("ca_file", None, must_exist=True)
     cert_file = t.path_value("cert_file", None, must_exist=True)
     key_file = t.path_value("key_file", None, must_exist=True)
@@ -113,6 +132,10 @@ def parse_uplink(t: Table) -> UplinkConfig:
     max_inflight = t.integer("max_inflight", 16, min=1, max=256)
     health_interval_s = t.number("health_interval_s", 60.0, min=1.0, max=86_400.0)
     linger_ms = t.integer("linger_ms", 1000, min=0, max=60_000)
+    delete_on = t.choice("delete_on", DeleteOn, DeleteOn.STORED)
+    confirm_timeout_s = t.number("confirm_timeout_s", 60.0, min=5.0, max=3600.0)
+    if delete_on is DeleteOn.PUBACK and t.has("confirm_timeout_s"):
+        t.fail("confirm_timeout_s", 'applies only to delete_on = "stored"')
     if t.has("qos"):
         t.fail("qos", "is not configurable: the contract sends everything at QoS 1 "
                       "(QoS 0 would lose records)")
@@ -121,10 +144,12 @@ def parse_uplink(t: Table) -> UplinkConfig:
         host, port, tls, protocol, client_id, username, password, ca_file, cert_file, key_file,
         tls_insecure, keepalive_s, connect_timeout_s, reconnect_min_s, reconnect_max_s,
         batch_max_records, max_inflight, health_interval_s, linger_ms / 1000,
+        delete_on=delete_on, confirm_timeout_s=confirm_timeout_s,
     )
 
 
 def _parse_url(t: Table, url: str) -> tuple[str, int, bool]:
+    t.refuse_url_credentials("url", url, "username and password")  # before url is quoted
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -132,8 +157,6 @@ def _parse_url(t: Table, url: str) -> tuple[str, int, bool]:
         t.fail("url", f"must be {_URL_HINT}, got {url!r} ({e})")
     if parts.scheme not in _DEFAULT_PORT or not parts.hostname:
         t.fail("url", f"must be {_URL_HINT}, got {url!r}")
-    if parts.username is not None or parts.password is not None:
-        t.fail("url", "must not carry credentials; use username and password")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         t.fail("url", f"must be {_URL_HINT} without a path or query, got {url!r}")
     if port == 0:

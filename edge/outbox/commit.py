@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from functools import partial
 
 import aiosqlite
 
@@ -27,7 +29,7 @@ from .config import OutboxConfig
 from .core import Core
 from .errors import ErrorReason, OutboxError, OutboxFull, wrap
 from .queue import AckRequest, AppendRequest, Queue
-from .store import Changes, Row, delete_seqs, evict_oldest, insert
+from .store import Changes, Row, delete_ranges, delete_seqs, evict_oldest, held_between, insert
 
 __all__ = ["commit_group", "fit_caps", "run_committer"]
 
@@ -109,10 +111,15 @@ async def commit_group(
     tally = core.tally
     numbered, rows, next_seq = number(appends, tally.next_seq, core.clock())
     ack_seqs: frozenset[int] = frozenset().union(*(a.seqs for a in acks))
+    ranges = [r for a in acks for r in a.ranges]
+    by_range: list[int] = []
 
     async def body(db: aiosqlite.Connection, changes: Changes) -> None:
+        nonlocal by_range
         if ack_seqs:
             await delete_seqs(db, ack_seqs, changes)
+        if ranges:
+            by_range = await delete_ranges(db, ranges, changes)
         if rows:
             # The tally changes only after COMMIT: it is the state this body started from.
             kept = await fit_caps(db, core.config, tally.depth, tally.nbytes, rows, changes)
@@ -128,7 +135,16 @@ async def commit_group(
             request.future.set_result(records)
     for ack in acks:
         if not ack.future.done():
-            ack.future.set_result(len(ack.seqs & changes.deleted))
+            ack.future.set_result(_deleted_of(ack, changes.deleted, by_range))
+
+
+def _deleted_of(ack: AckRequest, deleted: set[int], by_range: list[int]) -> int:
+    """How many of one request's seqs a transaction deleted: of its ``seqs``, and of its
+    ``ranges`` (``by_range`` sorted; a seq two requests named counts for both)."""
+    n = len(ack.seqs & deleted)
+    for first, last in ack.ranges:
+        n += bisect_right(by_range, last) - bisect_left(by_range, first)
+    return n
 
 
 async def commit_with_recovery(
@@ -208,10 +224,15 @@ async def _flush(
 
 async def _ack_in_chunks(core: Core, acks: list[AckRequest]) -> None:
     """Deletes on a full disk: a transaction must fit in the WAL file as it is (it cannot
-    grow), so delete a few rows at a time with a checkpoint in between."""
-    seqs = sorted(frozenset().union(*(a.seqs for a in acks)))
+    grow), so delete a few rows at a time with a checkpoint in between. Ranges are first
+    resolved to the seqs stored in them (a read needs no room)."""
+    wanted: set[int] = set().union(*(a.seqs for a in acks))
     deleted: set[int] = set()
     try:
+        for first, last in (r for a in acks for r in a.ranges):
+            wanted.update(await core.with_connection(partial(held_between, first=first,
+                                                             last=last)))
+        seqs = sorted(wanted)
         for i in range(0, len(seqs), _ACK_CHUNK):
             chunk = seqs[i : i + _ACK_CHUNK]
 
@@ -229,9 +250,10 @@ async def _ack_in_chunks(core: Core, acks: list[AckRequest]) -> None:
             if not ack.future.done():
                 ack.future.set_exception(wrap(e))
         return
+    by_range = sorted(deleted)
     for ack in acks:
         if not ack.future.done():
-            ack.future.set_result(len(ack.seqs & deleted))
+            ack.future.set_result(_deleted_of(ack, deleted, by_range))
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

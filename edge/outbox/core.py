@@ -3,9 +3,9 @@
 :class:`~edge.outbox.outbox.Outbox` is the public face: the request queue, the committer
 task, the lock file, the checks every call makes. The committer (:mod:`edge.outbox.commit`)
 and the full-disk recovery (:mod:`edge.outbox.space`) need much less: the connection and
-its lock, the in-memory :class:`~edge.outbox.store.Tally`, the in-flight set, the disk
-guard, the error counters and the clock. That part is a :class:`Core` of its own, which
-they receive, so no module of the package imports the one that calls it.
+its lock, the in-memory :class:`~edge.outbox.store.Tally`, the records out (in flight or
+sent), the disk guard, the error counters and the clock. That part is a :class:`Core` of its
+own, which they receive, so no module of the package imports the one that calls it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ class Core:
         """Serializes the connection's users: transactions, reads, pragmas."""
         self.tally = Tally()
         self.errors: Counter[str] = Counter()
+        self.foreign_confirms = 0
+        """Confirmations of another epoch, ignored (since open)."""
         self.inflight = InFlight()
+        """The records out with the uplink: in flight, or sent and awaiting confirmation."""
         self.ready = asyncio.Event()
         self.stored = asyncio.Event()
         self.closing = False
@@ -108,11 +111,12 @@ class Core:
             raise wrap(e) from e
 
     def forget(self, seqs: Iterable[int]) -> None:
-        """Acked seqs are no longer in flight, whether or not their rows were still there."""
+        """Acked seqs are no longer out, whether or not their rows were still there."""
         self.inflight.forget(seqs)
         self.update_ready()
 
     def update_ready(self) -> None:
+        # Pending = stored minus out (in flight or sent).
         if sum(self.tally.depth) > len(self.inflight):
             self.ready.set()
         else:

@@ -1,4 +1,5 @@
-"""What waits for the committer: append and ack requests, and the events that wake it.
+"""What waits for the committer: append and ack (delete) requests, and the events that
+wake it.
 
 Requests are plain futures: the committer resolves each with its result or its typed error,
 so an error reaches exactly the caller whose records it concerns.
@@ -41,9 +42,13 @@ class AppendRequest:
 
 @dataclass(slots=True)
 class AckRequest:
+    """Deletes for the committer: ``seqs`` (``ack``, after a PUBACK) or ``ranges`` of seqs
+    (``confirm``, a collector's ``stored``); resolved with how many of them were deleted."""
+
     seqs: frozenset[int]
     future: asyncio.Future[int]
     arrived: float
+    ranges: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)

@@ -21,8 +21,10 @@ __all__ = [
     "Row",
     "Tally",
     "counter_key",
+    "delete_ranges",
     "delete_seqs",
     "evict_oldest",
+    "held_between",
     "insert",
     "pending",
     "write_meta",
@@ -43,7 +45,7 @@ class Changes:
     evicted: list[int] = field(default_factory=lambda: [0] * 4)
     expired: list[int] = field(default_factory=lambda: [0] * 4)
     deleted: set[int] = field(default_factory=set)
-    """Seqs deleted one by one (acks)."""
+    """Seqs deleted one by one (acks, confirmations)."""
     deleted_through: list[int] = field(default_factory=lambda: [0] * 4)
     """Per class: every row with seq <= this was deleted (eviction, expiry)."""
     next_seq: int = 0
@@ -126,6 +128,37 @@ async def delete_seqs(db: aiosqlite.Connection, seqs: Iterable[int], changes: Ch
     ):
         changes.remove(priority, 1, size)
         changes.deleted.add(seq)
+
+
+async def delete_ranges(
+    db: aiosqlite.Connection, ranges: Sequence[tuple[int, int]], changes: Changes
+) -> list[int]:
+    """Delete every stored row with a seq in one of ``ranges`` (``(first, last)``, inclusive;
+    a collector's confirmation), whatever its state; returns the deleted seqs, sorted.
+
+    One statement: the ranges travel as JSON, and each is a rowid range search (a range
+    that names seqs no longer stored costs nothing).
+    """
+    deleted = []
+    for seq, priority, size in await db.execute_fetchall(
+        "DELETE FROM outbox WHERE seq IN (SELECT o.seq FROM json_each(?) AS r "
+        "JOIN outbox AS o ON o.seq BETWEEN r.value ->> 0 AND r.value ->> 1) "
+        "RETURNING seq, priority, length(payload)",
+        (json.dumps(ranges),),
+    ):
+        changes.remove(priority, 1, size)
+        deleted.append(seq)
+    changes.deleted.update(deleted)
+    deleted.sort()
+    return deleted
+
+
+async def held_between(db: aiosqlite.Connection, first: int, last: int) -> list[int]:
+    """The stored seqs in ``first..last``, ascending."""
+    rows = await db.execute_fetchall(
+        "SELECT seq FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)
+    )
+    return [seq for (seq,) in rows]
 
 
 async def evict_oldest(

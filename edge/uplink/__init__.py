@@ -6,7 +6,7 @@ Wiring (the composition root, ``edge/app.py``)::
     forwarder = Forwarder(outbox, config, gateway_id=gw, site=site, counters=uplink.counters)
     control = ControlChannel(gateway_id=gw, handlers=handlers, health=build_health,
                              health_interval_s=config.health_interval_s,
-                             counters=uplink.counters)
+                             counters=uplink.counters, outbox=outbox)
     tg.create_task(uplink.run(forwarder.serve, control.serve), name="uplink")
 
 See :mod:`edge.uplink.session` for what the uplink can and cannot see of a broker's refusals.
@@ -22,6 +22,7 @@ from .mqtt import (
     MqttError,
     MqttSession,
     MqttUplink,
+    NoSubscribers,
     PublishRefused,
     Service,
     SubscribeRefused,
@@ -41,6 +42,7 @@ __all__ = [
     "MqttError",
     "MqttSession",
     "MqttUplink",
+    "NoSubscribers",
     "PublishRefused",
     "Service",
     "SubscribeRefused",

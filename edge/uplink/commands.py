@@ -4,7 +4,8 @@ Every command that arrives gets exactly one ack, ``ok=false`` with a reason when
 run: undecodable (answered under the id :func:`protocols.wire.peek_command_id` recovers),
 unknown to the contract, not supported by this gateway, stale (``ttl_s`` elapsed since its
 ``ts``), or refused by its handler (:class:`CommandError`). Only a payload without a usable id
-goes unanswered, and is counted. ``ping`` and ``report_health`` are built in; the other
+goes unanswered, and is counted. ``ping`` and ``report_health`` are built in, and
+``resend`` when the channel is given the outbox (:mod:`edge.uplink.resend`); the other
 commands go to the handlers the drivers provide.
 
 Commands run concurrently (a ``check_post`` waits minutes for an operator; a ``ping`` must not
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 from edge.drivers.base import CommandError, CommandHandler, Counters, wall_ms
+from edge.outbox import Outbox
 from protocols.wire import (
     Channel,
     Command,
@@ -36,7 +38,8 @@ from protocols.wire import (
     topic,
 )
 
-from .session import ConnectionLost, MqttError, MqttSession, SubscribeRefused
+from .resend import resend_handler
+from .session import ConnectionLost, MqttError, MqttSession, NoSubscribers, SubscribeRefused
 
 __all__ = ["BUILT_IN", "ControlChannel", "HealthFailed", "HealthSource"]
 
@@ -44,7 +47,9 @@ log = logging.getLogger("edge.uplink")
 
 HealthSource = Callable[[], Awaitable[Health]]
 """Builds the gateway's health report now (the lead's composition root supplies it)."""
-BUILT_IN = frozenset({CommandName.PING, CommandName.REPORT_HEALTH})
+BUILT_IN = frozenset({CommandName.PING, CommandName.REPORT_HEALTH, CommandName.RESEND})
+"""Commands the channel answers itself (``resend`` only when it has the outbox); drivers
+cannot offer them."""
 ERROR_MAX = 256  # CommandAck.error limit
 MAX_RUNNING = 16
 
@@ -54,13 +59,14 @@ class ControlChannel:
 
     def __init__(self, *, gateway_id: str, handlers: Mapping[CommandName, CommandHandler],
                  health: HealthSource, health_interval_s: float = 60.0,
-                 counters: Counters | None = None,
+                 counters: Counters | None = None, outbox: Outbox | None = None,
                  clock_ms: Callable[[], int] = wall_ms) -> None:
         clash = BUILT_IN & set(handlers)
         if clash:
             raise ValueError(f"built-in commands cannot be replaced: {sorted(clash)}")
         self._gw = gateway_id
-        self._handlers = MappingProxyType(dict(handlers))
+        own = {} if outbox is None else {CommandName.RESEND: resend_handler(outbox)}
+        self._handlers = MappingProxyType({**handlers, **own})
         self._health = health
         self._interval = health_interval_s
         self._clock = clock_ms
@@ -118,6 +124,9 @@ class ControlChannel:
             raise HealthFailed(f"health report failed: {e!r}") from e
         try:
             await session.publish(self._health_topic, payload)
+        except NoSubscribers:
+            self.counters.inc("health_unheard")  # nobody subscribes to it: nothing to retry
+            return
         except MqttError:
             self.counters.inc("health_unsent")
             raise
@@ -144,7 +153,7 @@ class ControlChannel:
             await self._ack(session, command.id, error=(
                 f"stale: sent {age:.0f} s ago, ttl {command.ttl_s} s; not run"))
             return
-        if command.cmd not in BUILT_IN and command.cmd not in self._handlers:
+        if command.cmd not in self._handlers and command.cmd not in _ANSWERED_HERE:
             self.counters.inc("command_unsupported")
             await self._ack(session, command.id,
                             error=f"{command.cmd.value} is not supported by this gateway")
@@ -197,11 +206,17 @@ class ControlChannel:
             ack = CommandAck(cid, False, now, error=_clip(f"invalid result: {e}"))
         try:
             await session.publish(self._ack_topic, encode_ack(ack))
+        except NoSubscribers:
+            self.counters.inc("ack_unheard")  # the sender is gone; it retries or gives up
+            return
         except MqttError as e:
             self.counters.inc("ack_unsent")
             log.error("uplink: ack of %s: %s", cid, e)
             return
         self.answered += 1
+
+
+_ANSWERED_HERE = frozenset({CommandName.PING, CommandName.REPORT_HEALTH})
 
 
 class HealthFailed(Exception):

@@ -29,6 +29,7 @@ from .session import (
     Message,
     MqttError,
     MqttSession,
+    NoSubscribers,
     PublishRefused,
     SubscribeRefused,
     WatchdogExpired,
@@ -43,6 +44,7 @@ __all__ = [
     "MqttError",
     "MqttSession",
     "MqttUplink",
+    "NoSubscribers",
     "PublishRefused",
     "Service",
     "SubscribeRefused",
@@ -175,6 +177,8 @@ class MqttUplink:
         try:
             await session.publish(self._status_topic, self._status(GatewayState.ONLINE),
                                   retain=True)
+        except NoSubscribers:
+            pass  # retained all the same: the next subscriber gets it (MQTT 5.0 §3.3.1.3)
         except PublishRefused as e:  # the will is probably refused too: say so, keep records
             self.counters.inc("status_refused")
             log.error("uplink: %s", e)
@@ -192,6 +196,8 @@ class MqttUplink:
                 async with asyncio.timeout(GOODBYE_S):
                     await session.publish(self._status_topic, self._status(
                         GatewayState.OFFLINE, "shutdown"), retain=True)
+            except NoSubscribers:
+                pass  # retained all the same
             except (MqttError, TimeoutError) as e:
                 log.warning("uplink: offline status not confirmed: %s", e)
             await session.disconnect()

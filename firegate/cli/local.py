@@ -157,6 +157,16 @@ def _print_outbox(console: Console, ob: dict[str, Any]) -> None:
     console.print(f"oldest unsent: {'-' if oldest is None else f'{oldest:.0f} s'}; "
                   f"in flight {ob.get('in_flight', 0)}; last seq {ob.get('last_seq', 0)}; "
                   f"file {ob.get('file_bytes', 0) / 1e6:.1f} MB")
+    _print_unconfirmed(console, ob)
+
+
+def _print_unconfirmed(console: Console, ob: dict[str, Any]) -> None:
+    """Records the broker acknowledged that stay stored until a collector confirms them."""
+    if "sent_unconfirmed" not in ob:
+        return
+    wait = ob.get("oldest_unconfirmed_s")
+    console.print(f"sent, awaiting the collector's confirmation: {ob['sent_unconfirmed']}"
+                  + ("" if wait is None else f" (oldest {wait:.0f} s)"))
 
 
 def events(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
@@ -260,9 +270,15 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
                        "last_seq": hi} for p, n, b, o, lo, hi in rows}
     evicted = {k.split(".", 1)[1]: v for k, v in meta.items()
                if k.startswith("evicted.") and v}
+    running = _running_outbox_view(path.parent)
     doc = {"path": str(path), "classes": per, "meta": meta, "evicted": evicted,
            "file_bytes": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")
-                             if p.is_file())}
+                             if p.is_file()),
+           # Which records are sent and await confirmation is the running agent's memory
+           # (None when it is not running: then all of them go out at its next start).
+           "sent_unconfirmed": None if running is None else running.get("sent_unconfirmed"),
+           "oldest_unconfirmed_s": None if running is None else
+           running.get("oldest_unconfirmed_s")}
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -279,6 +295,25 @@ def outbox(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None,
     console.print(table)
     console.print("evicted: " + (", ".join(f"{k} {v}" for k, v in sorted(evicted.items()))
                                  or "none"))
+    if running is None:
+        console.print("agent not running: every record above goes out at its next start")
+    else:
+        _print_unconfirmed(console, running)
+
+
+def _running_outbox_view(data_dir: Path) -> dict[str, Any] | None:
+    """The running agent's snapshot of its outbox (``state.db``); None when it is not
+    running (a stale snapshot says nothing about what is sent now)."""
+    try:
+        with StateReader(data_dir / "state.db") as state:
+            snaps = state.snapshots()
+    except (FileNotFoundError, sqlite3.Error):
+        return None
+    agent, agent_ms = snaps.get("agent", (None, None))
+    if not _agent_running(agent, agent_ms):
+        return None
+    view = snaps.get("outbox", ({}, 0))[0]
+    return view if isinstance(view, dict) else None
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,10 @@ __all__ = ["agent", "agent_config", "firegate_json", "last_seq", "stored_seqs", 
 
 def agent_config(tmp: Path, *, gw: str, broker_port: int | None, panel_port: Path | None = None,
                  modbus: tuple[str, int] | None = None, devices: str = "",
-                 extra: str = "") -> Path:
-    """Write a gateway TOML for the simulators at hand; returns its path."""
+                 extra: str = "", uplink: str = "confirm_timeout_s = 5\n") -> Path:
+    """Write a gateway TOML for the simulators at hand; returns its path. ``uplink`` goes
+    into ``[uplink]`` (by default a short confirmation timeout: a confirmation published
+    while the agent was away is lost, and its records go out again after it)."""
     parts = [f"""
 [gateway]
 id = "{gw}"
@@ -42,7 +44,7 @@ url = "mqtt://127.0.0.1:{broker_port}"
 reconnect_min_s = 0.2
 reconnect_max_s = 1.0
 health_interval_s = 2
-""")
+{uplink}""")
     if panel_port is not None:
         parts.append(f"""
 [[panel]]

@@ -1,10 +1,11 @@
-"""The process the crash test kills: appends and acks in a loop, reporting on stdout.
+"""The process the crash test kills: appends and deletes (``ack``, or ``mark_sent`` then
+``confirm``) in a loop, reporting on stdout.
 
     python -m tests.edge.crash_child DB SEED
 
 Lines (each written only after the call returned, i.e. after the commit):
-``A s1 s2 ...`` appended and durable; ``P s1 ...`` about to be acked (may or may not be
-deleted when the kill comes); ``D s1 ...`` acked and deleted. ``ready`` once open.
+``A s1 s2 ...`` appended and durable; ``P s1 ...`` about to be acked or confirmed (may or
+may not be deleted when the kill comes); ``D s1 ...`` deleted. ``ready`` once open.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from edge.outbox import Outbox, OutboxConfig
-from protocols.wire import Priority
+from protocols.wire import Priority, seq_ranges
 
 from .helpers import record
 
@@ -47,7 +48,11 @@ async def main(path: Path, seed: int) -> None:
                     outbox.nack(batch)
                     continue
                 say("P", batch)
-                await outbox.ack(batch)
+                if rng.random() < 0.5:  # delete_on = "puback"
+                    await outbox.ack(batch)
+                else:  # delete_on = "stored": sent (in memory), then the collector's word
+                    outbox.mark_sent(batch)
+                    await outbox.confirm(outbox.epoch, seq_ranges(batch))
                 say("D", batch)
 
         await asyncio.gather(writer(), writer(), writer(), drainer())

@@ -26,7 +26,7 @@ from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
 
 from .agent_rig import agent, agent_config, last_seq, stored_seqs, until
-from .test_uplink_infra import Observer
+from .test_uplink_infra import Collector, Observer
 
 GW = "gw-crash"
 ROUNDS = 20
@@ -76,6 +76,8 @@ async def test_kill_minus_9_twenty_times_loses_nothing(tmp_path: Path,
     ledger = tmp_path / "ledger.jsonl"
     link = tmp_path / "panel-tty"
     obs = Observer(mosquitto.port, client_id="crash-observer", persistent=True)
+    # Confirms what it stored, so the agent deletes it (and the drains below can end).
+    collector = Collector(mosquitto.port, client_id="crash-collector", persistent=True)
     rng = random.Random(26875)
     kills = 0
     try:
@@ -103,6 +105,7 @@ async def test_kill_minus_9_twenty_times_loses_nothing(tmp_path: Path,
         async with agent(config):  # the simulators are gone: it reports that, then drains
             await until(lambda: stored_seqs(tmp_path) == [], "a drained outbox", 60)
     finally:
+        collector.close()
         obs.close()
     assert kills == ROUNDS
 

@@ -1,7 +1,8 @@
 """The whole agent as a process: simulators -> firegate agent run -> real Mosquitto.
 
-The panel simulator speaks GB/T 26875.3 over a pty, the Modbus simulator serves TCP, and a
-paho subscriber is the cloud. Nothing in between is replaced.
+The panel simulator speaks GB/T 26875.3 over a pty, the Modbus simulator serves TCP, and
+paho clients are the cloud: an observer, and a collector stand-in that confirms what it
+stored (the agent deletes records on that confirmation). Nothing in between is replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
 
 from .agent_rig import agent, agent_config, firegate_json, until
-from .test_uplink_infra import Observer
+from .test_uplink_infra import Collector, Observer
 
 GW = "gw-e2e"
 DETECTOR = "panel/1-1/42-0x00000bb9"  # smoke-3F-east: type 42 at address 3001
@@ -63,6 +64,7 @@ async def test_fire_alarm_and_pressure_drop_reach_the_broker(
     site.write_text(SCENARIO, encoding="utf-8")
     link = tmp_path / "panel-tty"
     obs = Observer(mosquitto.port)
+    collector = Collector(mosquitto.port)
     try:
         async with (
             simulator("panel", "--pty", "--link", str(link), "--scenario", str(site),
@@ -104,6 +106,13 @@ async def test_fire_alarm_and_pressure_drop_reach_the_broker(
                 assert status["links"]["panel/com1"]["state"] == "up"
                 assert status["links"]["uplink"]["state"] == "up"
                 assert status["uplink"]["acked_records"] > 0
+                await until(lambda: firegate_json("status", "--config", str(config))
+                            ["uplink"]["confirmed_records"] > 0, "a confirmed delete", 30)
+                assert "sent_unconfirmed" in status["outbox"]
+                assert status["uplink"]["delete_on"] == "stored"
+                # The outbox view names what awaits confirmation while the agent runs.
+                assert firegate_json("outbox", "--config", str(config))["sent_unconfirmed"] \
+                    is not None
                 fired = firegate_json("events", "--config", str(config), "--kind", "fire_alarm",
                                       "--source", DETECTOR)
                 assert [f["description"] for f in fired] == ["3F 东侧走廊"]
@@ -120,6 +129,10 @@ async def test_fire_alarm_and_pressure_drop_reach_the_broker(
             assert last.state is GatewayState.OFFLINE and last.reason == "shutdown"
             status = firegate_json("status", "--config", str(config))
             assert status["running"] is False
-            assert firegate_json("outbox", "--config", str(config))["classes"] == {}
+            outbox = firegate_json("outbox", "--config", str(config))
+            assert outbox["classes"] == {}  # stored by the collector, all confirmed
+            assert outbox["sent_unconfirmed"] is None  # not running: nothing is out
+            assert collector.seqs(GW) >= set(obs.seqs(GW))
     finally:
+        collector.close()
         obs.close()

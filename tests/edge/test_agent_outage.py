@@ -1,8 +1,9 @@
 """The broker stopped for a minute under a working agent: nothing lost, fire alarms first.
 
 Real processes throughout: the panel and Modbus simulators, ``firegate agent run`` and a
-Mosquitto that is stopped for 60 s (its persistence keeps the observer's session) while the
-panel raises fire alarms and the pressure transmitters keep being read.
+Mosquitto that is stopped for 60 s (its persistence keeps the observer's and the collector
+stand-in's sessions) while the panel raises fire alarms and the pressure transmitters keep
+being read. The agent deletes what the collector confirms stored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.infra.ports import free_port
 from tests.infra.simproc import simulator
 
 from .agent_rig import agent, agent_config, last_seq, stored_seqs, until
-from .test_uplink_infra import Observer
+from .test_uplink_infra import Collector, Observer
 
 GW = "gw-outage"
 OUTAGE_S = 60.0
@@ -48,6 +49,7 @@ async def test_broker_down_a_minute_loses_nothing_and_fire_alarms_go_first(
         tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     obs = Observer(broker.port, client_id="outage-observer", persistent=True)
+    collector = Collector(broker.port, client_id="outage-collector", persistent=True)
     site = tmp_path / "site.toml"
     site.write_text(SCENARIO, encoding="utf-8")
     link = tmp_path / "panel-tty"
@@ -75,7 +77,9 @@ async def test_broker_down_a_minute_loses_nothing_and_fire_alarms_go_first(
             left = set(stored_seqs(tmp_path))
             await until(lambda: set(obs.seqs(GW)) | left == set(range(1, last + 1)),
                         "every seq at the broker or still stored", 30)
+            assert collector.seqs(GW) | left == set(range(1, last + 1))
     finally:
+        collector.close()
         obs.close()
         broker.stop()
 

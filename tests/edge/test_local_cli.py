@@ -114,3 +114,47 @@ def test_bad_since_is_refused(tmp_path: Path) -> None:
     _populate(tmp_path).close()
     res = CliRunner().invoke(_app(), ["events", "--data-dir", str(tmp_path), "--since", "soon"])
     assert res.exit_code == 2 and "use 30s" in res.output
+
+
+def test_status_shows_what_awaits_the_collectors_confirmation(tmp_path: Path) -> None:
+    writer = _populate(tmp_path)
+    writer.set_snapshot("outbox", {"depth": {"measurement": 12}, "in_flight": 2,
+                                   "sent_unconfirmed": 7, "oldest_unconfirmed_s": 12.4,
+                                   "last_seq": 10})
+    writer.flush()
+    writer.close()
+    res = CliRunner().invoke(_app(), ["status", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "sent, awaiting the collector's confirmation: 7 (oldest 12 s)" in res.output
+    res = CliRunner().invoke(_app(), ["status", "--data-dir", str(tmp_path), "--json"])
+    assert json.loads(res.output)["outbox"]["sent_unconfirmed"] == 7
+
+
+async def test_outbox_names_what_awaits_confirmation_while_the_agent_runs(
+        tmp_path: Path) -> None:
+    from edge.outbox import Outbox
+
+    from .helpers import config, measurement
+
+    async with Outbox(config(tmp_path)) as ob:
+        await ob.append([measurement(i) for i in range(4)])
+    writer = StateWriter(tmp_path / "state.db")
+    writer.set_snapshot("agent", {"pid": os.getpid(), "gateway_id": "gw-test"})
+    writer.set_snapshot("outbox", {"sent_unconfirmed": 3, "oldest_unconfirmed_s": 5.0})
+    writer.flush()
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(_app(), ["outbox", "--data-dir", str(tmp_path),
+                                            "--json"]).output)
+    assert doc["classes"]["measurement"]["records"] == 4
+    assert (doc["sent_unconfirmed"], doc["oldest_unconfirmed_s"]) == (3, 5.0)
+    res = runner.invoke(_app(), ["outbox", "--data-dir", str(tmp_path)])
+    assert "sent, awaiting the collector's confirmation: 3 (oldest 5 s)" in res.output
+
+    writer.set_snapshot("agent", {"pid": 2**22 + 12345, "gateway_id": "gw-test"})  # gone
+    writer.flush()
+    writer.close()
+    doc = json.loads(runner.invoke(_app(), ["outbox", "--data-dir", str(tmp_path),
+                                            "--json"]).output)
+    assert doc["sent_unconfirmed"] is None  # after a restart every record is pending
+    res = runner.invoke(_app(), ["outbox", "--data-dir", str(tmp_path)])
+    assert "agent not running: every record above goes out at its next start" in res.output

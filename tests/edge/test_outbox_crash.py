@@ -1,5 +1,6 @@
-"""Crash safety with real processes: a child appends and acks in a loop and is killed with
-SIGKILL at random moments (sometimes while still opening the database).
+"""Crash safety with real processes: a child appends and deletes in a loop (``ack``, or
+``mark_sent`` then ``confirm``) and is killed with SIGKILL at random moments (sometimes
+while still opening the database).
 
 After every kill: the database passes ``PRAGMA integrity_check``; every seq the child
 reported as appended is present unless it was (possibly) acknowledged; nothing reported
@@ -110,5 +111,8 @@ async def test_kill_9_at_random_moments(tmp_path: Path) -> None:
 
     async with Outbox(config(tmp_path)) as ob:
         assert ob.last_seq >= highest
+        # What the child had marked sent is pending again: it goes out after a restart.
+        s = await ob.stats()
+        assert s.sent_unconfirmed == 0 and s.pending == s.total_depth == len(present)
         (r,) = await ob.append([measurement()])
         assert r.seq > highest

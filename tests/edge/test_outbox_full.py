@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.outbox import ErrorReason, Outbox, OutboxCorrupt, OutboxFull
-from protocols.wire import Priority, Record
+from protocols.wire import Priority, Record, seq_ranges
 
 from .helpers import config, event, measurement
 
@@ -100,8 +100,11 @@ async def check_full_disk_behaviour(ob: Outbox) -> None:
     with pytest.raises(OutboxFull):
         await ob.append([event(ALARM, 0)])
     assert ob.last_seq == last
-    # 4. Once records are acknowledged, there is room again.
-    acked = sorted(present)[: len(present) // 2]
+    # 4. Once records are confirmed (by the collector's ranges) or acknowledged, there is
+    #    room again.
+    held = sorted(present)
+    confirmed, acked = held[: len(held) // 4], held[len(held) // 4: len(held) // 2]
+    assert await ob.confirm(ob.epoch, seq_ranges(confirmed)) == len(confirmed)
     assert await ob.ack(acked) == len(acked)
     (fire,) = await ob.append([event(FIRE)])
     assert fire.seq == last + 1

@@ -1,6 +1,7 @@
 """The outbox against a plain in-memory model, driven by Hypothesis' state machine:
-append / next_batch / ack / nack / release_all / expire / reopen in any order, with caps
-small enough that eviction happens all the time."""
+append / next_batch / ack / nack / release_all / mark_sent / confirm / requeue_unconfirmed /
+resend / expire / reopen in any order, with caps small enough that eviction happens all the
+time."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Row:
 class Model:
     rows: dict[int, Row] = field(default_factory=dict)
     in_flight: set[int] = field(default_factory=set)
+    sent: dict[int, float] = field(default_factory=dict)  # seq -> when marked sent
     next_seq: int = 1
     evicted: list[int] = field(default_factory=lambda: [0] * 4)
 
@@ -63,16 +65,21 @@ class Model:
                 victim = self.rows.pop(s, None) or incoming.pop(s)
                 over_rows, over_bytes = over_rows - 1, over_bytes - victim.size
                 self.evicted[p] += 1
-                self.in_flight.discard(s)
+                self.drop(s)
         self.rows.update(incoming)
         return seqs
+
+    def drop(self, s: int) -> None:
+        self.rows.pop(s, None)
+        self.in_flight.discard(s)
+        self.sent.pop(s, None)
 
     def nbytes(self) -> int:
         return sum(r.size for r in self.rows.values())
 
     def next_batch(self, max_records: int, max_bytes: int) -> list[int]:
         pending = sorted(
-            (s for s in self.rows if s not in self.in_flight),
+            (s for s in self.rows if s not in self.in_flight and s not in self.sent),
             key=lambda s: (self.rows[s].priority, s),
         )
         out: list[int] = []
@@ -96,6 +103,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-model-"))
         self.now = [T0]
+        self.mono = [0.0]
         self.model = Model()
         self.outbox = self.run(self._open())
 
@@ -110,7 +118,8 @@ class OutboxMachine(RuleBasedStateMachine):
             max_age_s={Priority.MEASUREMENT: MEAS_AGE_S},
             reserve_bytes=0,
         )
-        return await Outbox.open(cfg, clock_ms=lambda: self.now[0])
+        return await Outbox.open(cfg, clock_ms=lambda: self.now[0],
+                                 monotonic=lambda: self.mono[0])
 
     def teardown(self) -> None:
         try:
@@ -139,8 +148,50 @@ class OutboxMachine(RuleBasedStateMachine):
         expected = len(set(seqs) & set(self.model.rows))
         assert self.run(self.outbox.ack(seqs)) == expected
         for s in seqs:
-            self.model.rows.pop(s, None)
+            self.model.drop(s)
+
+    @precondition(lambda self: self.model.in_flight)
+    @rule(data=st.data())
+    def puback_then_mark_sent(self, data: st.DataObject) -> None:
+        seqs = data.draw(st.lists(st.sampled_from(sorted(self.model.in_flight)), min_size=1,
+                                  unique=True))  # a message's seqs
+        assert self.outbox.mark_sent(seqs) == len(seqs)
+        for s in seqs:
             self.model.in_flight.discard(s)
+            self.model.sent.pop(s, None)
+            self.model.sent[s] = self.mono[0]
+
+    @rule(data=st.data(), foreign=st.booleans())
+    def confirm(self, data: st.DataObject, foreign: bool) -> None:
+        top = self.model.next_seq + 1
+        bounds = data.draw(st.lists(st.integers(1, top), min_size=2, max_size=6, unique=True))
+        bounds.sort()
+        ranges = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
+        hit = {s for s in self.model.rows for a, b in ranges if a <= s <= b}
+        epoch = self.outbox.epoch ^ 1 if foreign else self.outbox.epoch
+        assert self.run(self.outbox.confirm(epoch, ranges)) == (0 if foreign else len(hit))
+        if not foreign:
+            for s in hit:
+                self.model.drop(s)
+
+    @rule(seconds=st.sampled_from([0.0, 5.0, 30.0]), timeout=st.sampled_from([0.0, 20.0]))
+    def confirmations_time_out(self, seconds: float, timeout: float) -> None:
+        self.mono[0] += seconds
+        late = [s for s, at in self.model.sent.items() if at <= self.mono[0] - timeout]
+        assert self.outbox.requeue_unconfirmed(timeout) == len(late)
+        for s in late:
+            del self.model.sent[s]
+
+    @rule(first=st.integers(1, 40), span=st.integers(0, 10))
+    def resend(self, first: int, span: int) -> None:
+        last = first + span
+        got = self.run(self.outbox.resend(self.outbox.epoch, first, last))
+        held = sorted(s for s in self.model.rows if first <= s <= last)
+        assert got.resent == len(held)
+        missing = {s for a, b in got.missing for s in range(a, b + 1)}
+        assert missing == set(range(first, last + 1)) - set(held)
+        for s in held:
+            self.model.sent.pop(s, None)
 
     @precondition(lambda self: self.model.in_flight)
     @rule(data=st.data())
@@ -166,15 +217,15 @@ class OutboxMachine(RuleBasedStateMachine):
         ]
         assert expired == ({Priority.MEASUREMENT: len(old)} if old else {})
         for s in old:
-            del self.model.rows[s]
-            self.model.in_flight.discard(s)
+            self.model.drop(s)
         self.model.evicted[Priority.MEASUREMENT] += len(old)
 
     @rule()
     def reopen(self) -> None:
         self.run(self.outbox.close())
         self.outbox = self.run(self._open())
-        self.model.in_flight.clear()  # nothing is in flight after a restart
+        self.model.in_flight.clear()  # nothing is in flight or sent after a restart
+        self.model.sent.clear()
 
     @invariant()
     def counts_agree(self) -> None:
@@ -183,12 +234,17 @@ class OutboxMachine(RuleBasedStateMachine):
         assert s.depth == {p: sum(r.priority is p for r in m.rows.values()) for p in Priority}
         assert s.payload_bytes == m.nbytes()
         assert s.in_flight == len(m.in_flight)
+        assert s.sent_unconfirmed == len(m.sent)
+        for p in Priority:
+            assert self.outbox.pending(p) == sum(
+                r.priority is p and s not in m.in_flight and s not in m.sent
+                for s, r in m.rows.items())
         assert s.evicted == dict(zip(Priority, m.evicted, strict=True))
         assert s.last_seq == m.next_seq - 1
 
 
 OutboxMachine.TestCase.settings = settings(
-    max_examples=40,
+    max_examples=60,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

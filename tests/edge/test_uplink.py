@@ -1,7 +1,12 @@
-"""The uplink against a real Mosquitto with a real outbox: batches, PUBACK-gated deletes, the
-send window, fire alarms first, status and the last will.
+"""The uplink against a real Mosquitto with a real outbox: batches, deletes gated by the
+collector's confirmation (or the PUBACK), the send window, fire alarms first, status and the
+last will.
 
-Helpers (observer, relay, rig) are in test_uplink_infra.py.
+The records tests run with the default ``delete_on = "stored"`` and a :class:`Collector` that
+stores and confirms like the real one (it is also what keeps the broker from answering 0x10,
+no subscribers); the test of the PUBACK gate itself runs with ``delete_on = "puback"``.
+Helpers (observer, collector, relay, rig) are in test_uplink_infra.py; the stored-specific
+tests are in test_uplink_stored.py.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from common.backoff import Backoff
+from edge.config.uplink import DeleteOn
 from edge.drivers.base import wall_ms
 from protocols.wire import (
     Event,
@@ -32,6 +39,7 @@ from .test_uplink_infra import (
     GW,
     SITE,
     VERSION,
+    Collector,
     Observer,
     Relay,
     retained_status,
@@ -44,9 +52,10 @@ FIRE, ALARM, EVENT, MEAS = Priority
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_records_arrive_as_contract_batches_and_are_deleted_once_acked(
+async def test_records_arrive_as_contract_batches_and_are_deleted_once_stored(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     obs = Observer(mosquitto.port)
+    collector = Collector(mosquitto.port)
     before = wall_ms()
     try:
         async with running(tmp_path, uplink_config(mosquitto.port, batch_max_records=300)) as rig:
@@ -55,29 +64,35 @@ async def test_records_arrive_as_contract_batches_and_are_deleted_once_acked(
             for i in range(0, len(mix), 500):
                 numbered += await rig.outbox.append(mix[i:i + 500])
             await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
-            # The forwarder counts an ack once outbox.ack() returned to it, a moment after the
-            # delete is committed (and total_depth already 0).
-            await until(lambda: rig.forwarder.acked_records >= 2_500, "the acks counted")
+            # The forwarder counts a confirmation once outbox.confirm() returned to it, a
+            # moment after the delete is committed (and total_depth already 0).
+            await until(lambda: rig.forwarder.confirmed_records >= 2_500, "the deletes counted")
+            assert collector.seqs(epoch=rig.outbox.epoch) == {r.seq for r in numbered}
             await until(lambda: len(set(obs.seqs())) == 2_500, "every record at the broker")
             batches = obs.batches()
             assert all(b.gateway_id == GW and b.site == SITE for b in batches)
             assert all(1 <= len(b.records) <= 300 for b in batches)
             got = {r.seq: r for b in batches for r in b.records}
             assert got == {r.seq: r for r in numbered}  # the same records, field for field
-            assert rig.forwarder.acked_records == 2_500
+            assert rig.forwarder.acked_records == 2_500  # each PUBACKed once: no resend
+            assert rig.forwarder.confirmed_records == 2_500
             assert rig.counters.snapshot() == {}  # nothing refused, lost or failed
             last = rig.uplink.last_ack_ms  # the last packet from the broker
             assert last is not None and before <= last <= wall_ms()
     finally:
+        collector.close()
         obs.close()
 
 
 async def test_records_leave_the_outbox_only_after_the_puback(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """``delete_on = "puback"``: the PUBACK is the deletion point (with "stored" it is only
+    the point where a record is marked sent, test_uplink_stored.py)."""
     relay = await Relay(mosquitto.port).start()
     obs = Observer(mosquitto.port)
     try:
-        async with running(tmp_path, uplink_config(relay.port)) as rig:
+        async with running(tmp_path, uplink_config(relay.port,
+                                                   delete_on=DeleteOn.PUBACK)) as rig:
             relay.hold()  # the broker's PUBACKs wait in the relay
             await rig.outbox.append([measurement(i) for i in range(10)])
             await until(lambda: len(obs.seqs()) == 10, "the batch at the broker")
@@ -95,6 +110,7 @@ async def test_records_leave_the_outbox_only_after_the_puback(
 async def test_a_fire_alarm_does_not_wait_for_a_full_window(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     relay = await Relay(mosquitto.port).start()
+    collector = Collector(mosquitto.port)  # stores and confirms
     try:
         cfg = uplink_config(relay.port, max_inflight=2, batch_max_records=5)
         async with running(tmp_path, cfg) as rig:
@@ -111,6 +127,7 @@ async def test_a_fire_alarm_does_not_wait_for_a_full_window(
             seqs = [r.seq for b in relay.records() for r in b.records]
             assert sorted(set(seqs)) == list(range(1, 52))
     finally:
+        collector.close()
         await relay.close()
 
 
@@ -119,6 +136,7 @@ async def test_on_a_slow_link_a_fire_alarm_queues_behind_little_data(
     """The window is bounded by measured throughput too: with 0.25 s of a 2 MB/s path
     allowed, a fire alarm finds a few messages ahead of it, not the whole window of 64."""
     relay = await Relay(mosquitto.port, rate=2_000_000).start()
+    collector = Collector(mosquitto.port)  # stores and confirms
     try:
         cfg = uplink_config(relay.port, max_inflight=64, batch_max_records=1000)
         async with running(tmp_path, cfg, queue_target_s=0.25) as rig:
@@ -137,6 +155,7 @@ async def test_on_a_slow_link_a_fire_alarm_queues_behind_little_data(
             assert rig.forwarder.throughput is not None
             await until(lambda: rig.outbox.depth(MEAS) == 0, "the backlog drained")
     finally:
+        collector.close()
         await relay.close()
 
 
@@ -145,6 +164,7 @@ async def test_event_classes_are_not_pipelined_measurements_are(
     """A restore must never overtake its raise: one message per event class awaits its
     PUBACK at a time; measurements fill the window."""
     relay = await Relay(mosquitto.port).start()
+    collector = Collector(mosquitto.port)  # stores and confirms
     try:
         cfg = uplink_config(relay.port, max_inflight=8, batch_max_records=2)
         async with running(tmp_path, cfg) as rig:
@@ -166,6 +186,7 @@ async def test_event_classes_are_not_pipelined_measurements_are(
             relay.release()
             await until(lambda: rig.outbox.depth(MEAS) == 0, "the measurements delivered")
     finally:
+        collector.close()
         await relay.close()
 
 
@@ -174,6 +195,7 @@ async def test_a_few_readings_linger_to_fill_a_message_but_events_never_wait(
     """A trickle of readings waits up to ``linger_s`` for company (one message instead of
     hundreds); an event, a fire alarm or a full message ends the wait at once."""
     obs = Observer(mosquitto.port)
+    collector = Collector(mosquitto.port)
     try:
         cfg = uplink_config(mosquitto.port, linger_s=3.0, batch_max_records=100)
         async with running(tmp_path, cfg) as rig:
@@ -210,6 +232,7 @@ async def test_a_few_readings_linger_to_fill_a_message_but_events_never_wait(
             assert time.monotonic() - t >= 2.5  # it waited (nearly) the whole linger
             await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
     finally:
+        collector.close()
         obs.close()
 
 
@@ -285,6 +308,7 @@ async def test_the_last_will_marks_a_killed_gateway_offline(mosquitto: Mosquitto
 async def test_payloads_are_byte_identical_to_the_reference_encoder(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     relay = await Relay(mosquitto.port).start()
+    collector = Collector(mosquitto.port)  # stores and confirms
     try:
         async with running(tmp_path, uplink_config(relay.port)) as rig:
             stored = await rig.outbox.append([event(ALARM, 1), measurement(2)])
@@ -294,7 +318,20 @@ async def test_payloads_are_byte_identical_to_the_reference_encoder(
             assert list(batch.records) == stored
             assert encode_batch(batch) == sent.payload
     finally:
+        collector.close()
         await relay.close()
+
+
+async def test_small_packets_are_not_held_back_by_nagle(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """TCP_NODELAY on the gateway's socket: with confirmations coming down the same link,
+    Nagle held a fifth of the records PUBACKs for the peer's delayed ACK (27-40 ms)."""
+    async with running(tmp_path, uplink_config(mosquitto.port)) as rig:
+        session = rig.uplink.session
+        assert session is not None
+        sock = session.client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 def test_back_off_doubles_with_jitter_between_min_and_max() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config.uplink import MqttProtocol
+from edge.config.uplink import DeleteOn, MqttProtocol
 from edge.uplink import ConnectFailed, MqttSession
 from protocols.wire import Priority
 from tests.infra.mosquitto import Mosquitto
@@ -90,11 +90,12 @@ async def test_a_denied_publish_is_refused_0x87_and_the_records_stay(tmp_path: P
 async def test_under_3_1_1_a_denied_publish_cannot_be_seen(tmp_path: Path) -> None:
     """The documented limit: MQTT 3.1.1's PUBACK has no reason code, so Mosquitto
     acknowledges the denied publish like a delivered one (and then drops the connection).
-    The uplink deletes the records; nobody received them. Use MQTT 5."""
+    With ``delete_on = "puback"`` the uplink deletes the records; nobody received them. Use
+    MQTT 5, or the default "stored" (next test)."""
     with Mosquitto(tmp_path / "broker", users=USERS, acl=ACL_NO_RECORDS) as broker:
         obs = Observer(broker.port, username="admin", password="admin-pw")
         cfg = uplink_config(broker.port, username=GW, password="right",
-                            protocol=MqttProtocol.V311)
+                            protocol=MqttProtocol.V311, delete_on=DeleteOn.PUBACK)
         try:
             async with running(tmp_path, cfg) as rig:
                 await rig.outbox.append([measurement(i) for i in range(5)])
@@ -103,6 +104,26 @@ async def test_under_3_1_1_a_denied_publish_cannot_be_seen(tmp_path: Path) -> No
                 assert rig.counters.get("publish_refused") == 0
                 await until(lambda: rig.counters.get("connection_lost") >= 1,
                             "the broker dropping the connection")
+                assert obs.seen("records") == []
+        finally:
+            obs.close()
+
+
+async def test_under_3_1_1_with_delete_on_stored_a_denied_publish_is_kept(
+        tmp_path: Path) -> None:
+    """The same false PUBACK under the default: no collector confirms what it never got,
+    so the records stay in the outbox (marked sent, then sent again after the timeout)."""
+    with Mosquitto(tmp_path / "broker", users=USERS, acl=ACL_NO_RECORDS) as broker:
+        obs = Observer(broker.port, username="admin", password="admin-pw")
+        cfg = uplink_config(broker.port, username=GW, password="right",
+                            protocol=MqttProtocol.V311, confirm_timeout_s=1.0)
+        try:
+            async with running(tmp_path, cfg) as rig:
+                await rig.outbox.append([measurement(i) for i in range(5)])
+                await until(lambda: rig.forwarder.acked_records >= 5, "the (false) PUBACK")
+                await until(lambda: rig.counters.get("unconfirmed_resent") >= 5,
+                            "the records sent again")
+                assert rig.outbox.depth(MEAS) == 5  # nothing lost
                 assert obs.seen("records") == []
         finally:
             obs.close()

@@ -178,6 +178,23 @@ async def test_health_is_published_periodically_and_a_failing_report_is_counted(
         obs.close()
 
 
+async def test_an_ack_nobody_subscribes_to_is_counted(tmp_path: Path,
+                                                      mosquitto: Mosquitto) -> None:
+    """PUBACK 0x10 for the ack (the sender is not listening): counted, not an error."""
+    obs = Observer(mosquitto.port, topic=f"firegate/v1/{GW}/health")  # not cmd/ack
+    cloud = Cloud(mosquitto.port, obs)
+    try:
+        async with running(tmp_path, uplink_config(mosquitto.port)) as rig:
+            await until(lambda: bool(obs.seen("health")), "the uplink ready")
+            cloud.command("p-1", CommandName.PING)
+            await until(lambda: rig.counters.get("ack_unheard") == 1, "the unheard ack")
+            assert rig.control.answered == 0
+            assert rig.counters.get("ack_unsent") == 0 and rig.up
+    finally:
+        cloud.close()
+        obs.close()
+
+
 def test_built_in_commands_cannot_be_replaced() -> None:
     async def mine(command: Command) -> Mapping[str, JsonValue]:
         return {}
@@ -187,3 +204,5 @@ def test_built_in_commands_cannot_be_replaced() -> None:
 
     with pytest.raises(ValueError, match="built-in commands cannot be replaced"):
         ControlChannel(gateway_id=GW, handlers={CommandName.PING: mine}, health=health)
+    with pytest.raises(ValueError, match="built-in commands cannot be replaced"):
+        ControlChannel(gateway_id=GW, handlers={CommandName.RESEND: mine}, health=health)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from common.config import ConfigError, Table
-from edge.config.uplink import MqttProtocol, UplinkConfig, parse_uplink
+from edge.config.uplink import DeleteOn, MqttProtocol, UplinkConfig, parse_uplink
 
 # The commented sample of this section (also handed to the lead for gateway.example.toml),
 # with its commented keys switched on so that every key is parsed.
@@ -19,6 +20,7 @@ url = "mqtts://mqtt.example.com:8883"
 # client_id = "gw-0001"
 # username = "gw-0001"
 # password_file = "/etc/firegate/mqtt-password"
+# allow_plaintext = false
 # ca_file = "/etc/firegate/ca.crt"
 # cert_file = "/etc/firegate/gw-0001.crt"
 # key_file = "/etc/firegate/gw-0001.key"
@@ -30,6 +32,8 @@ url = "mqtts://mqtt.example.com:8883"
 # batch_max_records = 1000
 # max_inflight = 16
 # health_interval_s = 60
+# delete_on = "stored"
+# confirm_timeout_s = 60
 """
 
 
@@ -84,7 +88,7 @@ def test_every_key(tmp_path: Path) -> None:
 
 
 def test_password_from_the_environment() -> None:
-    cfg = parse({"url": "mqtt://h", "username": "u", "password_env": "MQTT_PW"},
+    cfg = parse({"url": "mqtts://h", "username": "u", "password_env": "MQTT_PW"},
                 env={"MQTT_PW": "from-env"})
     assert cfg.password == "from-env"
 
@@ -136,10 +140,17 @@ HINT = "mqtt://host[:port] or mqtts://host[:port]"
     ({"url": "mqtt://h", "qos": 0}, "uplink.qos: is not configurable: the contract sends "
                                     "everything at QoS 1 (QoS 0 would lose records)"),
     ({"url": "mqtt://h", "hots": "x"},
-     "uplink.hots: unknown key; allowed here: batch_max_records, ca_file, cert_file, client_id, "
-     "connect_timeout_s, health_interval_s, keepalive_s, key_file, linger_ms, max_inflight, "
-     "password, password_env, password_file, protocol, reconnect_max_s, reconnect_min_s, "
-     "tls_insecure, url, username"),
+     "uplink.hots: unknown key; allowed here: allow_plaintext, batch_max_records, ca_file, "
+     "cert_file, client_id, confirm_timeout_s, connect_timeout_s, delete_on, "
+     "health_interval_s, keepalive_s, key_file, linger_ms, max_inflight, password, "
+     "password_env, password_file, protocol, reconnect_max_s, reconnect_min_s, tls_insecure, "
+     "url, username"),
+    ({"url": "mqtt://h", "delete_on": "ack"},
+     "uplink.delete_on: must be one of 'stored', 'puback', got 'ack'"),
+    ({"url": "mqtt://h", "confirm_timeout_s": 1},
+     "uplink.confirm_timeout_s: must be at least 5, got 1"),
+    ({"url": "mqtt://h", "delete_on": "puback", "confirm_timeout_s": 30},
+     'uplink.confirm_timeout_s: applies only to delete_on = "stored"'),
 ])
 def test_refusals(data: dict[str, object], message: str) -> None:
     assert error(data) == message
@@ -156,3 +167,75 @@ def test_tls_file_refusals(tmp_path: Path) -> None:
         "uplink.key_file: cert_file and key_file go together"
     assert error({"url": "mqtts://h", "username": "u", "password_env": "NOPE"}, tmp_path) == \
         "uplink.password_env: environment variable NOPE is not set"
+
+
+# -- issue 14: no empty passwords, no password in clear text beyond loopback ----------------
+
+
+PLAIN = ("uplink.url: mqtt:// sends the password unencrypted to {host} (not a loopback address); "
+         "use mqtts://, or set allow_plaintext = true in [uplink] to accept that risk")
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("mqtt://broker.example", "broker.example"), ("mqtt://10.0.0.2:1884", "10.0.0.2"),
+    ("mqtt://[fd00::2]", "fd00::2"), ("mqtt://0.0.0.0", "0.0.0.0"),
+])
+def test_a_password_over_plain_mqtt_to_another_host_is_refused(url: str, host: str) -> None:
+    assert error({"url": url, "username": "u", "password": "pw"}) == PLAIN.format(host=host)
+
+
+def test_a_password_from_a_file_or_the_environment_counts_too(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    text = PLAIN.format(host="h")
+    assert error({"url": "mqtt://h", "username": "u", "password_file": "pw"}, tmp_path) == text
+    assert error({"url": "mqtt://h", "username": "u", "password_env": "P"},
+                 env={"P": "s3cret"}) == text
+
+
+@pytest.mark.parametrize("url", ["mqtt://127.0.0.1:1883", "mqtt://127.8.0.1", "mqtt://[::1]",
+                                 "mqtt://localhost:1884", "mqtts://broker.example"])
+def test_a_password_may_go_to_loopback_or_over_tls(url: str) -> None:
+    assert parse({"url": url, "username": "u", "password": "pw"}).password == "pw"
+
+
+def test_allow_plaintext_is_the_explicit_opt_in() -> None:
+    cfg = parse({"url": "mqtt://broker.example", "username": "u", "password": "pw",
+                 "allow_plaintext": True})
+    assert (cfg.tls, cfg.password) == (False, "pw")
+    assert parse({"url": "mqtt://broker.example", "username": "u"}).username == "u"
+    assert error({"url": "mqtt://h", "allow_plaintext": 1}) == \
+        "uplink.allow_plaintext: must be true or false, got an integer"
+
+
+def test_an_empty_password_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("\n")
+    assert error({"url": "mqtts://h", "username": "u", "password": ""}) == \
+        "uplink.password: must not be empty"
+    assert error({"url": "mqtts://h", "username": "u", "password_file": "pw"}, tmp_path) == \
+        f"uplink.password_file: {tmp_path / 'pw'} is empty"
+    assert error({"url": "mqtts://h", "username": "u", "password_env": "P"}, env={"P": ""}) == \
+        "uplink.password_env: environment variable P is empty"
+
+
+def test_the_password_stays_out_of_repr() -> None:
+    cfg = parse({"url": "mqtts://h", "username": "u", "password": "s3cret-pw"})
+    assert "s3cret-pw" not in repr(cfg) and "s3cret-pw" not in str(cfg)
+
+
+def test_the_gateway_sample_documents_every_uplink_key() -> None:
+    example = Path(__file__).resolve().parents[2] / "edge" / "gateway.example.toml"
+    section = example.read_text().split("\n[uplink]\n", 1)[1].split("\n[[", 1)[0]
+    allowed = error({"url": "mqtt://h", "zz": 1}).split("allowed here: ")[1].split(", ")
+    for key in allowed:
+        if key in ("password", "password_env"):  # explained next to password_file
+            assert key in section, key
+        else:
+            assert re.search(rf"^#? ?{key} = ", section, re.M), key
+
+
+def test_records_are_deleted_when_stored_by_default_or_at_the_puback() -> None:
+    cfg = parse({"url": "mqtt://h"})
+    assert (cfg.delete_on, cfg.confirm_timeout_s) == (DeleteOn.STORED, 60.0)
+    cfg = parse({"url": "mqtt://h", "confirm_timeout_s": 12.5})
+    assert (cfg.delete_on, cfg.confirm_timeout_s) == (DeleteOn.STORED, 12.5)
+    assert parse({"url": "mqtt://h", "delete_on": "puback"}).delete_on is DeleteOn.PUBACK

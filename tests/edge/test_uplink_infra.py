@@ -1,5 +1,6 @@
-"""Parts the uplink tests share: a paho observer, a TCP relay that can hold the broker's
-answers, and a running uplink over a real outbox. The relay and observer are tested here too.
+"""Parts the uplink tests share: a paho observer, a collector stand-in that stores and
+confirms (``stored``), a TCP relay that can hold the broker's answers, and a running uplink
+over a real outbox. The relay, observer and collector are tested here too.
 
 The relay is a real TCP hop (like a slow or dead network path), not a mock: it forwards bytes
 both ways, parses the PUBLISH packets the gateway sends, and can hold back everything the
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +28,18 @@ from edge.uplink import ControlChannel, Forwarder, MqttUplink
 from edge.uplink.forwarder import QUEUE_TARGET_S
 from protocols.wire import (
     Batch,
+    Channel,
     CommandName,
     Health,
     LinkState,
     Status,
+    Stored,
     decode_batch,
     decode_status,
+    encode_stored,
+    seq_ranges,
+    split_ranges,
+    topic,
 )
 from tests.infra.mosquitto import Mosquitto
 
@@ -110,6 +118,80 @@ class Observer:
 
     def statuses(self, gw: str = GW) -> list[Status]:
         return [decode_status(m.payload) for m in self.seen("status", gw)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Collector:
+    """Plays the firegate collector: a paho subscriber (its own thread) to every gateway's
+    records that stores each batch's seqs and then, as the collector does after each write,
+    publishes them to the gateway's ``stored`` topic (QoS 1).
+
+    ``confirming = False`` stores without confirming (a collector that never says so).
+    ``persistent=True`` keeps a broker-side session (clean_session off): records published
+    while it is away are queued for it by the broker - in the broker's memory until its
+    next save. ``disconnect()`` / ``connect()`` take it away and back."""
+
+    def __init__(self, port: int, *, client_id: str = "collector", persistent: bool = False,
+                 confirming: bool = True) -> None:
+        self.port = port
+        self.confirming = confirming
+        self._stored: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.arrivals: list[tuple[float, list[int]]] = []
+        """(monotonic time, seqs in the batch's order) of every batch received."""
+        self.confirmations = 0
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=paho.MQTTv311, clean_session=not persistent)
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe("firegate/v1/+/records", qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.reconnect_delay_set(1, 1)
+        self.connect()
+
+    def connect(self) -> None:
+        """Connect and wait for the SUBACK (from the broker: it has our subscription)."""
+        self.subscribed.clear()
+        self.client.connect("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+        if not self.subscribed.wait(WAIT):
+            raise AssertionError(f"collector: no SUBACK from the broker in {WAIT} s")
+
+    def disconnect(self) -> None:
+        """Say goodbye (a persistent session stays at the broker); ``connect`` comes back."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        batch = decode_batch(bytes(msg.payload))
+        seqs = [r.seq for r in batch.records]
+        with self._lock:
+            self._stored[(batch.gateway_id, batch.epoch)].update(seqs)
+            self.arrivals.append((time.monotonic(), seqs))
+            confirming = self.confirming
+        if not confirming:
+            return
+        for ranges in split_ranges(seq_ranges(seqs)):
+            stored = Stored(batch.gateway_id, batch.epoch, tuple(ranges),
+                            int(time.time() * 1000), "test-collector")
+            self.client.publish(topic(batch.gateway_id, Channel.STORED), encode_stored(stored),
+                                qos=1)
+            with self._lock:
+                self.confirmations += 1
+
+    @property
+    def batches(self) -> int:
+        with self._lock:
+            return len(self.arrivals)
+
+    def seqs(self, gw: str = GW, epoch: int | None = None) -> set[int]:
+        """Seqs stored for ``gw`` (of one epoch, or of all)."""
+        with self._lock:
+            return {s for (g, e), seqs in self._stored.items()
+                    if g == gw and (epoch is None or e == epoch) for s in seqs}
 
     def close(self) -> None:
         self.client.disconnect()
@@ -310,7 +392,7 @@ async def running(tmp_path: Path, config: UplinkConfig, *,
             return Health(gateway_id=GW, ts_ms=int(time.time() * 1000), uptime_s=1.0,
                           version=VERSION, outbox_depth=stats.total_depth,
                           links={k: v.state for k, v in links.snapshot().items()},
-                          last_seq=stats.last_seq)
+                          last_seq=stats.last_seq, epoch=stats.epoch)
 
         uplink = MqttUplink(config, gateway_id=GW, version=VERSION, site=SITE, links=links,
                             counters=counters)
@@ -318,7 +400,8 @@ async def running(tmp_path: Path, config: UplinkConfig, *,
                         queue_target_s=queue_target_s)
         control = ControlChannel(gateway_id=GW, handlers=handlers or {},
                                  health=health or default_health,  # type: ignore[arg-type]
-                                 health_interval_s=config.health_interval_s, counters=counters)
+                                 health_interval_s=config.health_interval_s, counters=counters,
+                                 outbox=outbox)
         task = asyncio.create_task(uplink.run(fwd.serve, control.serve))
         rig = Rig(outbox, uplink, fwd, control, links, counters, task)
         try:
@@ -357,3 +440,34 @@ async def test_relay_forwards_both_ways_parses_publishes_and_holds(mosquitto: Mo
         pub.loop_stop()
         obs.close()
         await relay.close()
+
+
+async def test_the_collector_stand_in_stores_and_confirms_each_batch(
+        mosquitto: Mosquitto) -> None:
+    from protocols.wire import decode_stored, encode_batch
+
+    from .helpers import T0, measurement
+
+    collector = Collector(mosquitto.port)
+    gateway = Observer(mosquitto.port, client_id="gateway-side", topic=f"firegate/v1/{GW}/stored")
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="pub", protocol=paho.MQTTv5)
+    try:
+        pub.connect("127.0.0.1", mosquitto.port)
+        pub.loop_start()
+        records = tuple(measurement(i).with_seq(s) for i, s in enumerate((9, 5, 6, 7)))
+        batch = Batch(GW, None, T0, records, epoch=0x1234)
+        pub.publish(f"firegate/v1/{GW}/records", encode_batch(batch), qos=1).wait_for_publish(5)
+        await until(lambda: len(gateway.seen("stored")) == 1, "the confirmation")
+        stored = decode_stored(gateway.seen("stored")[0].payload)
+        assert (stored.gateway_id, stored.epoch, stored.ranges) == (GW, 0x1234, ((5, 7), (9, 9)))
+        assert collector.seqs(epoch=0x1234) == {5, 6, 7, 9} and collector.seqs(epoch=1) == set()
+        assert collector.arrivals[0][1] == [9, 5, 6, 7]
+        collector.confirming = False
+        pub.publish(f"firegate/v1/{GW}/records", encode_batch(batch), qos=1).wait_for_publish(5)
+        await until(lambda: collector.batches == 2, "the second copy")
+        assert len(gateway.seen("stored")) == 1
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        gateway.close()
+        collector.close()

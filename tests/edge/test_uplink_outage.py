@@ -1,5 +1,8 @@
 """Outages and a broken client: a broker stopped while records keep coming, a frozen broker,
-and a network thread that died or hangs (the watchdog). Nothing is lost; fire alarms first."""
+and a network thread that died or hangs (the watchdog). Nothing is lost; fire alarms first.
+
+Records are deleted when a :class:`Collector` confirms them stored (the default
+``delete_on = "stored"``), as in production."""
 
 from __future__ import annotations
 
@@ -17,20 +20,23 @@ from protocols.wire import Priority, Record
 from tests.infra.mosquitto import Mosquitto
 
 from .helpers import event, measurement
-from .test_uplink_infra import GW, Observer, running, until, uplink_config
+from .test_uplink_infra import GW, Collector, Observer, running, until, uplink_config
 
 FIRE, ALARM, EVENT, MEAS = Priority
 
 
 async def test_a_broker_outage_loses_nothing_and_fire_alarms_go_first(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
-    # A persistent observer session: what is published while it reconnects is kept for it.
+    # Persistent sessions: what is published while they reconnect is kept for them (the
+    # broker saves them on SIGTERM). Confirmations published while the gateway is away
+    # are not (its session is clean): those records go out again after the timeout.
     obs = Observer(broker.port, persistent=True)
+    collector = Collector(broker.port, persistent=True)
     stored: list[Record] = []
     outage: list[Record] = []
     in_outage = stop = False
     try:
-        async with running(tmp_path, uplink_config(broker.port)) as rig:
+        async with running(tmp_path, uplink_config(broker.port, confirm_timeout_s=3.0)) as rig:
 
             async def produce() -> None:
                 i = 0
@@ -64,6 +70,7 @@ async def test_a_broker_outage_loses_nothing_and_fire_alarms_go_first(tmp_path: 
             await until(lambda: rig.outbox.total_depth == 0, "an empty outbox")
             await until(lambda: set(obs.seqs()) == {r.seq for r in stored},
                         "every stored seq at the broker")
+            assert collector.seqs() == {r.seq for r in stored}
         batches = obs.batches()
         copies: dict[int, set[Record]] = defaultdict(set)
         for b in batches:
@@ -79,6 +86,7 @@ async def test_a_broker_outage_loses_nothing_and_fire_alarms_go_first(tmp_path: 
         assert rig.counters.get("connection_lost") >= 1
         assert rig.uplink.connects >= 2
     finally:
+        collector.close()
         obs.close()
         broker.stop()
 
@@ -112,6 +120,7 @@ async def test_a_client_whose_network_thread_died_is_replaced(
 async def test_the_watchdog_replaces_a_client_whose_network_thread_hangs(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     obs = Observer(mosquitto.port)
+    collector = Collector(mosquitto.port)
     gate = threading.Event()
     try:
         async with running(tmp_path, uplink_config(mosquitto.port, keepalive_s=1)) as rig:
@@ -132,12 +141,14 @@ async def test_the_watchdog_replaces_a_client_whose_network_thread_hangs(
             assert 1 in obs.seqs()
     finally:
         gate.set()
+        collector.close()
         obs.close()
 
 
 async def test_a_frozen_broker_is_noticed_and_left_until_it_answers(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
     obs = Observer(mosquitto.port)
+    collector = Collector(mosquitto.port)
     assert mosquitto.pid is not None
     cfg = uplink_config(mosquitto.port, keepalive_s=1, connect_timeout_s=1.5)
     try:
@@ -156,4 +167,5 @@ async def test_a_frozen_broker_is_noticed_and_left_until_it_answers(
             await until(lambda: rig.outbox.depth(MEAS) == 0, "the records delivered")
             assert {1, 2, 3} <= set(obs.seqs())
     finally:
+        collector.close()
         obs.close()

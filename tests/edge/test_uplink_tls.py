@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ async def test_tls_with_ca_and_client_certificate_carries_records(tmp_path: Path
             async with running(tmp_path, cfg) as rig:
                 assert rig.links.get("uplink").detail == (  # type: ignore[union-attr]
                     f"mqtts://127.0.0.1:{broker.tls_port} (MQTT 5)")
+                session = rig.uplink.session
+                assert session is not None
+                sock = session.client.socket()  # an ssl.SSLSocket: no Nagle either
+                assert isinstance(sock, socket.socket)
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
                 await rig.outbox.append([measurement(i) for i in range(3)])
                 await until(lambda: sorted(obs.seqs()) == [1, 2, 3], "records over TLS")
         finally:
