@@ -137,7 +137,8 @@ def firmware_config(site: SiteConfig, creds: Credentials, *, client_cert: bytes 
         "timeout_s": u.connect_timeout_s, "reconnect_min_s": u.reconnect_min_s,
         "reconnect_max_s": u.reconnect_max_s,
         "batch_max_records": min(fw.batch_max_records, u.batch_max_records),
-        "batch_max_bytes": fw.batch_max_bytes, "health_interval_s": u.health_interval_s}
+        "batch_max_bytes": fw.batch_max_bytes, "health_interval_s": u.health_interval_s,
+        "delete_on": u.delete_on.value, "confirm_timeout_s": u.confirm_timeout_s}
     if u.tls:
         mqtt["ca"] = site.ca_pem
     if client_cert is not None and client_key is not None:

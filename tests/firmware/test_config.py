@@ -37,11 +37,11 @@ def test_the_sample_site_file_provisions_both_kinds(tmp_path: Path) -> None:
     (lambda text: text.replace('"v":1', '"v":2', 1), "v: must be 1"),
     (lambda text: text.replace('"point_fields":["name",', '"point_fields":["nam",', 1),
      "modbus.point_fields: lacks name"),
-    (lambda text: text.replace('"port":', '"confirm_timeout_s":0,"port":', 1),
+    (lambda text: text.replace('"confirm_timeout_s":60.0', '"confirm_timeout_s":0', 1),
      "mqtt.confirm_timeout_s: must be greater than 0"),
-    (lambda text: text.replace('"port":', '"confirm_timeout_s":"1m","port":', 1),
+    (lambda text: text.replace('"confirm_timeout_s":60.0', '"confirm_timeout_s":"1m"', 1),
      "mqtt.confirm_timeout_s: must be float"),
-    (lambda text: text.replace('"port":', '"delete_on":"broker","port":', 1),
+    (lambda text: text.replace('"delete_on":"stored"', '"delete_on":"broker"', 1),
      "mqtt.delete_on: must be stored or puback, got 'broker'"),
 ])
 def test_a_bad_config_stops_the_firmware_naming_the_key(

@@ -234,6 +234,7 @@ def test_firmware_config(site: Path) -> None:
     assert (mq["host"], mq["port"], mq["tls"], mq["username"]) == ("localhost", 8883, True, gw)
     assert mq["password"] == result.credentials.password and len(mq["password"]) == 32
     assert mq["ca"].startswith("-----BEGIN CERTIFICATE-----") and mq["keepalive_s"] == 20
+    assert (mq["delete_on"], mq["confirm_timeout_s"]) == ("stored", 60.0)  # the agent's rule
     assert cfg["ring"]["capacity_kb"] == 16
     bus = cfg["modbus"]
     assert bus["transport"] == "uart"
