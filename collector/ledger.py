@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocols.wire import seq_ranges
+
 __all__ = ["Gap", "GatewaySeqStats", "LedgerStats", "Reset", "SeqLedger", "StreamKey"]
 
 _SCHEMA = """
@@ -205,17 +207,6 @@ class _Seqs:
         if self.announced > below:
             out.append(Gap(gateway_id, below + 1, self.announced, self.announced_ms or 0, epoch))
         return out
-
-
-def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted distinct seqs as runs of consecutive numbers."""
-    runs: list[tuple[int, int]] = []
-    for s in sorted(set(seqs)):
-        if runs and runs[-1][1] == s - 1:
-            runs[-1] = (runs[-1][0], s)
-        else:
-            runs.append((s, s))
-    return runs
 
 
 @dataclass(slots=True)
@@ -475,7 +466,7 @@ class SeqLedger:
         """The new intervals of one stream after committing ``seqs`` (copies; nothing
         changes until the transaction committed)."""
         st = self._gw.get(key) or _Seqs()
-        return self._plan_runs(key, _runs(s for s in seqs if not st.contains(s)), now_ms)
+        return self._plan_runs(key, seq_ranges(s for s in seqs if not st.contains(s)), now_ms)
 
     def _plan_runs(self, key: StreamKey, runs: list[tuple[int, int]], now_ms: int) -> _Plan:
         """:meth:`_plan` for sorted runs of seqs none of which is stored yet."""
