@@ -102,6 +102,9 @@ def parse_site(data: Mapping[str, Any], *, base_dir: Path | None = None) -> Site
         if u.has(key):
             u.fail(key, "is generated per gateway by `firegate provision`; leave it out")
     uplink = parse_uplink(u)
+    # Every gateway gets a password here, so the agent's rule applies now: a config the agent
+    # would refuse to load is refused before anything is written or flashed.
+    u.refuse_plaintext("url", uplink.url, "password", "generated per gateway")
     ca_pem = None
     if uplink.ca_file is not None:
         ca_pem = uplink.ca_file.read_text(encoding="ascii")

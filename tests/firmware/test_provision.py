@@ -403,3 +403,20 @@ def test_cli_dry_run_and_unit_install(tmp_path: Path, site: Path) -> None:
     assert wrong.exit_code == 2 and "--kind" in wrong.output
     missing = _cli("--site", str(tmp_path / "nope.toml"), "--kind", "agent")
     assert missing.exit_code == 2 and "cannot read" in missing.output
+
+
+def test_a_plaintext_broker_elsewhere_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    """Every gateway gets a password, so the agent's rule (no password in plaintext to a host
+    that is not loopback) is applied when provisioning: a config the agent would refuse to
+    load is never written or flashed. ``allow_plaintext = true`` is the site's explicit
+    choice, and the agent's config carries it."""
+    site = tmp_path / "site.toml"
+    text = '[site]\nid = "s"\n[uplink]\nurl = "mqtt://broker.lan:1883"\n'
+    site.write_text(text, "utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_site(site)
+    assert info.value.key == "uplink.url" and "allow_plaintext" in str(info.value)
+    site.write_text(text + "allow_plaintext = true\n", "utf-8")
+    result = provision(load_site(site), "agent", config_dir=tmp_path)
+    agent = tomllib.loads(result.files["gateway.toml"][0].decode())
+    assert agent["uplink"]["allow_plaintext"] is True
