@@ -93,7 +93,13 @@ def test_runs_until_interrupted_and_stops_the_bus(signum: signal.Signals) -> Non
         pids = pids_in("".join(lines))
         assert all(pid_alive(p) for p in pids)
         proc.send_signal(signum)
-        rest, _ = proc.communicate(timeout=20)
+        try:  # generous: stopping the bus is up to 5 s per process on a busy machine
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, _ = proc.communicate()
+            raise AssertionError("still running 60 s after the signal; its output:\n"
+                                 + "".join(lines) + rest) from None
     finally:
         if proc.poll() is None:
             proc.kill()
