@@ -82,6 +82,10 @@ def test_runs_until_interrupted_and_stops_the_bus(signum: signal.Signals) -> Non
     proc = subprocess.Popen(
         [*sim_command("ble"), "--sensor", "door:A4:C1:38:00:00:01", "--interval", "0.5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A suite started in the background of a shell without job control inherits SIGINT
+        # ignored, and so would the simulator (Python keeps an ignored SIGINT ignored): give
+        # it the terminal's default, which is what this test is about.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     lines: list[str] = []
