@@ -79,14 +79,17 @@ def test_bad_scenario_file_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_runs_until_interrupted_and_stops_the_bus(signum: signal.Signals) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [*sim_command("ble"), "--sensor", "door:A4:C1:38:00:00:01", "--interval", "0.5"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        # A suite started in the background of a shell without job control inherits SIGINT
-        # ignored, and so would the simulator (Python keeps an ignored SIGINT ignored): give
-        # it the terminal's default, which is what this test is about.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # A suite started in the background of a shell without job control has SIGINT ignored,
+    # and an ignored signal stays ignored across exec: the simulator would not see Ctrl-C at
+    # all. A handler (not "ignore") in this process becomes the default in the child.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [*sim_command("ble"), "--sensor", "door:A4:C1:38:00:00:01", "--interval", "0.5"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     lines: list[str] = []
     try:
