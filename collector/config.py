@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from collector.alarms.config import EscalationPolicy, parse_escalation
+from collector.api.config import HttpConfig, parse_http
 from collector.points import DEFAULT_MAX_HEALTH_COUNTERS, DEFAULT_MAX_HEALTH_LINKS
 from collector.sinks.config import (
     DEFAULT_RETENTION_DAYS,
@@ -25,6 +27,7 @@ from collector.sinks.config import (
     MAX_POINTS_PER_WRITE,
     SinkConfig,
 )
+from collector.uitd.config import CentreConfig, parse_gb26875
 from common.config import ConfigError, Table, read_toml
 from protocols.wire import EventType
 
@@ -207,6 +210,12 @@ class CollectorConfig:
     metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9108)
     source: Path | None = None
     gateways: GatewaySites = field(default_factory=GatewaySites)
+    escalation: tuple[EscalationPolicy, ...] = ()
+    """``[[escalation]]`` policies (collector/alarms/config.py)."""
+    http: HttpConfig | None = None
+    """``[http]`` and ``[[user]]`` (collector/api/config.py); None: no API, no console."""
+    gb26875: CentreConfig | None = None
+    """``[gb26875]``: UITDs dial in, upstreams (collector/uitd/config.py); None: off."""
 
     @property
     def registry_path(self) -> Path:
@@ -258,9 +267,13 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
     risk = _risk(top.table("risk"))
     metrics = _metrics(top.table("metrics"))
     gateways = _gateways(top.table("gateways"))
+    escalation = parse_escalation(top.tables("escalation"), webhook_names=names)
+    http = parse_http(top.table("http"), top.tables("user"))
+    gb26875 = parse_gb26875(top.table("gb26875"))
     top.finish()
     return CollectorConfig(collector_id, state_dir, mqtt, sink, pipeline, webhooks, risk,
-                           metrics, gateways=gateways)
+                           metrics, gateways=gateways, escalation=escalation, http=http,
+                           gb26875=gb26875)
 
 
 def _gateways(t: Table | None) -> GatewaySites:

@@ -1,0 +1,1 @@
+"""Alarms that reach people: lifecycle, escalation (issue 15)."""
