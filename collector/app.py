@@ -7,6 +7,8 @@ Threads, each with one job (house style: no class that owns everything):
 * ``writer`` (:class:`collector.writer.Writer`): de-duplicate, write, effects, commit, ack;
 * two senders per webhook, fire alarms and the rest, and their watchdog
   (:class:`collector.notify.Notifier`);
+* ``alarm-escalation``: escalation steps that come due (:class:`collector.alarms.book.
+  AlarmBook`, docs/alarms.md);
 * ``metrics``: the Prometheus endpoint.
 
 :func:`run` supervises the decoder and the writer as named tasks of one
@@ -32,8 +34,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from collector.alarms.book import AlarmBook
+from collector.alarms.escalation import ack_url_base
 from collector.config import CollectorConfig
 from collector.confirm import Confirmer, ResendDesk
 from collector.deadletter import DeadLetters
@@ -48,7 +52,13 @@ from collector.registry import Registry
 from collector.risk import RiskBoard
 from collector.session import MARKER_NAME as SESSION_MARKER
 from collector.sinks.base import RewriteGuarantee, Sink, open_sink
+from collector.uitd.pipeline import SplitAcker
+from collector.uitd.upstream import Forwarding
+from collector.uitd.wiring import build_centre
 from collector.writer import Writer
+
+if TYPE_CHECKING:
+    from collector.api.server import ApiServer
 
 __all__ = ["Collector", "CollectorError", "run"]
 
@@ -77,6 +87,11 @@ class Collector:
         self.risk = RiskBoard(config.risk, self.registry.conditions())
         self.notifier = Notifier(config.notify_path, config.webhooks, self.metrics) \
             if config.webhooks else None
+        # Alarms and their escalation (docs/alarms.md): fed by the writer, read by the API.
+        self.alarms = AlarmBook(config.alarms_path, config.escalation,
+                                notify=self.notifier.enqueue if self.notifier else None,
+                                config=config.alarms, reset_clears=config.risk.reset_clears,
+                                ack_url_base=ack_url_base(config.http))
         pipe = config.pipeline
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=pipe.queue_size)
         # Decoded messages are ~10x their bytes: only what fills the next write groups waits.
@@ -87,15 +102,20 @@ class Collector:
         # the busier one, then only joins and posts (collector.lineproto.lines_for_batch).
         self.decoder = Decoder(self.inbox, self.prepared, self.metrics,
                                lines_for_batch if self.sink.renders_lines else points_for_batch)
+        # Forwarding upward to higher centres as a UITD (collector/uitd/upstream.py).
+        ups = config.gb26875.upstreams if config.gb26875 is not None else ()
+        self.forwarding = Forwarding(config.state_dir, ups, self.metrics) if ups else None
         self.effects = Effects(registry=self.registry, risk=self.risk, notifier=self.notifier,
                                ledger=self.ledger, metrics=self.metrics, config=pipe,
                                connected_for=self._connected_for,
                                report_gaps=pipe.report_gaps, snapshot=self.snapshot,
-                               collector_id=config.collector_id)
+                               collector_id=config.collector_id,
+                               forward=self.forwarding.offer if self.forwarding else None,
+                               alarms=self.alarms)
         self.writer = Writer(config=pipe, collector_id=config.collector_id,
                              prepared=self.prepared, sink=self.sink, ledger=self.ledger,
                              deadletters=self.deadletters, effects=self.effects,
-                             metrics=self.metrics, acker=self.ingest,
+                             metrics=self.metrics, acker=SplitAcker(self.ingest),
                              gateways=config.gateways,
                              confirmer=Confirmer(self.ingest.publish, config.collector_id,
                                                  self.metrics),
@@ -103,6 +123,10 @@ class Collector:
                                              after_s=pipe.resend_after_s,
                                              every_s=pipe.resend_every_s)
                              if pipe.report_gaps else None)
+        # UITDs dialling in over GB/T 26875.3 feed the same writer (collector/uitd/).
+        self.centre = build_centre(config, prepared=self.prepared, render=self.decoder.render,
+                                   ledger=self.ledger, registry=self.registry,
+                                   metrics=self.metrics)
         self.metrics.queue_depth.read_from(lambda: self.inbox.qsize() + self.prepared.qsize())
         self.metrics_server: MetricsServer | None = None
         if config.metrics_listen is not None:
@@ -113,6 +137,8 @@ class Collector:
         self._closed = False
         self.rewrites: RewriteGuarantee | None = None
         """What a rewrite does on the database; None until the sink has answered."""
+        # The HTTP API and the console (collector/api/), bound now: a port in use stops here.
+        self.api = _api_server(self) if config.http is not None else None
 
     def _connected_for(self) -> float | None:
         since = self.ingest.connected_since
@@ -125,8 +151,11 @@ class Collector:
         started by :meth:`start` or supervised by :func:`run`)."""
         if self.notifier is not None:
             self.notifier.start()
+        self.alarms.start()
         if self.metrics_server is not None:
             self.metrics_server.start()
+        if self.forwarding is not None:
+            self.forwarding.start()
         self.ingest.start()
         threading.Thread(target=self._ask_rewrites, name="sink-probe", daemon=True).start()
 
@@ -147,10 +176,22 @@ class Collector:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.centre is not None:
+            try:
+                self.centre.start_thread()
+            except Exception:  # [gb26875] listen: a port in use; nothing left running
+                self.close()
+                raise
+        if self.api is not None:
+            self.api.start_thread()
         return self
 
     def stop_loops(self) -> None:
         """Let the writer finish the group in hand, then stop both loops."""
+        if self.api is not None:
+            self.api.stop()  # open streams end; no acknowledgement arrives while we stop
+        if self.centre is not None:
+            self.centre.stop()  # no new uploads; what the writer holds is still confirmed
         self.writer.stop.set()
         self.decoder.stop.set()
 
@@ -162,9 +203,16 @@ class Collector:
         self.stop_loops()
         for t in self._threads:
             t.join(timeout=30)
+        if self.centre is not None:
+            self.centre.join()
+        if self.api is not None:
+            self.api.close()
         self.ingest.close()
+        self.alarms.close()  # before the notifier: its loop queues escalation steps
         if self.notifier is not None:
             self.notifier.close()
+        if self.forwarding is not None:
+            self.forwarding.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
         with contextlib.suppress(Exception):
@@ -208,10 +256,30 @@ class Collector:
             "queue_depth": self.inbox.qsize() + self.prepared.qsize(),
             "notifications": self.notifier.counts() if self.notifier is not None else {},
             "webhooks": self.notifier.status() if self.notifier is not None else {},
+            "upstreams": self.forwarding.status(now_ms) if self.forwarding is not None else [],
             "gap_ranges": len(gaps), "gap_records": sum(g.missing for g in gaps),
             "gaps": [{"gateway": g.gateway_id, "first": g.first, "last": g.last,
                       "since_ms": g.since_ms} for g in gaps[:MAX_SNAPSHOT_GAPS]],
         }
+
+
+def _api_server(collector: Collector) -> ApiServer:
+    """The API server for ``[http]`` (starlette and uvicorn, the ``collector`` extra, are
+    imported only when it is configured)."""
+    from collector.api.server import ApiServer
+
+    http = collector.config.http
+    assert http is not None
+    extra = []
+    if collector.centre is not None:  # the GB/T 26875.3 centre's commands (collector/uitd/)
+        from collector.uitd.routes import uitd_routes
+        extra = uitd_routes(collector.centre)
+    try:
+        return ApiServer(http, book=collector.alarms, registry=collector.registry.view,
+                         extra_routes=extra)
+    except OSError as e:
+        raise CollectorError(f"[http] listen {http.host}:{http.port}: "
+                             f"{e.strerror or e}") from None
 
 
 def _lock(state_dir: Path) -> IO[str]:
@@ -246,6 +314,10 @@ async def run(config: CollectorConfig, *,
             tg.create_task(asyncio.to_thread(collector.decoder.run), name="decoder")
             tg.create_task(asyncio.to_thread(collector.writer.run), name="writer")
             tg.create_task(_supervise(collector, stop, on_ready), name="supervisor")
+            if collector.centre is not None:
+                tg.create_task(collector.centre.serve(), name="gb26875")
+            if collector.api is not None:
+                tg.create_task(collector.api.serve(), name="http")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -256,7 +328,9 @@ async def _supervise(collector: Collector, stop: asyncio.Event,
                      on_ready: Callable[[Collector], None] | None) -> None:
     try:
         if on_ready is not None:
-            while not collector.ingest.subscribed.is_set() and not stop.is_set():
+            centre = collector.centre  # "ready" also means UITDs can dial in
+            while not stop.is_set() and not (collector.ingest.subscribed.is_set() and (
+                    centre is None or centre.ready.is_set())):
                 await asyncio.sleep(0.05)
             if not stop.is_set():
                 on_ready(collector)

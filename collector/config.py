@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from collector.alarms.config import EscalationPolicy, parse_escalation
+from collector.alarms.config import AlarmsConfig, EscalationPolicy, parse_alarms, parse_escalation
 from collector.api.config import HttpConfig, parse_http
 from collector.points import DEFAULT_MAX_HEALTH_COUNTERS, DEFAULT_MAX_HEALTH_LINKS
 from collector.sinks.config import (
@@ -62,7 +62,7 @@ transitions and ``records_missing``."""
 DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = (
     "fire_alarm", "fault", "supervisory", "power_fault", "mains_power_fault",
     "backup_power_fault", "bus_fault", "link_fault", "threshold_low", "threshold_high",
-    "sensor_offline", GATEWAY_OFFLINE, RECORDS_MISSING,
+    "sensor_offline", "valve_off_normal", GATEWAY_OFFLINE, RECORDS_MISSING,
 )
 MIN_HMAC_SECRET_BYTES = 32
 """A webhook secret keys HMAC-SHA256: shorter than the hash's 32-byte output weakens it (RFC
@@ -74,6 +74,7 @@ DEFAULT_YELLOW: frozenset[str] = frozenset((
     "fault", "supervisory", "power_fault", "mains_power_fault", "backup_power_fault",
     "bus_fault", "link_fault", "threshold_low", "threshold_high", "sensor_offline",
     "out_of_range", "device_error", "door_open", "disabled",
+    "valve_off_normal",  # a closed supply valve (docs/modbus-contacts.md)
 ))
 
 
@@ -149,6 +150,8 @@ class WebhookConfig:
     secret: str = field(repr=False)
     """HMAC-SHA256 key of ``X-Firegate-Signature``; at least :data:`MIN_HMAC_SECRET_BYTES`."""
     events: frozenset[str] = frozenset(DEFAULT_WEBHOOK_EVENTS)
+    """What it is sent of its own accord; empty (``events = []``): only the escalation steps
+    that name it (docs/alarms.md)."""
     restores: bool = True
     timeout_s: float = 5.0
     retry_min_s: float = 1.0
@@ -212,6 +215,8 @@ class CollectorConfig:
     gateways: GatewaySites = field(default_factory=GatewaySites)
     escalation: tuple[EscalationPolicy, ...] = ()
     """``[[escalation]]`` policies (collector/alarms/config.py)."""
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    """``[alarms]``: retention of closed alarms (collector/alarms/config.py)."""
     http: HttpConfig | None = None
     """``[http]`` and ``[[user]]`` (collector/api/config.py); None: no API, no console."""
     gb26875: CentreConfig | None = None
@@ -232,6 +237,10 @@ class CollectorConfig:
     @property
     def notify_path(self) -> Path:
         return self.state_dir / "notify.sqlite"
+
+    @property
+    def alarms_path(self) -> Path:
+        return self.state_dir / "alarms.sqlite"
 
 
 def load_config(path: Path, *, env: Mapping[str, str] | None = None) -> CollectorConfig:
@@ -268,11 +277,13 @@ def parse_config(data: Mapping[str, object], *, base_dir: Path | None = None,
     metrics = _metrics(top.table("metrics"))
     gateways = _gateways(top.table("gateways"))
     escalation = parse_escalation(top.tables("escalation"), webhook_names=names)
+    alarms = parse_alarms(top.table("alarms"))
     http = parse_http(top.table("http"), top.tables("user"))
     gb26875 = parse_gb26875(top.table("gb26875"))
     top.finish()
     return CollectorConfig(collector_id, state_dir, mqtt, sink, pipeline, webhooks, risk,
-                           metrics, gateways=gateways, escalation=escalation, http=http,
+                           metrics, gateways=gateways, escalation=escalation, alarms=alarms,
+                           http=http,
                            gb26875=gb26875)
 
 

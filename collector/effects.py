@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from collector.alarms.book import AlarmBook, Signal, event_signal, gateway_signal
 from collector.config import GATEWAY_OFFLINE, GATEWAY_ONLINE, RECORDS_MISSING, PipelineConfig
 from collector.ingest import Kind, Prepared
 from collector.ledger import Gap, SeqLedger
@@ -17,6 +18,7 @@ from collector.notify import Notification, Notifier, event_body, gateway_body
 from collector.points import Point, point_for_gap, point_for_risk, points_for_status
 from collector.registry import Registry, Transition
 from collector.risk import RiskBoard
+from collector.uitd.upstream_queue import Offer
 from protocols.wire import Event, GatewayState, Measurement, Quantity, Record, Status
 
 __all__ = ["Effects"]
@@ -34,7 +36,9 @@ class Effects:
                  ledger: SeqLedger, metrics: Metrics, config: PipelineConfig,
                  connected_for: Callable[[], float | None], report_gaps: bool = True,
                  snapshot: Callable[[int], dict[str, object]] | None = None,
-                 collector_id: str = "collector") -> None:
+                 collector_id: str = "collector",
+                 forward: Callable[[Sequence[Offer]], int] | None = None,
+                 alarms: AlarmBook | None = None) -> None:
         self.registry = registry
         self.risk = risk
         self.notifier = notifier
@@ -45,6 +49,12 @@ class Effects:
         self.report_gaps = report_gaps
         self.snapshot = snapshot
         self.collector_id = collector_id
+        self.alarms = alarms
+        """The alarm book (docs/alarms.md): fed what opens, clears and resets alarms."""
+        self._signals: list[Signal] = []
+        self.forward = forward
+        """Queues stored events for higher centres (collector/uitd/upstream.py); durable
+        when it returns, so before the acknowledgement, like notifications."""
         self.pending: list[Point] = []
         """Points of the periodic work not yet written (the sink was down)."""
         self._reported_gaps: set[tuple[str, int, int]] = set()
@@ -67,7 +77,9 @@ class Effects:
         returns."""
         changed: set[str] = set()
         notes: list[Notification] = []
+        offers: list[Offer] | None = [] if self.forward is not None else None
         risk, registry, notifier, watch = self.risk, self.registry, self.notifier, self._watch
+        signals = self._signals if self.alarms is not None else None
         for item, records in stored:
             gw = item.gateway_id
             if gw is None:
@@ -82,6 +94,10 @@ class Effects:
                         assert isinstance(r, Event)
                         if risk.apply_event(site, gw, r):
                             changed.add(site)
+                        if signals is not None and (s := event_signal(gw, site, r, item.epoch)):
+                            signals.append(s)
+                        if offers is not None:
+                            offers.append(Offer(gw, item.epoch, site, r))
                         if notifier is not None and notifier.wants(r.type.value, r.active):
                             colour = risk.assess(site).colour.value
                             notes.append(Notification(r.type.value, f"event:{gw}:{r.seq}",
@@ -108,12 +124,24 @@ class Effects:
                 self._transition(transition, changed, notes)
         if notes and notifier is not None:
             notifier.enqueue(notes)
+        if offers and self.forward is not None:
+            self.forward(offers)
+        self._feed_alarms(now_ms)
         return self._assess(changed, now_ms)
+
+    def _feed_alarms(self, now_ms: int) -> None:
+        """The alarm book takes what was gathered (persisted, due steps queued, on return)."""
+        if self.alarms is not None and self._signals:
+            signals, self._signals = self._signals, []
+            self.alarms.apply(signals, now_ms)
 
     def _transition(self, t: Transition, changed: set[str], notes: list[Notification]) -> None:
         site = self._site(t.gateway_id, t.site)
         if self.risk.set_gateway_offline(site, t.gateway_id, not t.online, t.time_ms):
             changed.add(site)
+        if self.alarms is not None and (not t.online or t.previous == "offline"):
+            self._signals.append(gateway_signal(t.gateway_id, site, GATEWAY_OFFLINE,
+                                                not t.online, t.reason))
         if self.notifier is None or (t.online and t.previous != "offline"):
             return  # a gateway seen for the first time is not news
         kind = GATEWAY_ONLINE if t.online else GATEWAY_OFFLINE
@@ -128,6 +156,8 @@ class Effects:
             a = self.risk.assess(site)
             if self.registry.set_site(a, now_ms):
                 points.append(point_for_risk(site, a.colour.value, a.reasons, now_ms))
+                if self.alarms is not None:
+                    self.alarms.site_changed(site, a.colour.value, a.reasons, now_ms)
         raised, cleared = self.risk.take_changes()
         self.registry.record_conditions(raised, cleared)
         return points
@@ -156,6 +186,7 @@ class Effects:
                 self._transition(t, changed, notes)
             if notes and self.notifier is not None:
                 self.notifier.enqueue(notes)
+            self._feed_alarms(now_ms)
             self.pending += self._assess(changed, now_ms)
         if time.monotonic() - self._last_snapshot >= self.config.snapshot_interval_s:
             self._last_snapshot = time.monotonic()
@@ -226,14 +257,20 @@ class Effects:
                 changed.add(site)
             self._missing_since[gw] = now_ms
             notes += self._missing_note(gw, site, now_ms, True, f"{n} missing: seqs {text}")
+            if self.alarms is not None:
+                self._signals.append(gateway_signal(gw, site, RECORDS_MISSING, True,
+                                                    f"{n} record(s) missing: seqs {text}"))
         for gw in sorted(raised - missing.keys()):
             site = self._site(gw)
             if self.risk.set_records_missing(site, gw, False, now_ms):
                 changed.add(site)
             log.info("gateway %s: no records missing any more", gw)
             notes += self._missing_note(gw, site, now_ms, False, None)
+            if self.alarms is not None:
+                self._signals.append(gateway_signal(gw, site, RECORDS_MISSING, False))
         if notes and self.notifier is not None:
             self.notifier.enqueue(notes)
+        self._feed_alarms(now_ms)
         self.pending += self._assess(changed, now_ms)
 
     def _missing_note(self, gw: str, site: str, now_ms: int, active: bool,

@@ -257,6 +257,28 @@ class Metrics:
         self.store_pruned = Counter(
             p + "store_pruned_total",
             "Points deleted from the embedded store as older than [store] retention_days")
+        # Forwarding upward (collector/uitd/upstream.py, docs/gb26875-upstream.md).
+        self.upstream_uploads = Counter(
+            p + "upstream_uploads_total",
+            "GB/T 26875.3 uploads to a higher centre, by upstream and result (sent, confirmed, "
+            "resent, unconfirmed, patrols, ...)", ("upstream", "result"))
+        self.upstream_connected = Gauge(p + "upstream_connected",
+                                        "1 while the link to the higher centre is up",
+                                        ("upstream",))
+        self.upstream_queue_depth = Gauge(p + "upstream_queue_depth",
+                                          "Uploads queued for the higher centre, unconfirmed",
+                                          ("upstream",))
+        self.upstream_oldest_seconds = Gauge(
+            p + "upstream_oldest_unconfirmed_seconds",
+            "Age of the oldest upload waiting for the higher centre's confirm (0: none)",
+            ("upstream",))
+        self.upstream_dropped = Counter(
+            p + "upstream_dropped_total",
+            "Uploads dropped unsent: evicted (queue_max, lowest class first; fire last) or "
+            "expired (queue_max_age_s)", ("upstream", "reason"))
+        self.upstream_confirm_seconds = Histogram(
+            p + "upstream_confirm_seconds", "From sending an upload upward to its confirm",
+            (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0))
 
     def all(self) -> list[_Metric]:
         return [v for v in vars(self).values() if isinstance(v, _Metric)]

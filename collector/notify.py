@@ -61,6 +61,10 @@ FIRE_KINDS = frozenset({"fire_alarm"})
 MAX_WAIT_S = 2.0
 """A lane looks at its queue, and beats, at least this often."""
 FAULT_PAUSE_MIN_S, FAULT_PAUSE_MAX_S = 0.5, 10.0
+HEADS_PER_STEP = 50
+"""A lane takes up to this many due heads (each of its own order key) per look at its queue and
+marks those delivered in one transaction: a burst (1,000 escalation steps due at once) is not
+held to one fsync per POST. A crash in between sends those again (same delivery key)."""
 """The pause after an unexpected exception in a lane, doubling while it repeats."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -153,10 +157,21 @@ class Notification:
     """Who it is about: with ``source``, what it is ordered with (:func:`order_key`)."""
     source: str | None = None
     """The event's source id; None for a gateway transition."""
+    webhooks: tuple[str, ...] | None = None
+    """Addressed: only these webhooks take it, whatever their ``events`` (an alarm's
+    escalation step, collector/alarms); None: every webhook whose filter takes ``kind``."""
+    fire: bool = False
+    """On the fire lane whatever ``kind`` is (the escalation of a fire alarm)."""
 
     @property
     def lane(self) -> str:
-        return lane_of(self.kind)
+        return FIRE if self.fire else lane_of(self.kind)
+
+    def for_webhook(self, hook: WebhookConfig) -> bool:
+        """Whether ``hook`` takes this notification."""
+        if self.webhooks is not None:
+            return hook.name in self.webhooks
+        return self.kind in hook.events and (self.active or hook.restores)
 
     @property
     def order_key(self) -> str:
@@ -230,8 +245,7 @@ class Notifier:
         Returns the number of new deliveries (keys already queued are ignored)."""
         now = self._clock()
         rows = [(w.name, n.key, n.kind, n.body, now, now, n.order_key, n.lane)
-                for n in items for w in self.webhooks
-                if n.kind in w.events and (n.active or w.restores)]
+                for n in items for w in self.webhooks if n.for_webhook(w)]
         if not rows:
             return 0
         with self._lock:
@@ -376,46 +390,65 @@ class Notifier:
             log.error("webhook %s (%s lane): unexpected error, counted and retried "
                       "(repeats are not logged)", name, lane.name, exc_info=e)
 
-    def _head(self, lane: _Lane, now: int) -> _Row | None:
-        """The oldest due head of the lane's order keys, or, if none is due, the head due
-        first."""
+    def _heads(self, lane: _Lane, now: int) -> list[_Row]:
+        """The lane's order keys' heads, the due ones first, oldest first, then by when they
+        are due; at most :data:`HEADS_PER_STEP`."""
         with self._lock:
-            row = self._db.execute(
+            rows = self._db.execute(
                 "SELECT o.id, o.key, o.kind, o.body, o.created_ms, o.attempts, o.next_ms, "
                 "o.last_error FROM (SELECT min(id) AS id FROM outbox WHERE webhook = ? AND "
                 "lane = ? AND state = 'pending' GROUP BY order_key) AS h "
                 "JOIN outbox AS o ON o.id = h.id "
                 "ORDER BY o.next_ms > ?, CASE WHEN o.next_ms > ? THEN o.next_ms ELSE o.id END "
-                "LIMIT 1", (lane.hook.name, lane.name, now, now)).fetchone()
-        return None if row is None else _Row(*row)
+                "LIMIT ?", (lane.hook.name, lane.name, now, now, HEADS_PER_STEP)).fetchall()
+        return [_Row(*row) for row in rows]
 
     def _step(self, lane: _Lane) -> float:
-        """Handle the lane's next due row; returns how long to wait before the next step."""
+        """Handle the lane's due heads; returns how long to wait before the next step."""
+        now = self._clock()
+        rows = self._heads(lane, now)
+        if not rows:
+            return MAX_WAIT_S
+        if rows[0].next_ms > now:
+            return (rows[0].next_ms - now) / 1000
+        sent: list[tuple[int, int, int]] = []
+        try:
+            for row in rows:
+                if row.next_ms > now or self._stop.is_set():
+                    break
+                lane.beat = time.monotonic()
+                self._send(lane, row, sent)
+        finally:  # what was delivered is marked so, whatever happened after it
+            if sent:
+                with self._lock:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("UPDATE outbox SET state='sent', attempts=?, "
+                                         "done_ms=?, last_error=NULL WHERE id=?", sent)
+                    self._db.execute("COMMIT")
+        return 0.0
+
+    def _send(self, lane: _Lane, row: _Row, sent: list[tuple[int, int, int]]) -> None:
+        """One due row: failed if too old or tried too often, else POSTed; a delivery is
+        added to ``sent`` (marked by the caller), the rest written at once."""
         hook = lane.hook
         now = self._clock()
-        row = self._head(lane, now)
-        if row is None:
-            return MAX_WAIT_S
-        if row.next_ms > now:
-            return (row.next_ms - now) / 1000
         give_up_ms = int(hook.give_up_after_s * 1000)
         if now - row.created_ms >= give_up_ms:
             self._fail(lane, row, row.attempts, "gave_up",
                        f"not delivered within give_up_after_s ({hook.give_up_after_s:g} s)"
                        + (f"; last error: {row.last_error}" if row.last_error else ""))
-            return 0.0
+            return
         if row.attempts >= hook.max_attempts:
             self._fail(lane, row, row.attempts, "exhausted",
                        f"max_attempts ({hook.max_attempts}) reached"
                        + (f"; last error: {row.last_error}" if row.last_error else ""))
-            return 0.0
+            return
         attempt = self._attempt(lane, row)
         now = self._clock()
         attempts = row.attempts + 1
         self.metrics.notifications.inc(hook.name, attempt.outcome)
         if attempt.outcome == "sent":
-            self._write("UPDATE outbox SET state='sent', attempts=?, done_ms=?, last_error=NULL "
-                        "WHERE id=?", (attempts, now, row.id))
+            sent.append((attempts, now, row.id))
             if lane.failing is not None:
                 log.info("webhook %s (%s lane): delivering again", hook.name, lane.name)
                 lane.failing = None
@@ -440,7 +473,6 @@ class Notifier:
                 log.warning("webhook %s (%s lane): %s not delivered (%s); retrying with "
                             "back-off (repeats are not logged)", hook.name, lane.name, row.key,
                             error)
-        return 0.0
 
     def _attempt(self, lane: _Lane, row: _Row) -> Attempt:
         """One POST of ``row``. An exception (a fault of ours or of the stored row, never the

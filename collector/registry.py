@@ -18,8 +18,10 @@ collector runs or not. :func:`read_status` is that reader.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,8 @@ from typing import Any
 from collector.risk import Assessment, Colour, Condition
 from protocols.wire import GatewayState, Health, LinkState, Status
 
-__all__ = ["GatewayInfo", "Registry", "SiteInfo", "StatusView", "Transition", "read_status"]
+__all__ = ["GatewayInfo", "Registry", "RegistryView", "SiteInfo", "StatusView", "Transition",
+           "read_status"]
 
 ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
 STALE = "stale"
@@ -108,6 +111,15 @@ class SiteInfo:
     updated_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    """The gateways and sites as of the writer's last flush: copies, for any thread (the
+    API). Read them, never change them."""
+
+    gateways: dict[str, GatewayInfo]
+    sites: dict[str, SiteInfo]
+
+
 class Registry:
     """The writer thread's registry: in memory, flushed to SQLite in one transaction."""
 
@@ -125,6 +137,11 @@ class Registry:
             for r in self._db.execute("SELECT id, colour, reasons, since_ms, updated_ms FROM site")}
         self._dirty: set[str] = set()
         self._dirty_sites: set[str] = set()
+        # What view() hands out: copies published by flush() (the writer changes its own
+        # GatewayInfo objects in place, so other threads never see those).
+        self._view_lock = threading.Lock()
+        self._view_gateways = {k: dataclasses.replace(v) for k, v in self.gateways.items()}
+        self._view_sites = dict(self.sites)
         self._raised: list[Condition] = []
         self._cleared: list[Condition] = []
 
@@ -243,10 +260,20 @@ class Registry:
                        [(s.id, s.colour, json.dumps(s.reasons, ensure_ascii=False), s.since_ms,
                          s.updated_ms) for s in (self.sites[k] for k in self._dirty_sites)])
         db.execute("COMMIT")
+        with self._view_lock:
+            for g in self._dirty:
+                self._view_gateways[g] = dataclasses.replace(self.gateways[g])
+            for k in self._dirty_sites:
+                self._view_sites[k] = self.sites[k]
         self._dirty.clear()
         self._dirty_sites.clear()
         self._raised.clear()
         self._cleared.clear()
+
+    def view(self) -> RegistryView:
+        """Gateways and sites as of the last flush, safe to read from any thread."""
+        with self._view_lock:
+            return RegistryView(dict(self._view_gateways), dict(self._view_sites))
 
     def save_snapshot(self, collector_id: str, now_ms: int, body: dict[str, Any]) -> None:
         self._db.execute("INSERT OR REPLACE INTO snapshot VALUES (?, ?, ?)",

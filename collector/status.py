@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["RANK", "collect_status", "merge_gaps", "webhook_rows"]
+__all__ = ["RANK", "collect_status", "merge_gaps", "upstream_rows", "webhook_rows"]
 
 
 def merge_gaps(views: Sequence[tuple[list[tuple[str, int, int, int]], dict[str, int]]]
@@ -61,6 +61,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
     collectors: list[dict[str, Any]] = []
     dead: dict[str, int] = {}
     webhooks: list[dict[str, Any]] = []
+    upstreams: list[dict[str, Any]] = []
     views = []
     resets: list[dict[str, Any]] = []
     regressions: dict[str, int] = {}
@@ -91,6 +92,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
             collectors.append({**body, "collector": cid, "updated_ms": updated,
                                "state": "running" if alive else "stopped"})
             webhooks += webhook_rows(cid, body, alive)
+            upstreams += upstream_rows(cid, body, alive)
             for reason, n in (body.get("dead_letters") or {}).items():
                 dead[reason] = dead.get(reason, 0) + n
         if cfg.ledger_path.exists():
@@ -129,6 +131,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
         "resets": sorted(resets, key=lambda r: -r["at_ms"])[:MAX_RESETS],
         "seq_regressions": dict(sorted(regressions.items())),
         "webhooks": webhooks,
+        "upstreams": upstreams,
         "records_per_s": sum(c.get("records_per_s", 0) for c in collectors
                              if c.get("state") == "running"),
     }
@@ -154,6 +157,18 @@ def webhook_rows(collector: str, body: dict[str, Any], running: bool) -> list[di
             **{k: hook.get(k) for k in ("pending", "failed", "errors", "last_error",
                                          "last_error_ms")},
         })
+    return rows
+
+
+def upstream_rows(collector: str, body: dict[str, Any], running: bool) -> list[dict[str, Any]]:
+    """The higher centres one collector forwards to (collector/uitd/upstream.py): connected,
+    queue depth, oldest unconfirmed age, sent / confirmed / resent / evicted counters (since
+    the collector started; the queue depth is durable). A stopped collector is not connected."""
+    rows = []
+    for up in body.get("upstreams") or []:
+        if isinstance(up, dict):
+            rows.append({**up, "collector": collector,
+                         "connected": bool(up.get("connected")) and running})
     return rows
 
 

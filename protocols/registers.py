@@ -5,6 +5,10 @@ edge gateway's Modbus driver reads them, and the firmware shares the same tables
 :class:`PointSpec` says where one measured value lives (register type, 0-based protocol address,
 data type, word order) and how the raw number becomes a physical one (``physical = raw * scale +
 offset``) with its plausible range. A :class:`StatusWord` names the bits of one status register.
+A :class:`BitPoint` is a two-state contact (a supply valve's position switch, a pump's run
+feedback) read as a coil (FC1), a discrete input (FC2) or one bit of a register, with its
+:class:`Meaning`, wiring (``invert``) and normal state (defined in :mod:`protocols.contacts`,
+re-exported here); docs/modbus-contacts.md is its design.
 A :class:`DeviceProfile` is a device model's whole map; :data:`PROFILES` holds the built-in ones.
 What a point measures is the wire contract's :class:`~protocols.wire.Quantity` (a point's
 measurements are wire records); register maps carry the quantities of :data:`CANONICAL_UNIT`.
@@ -29,6 +33,7 @@ is a property of the device model. Byte-swapped layouts ("BADC") are not modelle
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,13 +41,35 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from protocols.contacts import (
+    MAX_READ_BITS,
+    MEANINGS,
+    BitBlock,
+    BitPoint,
+    BitTable,
+    Channel,
+    ChannelBank,
+    ChannelError,
+    Meaning,
+    MeaningSpec,
+)
 from protocols.wire import Quantity
 
 __all__ = [
     "CANONICAL_UNIT",
+    "MAX_READ_BITS",
+    "MEANINGS",
     "PROFILES",
+    "BitBlock",
+    "BitPoint",
+    "BitTable",
+    "Channel",
+    "ChannelBank",
+    "ChannelError",
     "DataType",
     "DeviceProfile",
+    "Meaning",
+    "MeaningSpec",
     "PointSpec",
     "Quantity",  # the wire contract's (protocols.wire), re-exported: PointSpec.quantity is one
     "ReadBlock",
@@ -342,20 +369,32 @@ class ReadBlock:
 
 @dataclass(frozen=True, slots=True)
 class DeviceProfile:
-    """A device model's register map."""
+    """A device model's register map: measured points, status words and contacts.
+
+    A generic I/O module has no fixed contacts but a :class:`ChannelBank` of numbered inputs
+    that the installer assigns meanings to (:meth:`with_channels`); until then it reads
+    nothing. ``bit_gap`` is how many unmapped coils / inputs a read may pass over between two
+    contacts: a module that serves all of its channels takes a gap (one request for DI1 and
+    DI8), while a device that answers exception 2 for an unmapped address needs 0.
+    """
 
     key: str  # the profile id used in scenarios and configs, e.g. "pressure-a"
     model: str
     description: str
     points: tuple[PointSpec, ...]
     status_words: tuple[StatusWord, ...] = ()
+    bit_points: tuple[BitPoint, ...] = ()
+    bank: ChannelBank | None = None
+    bit_gap: int = 0
 
     def __post_init__(self) -> None:
-        if not self.points:
-            raise ValueError(f"{self.key}: a profile needs at least one point")
-        names = [f.name for f in self.fields]
+        if not self.points and not self.bit_points and self.bank is None:
+            raise ValueError(f"{self.key}: a profile needs at least one point or contact")
+        names = [f.name for f in self.fields] + [b.name for b in self.bit_points]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.key}: field names must be unique")
+        if not 0 <= self.bit_gap < MAX_READ_BITS:
+            raise ValueError(f"{self.key}: bit_gap must be 0..{MAX_READ_BITS - 1}")
         taken: dict[tuple[RegisterType, int], str] = {}
         for f in self.fields:
             for a in range(f.address, f.address + f.register_count):
@@ -363,15 +402,34 @@ class DeviceProfile:
                 if other != f.name:
                     raise ValueError(f"{self.key}: {f.name} overlaps {other} at "
                                      f"{f.register_type} {a}")
+        bits: dict[tuple[BitTable | RegisterType, int, int | None], str] = {}
+        channels: dict[int, str] = {}
+        for b in self.bit_points:
+            if isinstance(b.table, RegisterType) and (b.table, b.address) in taken:
+                raise ValueError(f"{self.key}: {b.name} lies in {taken[(b.table, b.address)]}"
+                                 f" ({b.table} {b.address}): a register holds a value, a "
+                                 f"status word or contacts, not two of them")
+            other = bits.setdefault((b.table, b.address, b.bit), b.name)
+            if other != b.name:
+                where = f"{b.table} {b.address}" + ("" if b.bit is None else f" bit {b.bit}")
+                raise ValueError(f"{self.key}: {b.name} overlaps {other} at {where}")
+            if b.channel is not None:
+                other = channels.setdefault(b.channel, b.name)
+                if other != b.name:
+                    raise ValueError(f"{self.key}: {b.name} and {other} are both channel "
+                                     f"{b.channel}")
 
     @property
     def fields(self) -> tuple[Field, ...]:
-        """Points then status words."""
+        """Points then status words (the register-valued fields; contacts are
+        :attr:`bit_points`)."""
         return (*self.points, *self.status_words)
 
     @property
     def primary(self) -> PointSpec:
         """The device's main measurement (the first point)."""
+        if not self.points:
+            raise KeyError(f"{self.key} measures nothing: it has contacts only")
         return self.points[0]
 
     def point(self, name: str) -> PointSpec:
@@ -381,6 +439,61 @@ class DeviceProfile:
                 return p
         raise KeyError(f"{self.key} has no point {name!r}; points: "
                        f"{', '.join(p.name for p in self.points)}")
+
+    def bit_point(self, name: str) -> BitPoint:
+        """The contact called ``name``."""
+        for b in self.bit_points:
+            if b.name == name:
+                return b
+        raise KeyError(f"{self.key} has no contact {name!r}; contacts: "
+                       f"{', '.join(b.name for b in self.bit_points) or 'none'}")
+
+    @property
+    def channel_numbers(self) -> tuple[int, ...]:
+        """Every channel number an installer may assign: the bank's and the fixed contacts'."""
+        numbers = {b.channel for b in self.bit_points if b.channel is not None}
+        if self.bank is not None:
+            numbers.update(range(1, self.bank.count + 1))
+        return tuple(sorted(numbers))
+
+    def with_channels(self, assigned: Mapping[int, Channel]) -> DeviceProfile:
+        """The profile with the installer's channel assignments applied.
+
+        A channel the profile defines is overridden field by field; a channel of the bank
+        becomes a contact named ``ch<n>`` (its source id ``.../<unit>/ch<n>``, stable whatever
+        its description); any other number raises :class:`ChannelError`.
+        """
+        points = list(self.bit_points)
+        by_channel = {b.channel: i for i, b in enumerate(points) if b.channel is not None}
+        for n, ch in sorted(assigned.items()):
+            if n in by_channel:
+                old = points[by_channel[n]]
+                meaning = ch.meaning or old.meaning
+                normal = ch.normal if ch.normal is not None else (
+                    old.normal if meaning is old.meaning else None)
+                new = BitPoint(old.name, meaning, old.table, old.address, old.bit,
+                               old.invert if ch.invert is None else ch.invert, normal, n,
+                               old.description if ch.description is None else ch.description)
+                points[by_channel[n]] = new
+                continue
+            bank = self.bank
+            if bank is None or not 1 <= n <= bank.count:
+                have = self.channel_numbers
+                shown = _ranges(have) if have else "none"
+                raise ChannelError(f"{self.key} has no channel {n}; channels: {shown}")
+            if ch.meaning is None:
+                raise ChannelError(f"channel {n} of {self.key} needs a meaning: "
+                                   f"{', '.join(m.value for m in Meaning)}")
+            try:
+                points.append(BitPoint(f"ch{n}", ch.meaning, bank.table, bank.address(n),
+                                       invert=bool(ch.invert), normal=ch.normal, channel=n,
+                                       description=ch.description or ""))
+            except ValueError as exc:
+                raise ChannelError(str(exc)) from None
+        try:
+            return dataclasses.replace(self, bit_points=tuple(points))
+        except ValueError as exc:
+            raise ChannelError(str(exc)) from None
 
     def points_of(self, quantity: Quantity) -> tuple[PointSpec, ...]:
         """The points measuring ``quantity``."""
@@ -402,21 +515,46 @@ class DeviceProfile:
         return names
 
     def read_blocks(self, max_count: int = MAX_READ_REGISTERS) -> list[ReadBlock]:
-        """The fewest reads that fetch every field, merging only adjacent registers.
+        """The fewest register reads that fetch every field and every contact kept in a
+        register, merging only adjacent registers.
 
         Gaps are never bridged: many devices answer exception 2 (illegal data address) for an
         unmapped register, so a read across a gap may fail as a whole.
         """
+        spans = {(f.register_type, f.address, f.register_count) for f in self.fields}
+        spans.update((b.table, b.address, 1) for b in self.bit_points
+                     if isinstance(b.table, RegisterType))
         blocks: list[ReadBlock] = []
-        ordered = sorted(self.fields, key=lambda f: (f.register_type, f.address))
-        for f in ordered:
+        for rtype, address, count in sorted(spans):
             last = blocks[-1] if blocks else None
-            if (last is not None and last.register_type is f.register_type
-                    and last.start + last.count == f.address
-                    and last.count + f.register_count <= max_count):
-                blocks[-1] = ReadBlock(f.register_type, last.start, last.count + f.register_count)
+            if (last is not None and last.register_type is rtype
+                    and last.start + last.count == address
+                    and last.count + count <= max_count):
+                blocks[-1] = ReadBlock(rtype, last.start, last.count + count)
             else:
-                blocks.append(ReadBlock(f.register_type, f.address, f.register_count))
+                blocks.append(ReadBlock(rtype, address, count))
+        return blocks
+
+    def bit_blocks(self, max_count: int = MAX_READ_BITS, max_gap: int | None = None
+                   ) -> list[BitBlock]:
+        """The fewest coil / discrete-input reads that fetch every contact.
+
+        Contacts of one table are merged while the unmapped addresses between two of them
+        are at most ``max_gap`` (default :attr:`bit_gap`) and the read stays within
+        ``max_count`` bits: the register planner's rule, with a gap a module may allow.
+        """
+        gap = self.bit_gap if max_gap is None else max_gap
+        blocks: list[BitBlock] = []
+        located = sorted({(b.table, b.address) for b in self.bit_points
+                          if isinstance(b.table, BitTable)})
+        for table, address in located:
+            last = blocks[-1] if blocks else None
+            if (last is not None and last.table is table
+                    and address - (last.start + last.count) <= gap
+                    and address - last.start + 1 <= max_count):
+                blocks[-1] = BitBlock(table, last.start, address - last.start + 1)
+            else:
+                blocks.append(BitBlock(table, address, 1))
         return blocks
 
     def decode_block(self, block: ReadBlock, registers: Sequence[int]
@@ -432,6 +570,43 @@ class DeviceProfile:
             if f.register_type is block.register_type and inside:
                 out[f.name] = f.decode(registers[rel:rel + f.register_count])
         return out
+
+    def decode_bits(self, block: ReadBlock | BitBlock, values: Sequence[int] | Sequence[bool]
+                    ) -> dict[str, bool]:
+        """The logical state (``invert`` applied) of every contact inside ``block``: from
+        the bits of a coil / discrete-input read, or the registers of a register read."""
+        if len(values) != block.count:
+            raise RegisterError(f"{self.key}: block of {block.count}, got {len(values)} values")
+        table = block.table if isinstance(block, BitBlock) else block.register_type
+        out: dict[str, bool] = {}
+        for b in self.bit_points:
+            rel = b.address - block.start
+            if b.table is not table or not 0 <= rel < block.count:
+                continue
+            if b.bit is None:
+                out[b.name] = b.state(bool(values[rel]))
+            else:
+                word = int(values[rel])
+                if not 0 <= word <= 0xFFFF:
+                    raise RegisterError(f"{b.name}: register {word} outside 0..65535")
+                out[b.name] = b.get_from(word)
+        return out
+
+
+def _ranges(numbers: Iterable[int]) -> str:
+    """``1..8`` / ``1..3, 7`` for a set of channel numbers."""
+    out: list[str] = []
+    run: list[int] = []
+    for n in sorted(numbers):
+        if run and n == run[-1] + 1:
+            run.append(n)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}")
+        run = [n]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}")
+    return ", ".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,8 +687,62 @@ _PROFILES = (
     ),
 )
 
+# Contact modules. A generic DI module's inputs carry no meaning until the installer assigns
+# one per channel (``channels.<n>``); the valve monitor and the pump controller come wired.
+_DI = BitTable.DISCRETE_INPUT
+
+_CONTACT_PROFILES = (
+    DeviceProfile(
+        key="di-8",
+        model="Generic 8-channel digital input module (FC2)",
+        description="Dry-contact input module; DI1..DI8 are discrete inputs 0-7, 1 = contact "
+                    "closed. Assign each channel a meaning in the gateway config.",
+        points=(), bank=ChannelBank(_DI, 0, 8), bit_gap=7,
+    ),
+    DeviceProfile(
+        key="di-16",
+        model="Generic 16-channel digital input module (FC2)",
+        description="Dry-contact input module; DI1..DI16 are discrete inputs 0-15, 1 = contact "
+                    "closed. Assign each channel a meaning in the gateway config.",
+        points=(), bank=ChannelBank(_DI, 0, 16), bit_gap=15,
+    ),
+    DeviceProfile(
+        key="valve-4",
+        model="Supply valve position monitor, 4 signal valves (FC2)",
+        description="Monitors the position switches of four signal valves (信号阀) of the fire "
+                    "water supply; discrete inputs 0-3, 1 = valve fully open.",
+        points=(),
+        bit_points=tuple(BitPoint(f"valve_{n}", Meaning.VALVE, _DI, n - 1, channel=n,
+                                  description=f"valve {n}") for n in range(1, 5)),
+        bit_gap=3,
+    ),
+    DeviceProfile(
+        key="fire-pump",
+        model="Fire pump controller (pressures + run / fault / auto contacts in a register)",
+        description="Fire pump control cabinet with Modbus RTU: outlet and suction pressure in "
+                    "kPa in holding registers 0-1, status bits in holding register 2 (bit 0 "
+                    "running, bit 1 fault, bit 2 auto: 1 = auto, so manual reads inverted).",
+        points=(
+            PointSpec("outlet_pressure", Quantity.PRESSURE, Unit.KPA, _HR, 0x0000, DataType.U16,
+                      minimum=0.0, maximum=2500.0, description="pump outlet pressure, kPa"),
+            PointSpec("inlet_pressure", Quantity.PRESSURE, Unit.KPA, _HR, 0x0001, DataType.I16,
+                      minimum=-100.0, maximum=1000.0,
+                      description="pump suction pressure, kPa (negative: suction lift)"),
+        ),
+        bit_points=(
+            BitPoint("run", Meaning.RUN, _HR, 0x0002, bit=0, channel=1,
+                     description="run"),
+            BitPoint("fault", Meaning.FAULT, _HR, 0x0002, bit=1, channel=2,
+                     description="fault"),
+            BitPoint("manual", Meaning.MANUAL, _HR, 0x0002, bit=2, invert=True, channel=3,
+                     description="auto/manual"),
+        ),
+    ),
+)
+
 #: Built-in profiles by key.
-PROFILES: Mapping[str, DeviceProfile] = MappingProxyType({p.key: p for p in _PROFILES})
+PROFILES: Mapping[str, DeviceProfile] = MappingProxyType(
+    {p.key: p for p in (*_PROFILES, *_CONTACT_PROFILES)})
 
 
 def get_profile(key: str) -> DeviceProfile:

@@ -4,7 +4,9 @@ Each ``[[modbus]]`` table is one bus with one master (the gateway): a Modbus RTU
 (``port``) or a Modbus TCP gateway (``host``), with the devices hanging on it
 (``[[modbus.device]]``). A device names its register map by profile key: one of the built-in
 maps of :mod:`protocols.registers` or a custom one declared under ``[modbus_profiles.<key>]``.
-Nothing here opens a port: ``firegate check-config`` runs exactly this code.
+Contacts (coils, discrete inputs, register bits: valves, pumps, fans) are configured per
+channel (``channels.<n>``) by :mod:`edge.config.modbus_contacts`. Nothing here opens a port:
+``firegate check-config`` runs exactly this code.
 
 Typical use by the composition root::
 
@@ -20,6 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.config import Table
+from edge.config.modbus_contacts import (
+    DEBOUNCE_MS,
+    REPORT_INTERVAL_S,
+    parse_channels,
+    parse_contacts,
+)
 from protocols.registers import (
     CANONICAL_UNIT,
     PROFILES,
@@ -69,6 +77,10 @@ class ModbusDeviceConfig:
     """Consecutive unanswered polls before ``sensor_offline`` is raised."""
     backoff_max_s: float = 300.0
     """Longest pause between polls of an offline device (its polls back off exponentially)."""
+    debounce_ms: float = DEBOUNCE_MS
+    """A contact change is reported once it held this long (docs/modbus-contacts.md)."""
+    report_interval_s: float = REPORT_INTERVAL_S
+    """Each contact's state is sent at least this often (proof of life)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +228,18 @@ def _device(t: Table, custom: Mapping[str, DeviceProfile]) -> ModbusDeviceConfig
     overrides = t.mapping("range")
     if overrides:
         profile = _with_ranges(profile, overrides)
+    profile = parse_channels(t, profile, name)
+    contacts = bool(profile.bit_points)
+    for key in ("debounce_ms", "report_interval_s"):
+        if t.has(key) and not contacts:
+            t.fail(key, f"only for a device with contacts; {profile.key} has none")
+    debounce_ms = t.number("debounce_ms", DEBOUNCE_MS, min=0.0, max=60_000.0)
+    report_interval_s = t.number("report_interval_s", REPORT_INTERVAL_S, min=1.0,
+                                 max=86_400.0)
     t.finish()
     return ModbusDeviceConfig(unit=unit, name=name, profile=profile, interval_s=interval_s,
-                              offline_after=offline_after, backoff_max_s=backoff_max_s)
+                              offline_after=offline_after, backoff_max_s=backoff_max_s,
+                              debounce_ms=debounce_ms, report_interval_s=report_interval_s)
 
 
 def _with_ranges(profile: DeviceProfile, overrides: Mapping[str, Table]) -> DeviceProfile:
@@ -256,13 +277,16 @@ def _profile(key: str, t: Table) -> DeviceProfile:
     model = t.text("model", key, max_len=128)
     description = t.text("description", "", min_len=0)
     points = tuple(_point(p) for p in t.tables("point"))
-    if not points:
-        t.fail("point", "a profile needs at least one [[modbus_profiles.<key>.point]]")
     words = tuple(_status(s) for s in t.tables("status"))
+    contacts, bank, bit_gap = parse_contacts(t)
+    if not points and not contacts and bank is None:
+        t.fail("point", "a profile needs at least one [[modbus_profiles.<key>.point]] or "
+                        "[[modbus_profiles.<key>.contact]], or channels")
     t.finish()
     try:
         return DeviceProfile(key=key, model=model, description=description, points=points,
-                             status_words=words)
+                             status_words=words, bit_points=contacts, bank=bank,
+                             bit_gap=bit_gap)
     except ValueError as exc:  # duplicate names, overlapping registers
         t.fail("point", str(exc))
 

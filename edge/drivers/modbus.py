@@ -28,13 +28,22 @@ What the driver emits (sources ``modbus/<bus>/<unit>/<point>``, device ``modbus/
   While a fault bit is set, the points it covers are not emitted either (counted
   ``fault_suppressed``; ``DeviceProfile.covered_by``): ``<x>_fault`` covers the points named
   ``<x>`` or ``<x>_*``, any other fault bit covers every point of the device;
+* per contact (a coil, discrete input or register bit: docs/modbus-contacts.md; source
+  ``modbus/<bus>/<unit>/<contact>``, its description the contact's): its meaning's event
+  (``valve_off_normal``, ``running``, ``fault``, ``manual_mode``, ``door_open``,
+  ``supervisory``) while its logical state is not its normal one, once a change held for the
+  device's ``debounce_ms`` (the device is polled again when that time is up, so a change is
+  reported between ``debounce_ms`` and ``interval_s + debounce_ms`` after it happened; a poll
+  that sees the old state again cancels it, counted ``bounce``); and a ``state``
+  measurement (1/0) at each reported change and at least every ``report_interval_s``;
 * ``link_fault`` (source ``modbus/<bus>``, link ``modbus/<bus>``) while the port or TCP
   connection cannot be opened or was lost; it is reopened with back-off up to
   ``reopen_max_s``. The device links show ``bus down`` meanwhile (no ``sensor_offline``:
   nobody could ask them).
 
 Counters (``ctx.counters``): ``reads`` (normal answers), ``timeout``, ``bad_reply``,
-``exception_<code>``, ``out_of_range``, ``fault_suppressed``, ``offline`` (devices that went
+``exception_<code>``, ``out_of_range``, ``fault_suppressed``, ``contact_change``, ``bounce``,
+``offline`` (devices that went
 offline), ``open_failed``, ``link_lost``, ``reopen``, ``reconnect`` (a link found closed
 between requests and reopened at once), ``emit_failed``.
 
@@ -56,6 +65,7 @@ from edge.config.modbus import ModbusBusConfig, ModbusDeviceConfig
 from edge.drivers.base import CommandHandler, DriverContext, EmitRefused
 from edge.drivers.modbus_adapter import (
     BadReply,
+    Bits,
     BusClient,
     Endpoint,
     ExceptionReply,
@@ -66,8 +76,24 @@ from edge.drivers.modbus_adapter import (
     SerialEndpoint,
     TcpEndpoint,
 )
-from protocols.registers import ReadBlock, RegisterError, StatusWord, convert
-from protocols.wire import Bus, CommandName, Event, EventType, Measurement, Record, Source
+from protocols.registers import (
+    BitBlock,
+    BitPoint,
+    ReadBlock,
+    RegisterError,
+    StatusWord,
+    convert,
+)
+from protocols.wire import (
+    Bus,
+    CommandName,
+    Event,
+    EventType,
+    Measurement,
+    Quantity,
+    Record,
+    Source,
+)
 
 __all__ = ["ModbusDriver", "endpoint_of"]
 
@@ -98,13 +124,27 @@ class _Cond:
 
 
 @dataclass(eq=False, slots=True)
+class _Contact:
+    """One contact's debounce state: what was accepted and what is waiting to be."""
+
+    point: BitPoint
+    source: Source
+    accepted: bool | None = None  # logical state last accepted (None: not yet known)
+    pending: bool | None = None  # a different state seen, not yet held for debounce_ms
+    pending_since: float = 0.0  # loop time of the poll that first saw ``pending``
+    reported_ms: int | None = None  # receive time of the last ``state`` measurement sent
+    reported_state: bool | None = None  # and the state it said
+
+
+@dataclass(eq=False, slots=True)
 class _Device:
     cfg: ModbusDeviceConfig
-    blocks: tuple[ReadBlock, ...]
+    blocks: tuple[ReadBlock | BitBlock, ...]
     link: str
     source: Source
     sources: dict[str, Source]  # per point name and per "<word>/<bit>"
     decimals: dict[str, int | None]  # rounding of each point in its canonical unit
+    contacts: tuple[_Contact, ...] = ()
     due: float = 0.0  # loop time of the next poll
     failures: int = 0  # consecutive polls without any answer
     offline: bool = False
@@ -116,6 +156,7 @@ class _Poll:
     """What one poll of one device brought back."""
 
     values: dict[str, float | frozenset[str]] = field(default_factory=dict)
+    bits: dict[str, bool] = field(default_factory=dict)  # contacts' logical states
     exceptions: list[str] = field(default_factory=list)
     answered: bool = False  # any reply at all, exception replies included
     complete: bool = True  # every block read normally
@@ -177,9 +218,14 @@ class ModbusDriver:
             for bit in word.bits.values():
                 key = f"{word.name}/{bit}"
                 sources[key] = Source(f"{base}/{key}", Bus.MODBUS, description=d.name)
-        return _Device(d, tuple(d.profile.read_blocks()), base,
-                       Source(base, Bus.MODBUS, description=d.name), sources,
-                       {p.name: p.decimals for p in d.profile.points})
+        contacts = tuple(
+            _Contact(b, Source(f"{base}/{b.name}", Bus.MODBUS,
+                               description=b.description or d.name))
+            for b in d.profile.bit_points)
+        blocks: tuple[ReadBlock | BitBlock, ...] = (*d.profile.read_blocks(),
+                                                    *d.profile.bit_blocks())
+        return _Device(d, blocks, base, Source(base, Bus.MODBUS, description=d.name), sources,
+                       {p.name: p.decimals for p in d.profile.points}, contacts)
 
     # -- the bus task --------------------------------------------------------------------------
 
@@ -223,6 +269,13 @@ class ModbusDriver:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
+        start = loop.time()
+        for d in self._devices:
+            # "now" for a device never polled: otherwise its second poll would follow its
+            # first at once (due 0 + interval lies in the past), which a debounce would see as
+            # a change held for no time at all
+            if d.due == 0.0:
+                d.due = start
         while True:
             device = min(self._devices, key=lambda d: d.due)
             wait = device.due - loop.time()
@@ -239,13 +292,16 @@ class ModbusDriver:
         counters = self._ctx.counters
         for block in device.blocks:
             reconnects = self._client.stats.reconnects
-            result = await self._client.read(block.register_type, block.start, block.count,
-                                              unit)
+            table = block.table if isinstance(block, BitBlock) else block.register_type
+            result = await self._client.read(table, block.start, block.count, unit)
             if self._client.stats.reconnects != reconnects:  # closed under us, reopened
                 counters.inc("reconnect")
-            if isinstance(result, Registers):
+            if isinstance(result, Registers | Bits):
                 try:
-                    poll.values.update(profile.decode_block(block, result.values))
+                    if isinstance(result, Registers) and isinstance(block, ReadBlock):
+                        poll.values.update(profile.decode_block(block, result.values))
+                    if device.contacts:
+                        poll.bits.update(profile.decode_bits(block, result.values))
                 except RegisterError as exc:  # the adapter checks the count; belt and braces
                     counters.inc("bad_reply")
                     poll.complete, poll.problem = False, str(exc)
@@ -257,7 +313,7 @@ class ModbusDriver:
                 poll.answered, poll.complete = True, False
                 end = block.start + block.count - 1
                 poll.exceptions.append(f"exception {result.code} ({result.meaning}) reading "
-                                       f"{block.register_type} {block.start}..{end}")
+                                       f"{table} {block.start}..{end}")
             elif isinstance(result, LinkError):
                 counters.inc("link_lost")
                 self._client.close()
@@ -301,7 +357,52 @@ class ModbusDriver:
             conds.append(_Cond(device.source, EventType.DEVICE_ERROR, False))
         now_ms = self._ctx.now_ms()
         measurements = list(self._values(device, poll.values, conds, now_ms))
-        await self._emit(conds, measurements, now_ms)
+        states = self._contacts(device, poll, conds, now, now_ms) if device.contacts else []
+        if await self._emit(conds, [*measurements, *(m for _, m in states)], now_ms):
+            for c, m in states:
+                c.reported_ms, c.reported_state = now_ms, m.value == 1.0
+
+    def _contacts(self, device: _Device, poll: _Poll, conds: list[_Cond], now: float,
+                  now_ms: int) -> list[tuple[_Contact, Measurement]]:
+        """Debounce each contact over polls; its event condition and due ``state`` reports.
+
+        A state differing from the accepted one is accepted once every poll for
+        ``debounce_ms`` saw it; meanwhile the device is polled again when that time is up.
+        """
+        cfg = device.cfg
+        debounce_s = cfg.debounce_ms / 1000.0
+        out: list[tuple[_Contact, Measurement]] = []
+        for c in device.contacts:
+            seen = poll.bits.get(c.point.name)
+            if seen is None:  # not read this poll (silent device, failed block)
+                c.pending = None
+            elif seen == c.accepted:
+                if c.pending is not None:
+                    self._ctx.counters.inc("bounce")
+                c.pending = None
+            else:
+                if c.pending is not seen:
+                    c.pending, c.pending_since = seen, now
+                # 1 ms of slack: the confirming poll was scheduled for exactly this moment
+                if now - c.pending_since >= debounce_s - 0.001:
+                    if c.accepted is not None:  # the first state read is no change
+                        self._ctx.counters.inc("contact_change")
+                    c.accepted, c.pending = seen, None
+                else:
+                    device.due = min(device.due, c.pending_since + debounce_s)
+            if c.accepted is None:
+                continue
+            p = c.point
+            conds.append(_Cond(c.source, p.event_type, p.is_abnormal(c.accepted),
+                               detail=_contact_detail(p, c.accepted)))
+            interval_ms = cfg.report_interval_s * 1000.0
+            # a change not yet reported (a refused emit is retried), or the proof of life due
+            if (c.reported_state is not c.accepted or c.reported_ms is None
+                    or now_ms - c.reported_ms >= interval_ms):
+                out.append((c, Measurement(source=c.source, quantity=Quantity.STATE,
+                                           value=1.0 if c.accepted else 0.0, unit="",
+                                           receive_ms=now_ms)))
+        return out
 
     def _values(self, device: _Device, values: Mapping[str, float | frozenset[str]],
                 conds: list[_Cond], now_ms: int) -> Iterable[Measurement]:
@@ -345,8 +446,10 @@ class ModbusDriver:
                               receive_ms=now_ms)
 
     async def _emit(self, conds: Iterable[_Cond], measurements: Iterable[Measurement] = (),
-                    now_ms: int | None = None) -> None:
-        """Emit the changed conditions and the measurements; commit them once durable."""
+                    now_ms: int | None = None) -> bool:
+        """Emit the changed conditions and the measurements; commit them once durable.
+
+        False when the pipeline refused them (counted ``emit_failed``)."""
         now_ms = self._ctx.now_ms() if now_ms is None else now_ms
         records: list[Record] = []
         marks: list[tuple[_Key, bool]] = []
@@ -359,13 +462,20 @@ class ModbusDriver:
                 marks.append((key, c.active))
         records.extend(measurements)
         if not records:
-            return
+            return True
         try:
             await self._ctx.emit_readings(records)
         except EmitRefused:
             self._ctx.counters.inc("emit_failed")
-            return  # the conditions stay unreported: the next poll sends them again
+            return False  # the conditions stay unreported: the next poll sends them again
         self._reported.update(marks)
+        return True
+
+
+def _contact_detail(p: BitPoint, state: bool) -> str:
+    """``channel 3: closed (normal: open)``."""
+    where = f"channel {p.channel}: " if p.channel is not None else ""
+    return f"{where}{p.state_name(state)} (normal: {p.state_name(p.normal_state)})"
 
 
 def _cut(detail: str | None) -> str | None:

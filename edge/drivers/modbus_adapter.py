@@ -4,8 +4,9 @@ pymodbus reports a failed read through two channels - exceptions (``ModbusIOExce
 ``ConnectionException``) and replies whose ``isError()`` is true - and renames its API between
 minors. Everything above this file sees one small interface instead: :class:`BusClient` opens
 a Modbus RTU serial line or a Modbus TCP connection and :meth:`BusClient.read` returns one of
-:class:`Registers`, :class:`ExceptionReply`, :class:`NoAnswer`, :class:`BadReply` or
-:class:`LinkError`. It never raises because of the field.
+:class:`Registers` (FC3/FC4), :class:`Bits` (FC1/FC2), :class:`ExceptionReply`,
+:class:`NoAnswer`, :class:`BadReply` or :class:`LinkError`. It never raises because of the
+field.
 
 What it relies on, read from the pymodbus 3.16.1 source (``client/``, ``transaction/``):
 
@@ -13,7 +14,9 @@ What it relies on, read from the pymodbus 3.16.1 source (``client/``, ``transact
   ``AsyncModbusTcpClient(host, port=, timeout=, retries=)``; ``connect()`` returns False (it
   logs, never raises) when the port cannot be opened; ``timeout`` bounds both the connect and
   the wait for each answer.
-* ``read_holding_registers(address, count=, device_id=)`` / ``read_input_registers``; an
+* ``read_holding_registers(address, count=, device_id=)`` / ``read_input_registers`` /
+  ``read_coils`` / ``read_discrete_inputs`` (whose ``bits`` come padded to a multiple of 8:
+  the byte count of V1.1b3 §6.1, so only the first ``count`` are the answer); an
   exception reply comes back as an ``ExceptionResponse`` (``isError()``, ``exception_code``),
   no answer within ``timeout`` x (``retries`` + 1) raises ``ModbusIOException``, a client
   without a transport raises ``ConnectionException``.
@@ -40,11 +43,12 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
-from protocols.registers import RegisterType
+from protocols.registers import BitTable, RegisterType
 
 __all__ = [
     "EXCEPTION_MEANINGS",
     "BadReply",
+    "Bits",
     "BusClient",
     "ClientStats",
     "Endpoint",
@@ -141,6 +145,13 @@ class Registers:
 
 
 @dataclass(frozen=True, slots=True)
+class Bits:
+    """A normal answer to a coil / discrete-input read: the raw bits, ``count`` of them."""
+
+    values: tuple[bool, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ExceptionReply:
     """The device answered with an exception (function code | 0x80)."""
 
@@ -173,7 +184,7 @@ class LinkError:
     detail: str
 
 
-ReadResult: TypeAlias = Registers | ExceptionReply | NoAnswer | BadReply | LinkError
+ReadResult: TypeAlias = Registers | Bits | ExceptionReply | NoAnswer | BadReply | LinkError
 
 
 class OpenError(OSError):
@@ -302,9 +313,10 @@ class BusClient:
         self.stats.reconnects += 1
         return None
 
-    async def read(self, register_type: RegisterType, start: int, count: int, unit: int
-                   ) -> ReadResult:
-        """Read ``count`` registers from ``start`` of ``unit``'s table; never raises."""
+    async def read(self, register_type: RegisterType | BitTable, start: int, count: int,
+                   unit: int) -> ReadResult:
+        """Read ``count`` registers (or coils / discrete inputs) from ``start`` of ``unit``'s
+        table; never raises."""
         problem = await self._ensure_open()
         if problem is not None:
             return LinkError(problem)
@@ -324,7 +336,8 @@ class BusClient:
             # a safety net only: pymodbus bounds each attempt by its own timeout
             async with asyncio.timeout(self.timeout_s * (self.retries + 1) + _GUARD_S):
                 result = _classify(await self._request(client, register_type, start, count,
-                                                       unit), count)
+                                                       unit), count,
+                                   isinstance(register_type, BitTable))
         except ConnectionException as exc:
             result = LinkError(f"not connected: {exc.string}")
         except ModbusIOException as exc:
@@ -345,18 +358,28 @@ class BusClient:
 
     @staticmethod
     async def _request(client: AsyncModbusTcpClient | AsyncModbusSerialClient,
-                       register_type: RegisterType, start: int, count: int, unit: int
-                       ) -> ModbusPDU:
+                       register_type: RegisterType | BitTable, start: int, count: int,
+                       unit: int) -> ModbusPDU:
+        if register_type is BitTable.COIL:
+            return await client.read_coils(start, count=count, device_id=unit)
+        if register_type is BitTable.DISCRETE_INPUT:
+            return await client.read_discrete_inputs(start, count=count, device_id=unit)
         if register_type is RegisterType.HOLDING:
             return await client.read_holding_registers(start, count=count, device_id=unit)
         return await client.read_input_registers(start, count=count, device_id=unit)
 
 
-def _classify(reply: ModbusPDU, count: int) -> ReadResult:
+def _classify(reply: ModbusPDU, count: int, bits: bool = False) -> ReadResult:
     if isinstance(reply, ExceptionResponse):
         return ExceptionReply(int(reply.exception_code))
     if reply.isError():
         return BadReply(f"error reply {reply}")
+    if bits:
+        got = list(getattr(reply, "bits", None) or ())
+        # padded to whole bytes (V1.1b3 §6.1: byte count = ceil(N / 8)); fewer is a bad reply
+        if len(got) < count or len(got) > (count + 7) // 8 * 8:
+            return BadReply(f"asked for {count} bits, got {len(got)}")
+        return Bits(tuple(bool(b) for b in got[:count]))
     registers = list(getattr(reply, "registers", None) or ())
     if len(registers) != count:
         return BadReply(f"asked for {count} registers, got {len(registers)}")

@@ -34,6 +34,12 @@ def build() -> typer.Typer:
     group.command("run")(run_command)
     group.command("status")(status_command)
     query.register(group)
+    from firegate.cli import collector_alarms as alarms
+
+    alarms.register(group)
+    from firegate.cli import collector_uitd as uitd
+
+    uitd.register(group)
     return group
 
 

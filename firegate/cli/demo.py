@@ -204,6 +204,7 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
         Influx,
         agent_config,
         collector_config,
+        console_access,
         dumps_toml,
         repeated,
     )
@@ -215,7 +216,9 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
         else st.start_broker(stack)
     influx = Influx(opts.influx, opts.influx_token, opts.influx_org, opts.influx_bucket) \
         if opts.influx else None
-    layout.collector_toml.write_text(dumps_toml(collector_config(layout, broker, influx),
+    console = console_access(layout)  # the collector's web console, one operator token
+    layout.collector_toml.write_text(dumps_toml(collector_config(layout, broker, influx,
+                                                                 console),
                                                 "written by firegate demo"), encoding="utf-8")
     cycles = math.ceil(opts.duration / story.period) + 1 if opts.duration else DEFAULT_CYCLES
     layout.scenario.write_text(dumps_toml(repeated(story, cycles), (
@@ -254,7 +257,7 @@ def _start(opts: Options, story: Story, stack: Stack) -> tuple[Running, Tap]:
     st.start_agent(stack, bus)
     tap.start()
     store = None if influx else layout.collector_dir / "store.sqlite3"
-    return Running(broker, influx, store, ble_note, t0), tap
+    return Running(broker, influx, store, ble_note, t0, console), tap
 
 
 def _header(story: Story, running: Running) -> Header:
@@ -271,7 +274,10 @@ def _header(story: Story, running: Running) -> Header:
     return Header(story.site, story.gateway, broker, store,
                   " + ".join(parts) + f" -> agent {story.gateway} -> broker -> collector -> "
                   "store", story.period,
-                  None if running.ble_note is None else f"BLE {running.ble_note}")
+                  None if running.ble_note is None else f"BLE {running.ble_note}",
+                  None if running.console is None else
+                  f"web console {running.console.url}/  user {running.console.user}  token "
+                  f"{running.console.token}  (also in {running.console.token_file})")
 
 
 def _watch(opts: Options, stack: Stack, observer: Observer, display: Display,

@@ -18,6 +18,7 @@ _REGISTRY: tuple[str, ...] = (
     "firegate.cli.sim_fleet",
     "firegate.cli.sim_modbus",
     "firegate.cli.sim_panel",
+    "firegate.cli.sim_uitd",
 )
 
 

@@ -177,4 +177,16 @@ def _print_profiles() -> None:
                 for bit, name in sorted(f.bits.items()):
                     print(row.format(f"{f.name}.{bit}", f.register_type, f"0x{f.address:04X}",
                                      "bit", "", "", "", name))
+        for c in profile.bit_points:  # contacts: logical 0/1 states, "!" = inverted wiring
+            where = "" if c.bit is None else f".{c.bit}"
+            table = "discrete" if c.table == "discrete_input" else c.table
+            print(row.format(c.name, table, f"0x{c.address:04X}{where}",
+                             "bit!" if c.invert else "bit", "", "", "",
+                             f"{c.meaning} {'/'.join(c.spec.states)}, "
+                             f"normal {c.state_name(c.normal_state)}"))
+        if profile.bank is not None:
+            bank = profile.bank
+            print(row.format(f"ch1..ch{bank.count}", "discrete" if bank.table == "discrete_input"
+                             else bank.table, f"0x{bank.first:04X}", "bit",
+                             "", "", "", "open/closed contacts, meaning set per channel"))
         print()

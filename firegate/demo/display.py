@@ -44,6 +44,8 @@ class Header:
     period: float
     warning: str | None = None
     """Shown in yellow under the pipeline line, e.g. why BLE is left out."""
+    console: str | None = None
+    """The web console's address and how to sign in (the collector's [http])."""
 
 
 def event_style(item: FeedItem) -> tuple[str, str]:
@@ -101,6 +103,8 @@ class Display:
                                highlight=False, soft_wrap=True)
             if h.warning:
                 self.console.print(f"[yellow]{h.warning}[/]", highlight=False, soft_wrap=True)
+            if h.console:
+                self.console.print(h.console, markup=False, highlight=False, soft_wrap=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -137,6 +141,7 @@ class Display:
         cycle, at = divmod(max(0.0, scenario_s), h.period)
         top = Text.assemble(
             (h.parts, "bold"), *((("\n" + h.warning, "bold yellow"),) if h.warning else ()),
+            *((("\n" + h.console, "bold green"),) if h.console else ()),
             "\n", "broker ", (h.broker, "cyan"), "  ·  store ",
             (h.store, "cyan"), "\n",
             f"story cycle {int(cycle) + 1}, t = {at:.0f} s of {h.period:.0f}  ·  running "

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import re
+import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ from typing import Any
 
 from firegate.toml_text import dumps_toml  # re-exported: the demo writes its files with it
 
-__all__ = ["DEFAULT_SCENARIO", "Broker", "DemoError", "Influx", "Layout", "Story",
-           "agent_config", "collector_config", "dumps_toml", "load_story", "repeated"]
+__all__ = ["DEFAULT_SCENARIO", "Broker", "ConsoleAccess", "DemoError", "Influx", "Layout",
+           "Story", "agent_config", "collector_config", "console_access", "dumps_toml",
+           "load_story", "repeated"]
 
 DEFAULT_SCENARIO = Path(__file__).with_name("scenario.toml")
 SIMULATORS = ("panel", "modbus", "ble")
@@ -237,8 +240,35 @@ def agent_config(story: Story, layout: Layout, broker: Broker, *, panel_port: st
     return doc
 
 
-def collector_config(layout: Layout, broker: Broker, influx: Influx | None) -> dict[str, Any]:
-    """The collector's config (``firegate collector run --config``)."""
+@dataclass(frozen=True, slots=True)
+class ConsoleAccess:
+    """The collector's web console in the demo: where, and the operator who signs in."""
+
+    url: str
+    user: str
+    token: str
+    token_file: Path
+
+    @property
+    def listen(self) -> str:
+        return self.url.removeprefix("http://")
+
+
+def console_access(layout: Layout, user: str = "duty-officer") -> ConsoleAccess:
+    """A free loopback port and a new operator token (written 0600 to the work directory's
+    ``secrets/console-token``; the demo prints it so a person can sign in)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    token = secrets.token_urlsafe(32)  # 43 characters; the collector asks for >= 32
+    return ConsoleAccess(f"http://127.0.0.1:{port}", user, token,
+                         layout.secret("console-token", token))
+
+
+def collector_config(layout: Layout, broker: Broker, influx: Influx | None,
+                     console: ConsoleAccess | None = None) -> dict[str, Any]:
+    """The collector's config (``firegate collector run --config``); with ``console``, the
+    API and web console on loopback with one operator."""
     mqtt: dict[str, Any] = {"url": broker.url, "client_id": "firegate-demo-collector",
                             # not shared: on a real broker the demo must not take a share of
                             # the records meant for the real collectors
@@ -259,4 +289,8 @@ def collector_config(layout: Layout, broker: Broker, influx: Influx | None) -> d
         if influx.token is not None:
             section["token_file"] = str(layout.secret("influx-token", influx.token))
         doc["influx"] = section
+    if console is not None:
+        doc["http"] = {"listen": console.listen, "public_url": console.url}
+        doc["user"] = [{"name": console.user, "token_file": str(console.token_file),
+                        "role": "operator"}]
     return doc

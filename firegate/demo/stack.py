@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firegate.demo.plan import Broker, DemoError, Influx, Layout
+from firegate.demo.plan import Broker, ConsoleAccess, DemoError, Influx, Layout
 
 __all__ = ["Child", "Running", "Stack", "start_agent", "start_ble", "start_broker",
            "start_collector", "start_simulator"]
@@ -110,6 +110,8 @@ class Running:
     """Why BLE is left out; None when it runs."""
     t0: float
     """``time.monotonic()`` when the simulators' scenario clocks started."""
+    console: ConsoleAccess | None = None
+    """The collector's web console (URL, operator, token)."""
 
 
 @dataclass

@@ -4,6 +4,10 @@ The register maps are resolved from :mod:`protocols.registers` into the table th
 reads, with the values the edge driver derives from them (canonical unit, factor, rounding,
 what a fault bit covers), and each point's rule is resolved with the agent's own first match
 (:func:`edge.config.rules.first_match`), so the firmware and the agent cannot drift apart.
+Contacts (coils, discrete inputs, bits of a register: docs/modbus-contacts.md) are resolved
+the same way, from the profile the agent's config loader made (channels applied): where each
+bit lies in which read, ``invert``, the normal state, the event type and its default priority
+(``protocols.wire.DEFAULT_PRIORITY``), the state names and the source description.
 """
 
 from __future__ import annotations
@@ -13,19 +17,35 @@ from typing import Any
 
 from common.config import ConfigError
 from edge.config.rules import RuleConfig, first_match
-from protocols.registers import DeviceProfile, RegisterType, StatusWord
-from protocols.wire import Quantity
+from protocols.registers import BitTable, DeviceProfile, RegisterType, StatusWord
+from protocols.wire import DEFAULT_PRIORITY, EventType, Quantity
 
 from .credentials import Credentials
 from .site import SiteConfig
 
-__all__ = ["FIRMWARE_CONFIG_FORMAT", "FIRMWARE_POINT_FIELDS", "FIRMWARE_QUANTITIES",
-           "firmware_config", "firmware_device"]
+__all__ = ["FIRMWARE_CONFIG_FORMAT", "FIRMWARE_CONTACT_FIELDS", "FIRMWARE_EVENT_TYPES",
+           "FIRMWARE_POINT_FIELDS", "FIRMWARE_QUANTITIES", "firmware_config", "firmware_device"]
 
-FIRMWARE_CONFIG_FORMAT = 1  # "v" of config.json, checked by firmware/src/fg/config.py
+# "v" of config.json, checked by firmware/src/fg/config.py. 2: contacts; a firmware that
+# knows only 1 refuses the file instead of silently reading none of its contacts.
+FIRMWARE_CONFIG_FORMAT = 2
 #: Index = the quantity code the firmware stores on flash (firmware/src/fg/records.py).
 FIRMWARE_QUANTITIES = (Quantity.PRESSURE, Quantity.LEVEL, Quantity.TEMPERATURE,
-                       Quantity.RESIDUAL_CURRENT)
+                       Quantity.RESIDUAL_CURRENT, Quantity.STATE)
+#: Index = the event code the firmware stores on flash (firmware/src/fg/records.py).
+FIRMWARE_EVENT_TYPES = (
+    EventType.THRESHOLD_LOW, EventType.THRESHOLD_HIGH, EventType.SENSOR_OFFLINE,
+    EventType.OUT_OF_RANGE, EventType.DEVICE_ERROR, EventType.FAULT, EventType.LINK_FAULT,
+    EventType.VALVE_OFF_NORMAL, EventType.RUNNING, EventType.MANUAL_MODE, EventType.DOOR_OPEN,
+    EventType.SUPERVISORY)
+#: Columns of a contact row in config.json (``modbus.contact_fields`` repeats them): where its
+#: bit lies (``block``: index into the device's ``blocks``; ``at``: the bit's or register's
+#: index in that read; ``bit``: -1 for a coil or discrete input, else the bit of the register),
+#: how it reads (``invert``, ``normal``: the logical state in which nothing is reported), what
+#: it raises (``event`` code, ``priority``), its texts (``states``: the names of logical 0 and
+#: 1, ``channel``: the terminal number or -1) and ``desc``, its records' source description.
+FIRMWARE_CONTACT_FIELDS = ("name", "block", "at", "bit", "invert", "normal", "event",
+                           "priority", "states", "channel", "desc")
 #: Columns of a point row in config.json (``modbus.point_fields`` repeats them for readers): the
 #: PointSpec fields of protocols/registers.py, then what the firmware derives from them.
 FIRMWARE_POINT_FIELDS = (
@@ -36,13 +56,17 @@ _UART_PORT = "uart"
 
 
 def firmware_device(profile: DeviceProfile, rules: tuple[RuleConfig, ...] = (),
-                    base: str = "modbus/bus/1") -> dict[str, Any]:
+                    base: str = "modbus/bus/1", name: str = "") -> dict[str, Any]:
     """The register map of one device as the firmware reads it: ``blocks`` from
-    :meth:`DeviceProfile.read_blocks`, every point's :class:`PointSpec` fields plus where it
-    sits in its block, its canonical unit, conversion factor, rounding and rule (-1: none), as
-    a row of :data:`FIRMWARE_POINT_FIELDS` (an array parses into a tenth of an object's memory
-    in MicroPython), and the status words."""
+    :meth:`DeviceProfile.read_blocks` then :meth:`DeviceProfile.bit_blocks` (the edge driver's
+    order), every point's :class:`PointSpec` fields plus where it sits in its block, its
+    canonical unit, conversion factor, rounding and rule (-1: none), as a row of
+    :data:`FIRMWARE_POINT_FIELDS` (an array parses into a tenth of an object's memory in
+    MicroPython), the status words, and every contact as a row of
+    :data:`FIRMWARE_CONTACT_FIELDS` (``name``: the device's name, the description of a
+    contact that has none, as the edge driver uses it)."""
     blocks = profile.read_blocks()
+    bit_blocks = profile.bit_blocks()
 
     def place(register: RegisterType, address: int, count: int) -> tuple[int, int]:
         for i, b in enumerate(blocks):
@@ -75,9 +99,25 @@ def firmware_device(profile: DeviceProfile, rules: tuple[RuleConfig, ...] = (),
                 for n, name in sorted(w.bits.items())]
         status.append({"name": w.name, "register_type": w.register_type.value,
                        "address": w.address, "block": block, "at": at, "bits": bits})
+    contacts = []
+    for b in profile.bit_points:
+        if isinstance(b.table, BitTable):
+            index, at = next((len(blocks) + i, b.address - k.start)
+                             for i, k in enumerate(bit_blocks)
+                             if k.table is b.table and k.start <= b.address < k.start + k.count)
+        else:
+            index, at = place(b.table, b.address, 1)
+        crow: dict[str, Any] = {
+            "name": b.name, "block": index, "at": at, "bit": -1 if b.bit is None else b.bit,
+            "invert": b.invert, "normal": b.normal_state,
+            "event": FIRMWARE_EVENT_TYPES.index(b.event_type),
+            "priority": int(DEFAULT_PRIORITY[b.event_type]), "states": list(b.spec.states),
+            "channel": -1 if b.channel is None else b.channel, "desc": b.description or name}
+        contacts.append([crow[f] for f in FIRMWARE_CONTACT_FIELDS])
     return {"profile": profile.key,
-            "blocks": [[b.register_type.read_function, b.start, b.count] for b in blocks],
-            "points": points, "status": status}
+            "blocks": [[b.register_type.read_function, b.start, b.count] for b in blocks]
+                      + [[b.table.read_function, b.start, b.count] for b in bit_blocks],
+            "points": points, "status": status, "contacts": contacts}
 
 
 def _point_indexes(profile: DeviceProfile, bit: str) -> list[int]:
@@ -96,6 +136,7 @@ def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
                                                "the retry")
     out: dict[str, Any] = {
         "name": bus.name, "point_fields": list(FIRMWARE_POINT_FIELDS),
+        "contact_fields": list(FIRMWARE_CONTACT_FIELDS),
         "timeout_ms": round(bus.timeout_s * 1000),
         "gap_ms": math.ceil(bus.gap_ms), "reopen_max_s": bus.reopen_max_s}
     if bus.host is not None:
@@ -113,9 +154,12 @@ def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
     base = f"modbus/{bus.name}"
     devices = []
     for d in bus.devices:
-        dev = firmware_device(d.profile, site.rules, f"{base}/{d.unit}")
+        dev = firmware_device(d.profile, site.rules, f"{base}/{d.unit}", d.name)
         dev.update(unit=d.unit, name=d.name, interval_ms=round(d.interval_s * 1000),
                    offline_after=d.offline_after, backoff_max_ms=round(d.backoff_max_s * 1000))
+        if dev["contacts"]:
+            dev.update(debounce_ms=math.ceil(d.debounce_ms),
+                       report_ms=round(d.report_interval_s * 1000))
         devices.append(dev)
     out["devices"] = devices
     return out

@@ -72,6 +72,10 @@ class EventType(StrEnum):
     """A fire door (normally closed) is open."""
     CHECK_POST = "check_post"
     """An operator answered a presence check (查岗)."""
+    VALVE_OFF_NORMAL = "valve_off_normal"
+    """A fire water supply valve is not in its normal position (a normally open valve closed)."""
+    RUNNING = "running"
+    """A fire pump or a smoke-exhaust / pressurisation fan is running (run feedback contact)."""
 
 
 _F, _A, _E = Priority.FIRE, Priority.ALARM, Priority.EVENT
@@ -94,6 +98,7 @@ DEFAULT_PRIORITY: Mapping[EventType, Priority] = MappingProxyType(
         EventType.OUT_OF_RANGE: _A,
         EventType.DEVICE_ERROR: _A,
         EventType.DOOR_OPEN: _A,
+        EventType.VALVE_OFF_NORMAL: _A,
         # Operations and state information.
         EventType.DISABLED: _E,
         EventType.STARTED: _E,
@@ -105,6 +110,7 @@ DEFAULT_PRIORITY: Mapping[EventType, Priority] = MappingProxyType(
         EventType.RESET: _E,
         EventType.OPERATION: _E,
         EventType.CHECK_POST: _E,
+        EventType.RUNNING: _E,
     }
 )
 
@@ -140,6 +146,9 @@ class Quantity(StrEnum):
     DURATION = "duration"
     ANALOG = "analog"
     """A user-defined panel analog type: any unit string of at most 16 characters."""
+    STATE = "state"
+    """A two-state contact's logical state, 1 or 0 (1: valve open, pump running, fault...);
+    its changes are events, this is their periodic proof of life."""
 
 
 # Exact code points matter: "°C" is U+00B0 U+0043 (not U+2103 "℃"), "m³" uses U+00B3.
@@ -164,6 +173,7 @@ UNITS: Mapping[Quantity, tuple[str, ...]] = MappingProxyType(
         Quantity.EVENT_COUNT: ("",),
         Quantity.DURATION: ("s",),
         Quantity.ANALOG: (),  # any unit, see ANALOG_UNIT_MAX
+        Quantity.STATE: ("",),
     }
 )
 ANALOG_UNIT_MAX = 16

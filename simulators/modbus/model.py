@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from protocols.registers import CANONICAL_UNIT, DeviceProfile, PointSpec, Quantity, convert
+from protocols.registers import (
+    CANONICAL_UNIT,
+    BitPoint,
+    DeviceProfile,
+    Meaning,
+    PointSpec,
+    Quantity,
+    convert,
+)
+
+from .contacts import Contact
 
 # Factory alarm settings of the simulated electrical fire detector. GB 14287.2 lets the residual
 # current alarm be set within 20-1000 mA; 300 mA is a common factory default. Cable temperature
@@ -133,6 +143,25 @@ class Signal:
         self.t0 = t
         self.motion = motion
 
+    def first_at_or_below(self, bound: float, since: float) -> float | None:
+        """The first time ``>= since`` at which the value is at or below ``bound`` with its
+        present motion (exact, not sampled); None if it never gets there (a ramp that stops
+        above it, an approach to a target at or above it)."""
+        start = max(since, self.t0)
+        if self.at(start) <= bound:
+            return start
+        m = self.motion
+        if isinstance(m, Approach):
+            if m.target >= bound:
+                return None
+            # target + (value - target) * exp(-dt / tau) = bound
+            dt = m.tau * math.log((self.value - m.target) / (bound - m.target))
+        else:
+            if m.rate == 0.0 or m.limit > bound:
+                return None
+            dt = (self.value - bound) / abs(m.rate)
+        return max(start, self.t0 + dt)
+
 
 # --- actions ---------------------------------------------------------------------------------
 
@@ -154,6 +183,13 @@ class Action(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     SENSOR_FAULT = "sensor_fault"
     RESTORE = "restore"
+    # contacts (coils, discrete inputs, bits of a register)
+    CONTACT = "contact"
+    VALVE_CLOSE = "valve_close"
+    VALVE_OPEN = "valve_open"
+    PUMP_FAULT = "pump_fault"
+    MANUAL = "manual"
+    AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +200,47 @@ class ActionSpec:
     params: Mapping[str, float | None]  # allowed parameters -> default (None: none / required)
     required: frozenset[str] = frozenset()
     summary: str = ""
+    meaning: Meaning | None = None  # the device needs a contact of this meaning
+    # (with a quantity too: either will do; pump_start moves a pressure, a run contact, or both)
+    measures: bool = False  # the device needs a measured point (``set`` on a contacts module)
+
+    def unfit(self, action: Action, profile: DeviceProfile, device: int) -> str | None:
+        """Why ``action`` cannot apply to a device of ``profile``; None if it can."""
+        has_q = self.quantity is not None and bool(profile.points_of(self.quantity))
+        has_m = self.meaning is not None and any(b.meaning is self.meaning
+                                                 for b in profile.bit_points)
+        if self.quantity is not None or self.meaning is not None:
+            if has_q or has_m:
+                return None
+            wanted = " or ".join(
+                ([f"measuring {self.quantity}"] if self.quantity is not None else [])
+                + ([f"with a {self.meaning} contact"] if self.meaning is not None else []))
+            return f"{action} needs a device {wanted}; device {device} is a {profile.key}"
+        if self.measures and not profile.points:
+            return (f"{action} needs a measured point; device {device} is a {profile.key}, "
+                    f"which has contacts only")
+        if action is Action.CONTACT and not contact_names(profile):
+            return f"{action} needs a device with contacts; device {device} is a {profile.key}"
+        return None
 
 
+_BOUNCE: Mapping[str, float | None] = {"bounce": 0, "bounce_s": 0.2}
 # Parameters: ``to``/``value`` in canonical units (MPa, m, °C, mA), ``rate`` in those per second,
-# ``tau`` in seconds, ``code`` a Modbus exception code, ``point`` a point name of the profile.
+# ``tau`` in seconds, ``code`` a Modbus exception code, ``point`` a point name of the profile
+# (a contact's name for contact actions), ``state`` a contact's state name, ``bounce`` how many
+# times a changing contact bounces back (0: none) and ``bounce_s`` how long each bounce lasts.
 ACTIONS: Mapping[Action, ActionSpec] = {
     Action.HYDRANT_OPEN: ActionSpec(Quantity.PRESSURE, {"to": 0.05, "tau": 1.5},
                                     summary="pressure falls towards `to` (hydrant flowing)"),
     Action.HYDRANT_CLOSE: ActionSpec(Quantity.PRESSURE, {"tau": 1.5},
                                      summary="pressure returns to the static pressure"),
     Action.PUMP_START: ActionSpec(Quantity.PRESSURE, {"to": 0.65, "tau": 3.0},
-                                  summary="pressure rises towards `to` (fire pump running)"),
+                                  summary="pressure rises towards `to` (fire pump running); a "
+                                          "pump controller's run contact closes",
+                                  meaning=Meaning.RUN),
     Action.PUMP_STOP: ActionSpec(Quantity.PRESSURE, {"tau": 3.0},
-                                 summary="pump off: back to open-hydrant or static pressure"),
+                                 summary="pump off: back to open-hydrant or static pressure; "
+                                         "the run contact opens", meaning=Meaning.RUN),
     Action.DRAIN: ActionSpec(Quantity.LEVEL, {"rate": 0.01, "to": 0.0},
                              summary="level falls at `rate` m/s down to `to`"),
     Action.REFILL: ActionSpec(Quantity.LEVEL, {"rate": 0.02, "to": None},
@@ -188,22 +252,79 @@ ACTIONS: Mapping[Action, ActionSpec] = {
                                 summary="a cable temperature (default: the first) rises at "
                                         "`rate` °C/s up to `to`"),
     Action.HOLD: ActionSpec(None, {"point": None},
-                            summary="freeze a point (default: all) at its current value"),
+                            summary="freeze a point (default: all) at its current value",
+                            measures=True),
     Action.SET: ActionSpec(None, {"point": None, "value": None}, frozenset({"value"}),
-                           summary="set a point (default: the primary) to `value` at once"),
+                           summary="set a point (default: the primary) to `value` at once",
+                           measures=True),
     Action.SILENCE: ActionSpec(None, {}, summary="the device stops answering (timeout)"),
     Action.EXCEPTION: ActionSpec(None, {"code": 4},
                                  summary="every request gets exception response `code`"),
     Action.OUT_OF_RANGE: ActionSpec(None, {"point": None, "value": None},
                                     summary="a point (default: primary) reads `value`, by "
-                                            "default 1.5 spans above its range"),
+                                            "default 1.5 spans above its range", measures=True),
     Action.SENSOR_FAULT: ActionSpec(None, {}, summary="set the profile's fault status bits"),
     Action.RESTORE: ActionSpec(None, {}, summary="clear silence, exception, out_of_range and "
                                                  "sensor_fault"),
+    Action.CONTACT: ActionSpec(None, {"point": None, "state": None, **_BOUNCE},
+                               frozenset({"point", "state"}),
+                               summary="a contact (`point`) goes to `state`: one of its "
+                                       "meaning's states, `open`/`closed` on a DI module"),
+    Action.VALVE_CLOSE: ActionSpec(None, {"point": None, **_BOUNCE}, meaning=Meaning.VALVE,
+                                   summary="a supply valve (default: the first) is closed"),
+    Action.VALVE_OPEN: ActionSpec(None, {"point": None, **_BOUNCE}, meaning=Meaning.VALVE,
+                                  summary="a supply valve (default: the first) is opened"),
+    Action.PUMP_FAULT: ActionSpec(None, {**_BOUNCE}, meaning=Meaning.FAULT,
+                                  summary="the pump trips: fault contact closes, run opens, "
+                                          "the pressure it made falls away"),
+    Action.MANUAL: ActionSpec(None, {**_BOUNCE}, meaning=Meaning.MANUAL,
+                              summary="the controller's selector is turned to manual (no "
+                                      "automatic start)"),
+    Action.AUTO: ActionSpec(None, {**_BOUNCE}, meaning=Meaning.MANUAL,
+                            summary="the selector is turned back to auto"),
 }
 
 #: Exception codes a device can be told to answer (Modbus V1.1b3 §7).
 EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 8, 10, 11)
+_CONTACT_ACTIONS = frozenset({Action.CONTACT, Action.VALVE_CLOSE, Action.VALVE_OPEN,
+                              Action.PUMP_FAULT, Action.MANUAL, Action.AUTO})
+_PUMP_ACTIONS = frozenset({Action.PUMP_START, Action.PUMP_STOP, Action.PUMP_FAULT})
+#: State names of a generic module's input (``ch<n>``), which means nothing until the installer
+#: gives it a meaning in the gateway's config: the contact itself, ``closed`` = 1 on the wire.
+CHANNEL_STATES = ("open", "closed")
+
+
+def contact_names(profile: DeviceProfile) -> list[str]:
+    """Every contact of a device: the profile's contacts, then ``ch<n>`` for each input of its
+    channel bank (the name ``DeviceProfile.with_channels`` gives an assigned one)."""
+    names = [b.name for b in profile.bit_points]
+    if profile.bank is not None:
+        names += [f"ch{n}" for n in range(1, profile.bank.count + 1) if f"ch{n}" not in names]
+    return names
+
+
+def contact_states(profile: DeviceProfile, name: str) -> tuple[str, str]:
+    """The names of a contact's two states, for a 0 and a 1 of its logical state: its
+    meaning's (``closed``/``open`` for a valve, ``stopped``/``running``...) or, for an input of
+    a channel bank, :data:`CHANNEL_STATES` of the raw contact."""
+    for b in profile.bit_points:
+        if b.name == name:
+            return b.spec.states
+    if name in contact_names(profile):
+        return CHANNEL_STATES
+    raise KeyError(f"{profile.key} has no contact {name!r}; contacts: "
+                   f"{', '.join(contact_names(profile)) or 'none'}")
+
+
+@dataclass(frozen=True, slots=True)
+class AutoStart:
+    """A pump controller's pressure switch: the pump starts by itself when the pressure of
+    device ``source`` (its ``point``, default its first pressure point) falls to ``below`` MPa,
+    unless it runs already, has tripped (fault) or is switched to manual."""
+
+    source: int
+    below: float
+    point: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +358,7 @@ class Reading:
 
     values: Mapping[str, float]
     status: Mapping[str, frozenset[str]]
+    contacts: Mapping[str, bool] = field(default_factory=dict)  # raw bit of each contact
 
 
 class DeviceModel:
@@ -244,7 +366,8 @@ class DeviceModel:
 
     def __init__(self, device_id: int, profile: DeviceProfile, name: str = "",
                  initial: Mapping[str, float] | None = None, *, noise: float = 1.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, contacts: Mapping[str, str] | None = None,
+                 auto_start: AutoStart | None = None) -> None:
         self.id = device_id
         self.profile = profile
         self.name = name or f"{profile.key}-{device_id}"
@@ -262,6 +385,16 @@ class DeviceModel:
         self.pump_on = False
         self.open_pressure = ACTIONS[Action.HYDRANT_OPEN].params["to"] or 0.0
         self.pump_pressure = ACTIONS[Action.PUMP_START].params["to"] or 0.0
+        # contacts: the raw bit of each, as on the wire; a profile's contacts start in their
+        # normal state (valve open, pump stopped, no fault, auto), a module's inputs open
+        self.bit_points: dict[str, BitPoint] = {b.name: b for b in profile.bit_points}
+        self.contacts: dict[str, Contact] = {}
+        for contact in contact_names(profile):
+            b = self.bit_points.get(contact)
+            self.contacts[contact] = Contact(False if b is None else b.raw(b.normal_state))
+        for contact, state in (contacts or {}).items():
+            self.contacts[contact] = Contact(self._raw_of(contact, state))
+        self.auto_start = auto_start
         # faults
         self.silenced = False
         self.exception_code: int | None = None
@@ -282,23 +415,92 @@ class DeviceModel:
             return self.open_pressure
         return self.initial[self.profile.points_of(Quantity.PRESSURE)[0].name]
 
+    # -- contacts ---------------------------------------------------------------------------
+
+    def _raw_of(self, name: str, state: str) -> bool:
+        """The raw bit of contact ``name`` in the state called ``state``."""
+        states = contact_states(self.profile, name)
+        if state not in states:
+            raise ValueError(f"contact {name} is {' or '.join(states)}, not {state!r}")
+        b = self.bit_points.get(name)
+        logical = bool(states.index(state))
+        return logical if b is None else b.raw(logical)
+
+    def state(self, name: str, t: float) -> str:
+        """The state name of contact ``name`` at ``t`` (bounce included)."""
+        raw = self.contacts[name].at(t)
+        b = self.bit_points.get(name)
+        return contact_states(self.profile, name)[int(raw if b is None else b.state(raw))]
+
+    def _of(self, meaning: Meaning) -> list[BitPoint]:
+        return [b for b in self.profile.bit_points if b.meaning is meaning]
+
+    def settled(self, meaning: Meaning) -> bool:
+        """Whether the (first) contact of ``meaning`` is, once settled, in its logical 1 state
+        (valve open, running, fault, manual); False if the device has none."""
+        found = self._of(meaning)
+        return bool(found) and found[0].state(self.contacts[found[0].name].on)
+
+    def _set(self, b: BitPoint, logical: bool, event: TimelineEvent) -> None:
+        bounce_s = event.number("bounce_s") or 0.0
+        self.contacts[b.name].set(event.at, b.raw(logical), int(event.number("bounce") or 0),
+                                  bounce_s)
+
+    def _apply_contact(self, event: TimelineEvent) -> None:
+        a, t = event.action, event.at
+        if a is Action.CONTACT:
+            name, state = str(event.param("point")), str(event.param("state"))
+            self.contacts[name].set(t, self._raw_of(name, state),
+                                    int(event.number("bounce") or 0),
+                                    event.number("bounce_s") or 0.0)
+        elif a in (Action.VALVE_CLOSE, Action.VALVE_OPEN):
+            point = event.param("point")
+            b = self.bit_points[point] if isinstance(point, str) else self._of(Meaning.VALVE)[0]
+            self._set(b, a is Action.VALVE_OPEN, event)
+        elif a in (Action.MANUAL, Action.AUTO):
+            self._set(self._of(Meaning.MANUAL)[0], a is Action.MANUAL, event)
+        else:  # PUMP_FAULT: the fault relay closes, the pump stops, its pressure falls away
+            self._set(self._of(Meaning.FAULT)[0], True, event)
+            self._pump(TimelineEvent(t, self.id, Action.PUMP_STOP))
+
+    def _pump(self, event: TimelineEvent) -> None:
+        """A pump starts or stops: the run contact follows, and the pressure this device
+        measures moves (a pump controller's outlet pressure only, not its suction)."""
+        a, t = event.action, event.at
+        if a is Action.PUMP_START:
+            self.pump_on, self.pump_pressure = True, event.number("to") or 0.0
+        else:
+            self.pump_on = False
+        for b in self._of(Meaning.RUN)[:1]:
+            self._set(b, a is Action.PUMP_START, event)
+        points = list(self.profile.points_of(Quantity.PRESSURE))
+        if self._of(Meaning.RUN):
+            points = points[:1]
+        motion: Motion = Approach(self._pressure_target(), event.number("tau") or 1.0)
+        for p in points:
+            self.signals[p.name].move(t, motion)
+
+    # -- events -----------------------------------------------------------------------------
+
     def apply(self, event: TimelineEvent) -> None:
         """Carry out ``event`` at its own time ``event.at``."""
         a, t = event.action, event.at
         spec = ACTIONS[a]
-        if spec.quantity is not None and not self.profile.points_of(spec.quantity):
-            raise ValueError(f"{a} needs a device measuring {spec.quantity}; "
-                             f"device {self.id} is a {self.profile.key}")
+        why = spec.unfit(a, self.profile, self.id)
+        if why is not None:
+            raise ValueError(why)
+        if a in _CONTACT_ACTIONS:
+            self._apply_contact(event)
+            return
+        if a in (Action.PUMP_START, Action.PUMP_STOP):
+            self._pump(event)
+            return
         points = self._points(spec.quantity, event.param("point"))
-        if a in (Action.HYDRANT_OPEN, Action.HYDRANT_CLOSE, Action.PUMP_START, Action.PUMP_STOP):
+        if a in (Action.HYDRANT_OPEN, Action.HYDRANT_CLOSE):
             if a is Action.HYDRANT_OPEN:
                 self.hydrant_open, self.open_pressure = True, event.number("to") or 0.0
-            elif a is Action.HYDRANT_CLOSE:
-                self.hydrant_open = False
-            elif a is Action.PUMP_START:
-                self.pump_on, self.pump_pressure = True, event.number("to") or 0.0
             else:
-                self.pump_on = False
+                self.hydrant_open = False
             motion: Motion = Approach(self._pressure_target(), event.number("tau") or 1.0)
             for p in points:
                 self.signals[p.name].move(t, motion)
@@ -357,7 +559,7 @@ class DeviceModel:
         values.update(self.out_of_range)
         status = {w.name: frozenset(n for n in w.bits.values() if self._flag(n, values))
                   for w in self.profile.status_words}
-        return Reading(values, status)
+        return Reading(values, status, {n: c.at(t) for n, c in self.contacts.items()})
 
     def _flag(self, bit: str, values: Mapping[str, float]) -> bool:
         """The simulated device's rule for one named status bit (unknown names stay clear)."""
@@ -385,21 +587,54 @@ class BusModel:
         # stable sort: events at the same time keep their file order
         self._pending = sorted(events, key=lambda e: e.at)
         self._next = 0
+        self._since = 0.0  # automatic starts are looked for from the last event applied on
         #: called with each event as it is applied, whoever caused it (a request or a tick)
         self.on_event: Callable[[TimelineEvent], None] | None = None
 
     def advance(self) -> list[TimelineEvent]:
-        """Apply every event due by now; returns the events applied."""
+        """Apply every event due by now, and the automatic pump starts that happen in
+        between (each at the exact time its pressure switch trips); returns them all."""
         now = self.clock.now()
         done: list[TimelineEvent] = []
-        while self._next < len(self._pending) and self._pending[self._next].at <= now:
-            ev = self._pending[self._next]
-            self.devices[ev.device].apply(ev)
-            done.append(ev)
-            self._next += 1
-            if self.on_event is not None:
-                self.on_event(ev)
-        return done
+        while True:
+            nxt = self._pending[self._next] if self._next < len(self._pending) else None
+            auto = self._auto_start(now if nxt is None else min(now, nxt.at))
+            if auto is not None:
+                self._apply(auto, done)
+            elif nxt is not None and nxt.at <= now:
+                self._next += 1
+                self._apply(nxt, done)
+            else:
+                return done
+
+    def _apply(self, ev: TimelineEvent, done: list[TimelineEvent]) -> None:
+        device = self.devices[ev.device]
+        device.apply(ev)
+        self._since = max(self._since, ev.at)
+        done.append(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+        link = device.auto_start
+        if ev.action in _PUMP_ACTIONS and link is not None and link.source != device.id:
+            # the pump feeds the network its pressure switch watches: that pressure follows
+            action = Action.PUMP_START if ev.action is Action.PUMP_START else Action.PUMP_STOP
+            params = {k: v for k, v in ev.params.items() if k in ("to", "tau")}
+            self._apply(TimelineEvent(ev.at, link.source, action, params), done)
+
+    def _auto_start(self, until: float) -> TimelineEvent | None:
+        """The earliest automatic pump start at or before ``until``, if any."""
+        first: TimelineEvent | None = None
+        for d in self.devices.values():
+            link = d.auto_start
+            if (link is None or d.settled(Meaning.RUN) or d.settled(Meaning.FAULT)
+                    or d.settled(Meaning.MANUAL)):
+                continue
+            source = self.devices[link.source]
+            point = link.point or source.profile.points_of(Quantity.PRESSURE)[0].name
+            t = source.signals[point].first_at_or_below(link.below, self._since)
+            if t is not None and t <= until and (first is None or t < first.at):
+                first = TimelineEvent(t, d.id, Action.PUMP_START, {"by": "pressure switch"})
+        return first
 
     @property
     def pending(self) -> int:
@@ -410,7 +645,5 @@ class BusModel:
         """Apply an action now (interactive use and tests)."""
         self.advance()
         ev = TimelineEvent(self.clock.now(), device, action, params)
-        self.devices[device].apply(ev)
-        if self.on_event is not None:
-            self.on_event(ev)
+        self._apply(ev, [])
         return ev

@@ -33,16 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, Table, read_toml
-from protocols.registers import PROFILES, DeviceProfile, Quantity
+from protocols.registers import PROFILES, DeviceProfile, Meaning, Quantity
 
+from .contacts import MAX_BOUNCE_S, MAX_BOUNCES
 from .model import (
     ACTIONS,
     EXCEPTION_CODES,
     Action,
+    AutoStart,
     BusModel,
     Clock,
     DeviceModel,
     TimelineEvent,
+    contact_names,
+    contact_states,
 )
 
 SECTION = "modbus"
@@ -53,12 +57,15 @@ _EVENT_KEYS = ("at", "device", "action")
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """A device on the simulated bus. ``initial`` is per point, canonical units."""
+    """A device on the simulated bus. ``initial`` is per point, canonical units;
+    ``contacts`` the state name of each contact that does not start in its normal state."""
 
     id: int
     profile: DeviceProfile
     name: str = ""
     initial: Mapping[str, float] = field(default_factory=dict)
+    contacts: Mapping[str, str] = field(default_factory=dict)
+    auto_start: AutoStart | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,8 @@ class Scenario:
     def build(self, clock: Clock | None = None) -> BusModel:
         """The bus model, with a per-device noise generator derived from ``seed``."""
         models = [DeviceModel(d.id, d.profile, d.name, d.initial, noise=self.noise,
-                              seed=None if self.seed is None else self.seed * 1000 + d.id)
+                              seed=None if self.seed is None else self.seed * 1000 + d.id,
+                              contacts=d.contacts, auto_start=d.auto_start)
                   for d in self.devices]
         return BusModel(models, self.events, clock)
 
@@ -97,17 +105,52 @@ def _device(t: Table) -> DeviceSpec:
     profile = PROFILES[t.one_of("profile", sorted(PROFILES))]
     name = t.text("name", f"{profile.key}-{dev_id}", min_len=0)
     initial: dict[str, float] = {}
+    contacts: dict[str, str] = {}
     given = t.raw("initial", None)
-    if isinstance(given, Mapping):  # per point
+    if isinstance(given, Mapping):  # per point and per contact
         points = t.table("initial")
         assert points is not None
         initial = {p.name: v for p in profile.points
                    if (v := points.opt_number(p.name)) is not None}
+        for c in contact_names(profile):  # every name counts as allowed in the error
+            if points.raw(c, None) is not None:
+                contacts[c] = points.one_of(c, contact_states(profile, c))
         points.finish()
     elif given is not None:  # the primary point
+        if not profile.points:
+            t.fail("initial", f"a {profile.key} measures nothing; give its contacts' states "
+                              f"as a table, e.g. {{ {contact_names(profile)[0]} = "
+                              f"\"{contact_states(profile, contact_names(profile)[0])[0]}\" }}")
         initial = {profile.primary.name: t.number("initial")}
+    auto = t.table("auto_start")
+    auto_start = None
+    if auto is not None:
+        if not any(b.meaning is Meaning.RUN for b in profile.bit_points):
+            t.fail("auto_start", f"needs a pump controller (a device with a run contact); "
+                                 f"a {profile.key} has none")
+        auto_start = AutoStart(auto.integer("device", dev_id, min=1, max=MAX_DEVICE_ID),
+                               auto.number("below", min=0), auto.opt_text("point"))
+        auto.finish()
     t.finish()
-    return DeviceSpec(dev_id, profile, name, initial)
+    return DeviceSpec(dev_id, profile, name, initial, contacts, auto_start)
+
+
+def _check_auto_start(t: Table, d: DeviceSpec, devices: Mapping[int, DeviceSpec]) -> None:
+    """The pressure switch of ``d`` watches a pressure point of a defined device."""
+    link = d.auto_start
+    if link is None:
+        return
+    auto = t.table("auto_start")
+    assert auto is not None
+    if link.source not in devices:
+        auto.fail("device", f"no device {link.source}; defined: "
+                            f"{', '.join(str(i) for i in sorted(devices))}")
+    names = _point_names(devices[link.source].profile, Quantity.PRESSURE)
+    if not names:
+        auto.fail("device", f"device {link.source} measures no pressure "
+                            f"(a {devices[link.source].profile.key})")
+    if link.point is not None and link.point not in names:
+        auto.fail("point", f"must be one of {', '.join(map(repr, names))}, got {link.point!r}")
 
 
 def _event(t: Table, devices: Mapping[int, DeviceSpec]) -> TimelineEvent:
@@ -118,9 +161,9 @@ def _event(t: Table, devices: Mapping[int, DeviceSpec]) -> TimelineEvent:
                          f"{', '.join(str(i) for i in sorted(devices)) or 'none'}")
     action = Action(t.one_of("action", [a.value for a in Action]))
     spec, profile = ACTIONS[action], devices[dev_id].profile
-    if spec.quantity is not None and not profile.points_of(spec.quantity):
-        t.fail("action", f"{action} needs a device measuring {spec.quantity}; device {dev_id} "
-                         f"is a {profile.key}")
+    why = spec.unfit(action, profile, dev_id)
+    if why is not None:
+        t.fail("action", why)
     allowed = (*_EVENT_KEYS, *spec.params)
     for k in t.data:  # checked here, as the keys allowed depend on the action
         if k not in allowed:
@@ -132,8 +175,19 @@ def _event(t: Table, devices: Mapping[int, DeviceSpec]) -> TimelineEvent:
             if name in spec.required:
                 t.fail(name, f"is required for {action}")
             continue
-        if name == "point":
+        if name == "point" and spec.meaning is not None:
+            params[name] = t.one_of(name, [b.name for b in profile.bit_points
+                                           if b.meaning is spec.meaning])
+        elif name == "point" and action is Action.CONTACT:
+            params[name] = t.one_of(name, contact_names(profile))
+        elif name == "point":
             params[name] = t.one_of(name, _point_names(profile, spec.quantity))
+        elif name == "state":  # after point (the parameters' order): its states
+            params[name] = t.one_of(name, contact_states(profile, str(params["point"])))
+        elif name == "bounce":
+            params[name] = t.integer(name, min=0, max=MAX_BOUNCES)
+        elif name == "bounce_s":
+            params[name] = t.number(name, above=0, max=MAX_BOUNCE_S)
         elif name == "code":
             code = t.integer(name)
             if code not in EXCEPTION_CODES:
@@ -163,11 +217,14 @@ def parse_scenario(document: Mapping[str, Any]) -> Scenario:
     seed = top.opt_integer("seed", min=0, max=2**31 - 1)
     devices: dict[int, DeviceSpec] = {}
     first_key: dict[int, str] = {}
-    for t in top.tables("devices"):
+    tables = top.tables("devices")
+    for t in tables:
         d = _device(t)
         if d.id in devices:
             t.fail("id", f"device {d.id} is already defined in {first_key[d.id]}")
         devices[d.id], first_key[d.id] = d, t.path
+    for t in tables:
+        _check_auto_start(t, devices[t.integer("id")], devices)
     events = tuple(_event(t, devices) for t in top.tables("events"))
     top.finish()
     return Scenario(tuple(sorted(devices.values(), key=lambda d: d.id)), events, noise, seed)
@@ -199,6 +256,8 @@ def parse_device_option(text: str) -> DeviceSpec:
     except ConfigError as exc:
         raise ConfigError(f"{key}: {exc.key}", exc.message) from None
     values: dict[str, float] = {}
+    if initial and not profile.points:
+        raise ConfigError(f"{key}: INITIAL", f"a {profile.key} measures nothing (contacts only)")
     if initial:
         try:
             values[profile.primary.name] = float(initial)

@@ -21,6 +21,13 @@ pymodbus name the simulator uses is imported here. What it relies on, read from 
   nothing. This covers every function code, including those answered without the datastore
   (diagnostics 0x08, device identification 0x2B). A catch-all ``SimDevice(id=0)`` takes requests
   for unknown ids so pymodbus does not log a traceback for each; its replies are dropped too.
+* **Coils and discrete inputs** (function 1 and 2) are the third and fourth tables. pymodbus
+  keeps them 16 bits to a register from the first address rounded down to 16, pads the rest
+  with zeros, and calls the action with the number of *registers* touched, not of bits, so the
+  action alone cannot tell that a read runs past the last input. The ``trace_pdu`` hook sees
+  the request itself: a bit read that touches an address the device does not have is pointed
+  at address 0xFFFF, which pymodbus answers with exception 2 (illegal data address) as a real
+  module does. The action then writes each contact's raw bit into the packed registers.
 """
 
 from __future__ import annotations
@@ -32,13 +39,14 @@ from dataclasses import dataclass, field
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from protocols.registers import DataType, PointSpec, RegisterType
+from protocols.registers import BitTable, DataType, PointSpec, RegisterType
 
-from .model import BusModel, DeviceModel
+from .model import BusModel, DeviceModel, contact_names
 from .ptylink import PtyLink
 
 _CONVERT = {
@@ -51,6 +59,9 @@ _CONVERT = {
 # function code -> register table it addresses (0x17 read/write multiple uses holding registers)
 _TABLE = {3: RegisterType.HOLDING, 6: RegisterType.HOLDING, 16: RegisterType.HOLDING,
           23: RegisterType.HOLDING, 4: RegisterType.INPUT}
+# function code -> bit table (V1.1b3 §6.1 read coils, §6.2 read discrete inputs; 5 and 15
+# write coils, refused: the simulated contacts are inputs)
+_BITS = {1: BitTable.COIL, 5: BitTable.COIL, 15: BitTable.COIL, 2: BitTable.DISCRETE_INPUT}
 _MBAP_UNIT_ID = 6  # Modbus TCP: the unit identifier follows the 6-byte MBAP prefix
 
 
@@ -88,17 +99,49 @@ class BusServer:
         for f in device.profile.fields:
             tables[f.register_type].append(SimData(
                 f.address, count=f.register_count, datatype=SimType.REGISTERS, readonly=True))
+        for rtype, address in sorted({(b.table, b.address) for b in device.profile.bit_points
+                                      if isinstance(b.table, RegisterType)}):
+            tables[rtype].append(SimData(address, datatype=SimType.REGISTERS, readonly=True))
         holding, inputs = (tables[t] or [SimData(0, datatype=SimType.INVALID)]
                            for t in (RegisterType.HOLDING, RegisterType.INPUT))
-        no_bits = [SimData(0, datatype=SimType.BITS)]  # pymodbus needs one entry; action refuses
+        addresses = bit_addresses(device)
+        coils, discrete = (_bit_block(addresses[t]) for t in BitTable)
 
-        async def action(function_code: int, start_address: int, _address: int, _count: int,
-                         registers: list[int], _values: list[int] | list[bool] | None
+        async def action(function_code: int, start_address: int, address: int, count: int,
+                         registers: list[int], values: list[int] | list[bool] | None
                          ) -> ExcCodes | None:
+            if function_code in _BITS:
+                return self._serve_bits(device, _BITS[function_code], start_address, address,
+                                        count, registers, values is not None)
             return self._serve(device, function_code, start_address, registers)
 
-        return SimDevice(device.id, simdata=(no_bits, list(no_bits), holding, inputs),
-                         action=action)
+        return SimDevice(device.id, simdata=(coils, discrete, holding, inputs), action=action)
+
+    def _serve_bits(self, device: DeviceModel, table: BitTable, start_register: int,
+                    address: int, count: int, registers: list[int], write: bool
+                    ) -> ExcCodes | None:
+        """Fill the packed bit registers pymodbus keeps for a coil / discrete-input table
+        (16 bits a register, bit 0 of register ``start_register`` is address
+        ``16 * start_register``) with each contact's bit now."""
+        self.bus.advance()
+        if device.silenced:
+            return ExcCodes.DEVICE_FAILURE  # never sent: the guard drops it
+        if device.exception_code is not None:
+            return ExcCodes(device.exception_code)
+        at = bit_addresses(device)[table]
+        if not at:
+            return ExcCodes.ILLEGAL_FUNCTION  # no coils (or no inputs) on this device
+        served = set(at.values())
+        if write or any(a not in served for a in range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS  # unmapped (pymodbus pads to 16), or a write
+        raw = device.reading(self.bus.clock.now()).contacts
+        base = 16 * start_register
+        for name, a in at.items():
+            index, bit = divmod(a - base, 16)
+            if 0 <= index < len(registers):
+                registers[index] = (registers[index] | 1 << bit if raw[name]
+                                    else registers[index] & ~(1 << bit))
+        return None
 
     def _serve(self, device: DeviceModel, function_code: int, start: int,
                registers: list[int]) -> ExcCodes | None:
@@ -109,7 +152,7 @@ class BusServer:
             return ExcCodes(device.exception_code)
         table = _TABLE.get(function_code)
         if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION  # transmitters have no coils or discrete inputs
+            return ExcCodes.ILLEGAL_FUNCTION
         reading = device.reading(self.bus.clock.now())
         for spec in device.profile.points:
             if spec.register_type is table:
@@ -118,7 +161,29 @@ class BusServer:
         for word in device.profile.status_words:
             if word.register_type is table:
                 registers[word.address - start] = word.encode(reading.status[word.name])[0]
+        contact_words: dict[int, int] = {}
+        for b in device.profile.bit_points:  # contacts packed into a register
+            if b.table is table and b.bit is not None:
+                packed = contact_words.get(b.address, 0)
+                contact_words[b.address] = packed | (1 << b.bit if reading.contacts[b.name]
+                                                     else 0)
+        for address, packed in contact_words.items():
+            registers[address - start] = packed
         return None
+
+    def check_request(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        """pymodbus ``trace_pdu`` hook: a coil / discrete-input read of an address the device
+        does not have is answered with exception 2 (see the module docstring)."""
+        fn = pdu.function_code
+        if sending or fn not in (1, 2):
+            return pdu
+        device = self.bus.devices.get(pdu.dev_id)
+        if device is None:
+            return pdu
+        served = set(bit_addresses(device)[_BITS[fn]].values())
+        if served and any(a not in served for a in range(pdu.address, pdu.address + pdu.count)):
+            pdu.address, pdu.count = 0xFFFF, 1  # beyond every table here: exception 2
+        return pdu
 
     def answers(self, device_id: int) -> bool:
         """Whether a reply from ``device_id`` would reach the wire now."""
@@ -138,6 +203,33 @@ class BusServer:
         self.stats.dropped += 1
         self.stats.dropped_by_id[device_id] = self.stats.dropped_by_id.get(device_id, 0) + 1
         return b""
+
+
+def bit_addresses(device: DeviceModel) -> dict[BitTable, dict[str, int]]:
+    """Each coil / discrete-input contact of a device by name, with its protocol address (a
+    channel bank's inputs included, as ``ch<n>``)."""
+    out: dict[BitTable, dict[str, int]] = {t: {} for t in BitTable}
+    profile = device.profile
+    for b in profile.bit_points:
+        if isinstance(b.table, BitTable):
+            out[b.table][b.name] = b.address
+    bank = profile.bank
+    if bank is not None:
+        for name in contact_names(profile):
+            if name.startswith("ch") and name not in device.bit_points:
+                out[bank.table][name] = bank.address(int(name[2:]))
+    return out
+
+
+def _bit_block(addresses: dict[str, int]) -> list[SimData]:
+    # pymodbus keeps bits 16 to a register from the first address rounded down to 16 and pads
+    # the gaps with zeros; _serve_bits refuses what is not a contact. One read-only entry from
+    # the lowest to the highest address (pymodbus needs at least one entry per table).
+    if not addresses:
+        return [SimData(0, values=[False] * 16, datatype=SimType.BITS, readonly=True)]
+    low, high = min(addresses.values()), max(addresses.values())
+    return [SimData(low, values=[False] * (high - low + 1), datatype=SimType.BITS,
+                    readonly=True)]
 
 
 class ServeError(OSError):
@@ -173,7 +265,7 @@ async def serve_tcp(bus: BusModel, host: str = "127.0.0.1", port: int = 0
     """Serve ``bus`` over Modbus TCP; ``port=0`` picks a free port (see ``Running.address``)."""
     bus_server = BusServer(bus, FramerType.SOCKET)
     server = ModbusTcpServer(bus_server.devices, address=(host, port),
-                             trace_packet=bus_server.guard)
+                             trace_packet=bus_server.guard, trace_pdu=bus_server.check_request)
     await _start(server, f"{host}:{port}")
     try:
         sockets = getattr(server.transport, "sockets", None) or []
@@ -188,7 +280,8 @@ async def serve_rtu(bus: BusModel, port: str, baudrate: int = 9600) -> AsyncIter
     """Serve ``bus`` over Modbus RTU on an existing serial device (e.g. a USB RS-485 adapter)."""
     bus_server = BusServer(bus, FramerType.RTU)
     server = ModbusSerialServer(bus_server.devices, framer=FramerType.RTU, port=port,
-                                baudrate=baudrate, trace_packet=bus_server.guard)
+                                baudrate=baudrate, trace_packet=bus_server.guard,
+                                trace_pdu=bus_server.check_request)
     await _start(server, port)
     try:
         yield Running("rtu", port, bus_server)

@@ -33,7 +33,8 @@ CASES = {
                        "(HOST:PORT of a UITD) or listen (HOST:PORT for the UITD to dial)"),
     "bad_profile": (BASE + BUS.format(n=1).replace("pressure-a", "presure-a"),
                     "modbus[0].device[0].profile: unknown profile 'presure-a'; built-in: "
-                    "elec-fire, level, level-cm, pressure-a, pressure-b, pressure-c; custom: none"),
+                    "di-16, di-8, elec-fire, fire-pump, level, level-cm, pressure-a, "
+                    "pressure-b, pressure-c, valve-4; custom: none"),
     "rule_order": (BASE + PANEL + '[[rule]]\nname = "r"\nmatch = "x"\nlow = 1.0\nhigh = 0.5\n',
                    "rule[0].high: must be greater than low (1), got 0.5"),
     "env_unset": (BASE + PANEL + '[uplink]\nurl = "mqtt://h"\nusername = "u"\n'

@@ -143,12 +143,13 @@ async def test_option_errors() -> None:
         (("--unit", "1", "--profile", "level"),
          "error: give --port DEVICE (Modbus RTU) or --host HOST (Modbus TCP)\n"),
         (("--host", "h", "--unit", "1"),
-         "error: give --profile KEY, or --register holding|input with --address/--count\n"),
+         "error: give --profile KEY, or --register holding|input|coil|discrete_input with "
+         "--address/--count\n"),
         (("--host", "h", "--unit", "1", "--profile", "levl"),
-         "error: --profile: unknown profile 'levl'; known: elec-fire, level, level-cm, "
-         "pressure-a, pressure-b, pressure-c\n"),
-        (("--host", "h", "--unit", "1", "--register", "coil"),
-         "error: --register: must be holding or input, got 'coil'\n"),
+         "error: --profile: unknown profile 'levl'; known: di-16, di-8, elec-fire, fire-pump, "
+         "level, level-cm, pressure-a, pressure-b, pressure-c, valve-4\n"),
+        (("--host", "h", "--unit", "1", "--register", "coils"),
+         "error: --register: must be holding, input, coil, discrete_input, got 'coils'\n"),
         (("--host", "h", "--port", "/dev/x", "--unit", "1", "--profile", "level"),
          "error: give --port DEVICE (Modbus RTU) or --host HOST (Modbus TCP)\n"),
         (("--port", "/dev/x", "--parity", "X", "--unit", "1", "--profile", "level"),

@@ -109,7 +109,14 @@ def test_sample_is_accepted() -> None:
     profiles = parse_modbus_profiles(root)
     buses = parse_modbus_buses(root.tables("modbus"), profiles)
     assert [b.name for b in buses] == ["bus1"]
-    first, second = buses[0].devices
+    first, second, contacts = buses[0].devices
+    assert [(b.name, b.meaning.value, b.invert, b.description)
+            for b in contacts.profile.bit_points] == [
+        ("ch1", "valve", False, "B1 wet riser supply valve"),
+        ("ch2", "run", False, "fire pump 1"),
+        ("ch3", "fault", True, "fire pump 1 fault"),
+        ("ch4", "manual", False, "fire pump 1 auto/manual")]
+    assert (contacts.debounce_ms, contacts.report_interval_s) == (500.0, 300.0)
     assert first.profile.point("pressure").maximum == 1.2  # range override applied
     assert first.profile.point("pressure").minimum == 0.0
     assert get_profile("pressure-a").point("pressure").maximum == 1.6  # built-in untouched
@@ -174,8 +181,9 @@ def test_gap_at_the_minimum_is_accepted() -> None:
 
 GOLDEN: list[tuple[str, str]] = [
     (RTU.replace('profile = "pressure-a"', 'profile = "presure-a"'),
-     "modbus[0].device[0].profile: unknown profile 'presure-a'; built-in: elec-fire, level, "
-     "level-cm, pressure-a, pressure-b, pressure-c; custom: none"),
+     "modbus[0].device[0].profile: unknown profile 'presure-a'; built-in: di-16, di-8, "
+     "elec-fire, fire-pump, level, level-cm, pressure-a, pressure-b, pressure-c, valve-4; "
+     "custom: none"),
     (RTU.replace('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\nhost = "10.0.0.1"'),
      "modbus[0].host: give either port (Modbus RTU serial line) or host (Modbus TCP), not "
      "both"),
@@ -208,8 +216,8 @@ GOLDEN: list[tuple[str, str]] = [
     (RTU.replace("unit = 3", "unit = 3\ninterval_s = 0"),
      "modbus[0].device[0].interval_s: must be at least 0.05, got 0"),
     (RTU.replace("unit = 3", "unit = 3\npoll_s = 1"),
-     "modbus[0].device[0].poll_s: unknown key; allowed here: backoff_max_s, interval_s, name, "
-     "offline_after, profile, range, unit"),
+     "modbus[0].device[0].poll_s: unknown key; allowed here: backoff_max_s, channels, "
+     "debounce_ms, interval_s, name, offline_after, profile, range, report_interval_s, unit"),
     (RTU.replace("unit = 3", "unit = 3\nrange.presure = { max = 1 }"),
      "modbus[0].device[0].range.presure: pressure-a has no point 'presure'; points: pressure"),
     (RTU.replace("unit = 3", "unit = 3\nrange.pressure = { min = 1.0, max = 0.5 }"),
@@ -235,8 +243,9 @@ max = 5
 
 GOLDEN_PROFILES: list[tuple[str, str]] = [
     (PROFILE + RTU.replace("pressure-a", "yours"),
-     "modbus[0].device[0].profile: unknown profile 'yours'; built-in: elec-fire, level, "
-     "level-cm, pressure-a, pressure-b, pressure-c; custom: mine"),
+     "modbus[0].device[0].profile: unknown profile 'yours'; built-in: di-16, di-8, "
+     "elec-fire, fire-pump, level, level-cm, pressure-a, pressure-b, pressure-c, valve-4; "
+     "custom: mine"),
     (PROFILE.replace("mine", "level"),
      "modbus_profiles.level: 'level' is a built-in profile; give the custom one another key"),
     (PROFILE.replace("mine", "Mine"),
@@ -266,7 +275,7 @@ GOLDEN_PROFILES: list[tuple[str, str]] = [
      "modbus_profiles.mine.point: mine: level2 overlaps level at holding 0"),
     ('[modbus_profiles.mine]\nmodel = "x"\n',
      "modbus_profiles.mine.point: a profile needs at least one "
-     "[[modbus_profiles.<key>.point]]"),
+     "[[modbus_profiles.<key>.point]] or [[modbus_profiles.<key>.contact]], or channels"),
     (PROFILE + '[[modbus_profiles.mine.status]]\nname = "s"\naddress = 1\nbits = { 16 = "x" }\n',
      "modbus_profiles.mine.status[0].bits.16: bit numbers must be 0..15 (0 = least "
      "significant)"),

@@ -249,18 +249,20 @@ async def test_silent_device_backs_off_and_neighbours_keep_their_rate(transport:
             await wait_until(lambda: sink.states("2", EventType.SENSOR_OFFLINE), "offline")
             link = ctx.links.get(f"modbus/{BUS_NAME}/2")
             assert link is not None and link.state.value == "down"
-            # the neighbour over a window, with the dead device present and backing off
-            loop = asyncio.get_running_loop()
+            # The neighbour over a window of its own polls, with the dead device present and
+            # backing off. Counted in polls, not seconds: both devices run on the same clock,
+            # so a loaded machine stretches the window without changing the ratio. (The rate
+            # itself is a figure for bench/bench_modbus_driver.py, not an assert.)
             before = len(sink.measurements("1/pressure"))
             dead_before = driver.client.stats.by_unit[2]
-            start = loop.time()
-            await asyncio.sleep(4.0)
-            elapsed = loop.time() - start
-            got = len(sink.measurements("1/pressure")) - before
+            window = 16
+            await wait_until(lambda: len(sink.measurements("1/pressure")) >= before + window,
+                             f"{window} more polls of the live neighbour")
             dead_polls = driver.client.stats.by_unit[2] - dead_before
-            assert got >= 0.7 * elapsed / interval, (got, elapsed)
-            # backed off: at a steady 0.25 s it would be asked ~13 times in 4 s
-            assert dead_polls <= 5, dead_polls
+            # Without back-off the dead device is asked once per neighbour poll (same
+            # interval), each ask a 0.3 s timeout in the neighbour's way: `window` asks. Backed
+            # off towards 2 s (8 intervals) it is asked about 3 times in this window.
+            assert dead_polls <= window // 3, dead_polls
             assert sink.states("2", EventType.SENSOR_OFFLINE) == [True]  # raised once
             assert ctx.counters.get("offline") == 1
             assert ctx.counters.get("timeout") >= 2
@@ -283,15 +285,24 @@ async def test_a_lone_silent_device_does_not_drop_the_tcp_link() -> None:
                       ) as (bus, address):
         bus.trigger(2, Action.SILENCE)
         host, _, port = address.rpartition(":")
+        # A short timeout keeps eight silent reads quick; the live device's answer may miss it
+        # on a loaded machine, so that read is asked until it is answered (each ask counted).
         client = BusClient(TcpEndpoint(host, int(port)), timeout_s=0.1)
         await client.open()
         try:
             for _ in range(8):
                 assert isinstance(await client.read(RegisterType.HOLDING, 2, 1, 2), NoAnswer)
             assert client.is_open and client.stats.reconnects == 0
-            reply = await client.read(RegisterType.HOLDING, 0, 1, 1)
+            asks = 0
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while True:
+                asks += 1
+                reply = await client.read(RegisterType.HOLDING, 0, 1, 1)
+                if not isinstance(reply, NoAnswer) or asyncio.get_running_loop().time() > deadline:
+                    break
             assert reply == Registers((350,))
-            assert client.stats.requests == 9
+            assert client.is_open and client.stats.reconnects == 0  # still the same link
+            assert client.stats.requests == 8 + asks  # one frame per read, no hidden retries
         finally:
             client.close()
 
@@ -333,9 +344,13 @@ async def test_exception_replies_are_typed_counted_events(transport: str) -> Non
             link = ctx.links.get(f"modbus/{BUS_NAME}/1")
             assert link is not None and link.state.value == "up"  # it answers: not offline
             assert sink.events("1", EventType.SENSOR_OFFLINE) == []
+            # Nothing to measure while it answers with exceptions: proven over polls that were
+            # made (three more exception replies), not over a quiet time that proves nothing.
             count = len(sink.measurements("1/pressure"))
-            await asyncio.sleep(0.3)
-            assert len(sink.measurements("1/pressure")) == count  # nothing to measure
+            asked = ctx.counters.get("exception_2")
+            await wait_until(lambda: ctx.counters.get("exception_2") >= asked + 3,
+                             "three more polls of device 1")
+            assert len(sink.measurements("1/pressure")) == count
             bus.trigger(1, Action.RESTORE)
             bus.trigger(2, Action.RESTORE)
             await wait_until(lambda: sink.states("1", EventType.DEVICE_ERROR) == [True, False]
@@ -401,8 +416,14 @@ async def test_emit_failures_are_counted_and_events_sent_later() -> None:
         assert sink.events("1", EventType.DEVICE_ERROR) == []
         sink.failing = False
         await wait_until(lambda: sink.events("1", EventType.DEVICE_ERROR), "late event")
-        await asyncio.sleep(0.3)
-        assert sink.states("1", EventType.DEVICE_ERROR) == [True]  # delivered exactly once
+        # Delivered exactly once: over three more polls of the same condition nothing repeats
+        # it, and the restore that follows on the same channel arrives right after it.
+        asked = ctx.counters.get("exception_6")
+        await wait_until(lambda: ctx.counters.get("exception_6") >= asked + 3, "more polls")
+        assert sink.states("1", EventType.DEVICE_ERROR) == [True]
+        bus.trigger(1, Action.RESTORE)
+        await wait_until(lambda: sink.states("1", EventType.DEVICE_ERROR) != [True], "restore")
+        assert sink.states("1", EventType.DEVICE_ERROR) == [True, False]
 
 
 # -- the bus link: a port that is missing at start, a TCP server that goes away ---------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import ErrorReason, Outbox, OutboxCorrupt, OutboxFull
+from edge.outbox import ErrorReason, Outbox, OutboxCorrupt, OutboxError, OutboxFull
 from protocols.wire import Priority, Record, seq_ranges
 
 from .helpers import config, event, measurement
@@ -146,7 +146,7 @@ async def test_the_outbox_grows_again_when_the_disk_has_room(small_disk: Path) -
         s = await ob.stats()
         assert s.disk_full and not s.reserve_ok and s.evicted[MEAS] > 0
         filler.unlink()
-        for _ in range(100):
+        for _ in range(1000):  # up to 20 s: a generous deadline, not a timing assertion
             if not (s := await ob.stats()).disk_full:
                 break
             await asyncio.sleep(0.02)
@@ -180,8 +180,13 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         pass
     with sqlite3.connect(tmp_path / "outbox.db") as c:
         c.execute("PRAGMA user_version=99")
-    with pytest.raises(Exception, match="newer"):
+    # A typed refusal (docs/outbox.md, "Full disk and I/O errors"): an OutboxError counted
+    # under "other", not a damaged file (OutboxCorrupt) nor some other exception.
+    with pytest.raises(OutboxError, match=r"schema v99 is newer than v\d+") as refused:
         await Outbox.open(config(tmp_path))
+    assert type(refused.value) is OutboxError and refused.value.reason is ErrorReason.OTHER
+    with sqlite3.connect(tmp_path / "outbox.db") as c:  # refused, and left as it was
+        assert c.execute("PRAGMA user_version").fetchone() == (99,)
 
 
 async def test_the_full_disk_checkpoint_really_checkpoints(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from protocols.gb26875 import (
     FacilityOperation,
     FacilityOperationRecord,
     Frame,
+    Reserved,
     Session,
     StreamDecoder,
     TimeLabel,
@@ -130,6 +131,17 @@ async def running(cfg: PanelConfig, previous: frozenset[tuple[str, str]] = froze
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def drained(driver: PanelDriver) -> int:
+    """The positive control that ends a quiet period: a read of the UITD's state (81, §8.3.2)
+    on the same line. Its answer is handled after every frame the UITD sent before answering
+    (one ordered queue for uploads and answers: ``PanelDriver._process``), so once it is back
+    anything sent before it is in the outbox; and the UITD resends no upload it saw
+    confirmed. Returns the records the read itself added (the UITD's own state)."""
+    reply = await asyncio.wait_for(
+        driver.requests.request(GbCommand.REQUEST, ApplicationData(81, (Reserved(),))), WAIT)
+    return reply.records
 
 
 def sim(tmp: Path, *args: str, name: str = "uitd") -> contextlib.AbstractAsyncContextManager[
@@ -231,11 +243,12 @@ async def test_every_upload_is_emitted_exactly_once_through_line_faults(tmp_path
         """, confirm_timeout=1.0, retries=5)
     book = tmp_path / "ledger.jsonl"
     async with null_modem(tmp_path) as (centre, panel), running(config(centre)) as (
-            _, outbox, ctx), simulator("panel", "--port", str(panel), "--ledger", str(book),
-                                       "--scenario", script):
+            driver, outbox, ctx), simulator("panel", "--port", str(panel), "--ledger", str(book),
+                                            "--scenario", script):
         await until(lambda: len(entries(book)) == 6 and set(entries(book).values()) == {
             "confirmed"}, "all six uploads confirmed")
-        await asyncio.sleep(0.5)  # a late retransmission would show up as a second record
+        # a late retransmission would now show up as a second record
+        assert await drained(driver) == 0  # and the read found the UITD's state as reported
         components = Counter((e.source.id, e.type, e.active) for e in outbox.events()
                              if e.source.component_type is not None)
         assert components == Counter({(SMOKE, EventType.FIRE_ALARM, True): 1,
@@ -265,7 +278,8 @@ async def test_every_upload_is_emitted_exactly_once_through_line_faults(tmp_path
 async def test_emit_failure_withholds_the_confirm_and_nothing_is_lost(tmp_path: Path) -> None:
     book = tmp_path / "ledger.jsonl"
     async with sim(tmp_path, "--fire-alarm-at", "1", "--confirm-timeout", "0.5",
-                   "--retries", "20"), running(config(tmp_path / "uitd")) as (_, outbox, ctx):
+                   "--retries", "20"), running(config(tmp_path / "uitd")) as (driver, outbox,
+                                                                              ctx):
         outbox.failing = True  # the state read at start finds nothing to record
         await until(lambda: outbox.refused >= 3, "the panel to resend while emit fails")
         assert entries(book).get(1) in ("sent", "resent")  # not confirmed
@@ -273,7 +287,7 @@ async def test_emit_failure_withholds_the_confirm_and_nothing_is_lost(tmp_path: 
         assert ctx.counters.get("emit_failed") == outbox.refused
         outbox.failing = False
         await until(lambda: entries(book).get(1) == "confirmed", "the confirm once stored")
-        await asyncio.sleep(0.5)
+        await drained(driver)  # (its state: not recorded at the start, while emit failed)
         assert len(outbox.events(SMOKE, EventType.FIRE_ALARM)) == 1
         assert ctx.counters.get("confirm_sent") == 1
     resent = [r for r in ledger(book) if r["event"] == "resent" and r.get("entry") == 1]
@@ -608,7 +622,8 @@ async def test_after_a_restart_what_cleared_is_restored_once_and_reads_raise_not
             await until(lambda: len([e for e in outbox.events() if not e.active]) >= 4,
                         "the four restores")
             await until(lambda: entries(book).get(1) == "confirmed", "the fault upload stored")
-            await asyncio.sleep(0.5)  # a second restore or a late raise would show up here
+            # a second restore or a late raise would show up now
+            assert await drained(driver) == 0
             seen = Counter((e.source.id, e.type, e.active) for e in outbox.events())
             answered = {r["type_mark"]: r["count"] for r in ledger(book)
                         if r["event"] == "answered"}

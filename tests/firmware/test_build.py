@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from firegate.provision import FIRMWARE_QUANTITIES
+from firegate.provision import FIRMWARE_EVENT_TYPES, FIRMWARE_QUANTITIES
 from protocols.registers import CANONICAL_UNIT
 from protocols.wire import UNITS, Bus, EventType, Quantity
 
@@ -53,9 +53,11 @@ def test_the_firmware_tables_are_the_contract(fw_build: Path) -> None:
     # the quantity codes provisioning writes are the firmware's
     assert quantities == [q.value for q in FIRMWARE_QUANTITIES]
     for q, u in zip(quantities, units, strict=True):
-        assert u == CANONICAL_UNIT[q].value  # the unit the edge driver converts to
+        # the unit the edge driver converts to (a contact's state has the one unit "")
+        assert u == (CANONICAL_UNIT[q].value if q in CANONICAL_UNIT else UNITS[Quantity(q)][0])
         assert u in UNITS[Quantity(q)]  # and one the wire accepts for the quantity
     assert {EventType(e) for e in events} <= set(EventType)
+    assert events == [e.value for e in FIRMWARE_EVENT_TYPES]  # the codes provisioning writes
     assert [events[c] for c in codes] == ["threshold_low", "threshold_high", "sensor_offline",
                                           "out_of_range", "device_error", "fault", "link_fault"]
     assert Bus(firmware) is Bus.FIRMWARE and Bus(rule) is Bus.RULE

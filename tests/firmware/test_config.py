@@ -34,7 +34,7 @@ def test_the_sample_site_file_provisions_both_kinds(tmp_path: Path) -> None:
     (None, "config: config.json: [Errno 2] ENOENT"),
     (lambda text: text[: len(text) // 2], "not valid JSON (cut short while copying?)"),
     (lambda text: text.replace('"port":', '"port":"1883","x":', 1), "mqtt.port: must be int"),
-    (lambda text: text.replace('"v":1', '"v":2', 1), "v: must be 1"),
+    (lambda text: text.replace('"v":2', '"v":1', 1), "v: must be 2"),
     (lambda text: text.replace('"point_fields":["name",', '"point_fields":["nam",', 1),
      "modbus.point_fields: lacks name"),
     (lambda text: text.replace('"confirm_timeout_s":60.0', '"confirm_timeout_s":0', 1),

@@ -55,7 +55,8 @@ def test_the_firmware_profile_table_is_generated_from_registers_py(key: str) -> 
     table["points"] = [dict(zip(FIRMWARE_POINT_FIELDS, row, strict=True))
                        for row in table["points"]]
     assert table["blocks"] == [[b.register_type.read_function, b.start, b.count]
-                               for b in profile.read_blocks()]
+                               for b in profile.read_blocks()] + [
+        [b.table.read_function, b.start, b.count] for b in profile.bit_blocks()]
     assert len(table["points"]) == len(profile.points)
     for p, t in zip(profile.points, table["points"], strict=True):
         for name in POINT_FIELDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,34 @@ import pytest
 from common.config import ConfigError
 from protocols.wire import Priority
 from simulators.fleet import FleetConfig, FleetError, FleetReport, run_fleet
+from simulators.fleet.runner import Progress
 from tests.infra.mosquitto import Mosquitto
 
 from .helpers import Collector, assert_nothing_lost
+
+WAIT = 20.0  # a generous deadline for a loaded machine; never a timing assertion
+
+
+class Watch:
+    """The fleet's progress callback, called in this test's own event loop every poll of the
+    run (50 ms): a test acts on the run's state (all online, records delivered, every gateway
+    dropped) rather than at a moment guessed in seconds."""
+
+    def __init__(self) -> None:
+        self.seen: list[Progress] = []
+
+    def __call__(self, p: Progress) -> None:
+        self.seen.append(p)
+
+    async def until(self, task: asyncio.Task[FleetReport], what: str,
+                    cond: Callable[[Progress], bool]) -> Progress:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not (self.seen and cond(self.seen[-1])):
+            assert not task.done(), f"the fleet ended before {what}: {self.seen[-1:]}"
+            assert loop.time() < deadline, f"timed out waiting for {what}: {self.seen[-1:]}"
+            await asyncio.sleep(0.01)
+        return self.seen[-1]
 
 
 def url(broker: Mosquitto) -> str:
@@ -157,9 +183,12 @@ async def test_a_broker_restart_is_survived(mosquitto: Mosquitto) -> None:
     config = FleetConfig(broker=url(mosquitto), gateways=10, rate=200, duration=2.5,
                          batch_interval=0.1, max_batch=20, seed=2, keep_records=True,
                          confirm_timeout=1.0)
+    watch = Watch()
     with Collector(mosquitto.port, persistent=True) as sub:
-        task = asyncio.create_task(run_fleet(config))
-        await asyncio.sleep(1.0)
+        task = asyncio.create_task(run_fleet(config, progress=watch, progress_interval=0.05))
+        # mid-run: every gateway online and a fifth of the ~500 records delivered
+        await watch.until(task, "records flowing from every gateway",
+                          lambda p: p.online == p.gateways and p.delivered >= 100)
         mosquitto.restart()  # SIGTERM (the session and its queue are saved), same port
         report = await task
         await sub.wait_for_all(report)
@@ -180,12 +209,16 @@ async def test_records_in_flight_at_a_drop_are_sent_again_and_said_so(
     config = FleetConfig(broker=url(mosquitto), gateways=4, rate=200, duration=2.5,
                          batch_interval=0.1, max_batch=20, offline_fraction=1.0,
                          offline_for=1.0, seed=8, keep_records=True, confirm_timeout=1.0)
+    watch = Watch()
     with Collector(mosquitto.port) as sub:
-        task = asyncio.create_task(run_fleet(config))
-        await asyncio.sleep(0.3)
+        task = asyncio.create_task(run_fleet(config, progress=watch, progress_interval=0.05))
+        # Hung while all are online and sending (the drops are due at 0.5-1.5 s of the run) ...
+        await watch.until(task, "every gateway online and sending",
+                          lambda p: p.online == p.gateways and p.delivered > 0)
         mosquitto.proc.send_signal(signal.SIGSTOP)  # by PID: the broker this test started
         try:
-            await asyncio.sleep(1.4)  # every drop falls in 0.5-1.5 s
+            # ... until every gateway has dropped (none can come back: the broker is hung)
+            await watch.until(task, "every gateway dropped", lambda p: p.online == 0)
         finally:
             mosquitto.proc.send_signal(signal.SIGCONT)
         report = await task

@@ -99,7 +99,7 @@ async def test_bad_scenario_exits_2_naming_the_key(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), WAIT)
     assert proc.returncode == 2
-    assert "modbus.devices[0].profile: must be one of 'elec-fire'," in err.decode()
+    assert "modbus.devices[0].profile: must be one of 'di-16', 'di-8', 'elec-fire'," in err.decode()
 
 
 def test_list_profiles_and_option_errors() -> None:

@@ -63,15 +63,17 @@ def error_of(body: str) -> str:
      "modbus.speed: unknown key; allowed here: devices, events, noise, seed"),
     ("[modbus]\nnoise = -1\n", "modbus.noise: must be at least 0, got -1"),
     ('[[modbus.devices]]\nid = 1\nprofile = "presure-a"\n',
-     "modbus.devices[0].profile: must be one of 'elec-fire', 'level', 'level-cm', "
-     "'pressure-a', 'pressure-b', 'pressure-c', got 'presure-a'"),
+     "modbus.devices[0].profile: must be one of 'di-16', 'di-8', 'elec-fire', 'fire-pump', "
+     "'level', 'level-cm', 'pressure-a', 'pressure-b', 'pressure-c', 'valve-4', "
+     "got 'presure-a'"),
     ('[[modbus.devices]]\nid = 0\nprofile = "level"\n',
      "modbus.devices[0].id: must be at least 1, got 0"),
     ('[[modbus.devices]]\nid = 248\nprofile = "level"\n',
      "modbus.devices[0].id: must be at most 247, got 248"),
     ('[[modbus.devices]]\nprofile = "level"\n', "modbus.devices[0].id: is required"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\nadress = 3\n',
-     "modbus.devices[0].adress: unknown key; allowed here: id, initial, name, profile"),
+     "modbus.devices[0].adress: unknown key; allowed here: auto_start, id, initial, name, "
+     "profile"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\ninitial = { pressure = 1 }\n',
      "modbus.devices[0].initial.pressure: unknown key; allowed here: level"),
     ('[[modbus.devices]]\nid = 1\nprofile = "level"\ninitial = "full"\n',
@@ -81,7 +83,8 @@ def error_of(body: str) -> str:
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 1\naction = "explode"\n',
      "modbus.events[0].action: must be one of 'hydrant_open', 'hydrant_close', "
      "'pump_start', 'pump_stop', 'drain', 'refill', 'leak_creep', 'overheat', 'hold', 'set', "
-     "'silence', 'exception', 'out_of_range', 'sensor_fault', 'restore', got 'explode'"),
+     "'silence', 'exception', 'out_of_range', 'sensor_fault', 'restore', 'contact', "
+     "'valve_close', 'valve_open', 'pump_fault', 'manual', 'auto', got 'explode'"),
     (DEVICES + '[[modbus.events]]\nat = 1\ndevice = 9\naction = "silence"\n',
      "modbus.events[0].device: no device 9; defined: 1, 2"),
     (DEVICES + '[[modbus.events]]\ndevice = 1\naction = "silence"\n',
@@ -133,7 +136,7 @@ def test_device_option() -> None:
         ("level", "--device level: must be ID:PROFILE[=INITIAL]"),
         ("x:level", "--device x:level: ID: must be an integer 1-247, got 'x'"),
         ("300:level", "--device 300:level: ID: must be at most 247, got 300"),
-        ("1:lvl", "--device 1:lvl: PROFILE: must be one of 'elec-fire', 'level'"),
+        ("1:lvl", "--device 1:lvl: PROFILE: must be one of 'di-16', 'di-8', 'elec-fire'"),
         ("1:level=full", "--device 1:level=full: INITIAL: must be a number, got 'full'"),
     ]:
         with pytest.raises(ConfigError) as info:

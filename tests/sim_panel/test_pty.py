@@ -70,7 +70,10 @@ async def test_never_confirmed_means_exactly_1_plus_3_transmissions_then_failed(
         clock.advance(10)
         await panel.wait_until(lambda: ledger.entries[0].status is Status.FAILED)
         clock.advance(100)
-        await asyncio.sleep(0.1)  # nothing more may come: the transaction is over
+        # Nothing more may come: the transaction is over. The positive control on the same
+        # line: a new upload, sent after anything the advance could have set off, arrives.
+        panel.trigger("fault", component="module-pump-room")
+        await centre.wait_for(lambda: len(centre.transmissions(1)) == 1)
         assert len(centre.transmissions(0)) == 4
         assert len({f.encode() for f in centre.transmissions(0)}) == 1
         assert ledger.entries[0].attempts == 4

@@ -111,7 +111,8 @@ class App:
 
     def conditions(self, conds, measurements, poller, rt=None):
         """Store the conditions that changed, the measurements (through the rules) and the
-        threshold events they bring; level-triggered against what was stored before."""
+        threshold events they bring; level-triggered against what was stored before. False
+        when they could not be stored (the conditions stay unreported)."""
         rt = rt or self.hw.now_ms()
         recs = []
         marks = []
@@ -134,7 +135,7 @@ class App:
             for ev in evs:
                 recs.append(self._rule_record(p, ev))
                 flipped = True
-        self._store(recs, marks, flipped)
+        return self._store(recs, marks, flipped)
 
     def _rule_record(self, p, ev):
         kind, active, value, limit, ms = ev
@@ -149,13 +150,13 @@ class App:
 
     def _store(self, recs, marks=(), persist=False):
         if not recs:
-            return
+            return True
         try:
             self.ring.append(recs)
         except OSError as e:  # flash full or failing: the conditions stay unreported
             self._count("ring", "store_failed", len(recs))
             log("ring: cannot store %d records: %s" % (len(recs), e))
-            return
+            return False
         for k, on in marks:
             if on:
                 self.reported.add(k)
@@ -163,6 +164,7 @@ class App:
                 self.reported.discard(k)
         if marks or persist:
             self._save_state()
+        return True
 
     def tick_rules(self):
         now = self.hw.now_ms()
@@ -241,6 +243,11 @@ def main(path="config.json"):
         return 2
     del config
     _unload("config")
+    for d in cfg.bus["devices"]:
+        if d.get("contacts"):  # its code now, before the ring and TLS take the heap's room
+            from fg import contacts  # noqa: F401 (fg/poller.py uses it)
+
+            break
     hw = Hw(cfg)
     try:
         App(cfg, hw, batch, _tls(tls, cfg.mqtt)).run()

@@ -10,11 +10,16 @@
 #   reading is not sent as a measurement (a broken 4-20 mA loop must not look like 0 MPa);
 # * fault per named status bit, threshold_high for alarm bits (names ending in _alarm); while a
 #   fault bit is set the points it covers are not sent (counted fault_suppressed);
-# * link_fault (bus source) while the port cannot be opened; reopened with back-off.
+# * link_fault (bus source) while the port cannot be opened; reopened with back-off;
+# * per contact (coil, discrete input, bit of a register): its meaning's event once a change
+#   held for debounce_ms, and a "state" measurement (fg/contacts.py: loaded only for a bus
+#   that has contacts, once the rest of the config has been freed).
 # Events are level-triggered against what was stored: ``reported`` (kept on flash by the app
 # so a condition raised before a reboot is cleared after it).
 
 import time
+
+import gc
 
 from fg import modbus
 from fg.points import canonical, columns, physical, point
@@ -40,6 +45,11 @@ class _Device:
                        [(b[0], b[1], b[2], b[3], "%s/%s/%s" % (self.sid, w["name"], b[1]))
                         for b in w["bits"]])
                       for w in d.get("status", [])]
+        self.contacts = d.get("contacts") or ()  # rows until Poller made them Contacts
+        self.cstate = None
+        if self.contacts:
+            self.debounce_ms = d["debounce_ms"]
+            self.report_ms = d["report_ms"]
         self.interval = d["interval_ms"]
         self.offline_after = d["offline_after"]
         self.backoff_max = d["backoff_max_ms"]
@@ -66,6 +76,16 @@ class Poller:
             self.devices.append(_Device(raw[i], self.name, ix))
             raw[i] = None  # free each raw map as soon as it is converted
         cfg["devices"] = None
+        self.cmod = None
+        if any(d.contacts for d in self.devices):
+            gc.collect()  # the config's device maps are garbage now: load into their room
+            from fg import contacts
+
+            self.cmod = contacts
+            cix = columns(cfg["contact_fields"])
+            for d in self.devices:
+                d.contacts = [contacts.contact(r, cix, d.sid) for r in d.contacts]
+                d.cstate = contacts.new_state(len(d.contacts))
         self.master = None
         self.reopen_at = time.ticks_ms()
         self.reopen_ms = 1000
@@ -76,6 +96,8 @@ class Poller:
             self.by_sid[dev.sid] = dev
             for p in dev.points:
                 self.by_sid[p.sid] = p
+            for c in dev.contacts:
+                self.by_sid[c.sid] = c
             for _, _, word, bits in dev.words:
                 for b in bits:
                     self.by_sid[b[4]] = (word, b[0], b[1], dev.name)
@@ -207,7 +229,18 @@ class Poller:
         elif complete:
             conds.append((_key(dev.sid), EV_DEVICE, False, None, None, 0))
         rt = self.hw.now_ms()
-        app.conditions(conds, self._values(dev, regs_of, conds), self, rt)
+        values = self._values(dev, regs_of, conds)
+        states = ()
+        if dev.contacts:
+            states, due = self.cmod.scan(dev.contacts, dev.cstate, regs_of, dev.debounce_ms,
+                               dev.report_ms, now, rt, self.counters, conds)
+            if due is not None and time.ticks_diff(due, dev.due) < 0:
+                dev.due = due
+            for i, rec in states:
+                values.append((dev.contacts[i], rec))
+        if app.conditions(conds, values, self, rt):
+            for i, _ in states:
+                dev.cstate[4 * i + 3] = rt  # contacts.REPORTED
 
     @staticmethod
     def _later(due, interval, now):
@@ -250,11 +283,13 @@ class Poller:
 
 
 def condition_record(cond, rt):
-    """The event record of a condition tuple (key, code, active, value, limit, aux)."""
-    key, code, active, value, limit, aux = cond
+    """The event record of a condition tuple (key, code, active, value, limit, aux[,
+    priority]); without a priority, class 1 (alarm: every Modbus condition's default)."""
+    key, code, active, value, limit, aux = cond[:6]
     flags = ACTIVE if active else 0
     if value is not None:
         flags |= HAS_V
     if limit is not None:
         flags |= HAS_LIM
-    return record(E, 1, code, flags, key, rt, value or 0.0, limit or 0.0, aux)
+    prio = cond[6] if len(cond) > 6 else 1
+    return record(E, prio, code, flags, key, rt, value or 0.0, limit or 0.0, aux)

@@ -27,11 +27,12 @@ HAS_V = const(2)
 HAS_LIM = const(4)
 
 # These indexes are stored on flash: append only, never reorder.
-QUANTITIES = ("pressure", "level", "temperature", "residual_current")
-UNITS = ("MPa", "m", "\u00b0C", "mA")  # the canonical unit of each quantity above
+QUANTITIES = ("pressure", "level", "temperature", "residual_current", "state")
+UNITS = ("MPa", "m", "\u00b0C", "mA", "")  # the canonical unit of each quantity above
 EVENT_TYPES = (
     "threshold_low", "threshold_high", "sensor_offline", "out_of_range", "device_error",
-    "fault", "link_fault",
+    "fault", "link_fault", "valve_off_normal", "running", "manual_mode", "door_open",
+    "supervisory",
 )
 # spec "Event types": default class of each (all are alarms, class 1)
 EV_LOW = const(0)
@@ -41,6 +42,8 @@ EV_RANGE = const(3)
 EV_DEVICE = const(4)
 EV_FAULT = const(5)
 EV_LINK = const(6)
+# 7-11: the events of contacts (fg/contacts.py; a fault contact raises EV_FAULT), written into
+# config.json by provisioning with their default priority
 
 FIRMWARE = "firmware"  # spec "Source": bus of records an ESP32 node makes itself
 RULE = "rule"  # bus of threshold events derived by a rule (as the edge agent's rule engine)

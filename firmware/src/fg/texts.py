@@ -25,6 +25,11 @@ MEANINGS = {
 }
 
 
+# function code -> the table's name in the agent's texts (protocols/registers.py BitTable and
+# RegisterType values)
+TABLES = (None, "coil", "discrete_input", "holding", "input")
+
+
 def _g(x):
     return "{:g}".format(x)
 
@@ -54,6 +59,10 @@ def detail(app, rec):
         return rule_detail(app.cfg.rules[what.rule], code, active, value, what.unit)
     if code == EV_LINK:
         return "cannot open or lost %s" % poller.hw.port_name(poller.cfg) if active else None
+    if getattr(what, "states", None) is not None:  # a contact: raised and cleared say the state
+        from fg.contacts import detail as contact_detail
+
+        return contact_detail(what, aux & 1)
     if not active or what is None:
         return None
     if code == EV_OFFLINE:
@@ -68,7 +77,7 @@ def detail(app, rec):
         fn, start, count = what.blocks[aux >> 8 & 0xFF]
         return "exception %d (%s) reading %s %d..%d" % (
             aux & 0xFF, MEANINGS.get(aux & 0xFF, "non-standard exception code"),
-            "holding" if fn == 3 else "input", start, start + count - 1)
+            TABLES[fn], start, start + count - 1)
     if code == EV_RANGE:
         v = value if flags & HAS_V else float("nan")
         return "%s %s %s outside %s..%s %s" % (what.name, _g(v), what.unit,

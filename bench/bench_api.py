@@ -1,0 +1,218 @@
+"""The collector's HTTP API: how fast a fire alarm reaches the stream, and how fast the
+alarm list answers with many open alarms.
+
+1. **stream**: Mosquitto, the collector as a real subprocess (``python -m collector``) with
+   ``[http]`` and the embedded SQLite store, ``--background`` records/s of fleet load (a
+   separate ``firegate sim fleet`` process), and a probe gateway publishing one fire alarm
+   every 50 ms, each from a new source (a new alarm). A stream client in this process
+   (``GET /api/v1/stream``) notes when each alarm's ``raised`` event arrives. Measured: from
+   the probe's publish to the event on the stream.
+2. **list**: the real AlarmBook with ``--open`` open alarms (fed as the writer feeds it) behind
+   the real API server (uvicorn, in this process on its own thread); ``GET
+   /api/v1/alarms?state=active`` with the default limit (500) and with every alarm
+   (``limit=--open``), ``--requests`` times each over one keep-alive connection, plus a
+   site-restricted user's query (the filter runs over every open alarm).
+
+    python bench/bench_api.py [--background 10000] [--probes 400] [--open 10000]
+        [--requests 200] [--only stream list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collector.alarms.book import AlarmBook, Signal
+from collector.api.config import HttpConfig, UserConfig
+from collector.api.server import ApiServer
+from collector.registry import Registry
+from protocols.wire import Bus, Event, EventType, Source, encode_batches
+from tests.collector.conftest import CollectorProcess, toml
+from tests.infra.mosquitto import Mosquitto
+from tests.infra.ports import free_port
+
+FIREGATE = shutil.which("firegate") or str(Path(sys.executable).parent / "firegate")
+TOKEN = "bench-" + "0123456789abcdef" * 3
+FIRM = "firm-" + "fedcba9876543210" * 3
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(values: list[float]) -> str:
+    return (f"p50 {pct(values, 0.5):.1f} ms, p99 {pct(values, 0.99):.1f} ms, "
+            f"max {max(values):.1f} ms")
+
+
+def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None:
+    port = free_port()
+    path = tmp / "stream.toml"
+    path.write_text(toml({
+        "collector": {"id": "stream", "state_dir": str(tmp / "stream"),
+                      "snapshot_interval_s": 1.0, "gap_grace_s": 600.0},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "share_group": "stream"},
+        "metrics": {"listen": ""},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "user": [{"name": "bench", "token": TOKEN, "role": "operator"}],
+    }))
+    proc = CollectorProcess(path).start()
+    arrived: dict[str, float] = {}
+    ready = threading.Event()
+    client = httpx.Client(timeout=httpx.Timeout(10, read=None))
+
+    def read() -> None:
+        with client.stream("GET", f"http://127.0.0.1:{port}/api/v1/stream",
+                           headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    if event == "hello":
+                        ready.set()
+                    elif event == "alarm":
+                        now = time.perf_counter()
+                        doc = json.loads(line[6:])
+                        if doc["what"] == "raised":
+                            arrived.setdefault(doc["alarm"]["source"], now)
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(30), "no stream"
+    seconds = probes * 0.05 + 6
+    fleet = subprocess.Popen([FIREGATE, "sim", "fleet", "--broker",
+                              f"mqtt://127.0.0.1:{broker.port}", "--gateways", "100",
+                              "--total-rate", str(background), "--duration", str(seconds),
+                              "--batch-interval", "0.5", "--alarm-rate", "0", "-q",
+                              "--prefix", "bg"], stdout=subprocess.DEVNULL)
+    time.sleep(3.0)  # the background load running
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-1", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    sent: dict[str, float] = {}
+    for seq in range(1, probes + 1):
+        source = f"panel/1-1/{seq}-0x00000102"
+        e = Event(source=Source(source, Bus.GB26875, description="probe"),
+                  type=EventType.FIRE_ALARM, receive_ms=time.time_ns() // 10**6, seq=seq)
+        payload = encode_batches("probe-1", "probe-site", e.receive_ms, [e])[0]
+        sent[source] = time.perf_counter()
+        pub.publish("firegate/v1/probe-1/records", payload, qos=1)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while len(arrived) < probes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fleet.wait(timeout=120)
+    pub.disconnect()
+    pub.loop_stop()
+    client.close()
+    proc.stop()
+    lat = [(arrived[s] - t) * 1000 for s, t in sent.items() if s in arrived]
+    print(f"fire alarm publish -> on the stream, {background:,.0f} records/s background: "
+          f"{len(lat)}/{probes} arrived, {summary(lat)}", flush=True)
+
+
+def _serve_book(directory: Path, n_open: int, port: int, ready: Any, stop: Any) -> None:
+    """The book and the API server in a process of their own (the client's JSON parsing
+    must not take the server's GIL)."""
+    book = AlarmBook(directory / "alarms.sqlite").start()
+    registry = Registry(directory / "registry.sqlite")
+    t0 = time.perf_counter()
+    for start in range(0, n_open, 1000):
+        book.apply([Signal("raise", f"gw-{i % 200}", f"site-{i % 200:03d}", f"panel/1-1/{i}",
+                           "fire_alarm", "fire", f"三层东走廊感烟探测器 {i}", stamp=(1, i + 1))
+                    for i in range(start, min(n_open, start + 1000))])
+    print(f"{n_open:,} alarms opened in {time.perf_counter() - t0:.1f} s", flush=True)
+    config = HttpConfig("127.0.0.1", port, users=(
+        UserConfig("bench", TOKEN, "operator"),
+        UserConfig("firm", FIRM, "operator", ("site-00*",))), max_limit=max(n_open, 500))
+    server = ApiServer(config, book=book, registry=registry.view).start_thread()
+    ready.set()
+    stop.wait()
+    server.close()
+    book.close()
+    registry.close()
+
+
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of a process so far, in ms (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def list_alarms(tmp: Path, n_open: int, requests: int) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    ctx = multiprocessing.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_serve_book, args=(tmp, n_open, port, ready, stop))
+    child.start()
+    try:
+        assert ready.wait(300), "the API process did not start"
+        url = f"http://127.0.0.1:{port}"
+        for label, token, params in (
+                ("state=active (default limit 500)", TOKEN, {"state": "active"}),
+                (f"state=active&limit={n_open}", TOKEN, {"state": "active", "limit": n_open}),
+                ("state=active, a user of 10 of the 200 sites", FIRM, {"state": "active"})):
+            times: list[float] = []
+            size = 0
+            count = 0
+            cpu0 = cpu_ms(child.pid or 0)
+            with httpx.Client(base_url=url, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"}) as c:
+                for i in range(requests + 5):
+                    t = time.perf_counter()
+                    r = c.get("/api/v1/alarms", params=params)
+                    elapsed = (time.perf_counter() - t) * 1000
+                    assert r.status_code == 200
+                    if i >= 5:  # warm-up left out
+                        times.append(elapsed)
+                    size = len(r.content)
+                count = len(r.json()["alarms"])
+            cpu = (cpu_ms(child.pid or 0) - cpu0) / (requests + 5)
+            print(f"GET /api/v1/alarms?{label}, {n_open:,} open: {count:,} alarms, "
+                  f"{size / 1024:,.0f} KiB, {summary(times)} (request to last byte); server "
+                  f"CPU {cpu:.1f} ms a request; load average {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    finally:
+        stop.set()
+        child.join(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--background", type=float, default=10_000)
+    ap.add_argument("--probes", type=int, default=400)
+    ap.add_argument("--open", type=int, default=10_000)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--only", nargs="*", choices=("stream", "list"), default=None)
+    args = ap.parse_args()
+    only = set(args.only or ("stream", "list"))
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as d:
+        tmp = Path(d)
+        if "list" in only:
+            list_alarms(tmp / "list", args.open, args.requests)
+        if "stream" in only:
+            with Mosquitto(tmp / "broker") as broker:
+                stream(tmp, broker, args.background, args.probes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,598 @@
+"""The alarm book: every alarm's lifecycle, persisted, and its escalation (docs/alarms.md).
+
+Thread-safe: the collector's writer thread feeds it (:meth:`AlarmBook.apply`, before the MQTT
+message that carried the records is acknowledged), the API thread reads it and acknowledges or
+resolves alarms, and the ``alarm-escalation`` thread fires the steps that come due. Every
+method takes one lock and holds it only for in-memory work and one SQLite transaction.
+
+Open alarms are kept in memory (by key and by id, with a heap of their step timers); closed
+ones only in the file, for ``[alarms] retention_days``. Subscribers are called after a change
+is persisted, on the thread that made it, outside the lock.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import heapq
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.alarms.config import AlarmsConfig, EscalationPolicy
+from collector.alarms.escalation import EscalationLoop, due_ms, policy_for, step_notification
+from collector.alarms.model import (
+    ACKNOWLEDGED,
+    ACTIVE,
+    CLEARED,
+    CLEARED_WHAT,
+    ESCALATION_STOPPED,
+    NOTIFIED,
+    RAISED,
+    RE_RAISED,
+    RESOLVED,
+    VERDICTS,
+    Alarm,
+    AlarmChange,
+    AlarmConflict,
+    AlarmNotFound,
+    AuditEntry,
+    Change,
+    SiteChange,
+    TimelineEntry,
+    Verdict,
+)
+from collector.alarms.store import AlarmStore, Stored
+from collector.notify import Notification
+from protocols.wire import DEFAULT_PRIORITY, Event, EventType, Priority
+
+__all__ = ["ALARM_EVENTS", "AlarmBook", "Signal", "event_signal", "gateway_signal",
+           "select_alarms"]
+
+log = logging.getLogger("firegate.collector.alarms")
+
+ALARM_EVENTS: frozenset[EventType] = frozenset(
+    t for t, p in DEFAULT_PRIORITY.items() if p <= Priority.ALARM)
+"""Event types that open an alarm: the wire contract's fire and alarm classes."""
+RAISE, CLEAR, RESET = "raise", "clear", "reset"
+MAX_TEXT = 100_000
+"""A note longer than this is refused (the API's own limit is lower)."""
+STATES = ("active", "cleared", "open", "closed", "all")
+_STATE_SQL = {"active": "state = 'active'", "cleared": "state = 'cleared'", "open": "open = 1",
+              "closed": "open = 0", "all": "1 = 1"}
+Key = tuple[str, str, str]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One thing the writer stored that opens, re-raises, clears or resets alarms."""
+
+    what: str
+    """``raise``, ``clear`` or ``reset`` (a panel reset: clears ``reset_clears`` alarms)."""
+    gateway: str
+    site: str
+    source: str
+    type: str
+    priority: str = "alarm"
+    description: str = ""
+    gateway_ms: int | None = None
+    panel_ms: int | None = None
+    stamp: tuple[int, int] | None = None
+    """(store epoch, seq) of the record; None for a gateway-level condition."""
+
+    @property
+    def key(self) -> Key:
+        return (self.gateway, self.source, self.type)
+
+
+def event_signal(gateway: str, site: str, event: Event, epoch: int) -> Signal | None:
+    """What a stored event means for the book; None: nothing."""
+    t = event.type
+    if t is EventType.RESET or (t is EventType.OPERATION and "reset" in event.operations):
+        return Signal(RESET, gateway, site, event.source.id, t.value, stamp=(epoch, event.seq))
+    if t not in ALARM_EVENTS:
+        return None
+    if not event.active:
+        return Signal(CLEAR, gateway, site, event.source.id, t.value, stamp=(epoch, event.seq))
+    parts = [event.source.description or ""]
+    if event.value is not None:
+        parts.append(f"{event.value:g}" + ("" if event.limit is None else
+                                           f" (limit {event.limit:g})"))
+    if event.detail:
+        parts.append(event.detail)
+    return Signal(RAISE, gateway, site, event.source.id, t.value, event.priority.label,
+                  " ".join(p for p in parts if p), event.receive_ms, event.source_ms,
+                  (epoch, event.seq))
+
+
+def gateway_signal(gateway: str, site: str, kind: str, active: bool, text: str = ""
+                   ) -> Signal:
+    """A gateway-level condition (``gateway_offline``, ``records_missing``) raised or
+    cleared."""
+    return Signal(RAISE if active else CLEAR, gateway, site, "", kind, "alarm", text)
+
+
+def _newer(stamp: tuple[int, int] | None, than: tuple[int, int] | None) -> bool:
+    """Whether a record stamped ``stamp`` comes after one stamped ``than``: the same store
+    epoch compares seqs; another epoch (the gateway's store was replaced) is newer."""
+    if stamp is None or than is None:
+        return True
+    return stamp[0] != than[0] or stamp[1] > than[1]
+
+
+class AlarmBook:
+    """Alarms by (gateway, source, type): opened, re-raised, cleared, acknowledged, resolved,
+    escalated; persisted in ``path`` (docs/alarms.md)."""
+
+    def __init__(self, path: Path, policies: Sequence[EscalationPolicy] = (), *,
+                 notify: Callable[[Sequence[Notification]], int] | None = None,
+                 config: AlarmsConfig | None = None,
+                 reset_clears: frozenset[str] = frozenset({"fire_alarm", "supervisory"}),
+                 ack_url_base: str | None = None,
+                 clock: Callable[[], int] = _now_ms) -> None:
+        """``notify`` queues notifications durably (:meth:`collector.notify.Notifier.enqueue`);
+        ``ack_url_base`` is the API's address for the links in them (None: no link)."""
+        self.policies = tuple(policies)
+        self._by_name = {p.name: p for p in self.policies}
+        self._notify = notify
+        self.config = config or AlarmsConfig()
+        self.reset_clears = reset_clears
+        self.ack_url_base = ack_url_base
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._store = AlarmStore(path)
+        self._open: dict[Key, Stored] = {}
+        self._ids: dict[str, Stored] = {}
+        self._timers: list[tuple[int, str]] = []
+        self._subscribers: list[Callable[[Change], None]] = []
+        self.wake = threading.Event()
+        """Set when a timer sooner than the others is set (wakes the escalation loop)."""
+        moved = []
+        for st in self._store.open_alarms():
+            self._index(st)
+            before = st.alarm.next_step_ms
+            self._reschedule(st, load=True)  # from the policies as configured now
+            if st.alarm.next_step_ms != before:
+                moved.append(st)
+        if moved:  # the policies changed since the last run: the file says so too
+            self._store.save(moved, [])
+        self._loop = EscalationLoop(self.fire_due, self.prune, self.wake, clock=clock)
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> AlarmBook:
+        """Start the ``alarm-escalation`` thread (steps already due fire at once)."""
+        self._loop.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.close()
+        with self._lock:
+            self._store.close()
+
+    # -- the writer's side -------------------------------------------------------------------
+
+    def apply(self, signals: Sequence[Signal], now_ms: int | None = None) -> int:
+        """Apply stored records' signals in order; persisted on return, and the steps that are
+        due at once (``after_s = 0``) queued. Returns how many alarms changed."""
+        if not signals:
+            return 0
+        now = self._clock() if now_ms is None else now_ms
+        batch = _Batch(now, self.config.max_timeline)
+        with self._lock:
+            for s in signals:
+                if s.what == RAISE:
+                    self._raise(s, batch)
+                elif s.what == CLEAR:
+                    st = self._open.get(s.key)
+                    if st is not None and _newer(s.stamp, st.stamp):
+                        if s.stamp is not None:
+                            st.stamp = s.stamp
+                        self._clear(st, batch)
+                elif s.what == RESET:
+                    self._reset(s, batch)
+            touched = list(batch.touched.values())
+            for st in touched:
+                self._reschedule(st, batch)
+            changes: list[Change] = [AlarmChange(st.alarm, batch.what[st.alarm.id])
+                                     for st in touched]
+            # One transaction for the changes and the steps due at once (after_s = 0), whose
+            # notifications are queued first: a crash in between leaves the records
+            # unacknowledged, and their redelivery opens the same alarm ids (made from the
+            # record), so those steps are queued again under the same keys: sent once.
+            changes += self._fire(now, batch)
+            for st in touched:
+                if not st.alarm.open:
+                    self._unindex(st)
+        self._publish(changes)
+        return len(touched)
+
+    def _raise(self, s: Signal, batch: _Batch) -> None:
+        st = self._open.get(s.key)
+        if st is None:
+            policy = policy_for(self.policies, s.type, s.site)
+            alarm = Alarm(
+                id=self._new_id(s), gateway=s.gateway, site=s.site, source=s.source,
+                description=s.description, type=s.type, priority=s.priority, state=ACTIVE,
+                raised_ms=batch.now, panel_ms=s.panel_ms, cleared_ms=None, raise_count=1,
+                acknowledged=False, acknowledged_by=None, acknowledged_ms=None, note=None,
+                resolution=None, resolved_by=None, resolved_ms=None, resolution_note=None,
+                escalation_policy=None if policy is None else policy.name,
+                escalation_step=-1, gateway_ms=s.gateway_ms)
+            st = Stored(alarm, s.stamp)
+            self._index(st)
+            batch.note(st, RAISED, None if policy is None else f"policy {policy.name}")
+            return
+        if not _newer(s.stamp, st.stamp):
+            return  # this record (or a later one) was applied already: a redelivery
+        if s.stamp is None and st.alarm.state == ACTIVE:
+            return  # a gateway-level condition reported again: the same episode
+        if s.stamp is not None:
+            st.stamp = s.stamp
+        st.alarm = dataclasses.replace(st.alarm, state=ACTIVE, cleared_ms=None,
+                                       raise_count=st.alarm.raise_count + 1)
+        batch.note(st, RE_RAISED, optional=True)
+
+    def _clear(self, st: Stored, batch: _Batch) -> None:
+        if st.alarm.state == CLEARED:
+            return
+        st.alarm = dataclasses.replace(st.alarm, state=CLEARED, cleared_ms=batch.now)
+        if not st.alarm.open:
+            st.closed_ms = batch.now
+        batch.note(st, CLEARED_WHAT, optional=True)
+
+    def _reset(self, s: Signal, batch: _Batch) -> None:
+        # The same rule as collector.risk: "panel/1-1/system" resets everything under
+        # "panel/1-1/"; a source without two levels resets the whole gateway.
+        parts = s.source.split("/")
+        prefix = "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
+        for st in list(self._open.values()):
+            a = st.alarm
+            if (a.gateway == s.gateway and a.type in self.reset_clears
+                    and a.source.startswith(prefix) and _newer(s.stamp, st.stamp)):
+                self._clear(st, batch)
+
+    # -- escalation --------------------------------------------------------------------------
+
+    def _reschedule(self, st: Stored, batch: _Batch | None = None, *,
+                    load: bool = False) -> None:
+        """Set the alarm's next step time from its state and policy (derived, and stored so
+        a restart finds it); a step stopped by a clear says so in the timeline. The timer
+        heap gets an entry only when the time changed (or at load): a flapping contact
+        re-raised all day does not grow it."""
+        before = st.alarm.next_step_ms
+        due = due_ms(st.alarm, self._by_name.get(st.alarm.escalation_policy or ""))
+        if due != before:
+            st.alarm = dataclasses.replace(st.alarm, next_step_ms=due)
+            if due is None and batch is not None and not st.alarm.acknowledged:
+                batch.note(st, ESCALATION_STOPPED, "cleared")
+        if due is not None and (due != before or load):
+            if not self._timers or due < self._timers[0][0]:
+                self.wake.set()
+            heapq.heappush(self._timers, (due, st.alarm.id))
+
+    def fire_due(self, now_ms: int | None = None) -> int | None:
+        """Queue every step due by ``now_ms``; returns when the next one is due (None:
+        none). Called by the escalation loop (and by tests with their own clock)."""
+        now = self._clock() if now_ms is None else now_ms
+        with self._lock:
+            changes = self._fire(now)
+            next_ms = self._next_due()
+        self._publish(changes)
+        return next_ms
+
+    def _next_due(self) -> int | None:
+        while self._timers:
+            due, alarm_id = self._timers[0]
+            st = self._ids.get(alarm_id)
+            if st is not None and st.alarm.next_step_ms == due:
+                return due
+            heapq.heappop(self._timers)  # stale: the alarm moved on or closed
+        return None
+
+    def _fire(self, now: int, batch: _Batch | None = None) -> list[Change]:
+        """Queue the steps due by ``now`` (durably), then write that they were, with
+        ``batch``'s changes, in one transaction; a crash in between queues them again after
+        the restart under the same keys, so each is sent once."""
+        due: dict[str, Stored] = {}
+        while self._timers and self._timers[0][0] <= now:
+            t, alarm_id = heapq.heappop(self._timers)
+            st = self._ids.get(alarm_id)
+            if st is not None and st.alarm.next_step_ms == t:
+                due[alarm_id] = st
+        if not due and batch is None:
+            return []
+        notes: list[Notification] = []
+        timeline: list[tuple[str, TimelineEntry]] = [] if batch is None else batch.timeline
+        rows: dict[str, Stored] = {} if batch is None else dict(batch.touched)
+        after: list[tuple[Stored, Alarm, int]] = []
+        for st in due.values():
+            a = st.alarm
+            policy = self._by_name.get(a.escalation_policy or "")
+            if policy is None:
+                continue
+            n = 0
+            while a.next_step_ms is not None and a.next_step_ms <= now:
+                step = a.escalation_step + 1
+                a = dataclasses.replace(a, escalation_step=step)
+                a = dataclasses.replace(a, next_step_ms=due_ms(a, policy))
+                notes.append(step_notification(a, policy, step, now, self.ack_url_base))
+                hooks = ", ".join(policy.steps[step].webhooks)
+                timeline.append((a.id, TimelineEntry(now, NOTIFIED, None,
+                                                     f"step {step}: {hooks}")))
+                n += 1
+            after.append((st, a, n))
+            rows[a.id] = Stored(a, st.stamp, st.timeline_n + n, st.closed_ms)
+        try:
+            if self._notify is not None and notes:
+                self._notify(notes)
+            if rows:
+                self._store.save(rows.values(), timeline)
+        except BaseException:
+            for st in due.values():  # the steps are due again at the next look
+                assert st.alarm.next_step_ms is not None
+                heapq.heappush(self._timers, (st.alarm.next_step_ms, st.alarm.id))
+            raise
+        changes: list[Change] = []
+        for st, a, n in after:
+            st.timeline_n += n
+            st.alarm = a
+            if a.next_step_ms is not None:
+                heapq.heappush(self._timers, (a.next_step_ms, a.id))
+            changes.append(AlarmChange(a, NOTIFIED))
+        return changes
+
+    def next_due_ms(self) -> int | None:
+        """When the next step of any alarm is due (None: none)."""
+        with self._lock:
+            return self._next_due()
+
+    # -- people ------------------------------------------------------------------------------
+
+    def acknowledge(self, alarm_id: str, *, by: str, note: str | None, origin: str,
+                    now_ms: int | None = None) -> Alarm:
+        """``by`` has seen the alarm: its escalation stops. AlarmNotFound; AlarmConflict when
+        it was acknowledged already (by whom, when)."""
+        _check_text(note)
+        now = self._clock() if now_ms is None else now_ms
+        with self._lock:
+            st = self._find(alarm_id)
+            if st.alarm.acknowledged:
+                raise AlarmConflict(f"alarm {alarm_id} was acknowledged already by "
+                                    f"{st.alarm.acknowledged_by} at {st.alarm.acknowledged_ms}")
+            new = self._acked(st.alarm, by, note, now)
+            entries = [TimelineEntry(now, ACKNOWLEDGED, by, note)]
+            if st.alarm.next_step_ms is not None:
+                entries.append(TimelineEntry(now, ESCALATION_STOPPED, by, "acknowledged"))
+            audit = AuditEntry(now, by, "acknowledge", alarm_id, origin, note)
+            self._commit(st, new, entries, audit, now)
+        self._publish([AlarmChange(new, ACKNOWLEDGED)])
+        return new
+
+    def resolve(self, alarm_id: str, *, verdict: Verdict, by: str, note: str | None,
+                origin: str, now_ms: int | None = None) -> Alarm:
+        """Record what the alarm was (``real``, ``false``, ``test``); acknowledges it too if
+        nobody had. AlarmNotFound; AlarmConflict when it was resolved already; ValueError for
+        another verdict."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {verdict!r}")
+        _check_text(note)
+        now = self._clock() if now_ms is None else now_ms
+        with self._lock:
+            st = self._find(alarm_id)
+            if st.alarm.resolution is not None:
+                raise AlarmConflict(f"alarm {alarm_id} was resolved already ("
+                                    f"{st.alarm.resolution}) by {st.alarm.resolved_by} at "
+                                    f"{st.alarm.resolved_ms}")
+            entries = []
+            new = st.alarm
+            if not new.acknowledged:
+                new = self._acked(new, by, None, now)
+                entries.append(TimelineEntry(now, ACKNOWLEDGED, by, "with the resolution"))
+                if st.alarm.next_step_ms is not None:
+                    entries.append(TimelineEntry(now, ESCALATION_STOPPED, by, "resolved"))
+            new = dataclasses.replace(new, resolution=verdict, resolved_by=by, resolved_ms=now,
+                                      resolution_note=note)
+            entries.append(TimelineEntry(now, RESOLVED, by,
+                                         verdict + (f": {note}" if note else "")))
+            audit = AuditEntry(now, by, "resolve", alarm_id, origin,
+                               verdict + (f": {note}" if note else ""))
+            self._commit(st, new, entries, audit, now)
+        self._publish([AlarmChange(new, RESOLVED)])
+        return new
+
+    @staticmethod
+    def _acked(a: Alarm, by: str, note: str | None, now: int) -> Alarm:
+        return dataclasses.replace(a, acknowledged=True, acknowledged_by=by,
+                                   acknowledged_ms=now, note=note, next_step_ms=None)
+
+    def _find(self, alarm_id: str) -> Stored:
+        st = self._ids.get(alarm_id)
+        if st is None:
+            st = self._store.get(alarm_id)
+        if st is None:
+            raise AlarmNotFound(f"no alarm {alarm_id!r}")
+        return st
+
+    def _commit(self, st: Stored, new: Alarm, entries: list[TimelineEntry],
+                audit: AuditEntry, now: int) -> None:
+        """Persist a person's action on ``st`` (memory changes only once it is written)."""
+        was_open = st.alarm.open
+        closed_ms = now if was_open and not new.open else st.closed_ms
+        self._store.save([Stored(new, st.stamp, st.timeline_n + len(entries), closed_ms)],
+                         [(new.id, e) for e in entries], [audit])
+        st.alarm, st.timeline_n, st.closed_ms = new, st.timeline_n + len(entries), closed_ms
+        if was_open and not new.open:
+            self._unindex(st)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, alarm_id: str) -> Alarm | None:
+        with self._lock:
+            st = self._ids.get(alarm_id)
+            if st is not None:
+                return st.alarm
+            found = self._store.get(alarm_id)
+            return None if found is None else found.alarm
+
+    def list(self, *, state: str = "active", site: str | None = None,
+             sites: Callable[[str], bool] | None = None, acknowledged: bool | None = None,
+             limit: int = 500) -> builtins.list[Alarm]:
+        """Alarms newest first: ``state`` is ``active``, ``cleared``, ``open`` (not yet
+        acknowledged and cleared or resolved), ``closed`` or ``all``; ``site`` one site,
+        ``sites`` the user's filter; ``acknowledged`` True / False / None (either)."""
+        with self._lock:
+            return select_alarms(self._store, state=state, site=site, sites=sites,
+                                 acknowledged=acknowledged, limit=limit)
+
+    def timeline(self, alarm_id: str) -> builtins.list[TimelineEntry]:
+        """Everything that happened to the alarm, in order ([] for an unknown id)."""
+        with self._lock:
+            return self._store.timeline(alarm_id)
+
+    def audit(self, *, limit: int = 500, before_ms: int | None = None) -> builtins.list[AuditEntry]:
+        """Who acknowledged or resolved what, newest first."""
+        with self._lock:
+            return self._store.audit(limit, before_ms)
+
+    def open_counts(self) -> dict[str, int]:
+        """Open alarms per site."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for st in self._open.values():
+                out[st.alarm.site] = out.get(st.alarm.site, 0) + 1
+        return out
+
+    def open_alarms(self) -> builtins.list[Alarm]:
+        """Every open alarm (a copy), oldest first."""
+        with self._lock:
+            return sorted((st.alarm for st in self._open.values()),
+                          key=lambda a: (a.raised_ms, a.id))
+
+    # -- subscribers -------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback`` with every change once it is persisted, on the thread that made
+        it (it must not block); returns the function that unsubscribes it."""
+        with self._lock:
+            self._subscribers = [*self._subscribers, callback]
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = [c for c in self._subscribers if c is not callback]
+        return unsubscribe
+
+    def site_changed(self, site: str, colour: str, reasons: Sequence[str], at_ms: int) -> None:
+        """A site's risk colour changed (the writer, once the registry has it)."""
+        self._publish([SiteChange(site, colour, tuple(reasons), at_ms)])
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        for callback in self._subscribers:
+            for change in changes:
+                try:
+                    callback(change)
+                except Exception:  # a subscriber's fault must not stop the writer
+                    log.exception("alarm subscriber %r failed", callback)
+
+    # -- bounds ------------------------------------------------------------------------------
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Forget alarms closed more than ``retention_days`` ago; returns how many."""
+        now = self._clock() if now_ms is None else now_ms
+        with self._lock:
+            n = self._store.prune(now - round(self.config.retention_days * 86_400_000))
+        if n:
+            log.info("alarms: %d closed alarm(s) past their retention forgotten", n)
+        return n
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _index(self, st: Stored) -> None:
+        self._open[st.alarm.key] = st
+        self._ids[st.alarm.id] = st
+
+    def _unindex(self, st: Stored) -> None:
+        if self._open.get(st.alarm.key) is st:
+            del self._open[st.alarm.key]
+        self._ids.pop(st.alarm.id, None)
+
+    def _new_id(self, s: Signal) -> str:
+        """From the raising record when there is one (its redelivery after a crash opens the
+        same id), else random; never one the book has."""
+        alarm_id = ""
+        if s.stamp is not None:
+            alarm_id = "a" + hashlib.blake2b(
+                f"{s.gateway}\0{s.source}\0{s.type}\0{s.stamp[0]}\0{s.stamp[1]}".encode(),
+                digest_size=8).hexdigest()
+        while not alarm_id or alarm_id in self._ids or self._store.get(alarm_id) is not None:
+            alarm_id = "a" + secrets.token_hex(8)
+        return alarm_id
+
+
+def select_alarms(store: AlarmStore, *, state: str = "active", site: str | None = None,
+                  sites: Callable[[str], bool] | None = None, acknowledged: bool | None = None,
+                  limit: int = 500) -> list[Alarm]:
+    """:meth:`AlarmBook.list` on a store (the command line reads a running collector's file
+    with it)."""
+    if state not in _STATE_SQL:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    where, args = [_STATE_SQL[state]], list[object]()
+    if site is not None:
+        where.append("site = ?")
+        args.append(site)
+    if acknowledged is not None:
+        where.append("acknowledged = ?")
+        args.append(int(acknowledged))
+    out: list[Alarm] = []
+    if limit <= 0:
+        return out
+    for a in store.select(" AND ".join(where), args):
+        if sites is None or sites(a.site):
+            out.append(a)
+            if len(out) >= limit:
+                break
+    return out
+
+
+class _Batch:
+    """What one :meth:`AlarmBook.apply` changed: the alarms, their new timeline entries, and
+    the last thing that happened to each (what subscribers are told)."""
+
+    def __init__(self, now: int, max_timeline: int) -> None:
+        self.now = now
+        self.max_timeline = max_timeline
+        self.touched: dict[str, Stored] = {}
+        self.what: dict[str, str] = {}
+        self.timeline: list[tuple[str, TimelineEntry]] = []
+
+    def note(self, st: Stored, what: str, detail: str | None = None, *,
+             optional: bool = False) -> None:
+        """Record ``what`` (an optional entry only while the alarm's timeline has room: a
+        flapping contact is counted in ``raise_count``, not written a million times)."""
+        self.touched[st.alarm.id] = st
+        self.what[st.alarm.id] = what
+        if optional and st.timeline_n >= self.max_timeline:
+            return
+        st.timeline_n += 1
+        self.timeline.append((st.alarm.id, TimelineEntry(self.now, what, None, detail)))
+
+
+def _check_text(note: str | None) -> None:
+    if note is not None and len(note) > MAX_TEXT:
+        raise ValueError(f"a note is at most {MAX_TEXT} characters, got {len(note)}")

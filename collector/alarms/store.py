@@ -1,0 +1,200 @@
+"""The alarm book's file: ``alarms.sqlite`` in the state directory (WAL, ``synchronous=FULL``).
+
+Every change is one transaction, committed before the caller goes on: the writer thread's
+before the MQTT message that carried the record is acknowledged, the API's before it answers.
+An alarm row holds its escalation timer (``next_step_ms``), so a collector killed at any
+instant starts again with every alarm, its timeline and when its next step is due.
+
+Not thread-safe by itself: :class:`collector.alarms.book.AlarmBook` holds its lock around
+every call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from collector.alarms.model import Alarm, AuditEntry, TimelineEntry
+
+__all__ = ["AlarmStore", "Stored"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alarm (
+    id TEXT PRIMARY KEY,
+    gateway TEXT NOT NULL,
+    site TEXT NOT NULL,
+    source TEXT NOT NULL,
+    description TEXT NOT NULL,
+    type TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raised_ms INTEGER NOT NULL,
+    panel_ms INTEGER,
+    cleared_ms INTEGER,
+    raise_count INTEGER NOT NULL,
+    acknowledged INTEGER NOT NULL,
+    acknowledged_by TEXT,
+    acknowledged_ms INTEGER,
+    note TEXT,
+    resolution TEXT,
+    resolved_by TEXT,
+    resolved_ms INTEGER,
+    resolution_note TEXT,
+    escalation_policy TEXT,
+    escalation_step INTEGER NOT NULL,
+    gateway_ms INTEGER,
+    next_step_ms INTEGER,
+    open INTEGER NOT NULL,
+    closed_ms INTEGER,
+    last_epoch INTEGER,
+    last_seq INTEGER,
+    timeline_n INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alarm_open ON alarm (open, raised_ms);
+CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_ms);
+CREATE INDEX IF NOT EXISTS alarm_closed ON alarm (closed_ms) WHERE open = 0;
+CREATE TABLE IF NOT EXISTS timeline (
+    alarm_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    by TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS timeline_alarm ON timeline (alarm_id);
+CREATE TABLE IF NOT EXISTS audit (
+    at_ms INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    alarm_id TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
+"""
+_FIELDS = tuple(Alarm.__dataclass_fields__)
+_COLUMNS = (*_FIELDS, "open", "closed_ms", "last_epoch", "last_seq", "timeline_n")
+_SELECT = f"SELECT {', '.join(_FIELDS)}, last_epoch, last_seq, timeline_n, closed_ms FROM alarm"
+_UPSERT = (f"INSERT OR REPLACE INTO alarm ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+
+
+class Stored:
+    """An alarm as the book keeps it: the public value and the book's own bookkeeping."""
+
+    __slots__ = ("alarm", "closed_ms", "stamp", "timeline_n")
+
+    def __init__(self, alarm: Alarm, stamp: tuple[int, int] | None = None,
+                 timeline_n: int = 0, closed_ms: int | None = None) -> None:
+        self.alarm = alarm
+        self.stamp = stamp
+        """(epoch, seq) of the last record applied to it: a redelivered record is not a
+        re-raise, an older one arriving late changes nothing."""
+        self.timeline_n = timeline_n
+        self.closed_ms = closed_ms
+
+    def row(self) -> tuple[Any, ...]:
+        a = self.alarm
+        epoch, seq = self.stamp if self.stamp is not None else (None, None)
+        return (*(getattr(a, f) for f in _FIELDS), int(a.open), self.closed_ms,
+                _signed(epoch), seq, self.timeline_n)
+
+
+def _signed(epoch: int | None) -> int | None:
+    # Epochs are unsigned 64-bit; SQLite integers are signed.
+    return None if epoch is None else epoch - (1 << 64) if epoch >= 1 << 63 else epoch
+
+
+def _unsigned(epoch: int | None) -> int | None:
+    return None if epoch is None else epoch & ((1 << 64) - 1)
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    n = len(_FIELDS)
+    values = dict(zip(_FIELDS, row[:n], strict=True))
+    values["acknowledged"] = bool(values["acknowledged"])
+    epoch, seq, timeline_n, closed_ms = row[n:]
+    return Stored(Alarm(**values), None if seq is None else (_unsigned(epoch) or 0, seq),
+                  timeline_n, closed_ms)
+
+
+class AlarmStore:
+    """Alarms, their timelines and the audit log, in one SQLite file."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only``: another process's file (the command line beside a running
+        collector); sqlite3.OperationalError if there is none."""
+        if read_only:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                       isolation_level=None, check_same_thread=False)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an alarm and its timer survive power loss
+        self._db.executescript(SCHEMA)
+
+    def open_alarms(self) -> list[Stored]:
+        """Every open alarm (loaded at start)."""
+        return [_stored(r) for r in self._db.execute(f"{_SELECT} WHERE open = 1")]
+
+    def get(self, alarm_id: str) -> Stored | None:
+        row = self._db.execute(f"{_SELECT} WHERE id = ?", (alarm_id,)).fetchone()
+        return None if row is None else _stored(row)
+
+    def save(self, alarms: Iterable[Stored], timeline: Sequence[tuple[str, TimelineEntry]],
+             audit: Sequence[AuditEntry] = ()) -> None:
+        """One transaction: the alarms' rows, new timeline entries, new audit entries."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(_UPSERT, [s.row() for s in alarms])
+            db.executemany("INSERT INTO timeline VALUES (?, ?, ?, ?, ?)",
+                           [(i, t.at_ms, t.what, t.by, t.detail) for i, t in timeline])
+            db.executemany("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                           [(a.at_ms, a.user, a.action, a.alarm_id, a.origin, a.detail)
+                            for a in audit])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def select(self, where: str, args: Sequence[object]) -> Iterator[Alarm]:
+        """Alarms matching ``where`` (SQL built by the book from fixed fragments), newest
+        first."""
+        for row in self._db.execute(f"{_SELECT} WHERE {where} ORDER BY raised_ms DESC, id",
+                                    args):
+            yield _stored(row).alarm
+
+    def timeline(self, alarm_id: str) -> list[TimelineEntry]:
+        return [TimelineEntry(*r) for r in self._db.execute(
+            "SELECT at_ms, what, by, detail FROM timeline WHERE alarm_id = ? ORDER BY rowid",
+            (alarm_id,))]
+
+    def audit(self, limit: int, before_ms: int | None) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
+            "WHERE at_ms < ? ORDER BY at_ms DESC, rowid DESC LIMIT ?",
+            (before_ms if before_ms is not None else 1 << 62, limit))
+        return [AuditEntry(*r) for r in rows]
+
+    def prune(self, closed_before_ms: int) -> int:
+        """Forget alarms closed before ``closed_before_ms``, their timelines, and audit
+        entries as old; returns how many alarms went."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute("DELETE FROM timeline WHERE alarm_id IN (SELECT id FROM alarm "
+                       "WHERE open = 0 AND closed_ms < ?)", (closed_before_ms,))
+            n = db.execute("DELETE FROM alarm WHERE open = 0 AND closed_ms < ?",
+                           (closed_before_ms,)).rowcount
+            db.execute("DELETE FROM audit WHERE at_ms < ?", (closed_before_ms,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return n
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,146 @@
+"""End to end: a gateway's fire alarm over a real Mosquitto into a real collector, escalation
+steps POSTed to real local webhook receivers; and a collector killed with SIGKILL after the
+raise (a real subprocess) that still sends the next step on time after its restart."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import tomli_w
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import CollectorConfig, load_config
+from protocols.wire import Bus, Event, EventType, Record, Source, encode_batches
+from tests.collector.conftest import CollectorProcess, config_data, running, wait_until
+from tests.collector.test_notify import SECRET, Receiver
+from tests.infra.mosquitto import Mosquitto
+from tests.infra.ports import free_port
+
+SMOKE = Source("panel/1-1/42-0x00000102", Bus.GB26875, description="三层东走廊感烟探测器")
+SMOKE_2 = Source("panel/1-1/42-0x00000103", Bus.GB26875, description="三层西走廊感烟探测器")
+
+
+@pytest.fixture
+def duty() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def station() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def publish(broker: Mosquitto, records: Sequence[Record], gateway: str = "gw-1") -> None:
+    """What a gateway does: its batch, QoS 1, on its records topic."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{gateway}-test")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        for payload in encode_batches(gateway, "north-1", int(time.time() * 1000), records):
+            client.publish(f"firegate/v1/{gateway}/records", payload, qos=1
+                           ).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def fire(src: Source, seq: int) -> Event:
+    return Event(source=src, type=EventType.FIRE_ALARM, seq=seq,
+                 receive_ms=int(time.time() * 1000), source_ms=int(time.time() * 1000) - 800)
+
+
+def doc(state: Path, broker: Mosquitto, duty: Receiver, station: Receiver,
+        step_1_s: float, **more: Any) -> dict[str, Any]:
+    return config_data(
+        state, broker,
+        webhook=[{"name": "duty", "url": duty.url, "secret": SECRET, "events": [],
+                  "retry_min_s": 0.05, "retry_max_s": 0.5},
+                 {"name": "fire-station", "url": station.url, "secret": SECRET,
+                  "events": [], "retry_min_s": 0.05, "retry_max_s": 0.5}],
+        escalation=[{"name": "fire", "events": ["fire_alarm"], "step": [
+            {"after_s": 0, "webhooks": ["duty"]},
+            {"after_s": step_1_s, "webhooks": ["fire-station"]}]}], **more)
+
+
+def write_config(path: Path, data: dict[str, Any]) -> CollectorConfig:
+    # tomli-w: the suite's small writer has no arrays of tables inside arrays of tables.
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    return load_config(path)
+
+
+def steps(r: Receiver) -> list[dict[str, Any]]:
+    return [d for d in r.delivered() if d["kind"] == "alarm_escalation"]
+
+
+def test_a_fire_alarm_escalates_until_acknowledged(tmp_path: Path, mosquitto: Mosquitto,
+                                                   duty: Receiver, station: Receiver) -> None:
+    config = write_config(tmp_path / "c.toml",
+                          doc(tmp_path / "state", mosquitto, duty, station, step_1_s=2.0,
+                              http={"listen": f"127.0.0.1:{free_port()}",
+                                    "public_url": "https://fire.example.net/"},
+                              user=[{"name": "duty-officer", "token": "k" * 48,
+                                     "role": "operator"}]))
+    with running(config) as c:
+        publish(mosquitto, [fire(SMOKE, 1), fire(SMOKE_2, 2)])
+        wait_until(lambda: len(c.alarms.list()) == 2, "two alarms opened")
+        by_source = {a.source: a for a in c.alarms.list()}
+        ignored, acked = by_source[SMOKE.id], by_source[SMOKE_2.id]
+        c.alarms.acknowledge(acked.id, by="duty-officer", note="on my way", origin="test")
+        # Step 0 of both at once, to duty only (events = [] takes nothing else).
+        wait_until(lambda: len(steps(duty)) == 2, "step 0 of both alarms")
+        first = {d["alarm_id"]: d for d in steps(duty)}
+        assert set(first) == {ignored.id, acked.id}
+        body = first[ignored.id]
+        assert (body["step"], body["policy"], body["key"]) == \
+            (0, "fire", f"alarm:{ignored.id}:step:0")
+        assert body["ack_url"] == f"https://fire.example.net/api/v1/alarms/{ignored.id}/ack"
+        assert body["alarm"]["description"] == "三层东走廊感烟探测器"
+        assert body["alarm"]["type"] == "fire_alarm" and body["alarm"]["site"] == "north-1"
+        # Step 1 of the unacknowledged one reaches the fire station; the acknowledged one's,
+        # due at the same instant, would have been queued with it, and was not.
+        wait_until(lambda: len(steps(station)) >= 1, "step 1 of the unacknowledged alarm")
+        later = steps(station)
+        assert [(d["alarm_id"], d["step"]) for d in later] == [(ignored.id, 1)]
+        assert later[0]["alarm"]["raised_ms"] + 2000 <= later[0]["time_ms"]
+        assert c.alarms.get(acked.id).escalation_step == 0  # type: ignore[union-attr]
+        assert [e.what for e in c.alarms.timeline(ignored.id)] == \
+            ["raised", "notified", "notified"]
+        assert duty.sent_keys() == [f"alarm:{i}:step:0" for i in
+                                    (d["alarm_id"] for d in steps(duty))]
+
+
+def test_a_collector_killed_after_the_raise_escalates_on_time_after_restart(
+        tmp_path: Path, mosquitto: Mosquitto, duty: Receiver, station: Receiver) -> None:
+    step_1_s = 6.0  # longer than a restart takes, so step 1 falls due after it
+    path = tmp_path / "c.toml"
+    write_config(path, doc(tmp_path / "state", mosquitto, duty, station, step_1_s))
+    proc = CollectorProcess(path).start()
+    try:
+        publish(mosquitto, [fire(SMOKE, 1)])
+        wait_until(lambda: len(steps(duty)) == 1, "step 0")
+        assert proc.kill() == -9  # SIGKILL: no shutdown, no final flush
+        proc = CollectorProcess(path).start()
+        [zero] = steps(duty)
+        due_ms = zero["alarm"]["raised_ms"] + step_1_s * 1000
+        assert time.time() * 1000 < due_ms, "restarted before step 1 was due (the test's point)"
+        wait_until(lambda: len(steps(station)) == 1, "step 1 after the restart")
+        [one] = steps(station)
+        assert (one["alarm_id"], one["step"]) == (zero["alarm_id"], 1)
+        assert one["time_ms"] >= due_ms, "not before it was due"
+        assert station.arrived[0] * 1000 >= due_ms
+        assert one["alarm"]["raise_count"] == 1, "the redelivery, if any, was no re-raise"
+        proc.stop()
+        # Nothing sent twice across the kill: step 0 once, step 1 once.
+        assert [json.loads(b)["key"] for _, b in duty.requests] == [zero["key"]]
+    finally:
+        proc.kill()
