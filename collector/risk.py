@@ -16,20 +16,22 @@ docs/collector.md.
 
 A condition is raised by an event with ``on: true`` and cleared by the same event type from the
 same source with ``on: false``. Fire alarms latch on real panels until the panel is reset, so a
-``reset`` event also clears the ``reset_clears`` conditions of the panel it came from.
+``reset`` event also clears the ``reset_clears`` conditions of the panel it came from, but only
+those raised at or before the reset's own time (:func:`raised_by`): a panel's backlog can
+arrive reordered, and a reset must never clear a fire alarm the panel raised after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from collector.config import RECORDS_MISSING, RiskRules
 from protocols.wire import Event, EventType, Measurement, Quantity
 
-__all__ = ["Assessment", "Colour", "Condition", "RiskBoard"]
+__all__ = ["Assessment", "Colour", "Condition", "RiskBoard", "raised_by"]
 
 PRESSURE_CRITICAL = "pressure_critical"
 LEVEL_CRITICAL = "level_critical"
@@ -70,6 +72,11 @@ class Condition:
     colour: Colour
     text: str = ""
     """Human description: the source's ``desc`` or the reading."""
+    raised_ms: int | None = None
+    """Gateway receive time of the latest record that raised it (None: ``since_ms``); a
+    repeat while active moves this, not ``since_ms``."""
+    raised_source_ms: int | None = None
+    """That record's own device time (the panel clock), when it carried one."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -134,7 +141,7 @@ class RiskBoard:
         kind = event.type.value
         if event.type is EventType.RESET or (
                 event.type is EventType.OPERATION and "reset" in event.operations):
-            return self._reset(site, gateway_id, event.source.id, event.seq)
+            return self._reset(site, gateway_id, event)
         colour = self.colour_of(kind, event.source.id)
         if colour is None:
             return False
@@ -147,7 +154,8 @@ class RiskBoard:
             if event.value is not None:
                 text = f"{text} {event.value:g}".strip()
             return self._raise(Condition(site, gateway_id, event.source.id, kind,
-                                         event.receive_ms, event.seq, colour, text))
+                                         event.receive_ms, event.seq, colour, text,
+                                         event.receive_ms, event.source_ms))
         return self._clear(site, key)
 
     def apply_measurement(self, site: str, gateway_id: str, m: Measurement) -> bool:
@@ -204,16 +212,17 @@ class RiskBoard:
         return {c.gateway_id for active in self._by_site.values() for c in active.values()
                 if c.kind == RECORDS_MISSING}
 
-    def _reset(self, site: str, gateway_id: str, source_id: str, seq: int) -> bool:
+    def _reset(self, site: str, gateway_id: str, reset: Event) -> bool:
         # "panel/1-1/system" resets everything under "panel/1-1/"; a source without two
         # levels resets the whole gateway.
-        parts = source_id.split("/")
+        parts = reset.source.id.split("/")
         prefix = "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
         changed = False
         for key, c in list(self._by_site.get(site, {}).items()):
             if (c.gateway_id == gateway_id and c.kind in self.rules.reset_clears
-                    and c.source_id.startswith(prefix) and c.seq < seq):
-                self._last_seq[key] = seq
+                    and c.source_id.startswith(prefix)
+                    and raised_by(c, reset, same_clock=bool(prefix))):
+                self._last_seq[key] = max(self._last_seq.get(key, 0), reset.seq)
                 changed |= self._clear(site, key)
         return changed
 
@@ -221,7 +230,12 @@ class RiskBoard:
         active = self._by_site.setdefault(c.site, {})
         old = active.get(c.key)
         if old is not None and old.colour == c.colour:
-            return False  # raised again while active: keep the first time
+            # Raised again while active: keep the first time and record, but remember when
+            # (for a reset that arrives later: raised_by), and persist that.
+            if (c.raised_ms, c.raised_source_ms) != (old.raised_ms, old.raised_source_ms):
+                active[c.key] = self.raised[c.key] = replace(
+                    old, raised_ms=c.raised_ms, raised_source_ms=c.raised_source_ms)
+            return False
         active[c.key] = c
         self.raised[c.key] = c
         self.cleared.pop(c.key, None)

@@ -287,8 +287,10 @@ def _profile(key: str, t: Table) -> DeviceProfile:
         return DeviceProfile(key=key, model=model, description=description, points=points,
                              status_words=words, bit_points=contacts, bank=bank,
                              bit_gap=bit_gap)
-    except ValueError as exc:  # duplicate names, overlapping registers
-        t.fail("point", str(exc))
+    except ValueError as exc:  # duplicate names, overlapping registers or contacts
+        named = {c.name for c in contacts}
+        about_contact = any(re.search(rf"\b{re.escape(n)}\b", str(exc)) for n in named)
+        t.fail("contact" if about_contact else "point", str(exc))
 
 
 def _point(t: Table) -> PointSpec:

@@ -187,14 +187,19 @@ def uitd_fleet(
 def _run(spec: FleetSpec, duration: float, drain_timeout: float, report: Path | None,
          quiet: bool) -> None:
     import asyncio
+    import gc
 
     from simulators.uitd.runner import FleetError, run_fleet
 
     print(f"dialing tcp {spec.centre} uitds {spec.uitds} first 0x{spec.first_address:012x} "
           f"profiles {','.join(spec.profiles)}", flush=True)
+    # Thousands of engines are millions of long-lived objects; with the default gen-0
+    # threshold (700) the garbage collector walks them often enough to stall the loop, and
+    # that stall would show as confirm latency. The fleet makes few reference cycles.
+    gc.set_threshold(50_000, 20, 20)
     try:
         result = asyncio.run(run_fleet(spec, duration=duration, drain_timeout=drain_timeout,
-                                       progress=None if quiet else _progress))
+                                       progress=None if quiet else _progress, freeze=True))
     except FleetError as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import resource
@@ -314,12 +315,18 @@ class UitdFleet:
 
 async def run_fleet(spec: FleetSpec, *, duration: float, drain_timeout: float = 30.0,
                     progress: Callable[[Progress], None] | None = None,
-                    progress_interval: float = 5.0) -> FleetReport:
+                    progress_interval: float = 5.0, freeze: bool = False) -> FleetReport:
     """Run ``spec`` for ``duration`` s, drain for at most ``drain_timeout`` s, close, report.
 
+    ``freeze``: once the UITDs are built, move them out of the garbage collector's sight
+    (``gc.freeze``) - a process of its own does it, so that collections of millions of
+    long-lived objects do not stall the loop (and show as confirm latency).
     FleetError before anything starts if the centre cannot be reached."""
     fleet = UitdFleet(spec, progress=progress, progress_interval=progress_interval)
     await fleet.start()
+    if freeze:
+        gc.collect()
+        gc.freeze()
     try:
         await asyncio.sleep(max(0.0, duration - fleet.elapsed()))
         await fleet.drain(drain_timeout)

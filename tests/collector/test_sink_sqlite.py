@@ -163,7 +163,7 @@ def test_read_points_filters_and_limit(tmp_path: Path) -> None:
     conn = connect(path, read_only=True)
     try:
         events = read_points(conn, measurement="fg_event", gateway="gw-0002", limit=None)
-        assert len(events) == 24 and all(p.tags["gateway"] == "gw-0002" for p in events)
+        assert len(events) == 26 and all(p.tags["gateway"] == "gw-0002" for p in events)
         assert [p.time_ns for p in events] == sorted(p.time_ns for p in events)
         newest = read_points(conn, limit=3)
         assert [p.time_ns for p in newest] == sorted(p.time_ns for p in points)[-3:]

@@ -203,7 +203,7 @@ async def test_coils_are_read_with_fc1_and_gaps_are_not_bridged_by_default() -> 
                          "door_open and supervisory")
     requests = server.devices[2].requests
     assert set(requests) == {1}  # FC1 only
-    assert 4 <= requests[1] <= driver.client.stats.requests <= requests[1] + 1  # 2 per poll
+    assert 4 <= requests[1] <= driver.client.stats.requests <= requests[1] + 1  # 2+ polls
 
 
 async def test_proof_of_life_repeats_the_state_without_a_change() -> None:

@@ -156,7 +156,7 @@ GOLDEN: list[tuple[str, str]] = [
     ('[modbus_profiles.x]\n[[modbus_profiles.x.contact]]\nname = "v"\nmeaning = "valve"\n'
      'table = "coil"\naddress = 1\n[[modbus_profiles.x.contact]]\nname = "w"\n'
      'meaning = "run"\ntable = "coil"\naddress = 1\n' + BUS + 'profile = "x"\n',
-     "modbus_profiles.x.point: x: w overlaps v at coil 1"),
+     "modbus_profiles.x.contact: x: w overlaps v at coil 1"),
 ]
 
 
