@@ -2,7 +2,13 @@
 
 Everything is real: ``firegate agent run --config FILE`` as a subprocess, a private Mosquitto
 (``tests.infra.mosquitto``) on a free loopback port, the Modbus simulator (its own process, TCP),
-and a paho subscriber in this process standing in for the centre. Two parts:
+a paho subscriber in this process that timestamps what arrives, and a real collector
+(``python -m collector``, its own process and state directory) that stores the records and
+publishes the ``stored`` confirmations: the agents keep every record until a collector confirms
+it (``delete_on = "stored"``, docs/uplink.md), so without one their outboxes would never drain.
+``--no-collector`` runs without it and sets ``delete_on = "puback"`` in the agents' configs
+instead (the report says which). Each part reports the records the collector confirmed and the
+rows left in the agent's outbox after it stopped. Two parts:
 
 1. **Fire-alarm latency**, from the moment the last byte of the fire-alarm frame was written on
    the serial line to the moment the ``fire_alarm`` record arrives at the subscriber. This
@@ -40,6 +46,7 @@ Every process is stopped by its PID at the end, also on Ctrl-C. Results go to st
     python bench/bench_agent.py [--alarms 100] [--devices 10] [--interval-s 0.05]
                                 [--seconds 60] [--warmup 15] [--json] [--profile FILE]
                                 [--entry firegate|FILE.py] [--agent-env KEY=VALUE]
+                                [--no-collector]
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import platform
 import pstats
 import random
 import signal
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -82,7 +90,17 @@ from protocols.gb26875 import (
     StreamDecoder,
     decode_adu,
 )
-from protocols.wire import Batch, Event, EventType, Measurement, decode_batch
+from protocols.wire import (
+    Batch,
+    Bus,
+    Event,
+    EventType,
+    Measurement,
+    Source,
+    decode_batch,
+    decode_stored,
+    encode_batches,
+)
 from simulators.panel import (
     ComponentSpec,
     Panel,
@@ -281,29 +299,40 @@ def cpu_of(pids: dict[str, list[int]]) -> dict[str, int]:
 
 
 class Subscriber:
-    """Receives ``firegate/v1/+/records`` in paho's thread: only the arrival time (monotonic
-    ns) and the payload are taken there; :meth:`pump` decodes on the event loop."""
+    """Receives ``firegate/v1/+/records`` and the collector's ``firegate/v1/+/stored`` in
+    paho's thread: only the arrival time (monotonic ns), topic and payload are taken there;
+    :meth:`pump` decodes on the event loop."""
 
     def __init__(self, port: int) -> None:
-        self._raw: deque[tuple[int, bytes]] = deque()
+        self._raw: deque[tuple[int, str, bytes]] = deque()
+        self.stored: dict[str, set[int]] = {}  # gateway -> seqs a collector confirmed
         subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-agent-centre",
                                   protocol=paho.MQTTv5)
         self.client.on_message = lambda _c, _u, m: self._raw.append(
-            (time.monotonic_ns(), bytes(m.payload)))
+            (time.monotonic_ns(), m.topic, bytes(m.payload)))
         self.client.on_subscribe = lambda *_a: subscribed.set()
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe("firegate/v1/+/records", qos=1)
+        self.client.subscribe([("firegate/v1/+/records", 1), ("firegate/v1/+/stored", 1)])
         self.client.loop_start()
         if not subscribed.wait(WAIT_S):
             raise RuntimeError("subscriber: no SUBACK")
 
-    def pump(self, flow: Flow) -> None:
+    def pump(self, flow: Flow | None) -> None:
         while self._raw:
-            t, payload = self._raw.popleft()
+            t, topic, payload = self._raw.popleft()
+            if topic.endswith("/stored"):
+                st = decode_stored(payload)
+                seqs = self.stored.setdefault(st.gateway_id, set())
+                for first, last in st.ranges:
+                    seqs.update(range(first, last + 1))
+                continue
             batch = decode_batch(payload)
-            if batch.gateway_id == flow.gateway:
+            if flow is not None and batch.gateway_id == flow.gateway:
                 flow.feed(t, batch)
+
+    def confirmed(self, gateway: str) -> int:
+        return len(self.stored.get(gateway, ()))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -350,7 +379,7 @@ class Flow:
                 "messages_per_s": round(msgs / ((t1 - t0) / 1e9), 1)}
 
 
-async def until(cond: Callable[[], bool], sub: Subscriber, flow: Flow,
+async def until(cond: Callable[[], bool], sub: Subscriber, flow: Flow | None,
                 timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -364,6 +393,68 @@ async def until(cond: Callable[[], bool], sub: Subscriber, flow: Flow,
 
 def reached(t: float) -> Callable[[], bool]:
     return lambda: time.monotonic() >= t
+
+
+# -- the confirming collector ---------------------------------------------------------------
+
+PROBE_GW = "gw-bench-probe"
+
+
+async def start_collector(tmp: Path, broker: int, sub: Subscriber,
+                          stack: contextlib.AsyncExitStack) -> Child:
+    """A real collector (``python -m collector``) storing into its own SQLite store and
+    publishing ``stored``; ready once it has confirmed a probe gateway's record (its shared
+    subscription is in place, so no agent record is sent before a collector can take it)."""
+    config = tmp / "collector.toml"
+    config.write_text(f"""[collector]
+id = "bench-collector"
+state_dir = "{tmp / 'collector'}"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{broker}"
+
+[metrics]
+listen = ""
+""", encoding="utf-8")
+    child = await Child("collector", [sys.executable, "-m", "collector", "--config",
+                                      str(config)], tmp / "collector.log").start()
+    stack.push_async_callback(child.stop)
+    await child.line("connected to")
+    deadline = time.monotonic() + WAIT_S
+    seq = 0
+    while sub.confirmed(PROBE_GW) == 0:  # sent again each second until one is confirmed
+        if child.exited or time.monotonic() > deadline:
+            raise RuntimeError(f"collector confirms nothing: {child.tail()}")
+        seq += 1
+        probe = Event(source=Source("panel/9-9/system", Bus.GB26875), seq=seq,
+                      type=EventType.OPERATION, receive_ms=time.time_ns() // 1_000_000,
+                      operations=("self_test",))
+        for payload in encode_batches(PROBE_GW, "site-bench", probe.receive_ms, [probe],
+                                      epoch=1):
+            sub.client.publish(f"firegate/v1/{PROBE_GW}/records", payload, qos=1)
+        await until(lambda: sub.confirmed(PROBE_GW) > 0, sub, None, 1.0)
+    say(f"collector pid {child.pid} confirming (delete_on = stored)")
+    return child
+
+
+def outbox_left(data_dir: Path) -> int | None:
+    """Records still in a stopped agent's outbox (what nobody confirmed, or not sent)."""
+    path = data_dir / "outbox.db"
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+
+
+def delivery(sub: Subscriber, flow: Flow, data_dir: Path, collector: bool) -> dict[str, Any]:
+    """Records that reached the subscriber, that the collector confirmed, left at stop."""
+    sub.pump(flow)
+    return {"records_at_subscriber": len(flow.seqs),
+            "confirmed_by_collector": sub.confirmed(flow.gateway) if collector else None,
+            "outbox_left_at_stop": outbox_left(data_dir)}
 
 
 # -- part 1: the UITD on a pty, with a tap on what it writes ---------------------------------
@@ -485,6 +576,7 @@ log_level = "info"
 
 [uplink]
 url = "mqtt://127.0.0.1:{broker}"
+{'delete_on = "puback"  # --no-collector: nobody confirms stored' if args.no_collector else ''}
 
 [[panel]]
 name = "com1"
@@ -643,6 +735,7 @@ async def part_latency(args: argparse.Namespace, tmp: Path, broker: int, modbus:
         "duplicates": flow.duplicates,
         "agent_cpu_pct": u["cpu_pct"], "agent_rss_mb": u["rss_mb_max"],
         "agent_exit": code,
+        "delivery": delivery(sub, flow, tmp / gw, not args.no_collector),
         "uitd": {"uploads": engine.ledger.counts.get("queued", 0),
                  "confirmed": engine.ledger.counts.get("confirmed", 0),
                  "failed": engine.ledger.counts.get("failed", 0)},
@@ -656,7 +749,8 @@ BLE_KINDS = ("pressure", "temperature", "door", "smoke")
 
 async def part_steady(args: argparse.Namespace, tmp: Path, broker: Mosquitto,
                       modbus: Child | None, address: str | None,
-                      sub: Subscriber, stack: contextlib.AsyncExitStack) -> dict[str, Any]:
+                      sub: Subscriber, stack: contextlib.AsyncExitStack,
+                      collector: Child | None = None) -> dict[str, Any]:
     gw = "gw-bench-steady"
     flow = Flow(gw)
     link = tmp / "panel-tty"
@@ -669,6 +763,8 @@ async def part_steady(args: argparse.Namespace, tmp: Path, broker: Mosquitto,
     others: dict[str, list[int]] = {"mosquitto": [broker.pid or 0], "sim panel": [panel.pid]}
     if modbus is not None:
         others["sim modbus"] = [modbus.pid]
+    if collector is not None:
+        others["collector"] = [collector.pid]
     addresses = [f"A4:C1:38:00:02:{i:02X}" for i in range(1, args.ble_sensors + 1)]
     if addresses:
         ble = await Child("sim ble", [
@@ -720,6 +816,7 @@ async def part_steady(args: argparse.Namespace, tmp: Path, broker: Mosquitto,
         "other_cpu_pct": {k: round((after[k] - before[k]) / CLK_TCK / span * 100, 1)
                           for k in others},
         "agent_exit": code, "profiled": args.profile is not None,
+        "delivery": delivery(sub, flow, tmp / gw, collector is not None),
     }
     if args.profile is not None:
         result["profile_top"] = profile_top(args.profile)
@@ -757,7 +854,19 @@ def report(doc: dict[str, Any]) -> str:
     out = [f"bench_agent {doc['date']}: {doc['machine']}", f"command: {doc['command']}",
            f"agent: {doc['settings']['entry']} entry point, extra env "
            f"{doc['settings']['agent_env'] or 'none'}",
-           f"load average before {doc['load_before']}, after {doc['load_after']}"]
+           f"load average before {doc['load_before']}, after {doc['load_after']}",
+           "confirming subscriber: " + (
+               "none (--no-collector): the agents delete on the broker's PUBACK "
+               "(delete_on = \"puback\")" if doc["settings"]["no_collector"] else
+               "a real collector process (python -m collector) storing the records and "
+               "publishing stored (delete_on = \"stored\", the default)")]
+
+    def delivered(d: dict[str, Any]) -> str:
+        confirmed = d["confirmed_by_collector"]
+        return (f"   delivery: {d['records_at_subscriber']:,} records at the subscriber, "
+                f"{'-' if confirmed is None else format(confirmed, ',')} confirmed stored by "
+                f"the collector, {d['outbox_left_at_stop']} left in the agent's outbox after "
+                "it stopped")
     lat = doc.get("latency")
     if lat:
         q, m = lat["latency_ms"], lat["measurements"]
@@ -780,7 +889,8 @@ def report(doc: dict[str, Any]) -> str:
             f"{lat['write_call_max_ms']} ms)",
             f"   missing {lat['missing'] or 'none'}, not seen on the line "
             f"{lat['not_seen_on_the_line']}, resent {lat['resent']}, duplicates "
-            f"{lat['duplicates']}, UITD uploads {lat['uitd']}, agent exit {lat['agent_exit']}"]
+            f"{lat['duplicates']}, UITD uploads {lat['uitd']}, agent exit {lat['agent_exit']}",
+            delivered(lat["delivery"])]
     st = doc.get("steady")
     if st:
         a, m = st["agent"], st["measurements"]
@@ -799,7 +909,8 @@ def report(doc: dict[str, Any]) -> str:
             f"records/s by bus {st['records_per_s_by_bus']}",
             f"   agent's writes to storage {a['disk_write_mb_per_s']} MiB/s (/proc/PID/io)",
             f"   other processes, % of one core: {st['other_cpu_pct']}; panel uploads "
-            f"confirmed {st['panel_uploads_confirmed']}; agent exit {st['agent_exit']}"]
+            f"confirmed {st['panel_uploads_confirmed']}; agent exit {st['agent_exit']}",
+            delivered(st["delivery"])]
         out += ["   " + line for line in st.get("profile_top", [])]
     return "\n".join(out)
 
@@ -820,6 +931,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.callback(broker.stop)
             sub = Subscriber(broker.port)
             stack.callback(sub.close)
+            collector = None if args.no_collector else \
+                await start_collector(tmp, broker.port, sub, stack)
             modbus, address = None, None
             if args.devices:
                 modbus = await Child("sim modbus", [
@@ -835,7 +948,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.seconds:
                 async with contextlib.AsyncExitStack() as part:
                     doc["steady"] = await part_steady(args, tmp, broker, modbus, address,
-                                                      sub, part)
+                                                      sub, part, collector)
     doc["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return doc
 
@@ -865,6 +978,9 @@ def main() -> None:
                          "what-if launcher run as python FILE.py CONFIG")
     ap.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the agent (e.g. MALLOC_ARENA_MAX=2)")
+    ap.add_argument("--no-collector", action="store_true",
+                    help="no confirming collector: the agents get delete_on = \"puback\" "
+                         "(their records deleted on the broker's PUBACK)")
     ap.add_argument("--json", action="store_true", help="print a JSON document instead")
     args = ap.parse_args()
     # The UITD's write timestamps are taken on this process's event loop; a paho thread

@@ -62,6 +62,24 @@ def summary(values: list[float]) -> str:
             f"max {max(values):.1f} ms")
 
 
+def poll_store(path: Path, seen: dict[int, float], done: threading.Event) -> None:
+    """Note when each probe seq first appears in the SQLite store (read-only, WAL): the
+    pipeline's own delay, to set the stream's against."""
+    from collector.sinks.sqlite import connect
+
+    while not path.exists() and not done.is_set():
+        time.sleep(0.01)
+    conn = connect(path, read_only=True)
+    while not done.is_set():
+        rows = conn.execute("SELECT json_extract(fields, '$.seq') FROM points WHERE "
+                            "gateway = 'probe-1' AND measurement = 'fg_event'").fetchall()
+        now = time.perf_counter()
+        for (seq,) in rows:
+            seen.setdefault(int(seq), now)
+        time.sleep(0.002)
+    conn.close()
+
+
 def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None:
     port = free_port()
     path = tmp / "stream.toml"
@@ -96,36 +114,48 @@ def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None
 
     threading.Thread(target=read, daemon=True).start()
     assert ready.wait(30), "no stream"
+    stored: dict[int, float] = {}
+    done = threading.Event()
+    threading.Thread(target=poll_store, args=(tmp / "stream" / "store.sqlite3", stored, done),
+                     daemon=True).start()
     seconds = probes * 0.05 + 6
     fleet = subprocess.Popen([FIREGATE, "sim", "fleet", "--broker",
                               f"mqtt://127.0.0.1:{broker.port}", "--gateways", "100",
                               "--total-rate", str(background), "--duration", str(seconds),
                               "--batch-interval", "0.5", "--alarm-rate", "0", "-q",
-                              "--prefix", "bg"], stdout=subprocess.DEVNULL)
+                              "--prefix", "bg"], stdout=subprocess.DEVNULL) \
+        if background > 0 else None
     time.sleep(3.0)  # the background load running
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-1", protocol=mqtt.MQTTv5)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     sent: dict[str, float] = {}
+    by_seq: dict[int, float] = {}
     for seq in range(1, probes + 1):
         source = f"panel/1-1/{seq}-0x00000102"
         e = Event(source=Source(source, Bus.GB26875, description="probe"),
                   type=EventType.FIRE_ALARM, receive_ms=time.time_ns() // 10**6, seq=seq)
         payload = encode_batches("probe-1", "probe-site", e.receive_ms, [e])[0]
-        sent[source] = time.perf_counter()
+        sent[source] = by_seq[seq] = time.perf_counter()
         pub.publish("firegate/v1/probe-1/records", payload, qos=1)
         time.sleep(0.05)
     deadline = time.monotonic() + 30
-    while len(arrived) < probes and time.monotonic() < deadline:
+    while (len(arrived) < probes or len(stored) < probes) and time.monotonic() < deadline:
         time.sleep(0.1)
-    fleet.wait(timeout=120)
+    done.set()
+    if fleet is not None:
+        fleet.wait(timeout=120)
     pub.disconnect()
     pub.loop_stop()
     client.close()
     proc.stop()
     lat = [(arrived[s] - t) * 1000 for s, t in sent.items() if s in arrived]
     print(f"fire alarm publish -> on the stream, {background:,.0f} records/s background: "
-          f"{len(lat)}/{probes} arrived, {summary(lat)}", flush=True)
+          f"{len(lat)}/{probes} arrived, {summary(lat)}; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    lat = [(stored[q] - t) * 1000 for q, t in by_seq.items() if q in stored]
+    print(f"  (the same alarms publish -> in the store, polled every 2 ms: {len(lat)}/{probes}, "
+          f"{summary(lat)})", flush=True)
 
 
 def _serve_book(directory: Path, n_open: int, port: int, ready: Any, stop: Any) -> None:

@@ -31,6 +31,7 @@ import gc
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,8 +143,8 @@ def stored_fire_alarms(store: Path) -> Counter[tuple[str, str, int]]:
     return out
 
 
-async def drive(args: argparse.Namespace, port: int, pid: int, store: Path,
-                metrics_port: int) -> dict[str, Any]:
+async def drive(args: argparse.Namespace, port: int, pid: int, store: Path | None,
+                metrics_port: int | None) -> dict[str, Any]:
     out: dict[str, Any] = {"collector_nofile": nofile(pid), "bench_nofile": nofile(os.getpid())}
     await asyncio.sleep(2.0)
     out["idle_kb"] = await settle(pid, 3.0)
@@ -174,7 +175,7 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path,
         # (the scrape in a thread: a starved collector answers slowly, and this loop is the
         # fleet's, whose lag would count as confirm latency)
         s0, own0 = sched(pid), sched(os.getpid())
-        m0 = await asyncio.to_thread(scrape, metrics_port)
+        m0 = await asyncio.to_thread(scrape, metrics_port) if metrics_port else {}
         spy = None
         if args.py_spy:  # a sampling profile of the collector over the load window
             spy = await asyncio.create_subprocess_exec(
@@ -204,10 +205,10 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path,
         if spy is not None:
             await spy.wait()
         s1, own1 = sched(pid), sched(os.getpid())
-        m1 = await asyncio.to_thread(scrape, metrics_port)
+        m1 = await asyncio.to_thread(scrape, metrics_port) if metrics_port else {}
         out["collector_wait"] = (s1[1] - s0[1]) / window
         out["fleet_wait"] = (own1[1] - own0[1]) / window
-        writes = m1["write_seconds_count"] - m0["write_seconds_count"]
+        writes = m1.get("write_seconds_count", 0) - m0.get("write_seconds_count", 0)
         out["writes_per_s"] = writes / window
         out["write_ms"] = ((m1["write_seconds_sum"] - m0["write_seconds_sum"]) / writes * 1000
                            if writes else 0.0)
@@ -222,12 +223,15 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path,
         fleet.stop()
     out["totals"] = report.totals()
     out["ok"] = report.ok
+    out["alarms"] = len(report.ledger.alarms)
+    if store is None:  # the codec centre keeps nothing
+        out["alarms_stored_once"] = None
+        return out
     await asyncio.sleep(1.0)
     stored = stored_fire_alarms(store)
     expected = Counter((a.uitd.gateway, f"gb26875/1-1/42-0x{a.detector:08x}",
                         round(datetime.fromisoformat(a.time).timestamp() * 1000))
                        for a in report.ledger.alarms)
-    out["alarms"] = len(report.ledger.alarms)
     out["alarms_stored_once"] = stored == expected
     out["alarms_missing"] = sum((expected - stored).values())
     out["alarms_extra"] = sum((stored - expected).values())
@@ -270,6 +274,13 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(file[-2:])})"
 
 
+def stored_once(r: dict[str, Any]) -> str:
+    if r["alarms_stored_once"] is None:
+        return f"(no store; {r['alarms']:,} alarms confirmed)"
+    return (f"{'yes' if r['alarms_stored_once'] else 'NO'} ({r['alarms']:,}; missing "
+            f"{r['alarms_missing']}, extra {r['alarms_extra']})")
+
+
 def collector_overrides(args: argparse.Namespace) -> dict[str, Any]:
     # The defaults of collector.example.toml (config_data has the tests' faster ones).
     out: dict[str, Any] = {"snapshot_interval_s": 5.0, "gap_grace_s": 60.0}
@@ -305,8 +316,41 @@ def main() -> None:
                     help="where py-spy's collapsed stacks go")
     ap.add_argument("--group-max-messages", type=int, default=None,
                     help="the collector's [collector] group_max_messages (default: its own)")
+    ap.add_argument("--against", choices=("collector", "codec"), default="collector",
+                    help="codec: the tests' centre made of the protocols/gb26875 codec alone "
+                         "(tests/sim_uitd/helpers.py), in a process of its own; it stores "
+                         "nothing, so it calibrates the fleet and the loopback")
+    ap.add_argument("--serve-codec-centre", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    soft, hard = raise_nofile(args.uitds + 256)  # before the collector starts: inherited
+    soft, hard = raise_nofile(args.uitds + 256)  # before the centre starts: inherited
+    if args.serve_codec_centre is not None:
+        asyncio.run(serve_codec_centre(args.serve_codec_centre))
+        return
+    r = run_codec(args) if args.against == "codec" else run_collector(args)
+    report(args, r, soft, hard)
+
+
+def run_codec(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-codec-centre", str(port)])
+    try:
+        wait_listening(port)
+        return asyncio.run(drive(args, port, proc.pid, None, None))
+    finally:
+        proc.terminate()  # by PID: the process this script started
+        proc.wait(timeout=30)
+
+
+async def serve_codec_centre(port: int) -> None:
+    from tests.sim_uitd.helpers import MiniCentre
+
+    gc.freeze()
+    centre = MiniCentre(keep=False)
+    await centre.start(port)
+    await asyncio.Event().wait()  # until SIGTERM
+
+
+def run_collector(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(Path(tmp) / "broker") as broker:
         port, metrics_port = free_port(), free_port()
         store = Path(tmp) / "store.sqlite"
@@ -321,9 +365,12 @@ def main() -> None:
         proc = CollectorProcess(path).start()
         try:
             wait_listening(port)
-            r = asyncio.run(drive(args, port, proc.pid, store, metrics_port))
+            return asyncio.run(drive(args, port, proc.pid, store, metrics_port))
         finally:
             proc.stop()
+
+
+def report(args: argparse.Namespace, r: dict[str, Any], soft: int, hard: int) -> None:
     per_conn = (r["connected_kb"] - r["idle_kb"]) * 1024 / args.uitds
     lat, t = r["load_latency"], r["totals"]
     print(f"machine: {machine()}; {datetime.now().isoformat(timespec='minutes')}")
@@ -340,17 +387,19 @@ def main() -> None:
           f"| {lat['p50_ms']} / {lat['p99_ms']} / {lat['p999_ms']} / {lat['max_ms']} | "
           f"{r['collector_cpu']:.2f} / {r['fleet_cpu']:.2f} | "
           f"{'yes' if r['ok'] else 'NO ' + str(t)} | "
-          f"{'yes' if r['alarms_stored_once'] else 'NO'} ({r['alarms']:,}; missing "
-          f"{r['alarms_missing']}, extra {r['alarms_extra']}) |")
+          f"{stored_once(r)} |")
     print(f"confirm latency while connecting (announce uploads): {r['idle_latency']}")
     if args.py_spy and args.profile_out.exists():
         summarize_profile(args.profile_out)
     print(f"fleet event loop lag under load: p50 {r['loop_lag_ms'][0]:.1f} ms, p99 "
           f"{r['loop_lag_ms'][1]:.1f} ms")
-    print(f"under load: collector waited {r['collector_wait']:.2f} s per s for a core "
-          f"(run queue, all threads), the fleet {r['fleet_wait']:.2f}; sink writes "
-          f"{r['writes_per_s']:.0f}/s, {r['write_ms']:.1f} ms each, "
-          f"{r['uploads_per_s'] / max(r['writes_per_s'], 1e-9):.0f} uploads per write")
+    centre = "collector" if args.against == "collector" else "codec centre"
+    line = (f"under load: {centre} waited {r['collector_wait']:.2f} s per s for a core (run "
+            f"queue, all threads), the fleet {r['fleet_wait']:.2f}")
+    if r["writes_per_s"]:
+        line += (f"; sink writes {r['writes_per_s']:.0f}/s, {r['write_ms']:.1f} ms each, "
+                 f"{r['uploads_per_s'] / r['writes_per_s']:.0f} uploads per write")
+    print(line)
 
 
 if __name__ == "__main__":

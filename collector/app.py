@@ -256,6 +256,8 @@ class Collector:
             "queue_depth": self.inbox.qsize() + self.prepared.qsize(),
             "notifications": self.notifier.counts() if self.notifier is not None else {},
             "webhooks": self.notifier.status() if self.notifier is not None else {},
+            "alarms": {"open": sum(self.alarms.open_counts().values()),
+                       "refused": dict(self.alarms.refused)},
             "upstreams": self.forwarding.status(now_ms) if self.forwarding is not None else [],
             "gap_ranges": len(gaps), "gap_records": sum(g.missing for g in gaps),
             "gaps": [{"gateway": g.gateway_id, "first": g.first, "last": g.last,

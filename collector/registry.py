@@ -129,6 +129,12 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        # Added later (collector.risk: a reset clears only what was raised by its time); an
+        # older file gets the columns, its rows NULL (read as: since_ms, no panel time).
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(condition)")}
+        for column in ("raised_ms", "raised_source_ms"):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE condition ADD COLUMN {column} INTEGER")
         self.gateways: dict[str, GatewayInfo] = {
             row[0]: GatewayInfo.from_row(row)
             for row in self._db.execute(f"SELECT {', '.join(_GW_COLUMNS)} FROM gateway")}
@@ -147,9 +153,10 @@ class Registry:
 
     def conditions(self) -> list[Condition]:
         """The active risk conditions saved by the last run."""
-        rows = self._db.execute("SELECT site, gateway, source, kind, since_ms, seq, colour, text "
-                                "FROM condition")
-        return [Condition(r[0], r[1], r[2], r[3], r[4], r[5], Colour(r[6]), r[7]) for r in rows]
+        rows = self._db.execute("SELECT site, gateway, source, kind, since_ms, seq, colour, text, "
+                                "raised_ms, raised_source_ms FROM condition")
+        return [Condition(r[0], r[1], r[2], r[3], r[4], r[5], Colour(r[6]), r[7], r[8], r[9])
+                for r in rows]
 
     def _gw(self, gateway_id: str) -> GatewayInfo:
         info = self.gateways.get(gateway_id)
@@ -253,9 +260,12 @@ class Registry:
                        [self.gateways[g].row() for g in self._dirty])
         db.executemany("DELETE FROM condition WHERE gateway=? AND source=? AND kind=?",
                        [c.key for c in self._cleared])
-        db.executemany("INSERT OR REPLACE INTO condition VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        db.executemany("INSERT OR REPLACE INTO condition (gateway, source, kind, site, since_ms, "
+                       "seq, colour, text, raised_ms, raised_source_ms) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        [(c.gateway_id, c.source_id, c.kind, c.site, c.since_ms, c.seq,
-                         c.colour.value, c.text) for c in self._raised])
+                         c.colour.value, c.text, c.raised_ms, c.raised_source_ms)
+                        for c in self._raised])
         db.executemany("INSERT OR REPLACE INTO site VALUES (?, ?, ?, ?, ?)",
                        [(s.id, s.colour, json.dumps(s.reasons, ensure_ascii=False), s.since_ms,
                          s.updated_ms) for s in (self.sites[k] for k in self._dirty_sites)])

@@ -17,8 +17,8 @@ docs/collector.md.
 A condition is raised by an event with ``on: true`` and cleared by the same event type from the
 same source with ``on: false``. Fire alarms latch on real panels until the panel is reset, so a
 ``reset`` event also clears the ``reset_clears`` conditions of the panel it came from, but only
-those raised at or before the reset's own time (:func:`raised_by`): a panel's backlog can
-arrive reordered, and a reset must never clear a fire alarm the panel raised after it.
+those raised at or before the reset's own time (``RiskBoard._raised_by``): a panel's backlog
+can arrive reordered, and a reset must never clear a fire alarm the panel raised after it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from fnmatch import fnmatchcase
 from collector.config import RECORDS_MISSING, RiskRules
 from protocols.wire import Event, EventType, Measurement, Quantity
 
-__all__ = ["Assessment", "Colour", "Condition", "RiskBoard", "raised_by"]
+__all__ = ["Assessment", "Colour", "Condition", "RiskBoard", "compare_record_times",
+           "reset_prefix"]
 
 PRESSURE_CRITICAL = "pressure_critical"
 LEVEL_CRITICAL = "level_critical"
@@ -94,6 +95,31 @@ class Assessment:
     site: str
     colour: Colour
     reasons: tuple[str, ...]
+
+
+def reset_prefix(source_id: str) -> str:
+    """The sources a reset from ``source_id`` clears: those starting with the returned prefix.
+    ``panel/1-1/system`` resets everything under ``panel/1-1/``; a source without two levels
+    resets the whole gateway (``""``)."""
+    parts = source_id.split("/")
+    return "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
+
+
+def compare_record_times(a_ms: int, a_source_ms: int | None, b_ms: int,
+                         b_source_ms: int | None, *, same_clock: bool) -> int:
+    """Order two records by record time: negative if ``a`` is earlier, 0 the same, positive
+    later. The device's own times (``source_ms``) when both have one and come from one device
+    (``same_clock``: one panel, one clock, right or wrong), else the gateway's receive times.
+    The one rule for "raised at or before this reset" (here and, for the same reason, in any
+    other consumer of resets)."""
+    if same_clock and a_source_ms is not None and b_source_ms is not None:
+        return (a_source_ms > b_source_ms) - (a_source_ms < b_source_ms)
+    return (a_ms > b_ms) - (a_ms < b_ms)
+
+
+def _latest(c: Condition) -> tuple[int, int | None]:
+    """Receive time and device time of the latest record that raised ``c``."""
+    return (c.since_ms if c.raised_ms is None else c.raised_ms), c.raised_source_ms
 
 
 class RiskBoard:
@@ -215,24 +241,34 @@ class RiskBoard:
     def _reset(self, site: str, gateway_id: str, reset: Event) -> bool:
         # "panel/1-1/system" resets everything under "panel/1-1/"; a source without two
         # levels resets the whole gateway.
-        parts = reset.source.id.split("/")
-        prefix = "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
+        prefix = reset_prefix(reset.source.id)
         changed = False
         for key, c in list(self._by_site.get(site, {}).items()):
             if (c.gateway_id == gateway_id and c.kind in self.rules.reset_clears
                     and c.source_id.startswith(prefix)
-                    and raised_by(c, reset, same_clock=bool(prefix))):
-                self._last_seq[key] = max(self._last_seq.get(key, 0), reset.seq)
+                    and self._raised_by(c, reset, same_clock=bool(prefix))):
+                # No _last_seq mark: a record of this condition arriving after the reset is
+                # applied (its panel time may be later than the reset's): red on the safe side.
                 changed |= self._clear(site, key)
         return changed
+
+    def _raised_by(self, c: Condition, reset: Event, *, same_clock: bool) -> bool:
+        """Whether ``c`` was raised at or before ``reset`` (so the reset clears it), by record
+        time: the panel's own clock when both records carry one and come from the same panel
+        (``same_clock``), else the gateway's receive time. At the same time (panel time labels
+        have one-second steps) the arrival order decides: a condition raised by a record that
+        came after the reset stays, on the safe side."""
+        order = compare_record_times(*_latest(c), reset.receive_ms, reset.source_ms,
+                                     same_clock=same_clock)
+        return order < 0 or (order == 0 and self._last_seq.get(c.key, c.seq) < reset.seq)
 
     def _raise(self, c: Condition) -> bool:
         active = self._by_site.setdefault(c.site, {})
         old = active.get(c.key)
         if old is not None and old.colour == c.colour:
             # Raised again while active: keep the first time and record, but remember when
-            # (for a reset that arrives later: raised_by), and persist that.
-            if (c.raised_ms, c.raised_source_ms) != (old.raised_ms, old.raised_source_ms):
+            # (for a reset that arrives later: _raised_by), and persist that.
+            if compare_record_times(*_latest(old), *_latest(c), same_clock=True) < 0:
                 active[c.key] = self.raised[c.key] = replace(
                     old, raised_ms=c.raised_ms, raised_source_ms=c.raised_source_ms)
             return False

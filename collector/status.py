@@ -7,10 +7,11 @@ renders it; ``--json`` prints it as it is.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from common.proc import pid_alive
 
 __all__ = ["RANK", "collect_status", "merge_gaps", "upstream_rows", "webhook_rows"]
 
@@ -87,7 +88,7 @@ def collect_status(configs: Sequence[Any]) -> dict[str, Any]:
             collectors.append({"collector": cfg.collector_id, "state": "no snapshot yet",
                                "state_dir": str(cfg.state_dir)})
         for cid, (updated, body) in view.snapshots.items():
-            alive = bool(body.get("running")) and _alive(body.get("pid")) and \
+            alive = bool(body.get("running")) and pid_alive(body.get("pid")) and \
                 now_ms - updated < 60_000
             collectors.append({**body, "collector": cid, "updated_ms": updated,
                                "state": "running" if alive else "stopped"})
@@ -176,17 +177,3 @@ def _asdict(g: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return asdict(g)
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-

@@ -106,10 +106,10 @@ MEANINGS: Mapping[Meaning, MeaningSpec] = MappingProxyType({
     Meaning.VALVE: MeaningSpec(EventType.VALVE_OFF_NORMAL, ("closed", "open"), True,
                                normal_fixed=False),
     Meaning.RUN: MeaningSpec(EventType.RUNNING, ("stopped", "running"), False),
-    Meaning.FAULT: MeaningSpec(EventType.FAULT, ("normal", "fault"), False),
+    Meaning.FAULT: MeaningSpec(EventType.FAULT, ("ok", "fault"), False),
     Meaning.MANUAL: MeaningSpec(EventType.MANUAL_MODE, ("auto", "manual"), False),
     Meaning.DOOR: MeaningSpec(EventType.DOOR_OPEN, ("closed", "open"), False),
-    Meaning.SUPERVISORY: MeaningSpec(EventType.SUPERVISORY, ("normal", "active"), False),
+    Meaning.SUPERVISORY: MeaningSpec(EventType.SUPERVISORY, ("inactive", "active"), False),
 })
 
 

@@ -21,6 +21,7 @@ See docs/testing.md for how to read the results and what was last found.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
@@ -35,9 +36,9 @@ STATE = ROOT / "mutants"
 LINKED = ("protocols", "edge", "collector", "tests", "docs", "pyproject.toml")
 
 
-def groups() -> dict[str, dict[str, list[str]]]:
+def groups() -> dict[str, dict[str, Any]]:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-    table: dict[str, dict[str, list[str]]] = data["tool"]["firegate"]["mutate"]
+    table: dict[str, dict[str, Any]] = data["tool"]["firegate"]["mutate"]
     return table
 
 
@@ -51,8 +52,11 @@ def prepare(name: str) -> Path:
     return work
 
 
-def configure(spec: dict[str, list[str]]) -> None:
-    """Set the group's mutated files and test selection on mutmut's loaded configuration."""
+def configure(spec: dict[str, Any]) -> None:
+    """Set the group's mutated files and test selection on mutmut's loaded configuration;
+    ``timeout`` (seconds, per test) replaces pytest-timeout's: a mutant that makes an async
+    test wait for an event that never comes costs that long (mutmut's own limit counts CPU
+    seconds, and a waiting test uses none)."""
     from mutmut.configuration import config
 
     missing = [t for t in spec["tests"] if not Path(t).exists()]
@@ -61,6 +65,9 @@ def configure(spec: dict[str, list[str]]) -> None:
     cfg = config()
     cfg.only_mutate = list(spec["mutate"])
     cfg.pytest_add_cli_args_test_selection = list(spec["tests"])
+    if "timeout" in spec:
+        args = [a for a in cfg.pytest_add_cli_args if not a.startswith("--timeout=")]
+        cfg.pytest_add_cli_args = [*args, f"--timeout={int(spec['timeout'])}"]
 
 
 def one(command: str, name: str) -> int:
@@ -75,9 +82,12 @@ def one(command: str, name: str) -> int:
     args = ["run" if command == "again" else command]
     if args[0] == "run":
         args += ["--max-children", os.environ.get("FIREGATE_MUTATE_CHILDREN", "1")]
+    if command == "run" and "only" in spec:  # part of a file: mutant name globs
+        args += list(spec["only"])
     if command == "again":  # mutmut re-tests a decided mutant only when it is named
         retry = [key for key, status in verdicts(name).items()
-                 if status in ("survived", "timeout", "no tests", "suspicious")]
+                 if status in ("survived", "timeout", "no tests", "suspicious")
+                 and in_scope(spec, key)]
         if not retry:
             print(f"{name}: nothing to test again")
             return 0
@@ -88,6 +98,11 @@ def one(command: str, name: str) -> int:
         return int(exc.code or 0)
     summary(name)
     return 0
+
+
+def in_scope(spec: dict[str, Any], key: str) -> bool:
+    """Whether mutant ``key`` is in the group's ``only`` globs (all are, without any)."""
+    return "only" not in spec or any(fnmatch.fnmatch(key, g) for g in spec["only"])
 
 
 def verdicts(name: str) -> dict[str, str]:
@@ -106,7 +121,8 @@ def verdicts(name: str) -> dict[str, str]:
 
 def summary(name: str) -> dict[str, Any]:
     """Print (and return) a group's counts per status and its surviving mutants."""
-    found = verdicts(name)
+    spec = groups()[name]
+    found = {k: s for k, s in verdicts(name).items() if in_scope(spec, k)}
     counts: dict[str, int] = {}
     for status in found.values():
         counts[status] = counts.get(status, 0) + 1

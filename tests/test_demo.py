@@ -106,6 +106,17 @@ def test_hydrant_threshold_raised_and_restored(run: Run) -> None:
     assert counted["raised"] >= 1 and counted["cleared"] >= 1
 
 
+def test_supply_valve_closed_once_and_reopened(run: Run) -> None:
+    """The scenario closes a riser valve whose switch bounces: one raise, one restore, stored
+    and printed."""
+    valve = sorted(run.events("valve_off_normal", "modbus/bus1/3/valve_2"),
+                   key=lambda p: p.time_ns)
+    assert [p.fields["active"] for p in valve] == [True, False]
+    printed = [line for line in run.proc.stdout.splitlines()
+               if "valve_off_normal" in line and "modbus/bus1/3/valve_2" in line]
+    assert any("closed (normal: open)" in line for line in printed), printed
+
+
 def test_ble_ran_door_and_smoke_stored(run: Run) -> None:
     # ./dev installs dbus and the sim extra: BLE must run here, not be quietly left out.
     assert run.summary["ble"] == {"ran": True, "note": None}

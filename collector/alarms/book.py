@@ -48,7 +48,8 @@ from collector.alarms.model import (
     Verdict,
 )
 from collector.alarms.store import AlarmStore, Stored
-from collector.notify import Notification
+from collector.config import DEFAULT_RESET_CLEARS
+from collector.notify import FIRE_KINDS, Notification
 from protocols.wire import DEFAULT_PRIORITY, Event, EventType, Priority
 
 __all__ = ["ALARM_EVENTS", "AlarmBook", "Signal", "event_signal", "gateway_signal",
@@ -136,7 +137,7 @@ class AlarmBook:
     def __init__(self, path: Path, policies: Sequence[EscalationPolicy] = (), *,
                  notify: Callable[[Sequence[Notification]], int] | None = None,
                  config: AlarmsConfig | None = None,
-                 reset_clears: frozenset[str] = frozenset({"fire_alarm", "supervisory"}),
+                 reset_clears: frozenset[str] = DEFAULT_RESET_CLEARS,
                  ack_url_base: str | None = None,
                  clock: Callable[[], int] = _now_ms) -> None:
         """``notify`` queues notifications durably (:meth:`collector.notify.Notifier.enqueue`);
@@ -154,6 +155,9 @@ class AlarmBook:
         self._ids: dict[str, Stored] = {}
         self._timers: list[tuple[int, str]] = []
         self._subscribers: list[Callable[[Change], None]] = []
+        self._per_gateway: dict[str, int] = {}  # open alarms per gateway
+        self.refused: dict[str, int] = {}
+        """Per gateway: alarms not opened, past ``max_open_per_gateway``."""
         self.wake = threading.Event()
         """Set when a timer sooner than the others is set (wakes the escalation loop)."""
         moved = []
@@ -224,6 +228,10 @@ class AlarmBook:
     def _raise(self, s: Signal, batch: _Batch) -> None:
         st = self._open.get(s.key)
         if st is None:
+            if (self._per_gateway.get(s.gateway, 0) >= self.config.max_open_per_gateway
+                    and s.priority != "fire" and s.type not in FIRE_KINDS):
+                self._refuse(s)
+                return
             policy = policy_for(self.policies, s.type, s.site)
             alarm = Alarm(
                 id=self._new_id(s), gateway=s.gateway, site=s.site, source=s.source,
@@ -526,11 +534,26 @@ class AlarmBook:
     def _index(self, st: Stored) -> None:
         self._open[st.alarm.key] = st
         self._ids[st.alarm.id] = st
+        gw = st.alarm.gateway
+        self._per_gateway[gw] = self._per_gateway.get(gw, 0) + 1
 
     def _unindex(self, st: Stored) -> None:
         if self._open.get(st.alarm.key) is st:
             del self._open[st.alarm.key]
+            gw = st.alarm.gateway
+            self._per_gateway[gw] -= 1
+            if not self._per_gateway[gw]:
+                del self._per_gateway[gw]
         self._ids.pop(st.alarm.id, None)
+
+    def _refuse(self, s: Signal) -> None:
+        """A gateway past ``max_open_per_gateway``: counted, logged (the first, then every
+        1,000th)."""
+        n = self.refused[s.gateway] = self.refused.get(s.gateway, 0) + 1
+        if n % 1000 == 1:
+            log.warning("gateway %s has %d open alarms (max_open_per_gateway): %s from %r "
+                        "not opened as an alarm, %d so far (fire alarms always are)",
+                        s.gateway, self._per_gateway.get(s.gateway, 0), s.type, s.source, n)
 
     def _new_id(self, s: Signal) -> str:
         """From the raising record when there is one (its redelivery after a crash opens the

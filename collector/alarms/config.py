@@ -63,6 +63,9 @@ class AlarmsConfig:
     max_timeline: int = 200
     """Entries kept per alarm; past it re-raises and clears are only counted (a flapping
     contact must not grow the book without bound)."""
+    max_open_per_gateway: int = 5_000
+    """Open alarms per gateway past which a new one is not opened (counted, logged), unless it
+    is a fire alarm: a broken or hostile gateway must not fill the book."""
 
 
 def parse_alarms(t: Table | None) -> AlarmsConfig:
@@ -73,6 +76,7 @@ def parse_alarms(t: Table | None) -> AlarmsConfig:
         retention_days=t.number("retention_days", DEFAULT_RETENTION_DAYS, min=1.0,
                                 max=36_500.0),
         max_timeline=t.integer("max_timeline", 200, min=20, max=100_000),
+        max_open_per_gateway=t.integer("max_open_per_gateway", 5_000, min=1, max=1_000_000),
     )
     t.finish()
     return config

@@ -302,8 +302,8 @@ async def stream_ticket(request: Request) -> Response:
 
 
 async def stream(request: Request) -> Response | EventStream:
-    _query(request, ("ticket",))
     user = require_ticket(request)
+    _query(request, ("ticket",))
     broadcaster: Broadcaster = request.app.state.broadcaster
     sub = broadcaster.subscribe(user)
     if sub is None:

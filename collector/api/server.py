@@ -19,23 +19,37 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING
 
-import uvicorn
 from starlette.routing import BaseRoute
 
 from collector.api.app import Book, ReadRegistry, create_app
 from collector.api.config import HttpConfig
 from collector.api.stream import Broadcaster
 
+if TYPE_CHECKING:
+    import uvicorn
+
 __all__ = ["ApiServer"]
 
 log = logging.getLogger("firegate.collector.api")
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # the collector handles signals; uvicorn must not take them over
+def _uvicorn_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that leaves the signals to the collector.
+
+    uvicorn is imported here, when a server is made, not when this module is: the package
+    imports ``uvicorn.main`` and with it click, a command-line library the runtimes do not
+    load otherwise (tests/test_layering.py). With ``[http]`` configured it is loaded, as
+    uvicorn's own dependency; nothing of the collector uses it."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield  # the collector handles SIGTERM / SIGINT; uvicorn must not take them over
+
+    return Server(config)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -73,6 +87,8 @@ class ApiServer:
                                        heartbeat_s=config.heartbeat_s)
         self.app = create_app(book=book, registry=registry, config=config,
                               broadcaster=self.broadcaster, extra_routes=extra_routes)
+        import uvicorn
+
         uv = uvicorn.Config(
             self.app, host=config.host, port=config.port, log_level="warning",
             access_log=False, server_header=False, lifespan="off",
@@ -85,7 +101,7 @@ class ApiServer:
         except BaseException:
             self._socket.close()
             raise
-        self._server = _Server(uv)
+        self._server = _uvicorn_server(uv)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 

@@ -102,8 +102,46 @@ def _when(ms: int | None, now_ms: int) -> str:
     return f"{text} ({age / 3600:.1f} h ago)"
 
 
+def _count(value: object) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def _upstream_table(console: Any, rows: list[dict[str, Any]], styled: Any, esc: Any) -> None:
+    """GB/T 26875.3 forwarding upward (docs/gb26875-upstream.md): per higher centre its link,
+    what waits for its confirmation (a row leaves the queue only when confirmed) and the
+    counters since the collector started. Something waiting on a link that is down is red."""
+    from rich.table import Table
+
+    t = Table(title="upstreams (GB/T 26875.3, forwarding up)", title_justify="left")
+    for col in ("collector", "upstream", "link", "queue", "oldest unconfirmed", "sent",
+                "confirmed", "resent", "evicted", "expired", "last error"):
+        t.add_column(col, overflow="fold")
+    for u in rows:
+        depth = u.get("queue_depth")
+        waiting = isinstance(depth, int) and depth > 0
+        if u.get("connected"):
+            link = styled("connected")
+        else:
+            link = "[bold red]disconnected[/]" if waiting else "[red]disconnected[/]"
+        if u.get("connect"):
+            link += f"\n{esc(str(u['connect']))}"
+        age = u.get("oldest_unconfirmed_age_s")
+        oldest = f"{age:g} s" if isinstance(age, int | float) and not isinstance(age, bool) \
+            else "-"
+        # Evicted (queue full) and expired (too old) uploads never reached the centre: red.
+        evicted, expired = (_count(u.get(k)) for k in ("evicted", "expired"))
+        t.add_row(esc(str(u.get("collector", "-"))), esc(str(u.get("name", "-"))), link,
+                  _count(depth), oldest, _count(u.get("sent")), _count(u.get("confirmed")),
+                  _count(u.get("resent")),
+                  f"[red]{evicted}[/]" if evicted not in ("-", "0") else evicted,
+                  f"[red]{expired}[/]" if expired not in ("-", "0") else expired,
+                  esc(str(u["last_error"])) if u.get("last_error") else "-")
+    console.print(t)
+
+
 def render_status(data: dict[str, Any]) -> None:
-    """Rich tables: collectors, sites, alarms, gateways, gaps, dead letters."""
+    """Rich tables: collectors, webhooks, upstreams, sites, alarms, gateways, gaps, dead
+    letters."""
     from rich.console import Console
     from rich.table import Table
 
@@ -156,6 +194,9 @@ def render_status(data: dict[str, Any]) -> None:
             t.add_row(esc(w["collector"]), esc(w["webhook"]), senders, str(w.get("pending", "-")),
                       str(w.get("failed", "-")), str(w.get("errors", "-")), error)
         console.print(t)
+
+    if data.get("upstreams"):
+        _upstream_table(console, data["upstreams"], styled, esc)
 
     t = Table(title=f"sites ({len(data['sites'])})", title_justify="left")
     for col in ("site", "colour", "since", "reasons"):

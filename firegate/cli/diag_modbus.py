@@ -1,7 +1,8 @@
 """``firegate diag modbus``: read one Modbus device on the bench or in the field.
 
 A technician's tool: open the RS-485 adapter (``--port``) or a Modbus TCP gateway (``--host``),
-read one device (``--unit``) through a register map (``--profile``) or raw registers, coils or
+read one device (``--unit``) through a register map (``--profile``, or the device's own map and
+channels from the gateway config, ``--config``) or raw registers, coils or
 discrete inputs (``--register holding|input|coil|discrete_input --address --count``: FC3, FC4,
 FC1, FC2), and see the decoded values with their units and whether they are plausible, the
 status bits, the contacts with their meaning and whether each is in its normal state (a DI
@@ -89,6 +90,27 @@ def _load_profiles(path: Path) -> dict[str, DeviceProfile]:
         raise _fail(f"{path}: {exc}") from None
 
 
+def _configured(path: Path, port: str | None, host: str | None, tcp_port: int, unit: int
+                ) -> DeviceProfile | None:
+    """The map of the device the gateway config has at ``unit`` on this port or host, with its
+    channels and descriptions as the agent applies them; None if it has no such device."""
+    from common.config import ConfigError, Table
+    from edge.config.modbus import parse_modbus_buses, parse_modbus_profiles
+
+    try:
+        root = Table(tomllib.loads(path.read_text("utf-8")), base_dir=path.parent)
+        buses = parse_modbus_buses(root.tables("modbus"), parse_modbus_profiles(root))
+    except (OSError, tomllib.TOMLDecodeError, ConfigError) as exc:
+        raise _fail(f"{path}: {exc}") from None
+    for bus in buses:
+        here = (bus.port == port) if port is not None else (
+            bus.host == host and bus.tcp_port == tcp_port)
+        for d in bus.devices if here else ():
+            if d.unit == unit:
+                return d.profile
+    return None
+
+
 def modbus(
     unit: Annotated[int, typer.Option("--unit", min=1, max=247,
                                       help="Modbus device address (1-247).")],
@@ -103,8 +125,10 @@ def modbus(
         "--profile", help=f"Register map: {', '.join(PROFILES)} or a custom one "
                           f"(--config).")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", metavar="FILE", help="Gateway config whose [modbus_profiles] to "
-                                         "use.")] = None,
+        "--config", metavar="FILE", help="Gateway config: its [modbus_profiles], and the map "
+                                         "and channels of the device it has at --unit on this "
+                                         "--port/--host (then --profile may be left out).")
+    ] = None,
     register_type: Annotated[str | None, typer.Option(
         "--register", help="Raw read instead of a profile: holding (FC3), input (FC4), coil "
                            "(FC1) or discrete_input (FC2).")] = None,
@@ -132,9 +156,14 @@ def modbus(
         raise _fail("give --port DEVICE (Modbus RTU) or --host HOST (Modbus TCP)")
     if parity not in ("N", "E", "O"):
         raise _fail(f"--parity: must be N, E or O, got {parity!r}")
+    configured = (_configured(config, port, host, tcp_port, unit)
+                  if config is not None and register_type is None else None)
+    if profile is None and register_type is None and configured is not None:
+        profile = configured.key  # the device as the gateway config has it
     if (profile is None) == (register_type is None):
-        raise _fail("give --profile KEY, or --register holding|input|coil|discrete_input with "
-                    "--address/--count")
+        where = f" ({config} has no device {unit} on this bus)" if config is not None else ""
+        raise _fail(f"give --profile KEY, or --register holding|input|coil|discrete_input with "
+                    f"--address/--count{where}")
     chosen: DeviceProfile | None = None
     blocks: list[ReadBlock | BitBlock]
     if profile is not None:
@@ -142,7 +171,9 @@ def modbus(
         if profile not in known:
             raise _fail(f"--profile: unknown profile {profile!r}; known: "
                         f"{', '.join(sorted(known))}")
-        chosen = _assign(known[profile], channel or [])
+        base = configured if configured is not None and configured.key == profile \
+            else known[profile]
+        chosen = _assign(base, channel or [])
         blocks = [*chosen.read_blocks(), *chosen.bit_blocks()]
         bank = chosen.bank
         if bank is not None:  # every channel of the module, assigned or not, in one read

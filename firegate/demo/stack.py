@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.proc import pid_alive
 from firegate.demo.plan import Broker, ConsoleAccess, DemoError, Influx, Layout
 
 __all__ = ["Child", "Running", "Stack", "start_agent", "start_ble", "start_broker",
@@ -167,16 +168,6 @@ class Stack:
                 for c in self.children]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop(child: Child) -> int | None:
     child.stopping = True
     proc = child.proc
@@ -194,10 +185,10 @@ def _stop(child: Child) -> int | None:
     # orphans that only the demo knows about: end them by PID too.
     for pid in child.extra_pids:
         deadline = time.monotonic() + 5.0
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not _alive(pid):
+            if not pid_alive(pid):
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)

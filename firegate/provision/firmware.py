@@ -136,7 +136,6 @@ def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
                                                "the retry")
     out: dict[str, Any] = {
         "name": bus.name, "point_fields": list(FIRMWARE_POINT_FIELDS),
-        "contact_fields": list(FIRMWARE_CONTACT_FIELDS),
         "timeout_ms": round(bus.timeout_s * 1000),
         "gap_ms": math.ceil(bus.gap_ms), "reopen_max_s": bus.reopen_max_s}
     if bus.host is not None:
@@ -162,6 +161,8 @@ def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
                        report_ms=round(d.report_interval_s * 1000))
         devices.append(dev)
     out["devices"] = devices
+    if any(d["contacts"] for d in devices):  # only then: the node keeps this list in its heap
+        out["contact_fields"] = list(FIRMWARE_CONTACT_FIELDS)
     return out
 
 

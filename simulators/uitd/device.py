@@ -29,11 +29,10 @@ from simulators.panel import Transmission, UitdEngine
 from simulators.panel.timeline import TimelineEvent
 
 from .config import UitdIdentity
-from .ledger import FleetLedger
+from .ledger import FireAlarm, FleetLedger
 
 __all__ = ["SimUitd"]
 
-DETECTOR_TYPE = 42  # 表5: 点型光电感烟火灾探测器
 PRESSURE = "pressure"
 
 
@@ -82,6 +81,7 @@ class SimUitd:
         self._down_until = 0.0  # a planned drop keeps the line down until then
         self._busy_until = 0.0  # slow line: when the last queued byte leaves
         self._tx_at = 0.0  # loop time of the last upload transmission
+        self._raising: tuple[int, str] | None = None  # the fire alarm being queued
         engine.ledger.on_record = self._on_record
 
     # -- time ---------------------------------------------------------------------------------
@@ -186,8 +186,16 @@ class SimUitd:
         self._schedule()
 
     def fire_alarm(self, detector: int) -> None:
+        """Raise a fire alarm on a detector (nothing is uploaded if it is in alarm already:
+        the alarm latches until a reset)."""
         self.alarmed.add(detector)
-        self.act(TimelineEvent(self.now(), "fire_alarm", component=f"smoke-{detector}"))
+        now = self.now()
+        label = self.engine.label(now).to_datetime()
+        self._raising = (detector, label.isoformat() if label else "")
+        try:
+            self.act(TimelineEvent(now, "fire_alarm", component=f"smoke-{detector}"))
+        finally:
+            self._raising = None
 
     def reset(self) -> None:
         self.alarmed.clear()
@@ -249,8 +257,10 @@ class SimUitd:
             led.latency(self.loop.time() - self._tx_at)
         elif event == "queued":
             led.count("uploads")
-            if record["action"] == "fire_alarm":
-                led.fire_alarm(self.ident, self.engine.ledger.get(record["entry"]))
+            if record["action"] == "fire_alarm" and self._raising is not None:
+                detector, time = self._raising
+                led.fire_alarm(FireAlarm(self.ident, self.engine.ledger.get(record["entry"]),
+                                         detector, time))
         elif event in ("failed", "requeued"):
             led.count(event)
         elif event in ("answered", "executed", "denied", "acknowledged"):

@@ -23,6 +23,7 @@ from .config import UitdIdentity
 
 __all__ = ["FireAlarm", "FleetLedger", "percentile"]
 
+DETECTOR_TYPE = 42  # 表5: 点型光电感烟火灾探测器, the fleet's detectors
 MAX_LATENCIES = 5_000_000  # samples kept (40 MB as doubles); past it they are counted only
 MAX_ERRORS = 64  # distinct error texts kept
 
@@ -33,17 +34,8 @@ class FireAlarm:
 
     uitd: UitdIdentity
     entry: LedgerEntry  # the engine's ledger entry: serials, attempts, status
-
-    @property
-    def detector(self) -> int:
-        """The detector's 4-byte component address as uint32 (its number, 1..detectors)."""
-        value: int = self.entry.objects[0]["address"]["uint32"]
-        return value
-
-    @property
-    def time(self) -> str:
-        """The object's time label (when the alarm occurred), ISO text."""
-        return str(self.entry.objects[0].get("time", ""))
+    detector: int  # the detector's 4-byte component address as uint32 (1..detectors)
+    time: str  # the object's time label (when the alarm occurred), ISO local time
 
     @property
     def confirmed(self) -> bool:
@@ -52,7 +44,7 @@ class FireAlarm:
     def to_data(self) -> dict[str, Any]:
         return {"uitd": self.uitd.address_text, "gateway": self.uitd.gateway,
                 "index": self.uitd.index, "detector": self.detector,
-                "component_type": self.entry.objects[0]["component_type"]["value"],
+                "component_type": DETECTOR_TYPE,
                 "time": self.time, "serials": list(self.entry.serials),
                 "attempts": self.entry.attempts, "status": self.entry.status.value}
 
@@ -90,8 +82,8 @@ class FleetLedger:
         else:
             self.counts["latencies_not_kept"] += 1
 
-    def fire_alarm(self, uitd: UitdIdentity, entry: LedgerEntry) -> None:
-        self.alarms.append(FireAlarm(uitd, entry))
+    def fire_alarm(self, alarm: FireAlarm) -> None:
+        self.alarms.append(alarm)
 
     def reset_latencies(self) -> None:
         """Forget the latency sample (a benchmark measures after its warm-up)."""

@@ -149,7 +149,8 @@ class UitdFleet:
             # state uploads are spread over the interval instead of arriving in one wave.
             phase = self.rng.uniform(0, spec.state_interval) if spec.state_interval else 0.0
             engine = UitdEngine(replace(base, uitd_address=ident.address, profile=ident.profile),
-                                ledger=UploadLedger(max_entries=16, max_records=0),
+                                ledger=UploadLedger(max_entries=16, max_records=0,
+                                                    describe=False),
                                 start=now - timedelta(seconds=phase))
             backoff = Backoff(spec.reconnect_min, spec.reconnect_max, jitter=0.5,
                               rng=self.rng.random)

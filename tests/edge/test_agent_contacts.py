@@ -60,6 +60,20 @@ def outbox_records(tmp: Path) -> list[Record]:
     return list(decode_batch(encode_batch_from_encoded(GW, None, 0, rows)).records)
 
 
+def conditions(tmp: Path) -> set[tuple[str, str]]:
+    """The conditions the agent's local state holds (what a restart starts from)."""
+    path = tmp / "data" / "state.db"
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {(str(a), str(b)) for a, b in db.execute("SELECT source_id, type FROM conditions")}
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return set()
+    finally:
+        db.close()
+
+
 def events(tmp: Path, source: str, kind: EventType) -> list[Event]:
     return [r for r in outbox_records(tmp) if isinstance(r, Event)
             and r.source.id == f"modbus/bus1/{source}" and r.type is kind]
@@ -104,3 +118,35 @@ async def test_contacts_reach_the_outbox_and_the_local_view(tmp_path: Path) -> N
         ("modbus/bus1/4/ch1", False), ("modbus/bus1/4/ch1", True)]
     assert {e["description"] for e in local} == {"B1 wet riser supply valve"}
     assert not events(tmp_path, "4/ch2", EventType.FAULT)  # the healthy pump never tripped
+
+
+async def test_a_valve_reopened_while_the_agent_was_down_is_restored_after_the_restart(
+        tmp_path: Path) -> None:
+    """Conditions survive a restart (state.db): a valve closed before the stop and reopened
+    while the agent was down is restored once after it; one still closed is not raised
+    twice."""
+    server = ContactServer((4, 9))
+    di = server.devices[4].inputs
+    di[1] = True  # the trip relay energised: healthy
+    server.devices[9].holding[:3] = [650, 10, 0b000]  # auto bit clear: manual, and it stays so
+    async with server.serving():
+        host, _, port = server.address.rpartition(":")
+        config = agent_config(tmp_path, gw=GW, broker_port=None, modbus=(host, int(port)),
+                              devices=DEVICES)
+        async with agent(config):  # valve 1 closed from the start
+            await until(lambda: bool(events(tmp_path, "4/ch1", EventType.VALVE_OFF_NORMAL)
+                                     and events(tmp_path, "9/manual", EventType.MANUAL_MODE)),
+                        "valve_off_normal and manual_mode raised")
+            # the conditions write follows the outbox commit: wait for it, then stop
+            await until(lambda: {("modbus/bus1/4/ch1", "valve_off_normal"),
+                                 ("modbus/bus1/9/manual", "manual_mode")} <= conditions(tmp_path),
+                        "both conditions in state.db")
+        di[0] = True  # reopened while nobody watched
+        async with agent(config):
+            await until(lambda: [e.active for e in events(tmp_path, "4/ch1",
+                                                          EventType.VALVE_OFF_NORMAL)]
+                        == [True, False], "the restore after the restart")
+            polls = server.devices[9].requests.get(3, 0)
+            await until(lambda: server.devices[9].requests.get(3, 0) >= polls + 10,
+                        "ten more polls of the pump")
+    assert [e.active for e in events(tmp_path, "9/manual", EventType.MANUAL_MODE)] == [True]

@@ -5,6 +5,7 @@ command runs ``asyncio.run`` in a worker thread."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .modbus_bits_rig import ContactServer
 from .test_diag_modbus import invoke, tcp
@@ -71,3 +72,50 @@ async def test_raw_coil_read_and_the_errors_of_bit_options() -> None:
            "door, supervisory\n")
     assert (too_many.exit_code, too_many.stderr) == (
         2, "error: --count: at most 125 registers per read (Modbus V1.1b3 §6.3), got 126\n")
+
+
+async def test_a_hostile_description_is_shown_escaped_and_kept_exact_in_json() -> None:
+    server = ContactServer((4,))
+    hostile = "3F\x1b[2J riser [bold]x[/bold]\x07"
+    async with server.serving():
+        table = await invoke(*tcp(server.address), "--unit", "4", "--profile", "di-8",
+                             "--channel", f"1=valve:{hostile}")
+        doc = await invoke(*tcp(server.address), "--unit", "4", "--profile", "di-8",
+                           "--channel", f"1=valve:{hostile}", "--json")
+    assert table.exit_code == 0 == doc.exit_code, table.output
+    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    assert "3F␛[2J riser" in table.stdout and "[bold]x[/bold" in table.stdout  # as text
+    assert json.loads(doc.stdout)["contacts"]["ch1"]["description"] == hostile
+
+
+async def test_the_gateway_config_supplies_the_map_and_the_channels(tmp_path: Path) -> None:
+    """``--config`` with the gateway's own file: the device at --unit on this host is read as
+    the agent reads it, channels and descriptions included, without --profile."""
+    server = ContactServer((7,))
+    server.devices[7].inputs[2] = True  # DI3: the fan runs
+    async with server.serving():
+        host, _, port = server.address.rpartition(":")
+        gateway = tmp_path / "gateway.toml"
+        gateway.write_text(f"""
+[[modbus]]
+name = "bus1"
+host = "{host}"
+tcp_port = {port}
+[[modbus.device]]
+unit = 7
+name = "B1 fans"
+profile = "di-8"
+channels.1 = "valve:B1 riser supply valve"
+channels.3 = "run:smoke fan 2"
+""", encoding="utf-8")
+        found = await invoke(*tcp(server.address), "--unit", "7", "--config", str(gateway),
+                             "--json")
+        absent = await invoke(*tcp(server.address), "--unit", "8", "--config", str(gateway))
+    assert found.exit_code == 0, found.output
+    contacts = json.loads(found.stdout)["contacts"]
+    assert {n: (c["description"], c["state"], c["abnormal"]) for n, c in contacts.items()} == {
+        "ch1": ("B1 riser supply valve", "closed", True),
+        "ch3": ("smoke fan 2", "running", True)}
+    assert (absent.exit_code, absent.stderr) == (
+        2, f"error: give --profile KEY, or --register holding|input|coil|discrete_input with "
+           f"--address/--count ({gateway} has no device 8 on this bus)\n")

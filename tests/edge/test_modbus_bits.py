@@ -89,7 +89,7 @@ async def test_di_module_reports_each_contact_change_once_with_its_meaning() -> 
         assert sink.events("4/ch2", EventType.RUNNING)[0].priority is \
             default_priority(EventType.RUNNING) is Priority.EVENT
         assert sink.events("4/ch3", EventType.FAULT)[0].detail == \
-            "channel 3: fault (normal: normal)"
+            "channel 3: fault (normal: ok)"
         di[0] = True
         di[1] = False
         await wait_until(lambda: sink.states("4/ch1", EventType.VALVE_OFF_NORMAL) == [True, False]

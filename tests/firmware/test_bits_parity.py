@@ -29,7 +29,7 @@ from pathlib import Path
 from edge.drivers.base import DriverContext
 from edge.drivers.modbus import ModbusDriver
 from firegate.provision import load_site
-from protocols.registers import get_profile
+from protocols.registers import MEANINGS, Meaning, get_profile
 from protocols.wire import Event, Measurement, Quantity, Record
 from simulators.modbus.model import Action, AutoStart, BusModel, ScaledClock
 from simulators.modbus.scenario import DeviceSpec, Scenario
@@ -91,18 +91,25 @@ debounce_ms = 300
 CONTACTS = {f"modbus/{BUS}/{s}" for s in (
     "7/ch1", "7/ch2", "8/valve_1", "8/valve_2", "8/valve_3", "8/valve_4", "9/run", "9/fault",
     "9/manual")}
+def text(meaning: Meaning, channel: int, state: bool) -> str:
+    """The agent's event text (docs/modbus-contacts.md), state names from ``MEANINGS``."""
+    spec = MEANINGS[meaning]
+    return (f"channel {channel}: {spec.state_name(state)} "
+            f"(normal: {spec.state_name(spec.normal)})")
+
+
 # What both must report, per contact: (type, active, priority, text), in order.
+V, R, F, MN, D = Meaning.VALVE, Meaning.RUN, Meaning.FAULT, Meaning.MANUAL, Meaning.DOOR
 EXPECTED = {
-    "7/ch1": [("valve_off_normal", True, 1, "channel 1: closed (normal: open)"),
-              ("valve_off_normal", False, 1, "channel 1: open (normal: open)")],
-    "7/ch2": [("door_open", True, 1, "channel 2: open (normal: closed)"),
-              ("door_open", False, 1, "channel 2: closed (normal: closed)")],
-    "8/valve_2": [("valve_off_normal", True, 1, "channel 2: closed (normal: open)"),
-                  ("valve_off_normal", False, 1, "channel 2: open (normal: open)")],
-    "9/run": [("running", True, 2, "channel 1: running (normal: stopped)"),
-              ("running", False, 2, "channel 1: stopped (normal: stopped)")],
-    "9/fault": [("fault", True, 1, "channel 2: fault (normal: normal)")],
-    "9/manual": [("manual_mode", True, 2, "channel 3: manual (normal: auto)")],
+    "7/ch1": [("valve_off_normal", True, 1, text(V, 1, False)),
+              ("valve_off_normal", False, 1, text(V, 1, True))],
+    "7/ch2": [("door_open", True, 1, text(D, 2, True)),
+              ("door_open", False, 1, text(D, 2, False))],
+    "8/valve_2": [("valve_off_normal", True, 1, text(V, 2, False)),
+                  ("valve_off_normal", False, 1, text(V, 2, True))],
+    "9/run": [("running", True, 2, text(R, 1, True)), ("running", False, 2, text(R, 1, False))],
+    "9/fault": [("fault", True, 1, text(F, 2, True))],
+    "9/manual": [("manual_mode", True, 2, text(MN, 3, True))],
 }
 EventKey = tuple[str, bool, int, str | None]
 

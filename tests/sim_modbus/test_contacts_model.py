@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -26,7 +27,7 @@ def test_bounce_returns_to_the_old_state_then_settles() -> None:
     # 10.0-10.5 new, 10.5-11.0 old, ... three returns to the old state, settled from 13.0
     samples = [c.at(10.0 + 0.25 + 0.5 * k) for k in range(8)]
     assert samples == [True, False, True, False, True, False, True, True]
-    changes = sum(1 for a, b in zip(samples, samples[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(samples) if a != b)
     assert changes == 6  # what a fast poller sees: six changes for one real one
     assert c.at(13.0) is True and c.at(1e6) is True
 

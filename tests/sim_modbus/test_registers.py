@@ -153,7 +153,8 @@ def test_status_word() -> None:
 def test_required_profiles_exist() -> None:
     quantities = {q for p in PROFILES.values() for q in (pt.quantity for pt in p.points)}
     assert quantities == set(CANONICAL_UNIT)  # every quantity a register can carry
-    pressure = [p for p in PROFILES.values() if p.points and p.primary.quantity is Quantity.PRESSURE]
+    pressure = [p for p in PROFILES.values()
+                if p.points and p.primary.quantity is Quantity.PRESSURE]
     assert len({(p.primary.data_type, p.primary.word_order) for p in pressure}) >= 2
     efd = get_profile("elec-fire")
     assert len(efd.points_of(Quantity.TEMPERATURE)) == 4

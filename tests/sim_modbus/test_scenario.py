@@ -30,14 +30,15 @@ profile = "level"
 def test_sample_scenario_loads() -> None:
     scenario = load_scenario(SAMPLE)
     assert [d.profile.key for d in scenario.devices] == [
-        "pressure-a", "pressure-b", "level", "level-cm", "elec-fire"]
+        "pressure-a", "pressure-b", "level", "level-cm", "elec-fire", "valve-4", "fire-pump"]
     assert scenario.devices[4].initial == {"residual_current": 40.0, "temperature_1": 32.0}
     assert scenario.seed == 1
     assert {e.action for e in scenario.events} >= {
-        Action.HYDRANT_OPEN, Action.PUMP_START, Action.DRAIN, Action.REFILL, Action.LEAK_CREEP,
-        Action.SILENCE, Action.RESTORE, Action.EXCEPTION, Action.OUT_OF_RANGE}
+        Action.HYDRANT_OPEN, Action.DRAIN, Action.REFILL, Action.LEAK_CREEP, Action.SILENCE,
+        Action.RESTORE, Action.EXCEPTION, Action.OUT_OF_RANGE, Action.VALVE_CLOSE,
+        Action.PUMP_FAULT, Action.MANUAL}
     bus = scenario.build()
-    assert sorted(bus.devices) == [1, 2, 3, 4, 5]
+    assert sorted(bus.devices) == [1, 2, 3, 4, 5, 7, 9]
 
 
 def test_only_the_modbus_table_is_read(tmp_path: Path) -> None:

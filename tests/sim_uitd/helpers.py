@@ -73,7 +73,8 @@ class CentreLink:
             if self.session is None:
                 self._open(item)
             assert self.session is not None
-            self.frames.append(item)
+            if self.centre.keep:
+                self.frames.append(item)
             if item.command in (Command.CONFIRM, Command.RESPONSE, Command.DENY):
                 self.replies.setdefault(item.serial, []).append(item)
             for event in self.session.receive(item, asyncio.get_running_loop().time()):
@@ -86,7 +87,8 @@ class CentreLink:
         self.profile = self.centre.profile_of(first.source)
         self.decoder.profile = self.profile
         self.session = Session(CENTRE, first.source, self.profile, clock=centre_clock)
-        self.centre.by_address.setdefault(first.source, []).append(self)
+        if self.centre.keep:
+            self.centre.by_address.setdefault(first.source, []).append(self)
 
     def _incoming(self, frame: Frame, duplicate: bool) -> None:
         assert self.session is not None
@@ -95,10 +97,11 @@ class CentreLink:
             self.send(ack if ack is not None else self.session.deny(frame))
             return
         key = (frame.serial, frame.adu)
-        self.arrivals[key] += 1
-        if not duplicate:
-            self.uploads.append(frame)
-            self.centre.uploads.append((self, frame))
+        if self.centre.keep:
+            self.arrivals[key] += 1
+            if not duplicate:
+                self.uploads.append(frame)
+                self.centre.uploads.append((self, frame))
         answer = self.centre.policy(self, frame, self.arrivals[key])
         if answer == "confirm":
             ack = self.session.acknowledge(frame)
@@ -129,10 +132,13 @@ class CentreLink:
 
 
 class MiniCentre:
-    """A listening centre; ``profiles`` maps a raw source address to its dialect."""
+    """A listening centre; ``profiles`` maps a raw source address to its dialect. ``keep``:
+    record every frame (tests); without it the centre only answers (the benchmark's codec
+    centre, whose memory must not grow with the uploads)."""
 
-    def __init__(self, profiles: dict[bytes, str] | None = None) -> None:
+    def __init__(self, profiles: dict[bytes, str] | None = None, *, keep: bool = True) -> None:
         self.profiles = profiles or {}
+        self.keep = keep
         self.links: list[CentreLink] = []
         self.by_address: dict[bytes, list[CentreLink]] = {}
         self.uploads: list[tuple[CentreLink, Frame]] = []
@@ -164,7 +170,8 @@ class MiniCentre:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = CentreLink(self, writer)
-        self.links.append(link)
+        if self.keep:
+            self.links.append(link)
         self.changed()
         try:
             while data := await reader.read(65536):
@@ -176,8 +183,9 @@ class MiniCentre:
             writer.close()
             self.changed()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port,
+                                                  backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

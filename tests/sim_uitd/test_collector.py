@@ -13,7 +13,7 @@ import tomli_w
 
 from collector.app import Collector
 from collector.config import load_config
-from simulators.uitd import UitdFleet, parse_spec
+from simulators.uitd import FireAlarm, UitdFleet, parse_spec, uitd_entries
 from tests.collector.conftest import config_data, stored_points
 from tests.infra.mosquitto import Mosquitto
 
@@ -33,20 +33,31 @@ def fire_alarms(store: Path) -> Counter[tuple[str, str, int]]:
     return out
 
 
-async def test_every_fire_alarm_of_the_fleet_is_stored_once(mosquitto: Mosquitto,
-                                                           tmp_path: Path) -> None:
+def start_collector(tmp_path: Path, broker: Mosquitto, **gb: object) -> tuple[Collector, Path]:
     store = tmp_path / "store.sqlite"
-    data = config_data(tmp_path / "state", mosquitto,
+    data = config_data(tmp_path / "state", broker,
                        store={"sqlite": str(store), "retention_days": 0},
-                       gb26875={"listen": "127.0.0.1:0", "accept_unknown": True})
+                       gb26875={"listen": "127.0.0.1:0", **gb})
     path = tmp_path / "collector.toml"
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
-    collector = Collector(load_config(path)).start()
+    return Collector(load_config(path)).start(), store
+
+
+def expected_alarms(alarms: list[FireAlarm]) -> Counter[tuple[str, str, int]]:
+    """Each alarm of the ground truth as one stored raise: its UITD's gateway id, its
+    detector, its time label (local time; the collector's zone is this machine's too)."""
+    return Counter((a.uitd.gateway, f"gb26875/1-1/42-0x{a.detector:08x}",
+                    round(datetime.fromisoformat(a.time).timestamp() * 1000)) for a in alarms)
+
+
+async def test_every_fire_alarm_of_the_fleet_is_stored_once(mosquitto: Mosquitto,
+                                                           tmp_path: Path) -> None:
+    collector, store = start_collector(tmp_path, mosquitto, accept_unknown=True)
     try:
         assert collector.centre is not None and collector.centre.port
         spec = parse_spec({
             "centre": f"127.0.0.1:{collector.centre.port}", "uitds": 20, "detectors": 4,
-            "state_interval": 0, "rate": 20, "confirm_timeout": 2.0,
+            "state_interval": 0, "rate": 20, "confirm_timeout": 5.0,
             "reconnect_min": 0.1, "reconnect_max": 0.5,
             "bursts": [{"at": 0.5, "fraction": 0.5, "alarms": 2, "spread": 0.5,
                         "reset_after": 1.0},
@@ -67,9 +78,28 @@ async def test_every_fire_alarm_of_the_fleet_is_stored_once(mosquitto: Mosquitto
     by_gateway = Counter(gw for gw, _, _ in stored.elements())
     assert by_gateway == Counter(a.uitd.gateway for a in truth)
     assert all(n == 1 for n in stored.values()), [k for k, n in stored.items() if n > 1]
-    # each alarm of the ground truth is one stored raise: its UITD, its detector, its time
-    # label (local time, the collector's zone being this machine's too)
-    expected = Counter((a.uitd.gateway, f"gb26875/1-1/42-0x{a.detector:08x}",
-                        round(datetime.fromisoformat(a.time).timestamp() * 1000))
-                       for a in truth)
-    assert stored == expected
+    assert stored == expected_alarms(truth)
+
+
+async def test_the_printed_uitd_list_admits_a_mixed_dialect_fleet(mosquitto: Mosquitto,
+                                                                   tmp_path: Path) -> None:
+    fleet_table = {"uitds": 6, "detectors": 2, "state_interval": 0,
+                   "profiles": ["standard", "hikvision"], "first_address": 0x0379}
+    entries = uitd_entries(parse_spec(fleet_table))  # what --print-uitd-list prints
+    collector, store = start_collector(tmp_path, mosquitto, uitd=entries)
+    try:
+        assert collector.centre is not None
+        spec = parse_spec({**fleet_table, "centre": f"127.0.0.1:{collector.centre.port}",
+                           "bursts": [{"at": 0.2, "alarms": 2, "spread": 0.3,
+                                       "reset_after": "never"}]})
+        async with UitdFleet(spec) as fleet:
+            assert await fleet.wait_connected(WAIT)
+            assert await fleet.wait_until(lambda: fleet.ledger.counts["bursts"] == 1, WAIT)
+            assert await fleet.drain(WAIT)
+            report = fleet.report()
+    finally:
+        collector.close()
+    assert report.ok, report.totals()
+    assert len(report.ledger.alarms) == 12
+    assert fire_alarms(store) == expected_alarms(report.ledger.alarms)
+    assert {a.uitd.profile.name for a in report.ledger.alarms} == {"standard", "hikvision"}

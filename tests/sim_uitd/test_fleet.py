@@ -37,7 +37,7 @@ from .helpers import WAIT, CentreLink, MiniCentre, centre
 
 def spec(c: MiniCentre, **kw: Any) -> FleetSpec:
     base: dict[str, Any] = {"centre": c.address, "uitds": 4, "state_interval": 0,
-                            "detectors": 4, "confirm_timeout": 2.0, "reconnect_min": 0.05,
+                            "detectors": 4, "confirm_timeout": 5.0, "reconnect_min": 0.05,
                             "reconnect_max": 0.2}
     return parse_spec(base | kw)
 
@@ -98,7 +98,7 @@ async def test_uploads_are_well_formed_confirmed_and_match_the_ground_truth() ->
 async def test_an_unconfirmed_upload_is_resent_with_the_same_serial_and_bytes() -> None:
     async with centre() as c:
         c.policy = lambda link, f, n: "ignore" if is_fire(link, f) and n == 1 else "confirm"
-        s = spec(c, uitds=2, confirm_timeout=0.3)
+        s = spec(c, uitds=2, confirm_timeout=0.5)
         async with UitdFleet(s) as fleet:
             assert await fleet.wait_connected(WAIT)
             fleet.burst(Burst(at=0, fraction=1.0, alarms=1, spread=0.0))
@@ -109,9 +109,11 @@ async def test_an_unconfirmed_upload_is_resent_with_the_same_serial_and_bytes() 
         link = c.link(raw_of(s, alarm.uitd.index))
         (serial,) = alarm.entry.serials
         copies = [f for f in link.frames if f.command == Command.SEND_DATA and f.serial == serial]
-        assert len(copies) == 2 and copies[0].adu == copies[1].adu  # §6.5.4: the same packet
-        assert alarm.entry.attempts == 2
-    assert report.totals()["resends"] == 2
+        # §6.5.4: the same packet again (a third copy only if the machine stalled past the
+        # timeout once more; never a new serial)
+        assert len(copies) >= 2 and all(f.adu == copies[0].adu for f in copies)
+        assert alarm.entry.attempts == len(copies)
+    assert report.totals()["resends"] == sum(a.entry.attempts - 1 for a in report.ledger.alarms)
 
 
 async def test_a_centre_that_never_confirms_fails_the_upload_after_the_retries() -> None:

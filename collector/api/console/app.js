@@ -139,6 +139,12 @@
     $("who").textContent = visible(st.me.name) + " · " + st.me.role;
     await reload();
     connect();
+    openFromLink();
+  }
+  // A link to one alarm (a notification's): <console>/#alarm=<id> opens its detail.
+  function openFromLink() {
+    const m = /^#alarm=([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+    if (m) select(m[1]);
   }
   function logout(message) {
     sessionStorage.removeItem("firegate.token");
@@ -355,6 +361,7 @@
     $("ack-btn").addEventListener("click", () => act("ack"));
     $("resolve-btn").addEventListener("click", () => act("resolve"));
     applyLang();
+    window.addEventListener("hashchange", () => { if (st.me) openFromLink(); });
     const saved = sessionStorage.getItem("firegate.token");
     if (saved) login(saved);
   });

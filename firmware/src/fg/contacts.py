@@ -21,7 +21,6 @@ from collections import namedtuple
 
 from micropython import const
 
-from fg.modbus import bit
 from fg.records import FIRMWARE, M, record
 
 Q_STATE = const(4)  # records.QUANTITIES.index("state")
@@ -29,8 +28,8 @@ Q_STATE = const(4)  # records.QUANTITIES.index("state")
 
 # One contact of a config.json row (a named tuple: a tenth of an object's memory in
 # MicroPython); states: "closed|open", the names of logical 0 and 1 (one string for all the
-# contacts of a meaning). Its debounce state lives in the device's ``cstate`` list, four
-# slots a contact (see new_state).
+# contacts of a meaning). Its debounce state lives in the device's contact set, four
+# slots a contact (see load).
 Contact = namedtuple("Contact", "block at bit invert normal event prio states channel desc sid")
 ACCEPTED = const(0)  # logical state last accepted (None: not yet known)
 PENDING = const(1)  # a different state seen, not yet held for debounce_ms
@@ -50,20 +49,30 @@ def contact(row, ix, base):
                    row[ix["channel"]], row[ix["desc"]], base + "/" + row[ix["name"]])
 
 
-def new_state(n):
-    """The debounce state of ``n`` contacts: [accepted, pending, since, reported] each."""
-    return [None, None, 0, None] * n
+def load(cs, ix, base):
+    """Turn a device's contact set [rows, None, debounce_ms, report_ms] into [Contacts, their
+    debounce state: [accepted, pending, since, reported] each, debounce_ms, report_ms]."""
+    cs[0] = [contact(r, ix, base) for r in cs[0]]
+    cs[1] = [None, None, 0, None] * len(cs[0])
+
+
+def bit(data, i):
+    """Bit ``i`` (0 = the first requested) of a packed coil / discrete-input reply (fg/modbus.py
+    keeps them packed): MAP §6.1/§6.2, the first one is the least significant bit of the first
+    byte."""
+    return data[i >> 3] >> (i & 7) & 1
 
 
 def _count(counters, reason):
     counters[reason] = counters.get(reason, 0) + 1
 
 
-def scan(contacts, st, regs_of, debounce_ms, report_ms, now, rt, counters, conds):
-    """Debounce one poll's contacts (``st``: their new_state list). Appends their conditions
+def scan(cs, regs_of, now, rt, counters, conds):
+    """Debounce one poll of a device's contacts (``cs``, see load). Appends their conditions
     to ``conds`` as (key, event, active, None, None, state, priority); returns
-    ([(contact, state record)], the ticks_ms by which the device must be polled again, or
-    None)."""
+    ([(contact index, state record)], the ticks_ms by which the device must be polled again,
+    or None)."""
+    contacts, st, debounce_ms, report_ms = cs
     out = []
     due = None
     for i in range(len(contacts)):
@@ -111,3 +120,35 @@ def detail(c, state):
     where = "channel %d: " % c.channel if c.channel >= 0 else ""
     names = c.states.split("|")
     return "%s%s (normal: %s)" % (where, names[state], names[int(c.normal)])
+
+
+def check(b, dev, p, _get, ConfigError):
+    """fg/config.py's check of a device's contact rows (``_get`` and ``ConfigError`` are
+    its own)."""
+    rows = _get(dev, "contacts", p, list)
+    fields = _get(b, "contact_fields", "modbus.", list)
+    ix = {}
+    for i, name in enumerate(fields):
+        ix[name] = i
+    for key in ("debounce_ms", "report_ms"):
+        if _get(dev, key, p, int) < 0:
+            raise ConfigError(p + key, "must not be negative")
+    blocks = len(dev["blocks"])
+    for j, row in enumerate(rows):
+        q = "%scontacts[%d]" % (p, j)
+        if not isinstance(row, list) or len(row) != len(fields):
+            raise ConfigError(q, "must be a row of %d values (modbus.contact_fields)"
+                              % len(fields))
+        for name, kind in (("name", str), ("block", int), ("at", int), ("bit", int),
+                           ("invert", bool), ("normal", bool), ("event", int),
+                           ("priority", int), ("states", list), ("channel", int),
+                           ("desc", str)):
+            if name not in ix:
+                raise ConfigError("modbus.contact_fields", "lacks %s" % name)
+            v = row[ix[name]]
+            if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+                raise ConfigError("%s.%s" % (q, name), "must be %s" % kind.__name__)
+        if not 0 <= row[ix["block"]] < blocks or row[ix["at"]] < 0 or row[ix["bit"]] > 15:
+            raise ConfigError(q, "lies outside its device's reads")
+        if len(row[ix["states"]]) != 2:
+            raise ConfigError(q + ".states", "must name the two states")

@@ -47,29 +47,13 @@ def crc16(data, end=-1):
     return crc
 
 
-def is_bits(fn):
-    """Function 1 (read coils) and 2 (read discrete inputs) count bits, not registers."""
-    return fn < 3
-
-
-def reply_bytes(fn, count):
-    """The byte count of a normal reply: MAP §6.1/§6.2 pack ``count`` bits eight to a byte
-    (the last byte padded with zeros), §6.3/§6.4 carry two bytes per register."""
-    return (count + 7) // 8 if fn < 3 else 2 * count
-
-
 def _data(buf, at, fn, count):
-    # bit replies stay packed (bytes; bit(data, i) reads one): a tuple of 0/1 ints would cost
-    # 8 words of heap a bit on the ESP32
+    # Functions 1/2 (MAP §6.1/§6.2) pack bits eight to a byte, the last one padded with zeros;
+    # they stay packed (bytes; fg/contacts.py bit() reads one): a tuple of 0/1 ints would cost
+    # a word of heap a bit. Functions 3/4 carry two bytes a register.
     if fn < 3:
         return bytes(buf[at:at + (count + 7) // 8])
     return struct.unpack(">%dH" % count, bytes(buf[at:at + 2 * count]))
-
-
-def bit(data, i):
-    """Bit ``i`` (0 = the first requested) of a packed coil/discrete-input reply: MAP §6.1:
-    the first coil is the least significant bit of the first byte."""
-    return data[i >> 3] >> (i & 7) & 1
 
 
 def rtu_request(unit, fn, start, count):
@@ -97,7 +81,7 @@ def rtu_check(buf, unit, fn, count):
         return BAD_REPLY, "bad CRC"
     if buf[1] & 0x80:
         return EXCEPTION, buf[2]
-    if buf[2] != reply_bytes(fn, count):
+    if buf[2] != ((count + 7) // 8 if fn < 3 else 2 * count):
         return BAD_REPLY, "asked for %d %s, got %d bytes" % (
             count, "bits" if fn < 3 else "registers", buf[2])
     return OK, _data(buf, 3, fn, count)
@@ -123,7 +107,7 @@ def tcp_check(buf, tid, unit, fn, count):
         return BAD_REPLY, "reply does not match the request"
     if buf[7] & 0x80:
         return EXCEPTION, buf[8]
-    n = reply_bytes(fn, count)
+    n = (count + 7) // 8 if fn < 3 else 2 * count
     if buf[8] != n or length != 3 + n:
         return BAD_REPLY, "asked for %d %s, got %d bytes" % (
             count, "bits" if fn < 3 else "registers", buf[8])
@@ -134,7 +118,7 @@ class Master:
     """One bus: ``read(unit, fn, start, count)`` -> (kind, value).
 
     kind OK: value is a tuple of registers (functions 3, 4) or the packed bytes of the bits
-    (functions 1, 2; read one with ``bit``); EXCEPTION: the exception code; NO_ANSWER and
+    (functions 1, 2; fg/contacts.py reads them); EXCEPTION: the exception code; NO_ANSWER and
     BAD_REPLY: a text for people; LINK_LOST: the port failed (reopen it). Counters by reason go
     to ``counters`` (a dict), the names the edge agent uses: reads, timeout, bad_reply,
     exception_<code>, link_lost, stale_bytes.

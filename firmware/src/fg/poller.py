@@ -34,6 +34,8 @@ def _key(sid):
 
 
 class _Device:
+    cs = None  # no contacts (a class attribute: no room in each instance)
+
     def __init__(self, d, base, ix):
         self.unit = d["unit"]
         self.name = d["name"]
@@ -45,11 +47,12 @@ class _Device:
                        [(b[0], b[1], b[2], b[3], "%s/%s/%s" % (self.sid, w["name"], b[1]))
                         for b in w["bits"]])
                       for w in d.get("status", [])]
-        self.contacts = d.get("contacts") or ()  # rows until Poller made them Contacts
-        self.cstate = None
-        if self.contacts:
-            self.debounce_ms = d["debounce_ms"]
-            self.report_ms = d["report_ms"]
+        rows = d.get("contacts")
+        # contacts: [rows (Contacts once the Poller loaded them), state, debounce_ms,
+        # report_ms] (fg/contacts.py), or None; one attribute, so a device without contacts
+        # costs no more than before they existed
+        if rows:
+            self.cs = [rows, None, d["debounce_ms"], d["report_ms"]]
         self.interval = d["interval_ms"]
         self.offline_after = d["offline_after"]
         self.backoff_max = d["backoff_max_ms"]
@@ -77,15 +80,15 @@ class Poller:
             raw[i] = None  # free each raw map as soon as it is converted
         cfg["devices"] = None
         self.cmod = None
-        if any(d.contacts for d in self.devices):
+        if any(d.cs for d in self.devices):
             gc.collect()  # the config's device maps are garbage now: load into their room
             from fg import contacts
 
             self.cmod = contacts
             cix = columns(cfg["contact_fields"])
             for d in self.devices:
-                d.contacts = [contacts.contact(r, cix, d.sid) for r in d.contacts]
-                d.cstate = contacts.new_state(len(d.contacts))
+                if d.cs:
+                    contacts.load(d.cs, cix, d.sid)
         self.master = None
         self.reopen_at = time.ticks_ms()
         self.reopen_ms = 1000
@@ -96,7 +99,7 @@ class Poller:
             self.by_sid[dev.sid] = dev
             for p in dev.points:
                 self.by_sid[p.sid] = p
-            for c in dev.contacts:
+            for c in dev.cs[0] if dev.cs else ():
                 self.by_sid[c.sid] = c
             for _, _, word, bits in dev.words:
                 for b in bits:
@@ -231,16 +234,15 @@ class Poller:
         rt = self.hw.now_ms()
         values = self._values(dev, regs_of, conds)
         states = ()
-        if dev.contacts:
-            states, due = self.cmod.scan(dev.contacts, dev.cstate, regs_of, dev.debounce_ms,
-                               dev.report_ms, now, rt, self.counters, conds)
+        if dev.cs:
+            states, due = self.cmod.scan(dev.cs, regs_of, now, rt, self.counters, conds)
             if due is not None and time.ticks_diff(due, dev.due) < 0:
                 dev.due = due
             for i, rec in states:
-                values.append((dev.contacts[i], rec))
+                values.append((dev.cs[0][i], rec))
         if app.conditions(conds, values, self, rt):
             for i, _ in states:
-                dev.cstate[4 * i + 3] = rt  # contacts.REPORTED
+                dev.cs[1][4 * i + 3] = rt  # contacts.REPORTED
 
     @staticmethod
     def _later(due, interval, now):

@@ -290,3 +290,22 @@ def test_an_alarm_id_comes_from_the_record_that_raised_it(tmp_path: Path, clock:
     first.resolve(a.id, verdict="test", by="x", note=None, origin="cli")
     first.apply([sig(SMOKE, FA, 7, epoch=EPOCH)])  # the same record once more, alarm closed
     assert len({x.id for x in first.list(state="all") if x.type == "fire_alarm"}) == 2
+
+
+def test_a_gateway_cannot_fill_the_book_but_fire_alarms_always_open(tmp_path: Path,
+                                                                    clock: Clock) -> None:
+    from collector.alarms.config import AlarmsConfig
+    b = book(tmp_path, clock, Sent(), config=AlarmsConfig(max_open_per_gateway=3))
+    faults = [sig(Source(f"modbus/bus1/{i}/p", Bus.MODBUS), FAULT, i + 1) for i in range(5)]
+    b.apply(faults)
+    assert len(b.list()) == 3 and b.refused == {"gw-1": 2}
+    b.apply([sig(SMOKE, FA, 10), sig(PUMP, FAULT, 1, gateway="gw-2")])
+    assert {(a.gateway, a.type) for a in b.list()} >= {("gw-1", "fire_alarm"), ("gw-2", "fault")}
+    # gw-1 has 4 open (3 faults and the fire alarm); two close: room for one more.
+    for a in [a for a in b.list() if a.gateway == "gw-1" and a.type == "fault"][:2]:
+        b.resolve(a.id, verdict="test", by="x", note=None, origin="cli")
+    b.apply([sig(Source("modbus/bus1/9/p", Bus.MODBUS), FAULT, 20)])
+    assert b.refused == {"gw-1": 2}
+    assert len([a for a in b.list(state="open") if a.gateway == "gw-1"]) == 3
+    b.apply([sig(Source("modbus/bus1/8/p", Bus.MODBUS), FAULT, 21)])
+    assert b.refused == {"gw-1": 3}

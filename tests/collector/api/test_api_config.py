@@ -132,3 +132,26 @@ def test_users_and_sections() -> None:
             users=[{"name": "a", "token": TOKEN}])
     refused("http.max_body_bytes", "at most", http={"max_body_bytes": 10**9},
             users=[{"name": "a", "token": TOKEN}])
+
+
+def test_the_sample_files_http_section_loads(tmp_path: Path) -> None:
+    """The commented [http] and [[user]] of collector/collector.example.toml, uncommented,
+    are a valid config holding the defaults."""
+    import tomllib
+
+    sample = (Path(__file__).resolve().parents[3] / "collector" /
+              "collector.example.toml").read_text(encoding="utf-8")
+    block = sample[sample.index("# [http]"):sample.index("[metrics]")]
+    lines = []
+    for line in block.splitlines():
+        text = line.removeprefix("#").removeprefix(" ")
+        if text.startswith("#") or not text.strip():  # a commented-out option, a comment
+            continue
+        lines.append(text)
+    doc = tomllib.loads("\n".join(lines))
+    (tmp_path / "duty.token").write_text(TOKEN)
+    doc["user"][0]["token_file"] = str(tmp_path / "duty.token")
+    cfg = parse_config({"collector": {"state_dir": "/tmp/x"}, **doc}, env={}).http
+    assert cfg is not None
+    defaults = parse({}, [{"name": "duty-officer", "token": TOKEN, "role": "operator"}]).http
+    assert cfg == defaults

@@ -4,15 +4,19 @@ acknowledge and resolve with their audit, hostile text, headers, the OpenAPI doc
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector.api.app import API_ROUTES
 from collector.api.auth import Authenticator, User, require
+from tests.infra.tls import TestCA
 
 from .conftest import ADMIN, FIRM, OPERATOR, VIEWER, Api
 
@@ -300,3 +304,27 @@ def test_tickets(api: Api) -> None:
     r = httpx.get(f"{api.url}/api/v1/alarms", params={"ticket": doc["ticket"]})
     error(r, 401, "unauthorized")
     error(httpx.get(f"{api.url}/api/v1/stream", params={"ticket": "x.y"}), 401, "unauthorized")
+
+
+def test_alarm_json_is_to_json(api: Api) -> None:
+    from collector.api.jsonview import alarm_json
+
+    alarm = api.raise_alarm()
+    assert alarm_json(alarm) == alarm.to_json()
+    done = api.book.resolve(alarm.id, verdict="test", by="x", note="n", origin="cli")
+    assert alarm_json(done) == done.to_json()
+
+
+def test_tls(api_factory: Callable[..., Api], tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "pki")
+    cert = ca.issue("api", server=True)
+    api = api_factory(cert_file=cert.cert, key_file=cert.key)
+    assert api.url.startswith("https://")
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca.cert))) as c:
+        r = c.get(api.url + "/api/v1/me", headers={"Authorization": f"Bearer {OPERATOR}"})
+        assert r.status_code == 200 and r.json()["name"] == "duty-officer"
+        assert r.headers["strict-transport-security"].startswith("max-age=")
+    with pytest.raises(httpx.ConnectError):  # an unknown CA: the client refuses
+        httpx.get(api.url + "/api/v1/openapi.json")
+    with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port: nothing served
+        httpx.get(api.url.replace("https://", "http://") + "/api/v1/openapi.json")

@@ -18,7 +18,8 @@ from tests.collector.conftest import WAIT, wait_until
 
 from .conftest import OPERATOR, VIEWER, Api
 
-BIG = "长描述 " * 2000  # ~10 kB per event: a few hundred fill every buffer on the way
+BIG = "长描述 " * 2000  # ~20 kB per event: a few hundred fill every buffer on the way
+GROUPS = 12  # of 100 changes: ~24 MB for the stalled client, far past the socket buffers
 
 
 def read_events(r: httpx.Response, into: list[tuple[str, str]], stop: threading.Event) -> None:
@@ -69,13 +70,13 @@ def test_a_stalled_client_is_dropped_and_nobody_waits(api_factory: Callable[...,
         # never waits for a stream client (it would hang here, not fail a timing); the test
         # paces itself on the reading client, whose queue holds a group.
         total = 0
-        for group in range(30):
+        for group in range(GROUPS):
             signals = [Signal("raise", "gw-1", "hz-1", f"s-{group}-{i}", "fault", "alarm", BIG,
                               stamp=(1, group * 100 + i)) for i in range(100)]
             total += api.book.apply(signals)
             wait_until(lambda n=total: sum(1 for e, _ in events if e == "alarm") == n,
                        "the group at the reading client")
-        assert total == 3000
+        assert total == GROUPS * 100
         wait_until(lambda: api.server.broadcaster.dropped == 1, "the stalled client dropped")
         stop.set()
     assert api.server.broadcaster.clients <= 1
@@ -84,7 +85,7 @@ def test_a_stalled_client_is_dropped_and_nobody_waits(api_factory: Callable[...,
     assert stats["stream_dropped"] == 1
     # The reading client got them all, in order, each once.
     sources = [json.loads(d)["alarm"]["source"] for e, d in events if e == "alarm"]
-    assert sources == [f"s-{g}-{i}" for g in range(30) for i in range(100)]
+    assert sources == [f"s-{g}-{i}" for g in range(GROUPS) for i in range(100)]
     # The stalled client, once it reads again, finds the stream ended with "dropped".
     stalled.settimeout(WAIT)
     rest = b""

@@ -207,6 +207,12 @@ def test_viewer_has_no_buttons_and_english_is_a_click_away(browser: WebDriver,
     assert "FIRE" in alarm_rows(browser)[0].text
     shot(browser, "4-english")
     browser.find_element(By.ID, "lang").click()  # back to Chinese for the next test
+    # A link to the alarm (<console>/#alarm=<id>) opens its detail.
+    browser.find_element(By.ID, "detail-close").click()
+    wait(browser).until(ec.invisibility_of_element_located((By.ID, "detail")))
+    browser.get(f"{stack.url}/#alarm={alarm_id}")
+    wait(browser).until(lambda d: d.find_element(By.ID, "detail").is_displayed() and
+                        d.find_element(By.ID, "detail").get_attribute("data-id") == alarm_id)
 
 
 def test_a_wrong_token_is_refused_and_sign_out_forgets_it(browser: WebDriver,

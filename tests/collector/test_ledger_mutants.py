@@ -1,0 +1,173 @@
+"""collector/ledger.py: what mutation testing found unguarded (docs/testing.md).
+
+``./dev mutate ledger`` showed that a reopen was only checked after plain commits: what
+``mark_lost``, ``settle_older_than`` and ``note_epoch`` save (lost counts, the closed epoch,
+the tail gap's age) could be written wrong and nobody looked; that the boundaries of
+"overlaps the range" and "older than" were not tried at the boundary; and that a failed
+transaction's rollback was never exercised. A failure is made here the SQLite way - a
+trigger that aborts the insert, added through a second connection - not with a mock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from collector.ledger import Gap, Reset, SeqLedger
+
+E1, E2 = 0x1111, 0x2222
+
+
+def snapshot(ledger: SeqLedger) -> tuple[object, ...]:
+    return ledger.stats(), ledger.gaps(), ledger.resets(), \
+        {gw: ledger.current_epoch(gw) for gw in ledger.stats().gateways}
+
+
+def reopened(path: Path, before: tuple[object, ...]) -> SeqLedger:
+    again = SeqLedger(path)
+    assert snapshot(again) == before
+    return again
+
+
+def test_what_mark_lost_saves_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [1, 4, 9], 10)
+    ledger.note_last_seq("gw", 12, 15)  # a tail 10..12, open since 15
+    assert ledger.mark_lost("gw", 2, 3, 20) == 2
+    stats = ledger.stats().gateways["gw"]
+    assert (stats.lost, stats.stored, stats.last_commit_ms) == (2, 3, 10)  # settling is no commit
+    assert ledger.gaps() == [Gap("gw", 5, 8, 10), Gap("gw", 10, 12, 15)]
+    before = snapshot(ledger)
+    ledger.close()
+    again = reopened(path, before)
+    assert again.mark_lost("gw", 10, 12, 30) == 3  # the tail too
+    assert again.gaps() == [Gap("gw", 5, 8, 10)]
+    assert again.stats().gateways["gw"].lost == 5  # added to what was saved, not replacing it
+    before = snapshot(again)
+    again.close()
+    reopened(path, before).close()
+
+
+def test_mark_lost_takes_exactly_the_missing_seqs_it_touches(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit("gw", [1, 5, 10], 10)  # gaps 2..4 and 6..9
+    assert ledger.mark_lost("gw", 11, 20, 20) == 0  # above everything known: nothing
+    assert ledger.mark_lost("gw", 5, 5, 20) == 0  # a stored seq: nothing
+    assert ledger.mark_lost("gw", 4, 5, 20) == 1  # touches the first gap at its last seq
+    assert ledger.mark_lost("gw", 5, 6, 20) == 1  # ... and the second at its first
+    assert ledger.gaps() == [Gap("gw", 2, 3, 10), Gap("gw", 7, 9, 10)]
+    assert ledger.mark_lost("nobody", 1, 5, 20) == 0
+    assert ledger.stats().gateways["gw"].lost == 2
+
+
+def test_gaps_older_than_are_settled_the_same_age_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [3], 100)  # gap 1..2 since 100
+    ledger.commit("gx", [2], 200)  # gap 1..1 since 200
+    assert ledger.settle_older_than(100, 300) == []  # since 100 is not older than 100
+    assert ledger.settle_older_than(101, 300) == [Gap("gw", 1, 2, 100)]
+    assert ledger.gaps() == [Gap("gx", 1, 1, 200)]
+    assert ledger.stats().gateways["gw"].lost == 2
+    before = snapshot(ledger)
+    ledger.close()
+    reopened(path, before).close()
+
+
+def test_a_reset_and_the_closed_epoch_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.note_epoch("gw", E1, 5)
+    ledger.commit("gw", [1, 2, 5], 10, E1)
+    ledger.note_last_seq("gw", 7, 11, E1)
+    reset = ledger.note_epoch("gw", E2, 20)
+    assert reset == Reset("gw", 20, E1, E2, 7, 4)  # 3, 4, 6, 7 never stored
+    stats = ledger.stats().gateways["gw"]
+    assert (stats.epoch, stats.stored, stats.resets, stats.gaps) == (E2, 0, 1, 0)
+    before = snapshot(ledger)
+    ledger.close()
+    again = reopened(path, before)
+    assert again.current_epoch("gw") == E2
+    # The closed epoch keeps its seqs (a late record of it is a duplicate) and its gaps stay
+    # closed; the new epoch starts empty.
+    assert again.fresh("gw", [1, 3], E1) == [False, True]
+    assert again.gaps() == []
+    again.commit("gw", [2], 30, E2)
+    assert again.gaps() == [Gap("gw", 1, 1, 30, E2)]
+    assert again.stats().gateways["gw"].stored == 1
+    again.close()
+
+
+def test_a_reset_counts_per_gateway(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    for gw in ("a", "b"):
+        ledger.note_epoch(gw, E1, 1)
+    ledger.note_epoch("a", E2, 2)
+    ledger.note_epoch("a", 0x3333, 3)
+    ledger.note_epoch("b", E2, 4)
+    assert {g: s.resets for g, s in ledger.stats().gateways.items()} == {"a": 2, "b": 1}
+    assert [(r.gateway_id, r.new_epoch) for r in ledger.resets()] == \
+        [("b", E2), ("a", 0x3333), ("a", E2)]  # newest first
+    assert len(ledger.resets(limit=1)) == 1
+
+
+# -- failed transactions are rolled back and change nothing ---------------------------------
+
+def abort_inserts(path: Path, table: str) -> sqlite3.Connection:
+    """A trigger, added by another connection, that makes every insert into ``table`` fail."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(f"CREATE TRIGGER no_{table} BEFORE INSERT ON {table} "
+                  f"BEGIN SELECT RAISE(ABORT, 'injected: {table}'); END")
+    return other
+
+
+def allow_inserts(other: sqlite3.Connection, table: str) -> None:
+    other.execute(f"DROP TRIGGER no_{table}")
+    other.close()
+
+
+def test_a_reset_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.note_epoch("gw", E1, 5)
+    ledger.commit("gw", [2], 10, E1)
+    before = snapshot(ledger)
+    other = abort_inserts(path, "seq_resets")
+    with pytest.raises(sqlite3.IntegrityError, match="injected: seq_resets"):
+        ledger.note_epoch("gw", E2, 20)
+    assert snapshot(ledger) == before  # still in E1, no reset counted, the old gaps open
+    allow_inserts(other, "seq_resets")
+    assert ledger.note_epoch("gw", E2, 21) == Reset("gw", 21, E1, E2, 2, 1)  # it can go on
+    ledger.close()
+
+
+def test_a_settle_that_cannot_be_saved_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [3], 10)
+    before = snapshot(ledger)
+    other = abort_inserts(path, "seq_intervals")
+    with pytest.raises(sqlite3.IntegrityError, match="injected: seq_intervals"):
+        ledger.mark_lost("gw", 1, 2, 20)
+    assert snapshot(ledger) == before
+    allow_inserts(other, "seq_intervals")
+    assert ledger.mark_lost("gw", 1, 2, 21) == 2
+    ledger.close()
+
+
+def test_a_flush_that_cannot_be_saved_keeps_its_counts_for_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [1], 10)
+    assert ledger.fresh("gw", [1, 1]) == [False, False]  # two duplicates, saved by flush
+    other = abort_inserts(path, "seq_streams")
+    with pytest.raises(sqlite3.IntegrityError, match="injected: seq_streams"):
+        ledger.flush()
+    allow_inserts(other, "seq_streams")
+    ledger.close()  # flushes what the failed one could not
+    again = SeqLedger(path)
+    assert again.stats().gateways["gw"].duplicates == 2
+    again.close()
