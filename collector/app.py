@@ -259,6 +259,7 @@ class Collector:
             "alarms": {"open": sum(self.alarms.open_counts().values()),
                        "refused": dict(self.alarms.refused)},
             "upstreams": self.forwarding.status(now_ms) if self.forwarding is not None else [],
+            "api": self.api.stats() if self.api is not None else None,
             "gap_ranges": len(gaps), "gap_records": sum(g.missing for g in gaps),
             "gaps": [{"gateway": g.gateway_id, "first": g.first, "last": g.last,
                       "since_ms": g.since_ms} for g in gaps[:MAX_SNAPSHOT_GAPS]],
@@ -279,9 +280,8 @@ def _api_server(collector: Collector) -> ApiServer:
     try:
         return ApiServer(http, book=collector.alarms, registry=collector.registry.view,
                          extra_routes=extra)
-    except OSError as e:
-        raise CollectorError(f"[http] listen {http.host}:{http.port}: "
-                             f"{e.strerror or e}") from None
+    except OSError as e:  # ApiStartError: the message names the setting
+        raise CollectorError(f"[http] {e}") from None
 
 
 def _lock(state_dir: Path) -> IO[str]:

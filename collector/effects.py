@@ -92,7 +92,7 @@ class Effects:
                 for r in records:
                     if r.__class__ is Event:
                         assert isinstance(r, Event)
-                        if risk.apply_event(site, gw, r):
+                        if risk.apply_event(site, gw, r, item.epoch):
                             changed.add(site)
                         if signals is not None and (s := event_signal(gw, site, r, item.epoch)):
                             signals.append(s)
@@ -106,7 +106,7 @@ class Effects:
                                                       source=r.source.id))
                     elif watch and r.quantity in watch:  # type: ignore[union-attr]
                         assert isinstance(r, Measurement)
-                        if risk.apply_measurement(site, gw, r):
+                        if risk.apply_measurement(site, gw, r, item.epoch):
                             changed.add(site)
             elif item.kind is Kind.STATUS:
                 assert item.status is not None

@@ -133,6 +133,8 @@ class RiskBoard:
         self.rules = rules
         self._by_site: dict[str, dict[tuple[str, str, str], Condition]] = {}
         self._last_seq: dict[tuple[str, str, str], int] = {}
+        # The store epoch of that last record (None: not known, e.g. loaded from the registry).
+        self._last_epoch: dict[tuple[str, str, str], int | None] = {}
         self.raised: dict[tuple[str, str, str], Condition] = {}
         self.cleared: dict[tuple[str, str, str], Condition] = {}
         for c in conditions:
@@ -162,19 +164,20 @@ class RiskBoard:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def apply_event(self, site: str, gateway_id: str, event: Event) -> bool:
-        """Raise, clear or reset from one stored event; True when a condition changed."""
+    def apply_event(self, site: str, gateway_id: str, event: Event,
+                    epoch: int | None = None) -> bool:
+        """Raise, clear or reset from one stored event of the gateway's store ``epoch``;
+        True when a condition changed."""
         kind = event.type.value
         if event.type is EventType.RESET or (
                 event.type is EventType.OPERATION and "reset" in event.operations):
-            return self._reset(site, gateway_id, event)
+            return self._reset(site, gateway_id, event, epoch)
         colour = self.colour_of(kind, event.source.id)
         if colour is None:
             return False
         key = (gateway_id, event.source.id, kind)
-        if self._last_seq.get(key, 0) > event.seq:
+        if self._superseded(key, epoch, event.seq):
             return False  # an older record of this condition arriving late: already superseded
-        self._last_seq[key] = event.seq
         if event.active:
             text = event.source.description or ""
             if event.value is not None:
@@ -184,7 +187,8 @@ class RiskBoard:
                                          event.receive_ms, event.source_ms))
         return self._clear(site, key)
 
-    def apply_measurement(self, site: str, gateway_id: str, m: Measurement) -> bool:
+    def apply_measurement(self, site: str, gateway_id: str, m: Measurement,
+                          epoch: int | None = None) -> bool:
         """Water supply limits: a pressure or level reading below its critical value is red
         until a reading at or above it arrives."""
         if m.quantity is Quantity.PRESSURE and self._watch_pressure:
@@ -199,9 +203,8 @@ class RiskBoard:
             return False
         assert limit is not None
         key = (gateway_id, m.source.id, kind)
-        if self._last_seq.get(key, 0) > m.seq:
+        if self._superseded(key, epoch, m.seq):
             return False
-        self._last_seq[key] = m.seq
         if value < limit:
             if key in self._by_site.get(site, {}):
                 return False
@@ -238,7 +241,22 @@ class RiskBoard:
         return {c.gateway_id for active in self._by_site.values() for c in active.values()
                 if c.kind == RECORDS_MISSING}
 
-    def _reset(self, site: str, gateway_id: str, reset: Event) -> bool:
+    def _superseded(self, key: tuple[str, str, str], epoch: int | None, seq: int) -> bool:
+        """Whether record ``(epoch, seq)`` of condition ``key`` is older than the last one
+        applied (then it is ignored); else it becomes the last one. Seqs compare within one
+        store epoch; a record of another epoch is newer: the gateway's store was replaced and
+        its seqs start again (docs/wire-protocol.md, "Epochs"), and its first fire alarm must
+        not be taken for an old record. Without an epoch on one side (a condition loaded from
+        the registry) seqs compare: that can only keep a condition active, never hide one."""
+        last, last_epoch = self._last_seq.get(key), self._last_epoch.get(key)
+        if (last is not None and last > seq
+                and (epoch is None or last_epoch is None or epoch == last_epoch)):
+            return True
+        self._last_seq[key], self._last_epoch[key] = seq, epoch
+        return False
+
+    def _reset(self, site: str, gateway_id: str, reset: Event, epoch: int | None = None
+               ) -> bool:
         # "panel/1-1/system" resets everything under "panel/1-1/"; a source without two
         # levels resets the whole gateway.
         prefix = reset_prefix(reset.source.id)
@@ -246,21 +264,28 @@ class RiskBoard:
         for key, c in list(self._by_site.get(site, {}).items()):
             if (c.gateway_id == gateway_id and c.kind in self.rules.reset_clears
                     and c.source_id.startswith(prefix)
-                    and self._raised_by(c, reset, same_clock=bool(prefix))):
+                    and self._raised_by(c, reset, epoch, same_clock=bool(prefix))):
                 # No _last_seq mark: a record of this condition arriving after the reset is
                 # applied (its panel time may be later than the reset's): red on the safe side.
                 changed |= self._clear(site, key)
         return changed
 
-    def _raised_by(self, c: Condition, reset: Event, *, same_clock: bool) -> bool:
+    def _raised_by(self, c: Condition, reset: Event, epoch: int | None, *,
+                   same_clock: bool) -> bool:
         """Whether ``c`` was raised at or before ``reset`` (so the reset clears it), by record
         time: the panel's own clock when both records carry one and come from the same panel
         (``same_clock``), else the gateway's receive time. At the same time (panel time labels
         have one-second steps) the arrival order decides: a condition raised by a record that
-        came after the reset stays, on the safe side."""
+        came after the reset stays, on the safe side (so does one of another store epoch,
+        whose seqs do not compare)."""
         order = compare_record_times(*_latest(c), reset.receive_ms, reset.source_ms,
                                      same_clock=same_clock)
-        return order < 0 or (order == 0 and self._last_seq.get(c.key, c.seq) < reset.seq)
+        if order != 0:
+            return order < 0
+        last_epoch = self._last_epoch.get(c.key)
+        if epoch is not None and last_epoch is not None and epoch != last_epoch:
+            return False
+        return self._last_seq.get(c.key, c.seq) < reset.seq
 
     def _raise(self, c: Condition) -> bool:
         active = self._by_site.setdefault(c.site, {})

@@ -56,7 +56,8 @@ def configure(spec: dict[str, Any]) -> None:
     """Set the group's mutated files and test selection on mutmut's loaded configuration;
     ``timeout`` (seconds, per test) replaces pytest-timeout's: a mutant that makes an async
     test wait for an event that never comes costs that long (mutmut's own limit counts CPU
-    seconds, and a waiting test uses none)."""
+    seconds, and a waiting test uses none). ``shrink = false``: hypothesis does not shrink a
+    failing example (minutes per mutant in the property tests)."""
     from mutmut.configuration import config
 
     missing = [t for t in spec["tests"] if not Path(t).exists()]
@@ -68,6 +69,8 @@ def configure(spec: dict[str, Any]) -> None:
     if "timeout" in spec:
         args = [a for a in cfg.pytest_add_cli_args if not a.startswith("--timeout=")]
         cfg.pytest_add_cli_args = [*args, f"--timeout={int(spec['timeout'])}"]
+    if spec.get("shrink", True) is False:  # property tests: no shrinking (tests/conftest.py)
+        cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "--hypothesis-profile=mutation"]
 
 
 def one(command: str, name: str) -> int:

@@ -50,6 +50,7 @@ from collector.alarms.model import (
 from collector.alarms.store import AlarmStore, Stored
 from collector.config import DEFAULT_RESET_CLEARS
 from collector.notify import FIRE_KINDS, Notification
+from collector.risk import compare_record_times, reset_prefix
 from protocols.wire import DEFAULT_PRIORITY, Event, EventType, Priority
 
 __all__ = ["ALARM_EVENTS", "AlarmBook", "Signal", "event_signal", "gateway_signal",
@@ -99,7 +100,9 @@ def event_signal(gateway: str, site: str, event: Event, epoch: int) -> Signal | 
     """What a stored event means for the book; None: nothing."""
     t = event.type
     if t is EventType.RESET or (t is EventType.OPERATION and "reset" in event.operations):
-        return Signal(RESET, gateway, site, event.source.id, t.value, stamp=(epoch, event.seq))
+        return Signal(RESET, gateway, site, event.source.id, t.value,
+                      gateway_ms=event.receive_ms, panel_ms=event.source_ms,
+                      stamp=(epoch, event.seq))
     if t not in ALARM_EVENTS:
         return None
     if not event.active:
@@ -120,6 +123,21 @@ def gateway_signal(gateway: str, site: str, kind: str, active: bool, text: str =
     """A gateway-level condition (``gateway_offline``, ``records_missing``) raised or
     cleared."""
     return Signal(RAISE if active else CLEAR, gateway, site, "", kind, "alarm", text)
+
+
+def _raised_at(s: Signal) -> tuple[int, int | None] | None:
+    return None if s.gateway_ms is None else (s.gateway_ms, s.panel_ms)
+
+
+def _raised_by(st: Stored, reset: Signal, same_clock: bool) -> bool:
+    """Whether the alarm's latest raise came at or before ``reset``: by the panel's clock when
+    both have one from the same panel, else the gateway's receive times; at the same time, by
+    the gateway's record order (a raise recorded after the reset stays, on the safe side)."""
+    at = _raised_at(reset)
+    if st.raised_at is None or at is None:
+        return _newer(reset.stamp, st.stamp)
+    order = compare_record_times(*st.raised_at, *at, same_clock=same_clock)
+    return order < 0 or (order == 0 and _newer(reset.stamp, st.stamp))
 
 
 def _newer(stamp: tuple[int, int] | None, than: tuple[int, int] | None) -> bool:
@@ -241,7 +259,7 @@ class AlarmBook:
                 resolution=None, resolved_by=None, resolved_ms=None, resolution_note=None,
                 escalation_policy=None if policy is None else policy.name,
                 escalation_step=-1, gateway_ms=s.gateway_ms)
-            st = Stored(alarm, s.stamp)
+            st = Stored(alarm, s.stamp, raised_at=_raised_at(s))
             self._index(st)
             batch.note(st, RAISED, None if policy is None else f"policy {policy.name}")
             return
@@ -251,6 +269,10 @@ class AlarmBook:
             return  # a gateway-level condition reported again: the same episode
         if s.stamp is not None:
             st.stamp = s.stamp
+        at = _raised_at(s)
+        if at is not None and (st.raised_at is None or compare_record_times(
+                *st.raised_at, *at, same_clock=True) < 0):
+            st.raised_at = at  # the latest raise: what a later reset is compared with
         st.alarm = dataclasses.replace(st.alarm, state=ACTIVE, cleared_ms=None,
                                        raise_count=st.alarm.raise_count + 1)
         batch.note(st, RE_RAISED, optional=True)
@@ -264,14 +286,13 @@ class AlarmBook:
         batch.note(st, CLEARED_WHAT, optional=True)
 
     def _reset(self, s: Signal, batch: _Batch) -> None:
-        # The same rule as collector.risk: "panel/1-1/system" resets everything under
-        # "panel/1-1/"; a source without two levels resets the whole gateway.
-        parts = s.source.split("/")
-        prefix = "/".join(parts[:2]) + "/" if len(parts) >= 3 else ""
+        """The risk colours' rule (collector.risk): the ``reset_clears`` alarms under the
+        reset's panel, raised at or before the reset by record time."""
+        prefix = reset_prefix(s.source)
         for st in list(self._open.values()):
             a = st.alarm
             if (a.gateway == s.gateway and a.type in self.reset_clears
-                    and a.source.startswith(prefix) and _newer(s.stamp, st.stamp)):
+                    and a.source.startswith(prefix) and _raised_by(st, s, bool(prefix))):
                 self._clear(st, batch)
 
     # -- escalation --------------------------------------------------------------------------
@@ -344,7 +365,7 @@ class AlarmBook:
                                                      f"step {step}: {hooks}")))
                 n += 1
             after.append((st, a, n))
-            rows[a.id] = Stored(a, st.stamp, st.timeline_n + n, st.closed_ms)
+            rows[a.id] = st.but(a, st.timeline_n + n, st.closed_ms)
         try:
             if self._notify is not None and notes:
                 self._notify(notes)
@@ -441,7 +462,7 @@ class AlarmBook:
         """Persist a person's action on ``st`` (memory changes only once it is written)."""
         was_open = st.alarm.open
         closed_ms = now if was_open and not new.open else st.closed_ms
-        self._store.save([Stored(new, st.stamp, st.timeline_n + len(entries), closed_ms)],
+        self._store.save([st.but(new, st.timeline_n + len(entries), closed_ms)],
                          [(new.id, e) for e in entries], [audit])
         st.alarm, st.timeline_n, st.closed_ms = new, st.timeline_n + len(entries), closed_ms
         if was_open and not new.open:

@@ -106,6 +106,7 @@ class EscalationLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors = 0
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="alarm-escalation", daemon=True)
@@ -133,8 +134,14 @@ class EscalationLoop:
                 if time.monotonic() - pruned >= PRUNE_EVERY_S:
                     pruned = time.monotonic()
                     self._prune(now)
-            except Exception:  # the loop outlives any fault: logged, retried shortly
+            except Exception as e:  # the loop outlives any fault: counted, retried shortly
                 self.errors += 1
-                log.exception("alarm escalation: unexpected error (retried)")
+                if repr(e) != self.last_error:  # a disk that stays full is logged once
+                    self.last_error = repr(e)
+                    log.exception("alarm escalation: unexpected error (retried every %g s; "
+                                  "repeats are not logged)", MAX_WAIT_S)
+                wait = MAX_WAIT_S
+            else:
+                self.last_error = None
             if wait > 0:
                 self._wake.wait(wait)

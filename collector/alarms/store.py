@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS alarm (
     closed_ms INTEGER,
     last_epoch INTEGER,
     last_seq INTEGER,
-    timeline_n INTEGER NOT NULL DEFAULT 0
+    timeline_n INTEGER NOT NULL DEFAULT 0,
+    last_raise_ms INTEGER,
+    last_raise_source_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS alarm_open ON alarm (open, raised_ms);
 CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_ms);
@@ -74,8 +76,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
 """
 _FIELDS = tuple(Alarm.__dataclass_fields__)
-_COLUMNS = (*_FIELDS, "open", "closed_ms", "last_epoch", "last_seq", "timeline_n")
-_SELECT = f"SELECT {', '.join(_FIELDS)}, last_epoch, last_seq, timeline_n, closed_ms FROM alarm"
+_EXTRA = ("last_epoch", "last_seq", "timeline_n", "closed_ms", "last_raise_ms",
+          "last_raise_source_ms")
+_COLUMNS = (*_FIELDS, "open", *_EXTRA)
+_SELECT = f"SELECT {', '.join((*_FIELDS, *_EXTRA))} FROM alarm"
 _UPSERT = (f"INSERT OR REPLACE INTO alarm ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
@@ -83,22 +87,31 @@ _UPSERT = (f"INSERT OR REPLACE INTO alarm ({', '.join(_COLUMNS)}) "
 class Stored:
     """An alarm as the book keeps it: the public value and the book's own bookkeeping."""
 
-    __slots__ = ("alarm", "closed_ms", "stamp", "timeline_n")
+    __slots__ = ("alarm", "closed_ms", "raised_at", "stamp", "timeline_n")
 
     def __init__(self, alarm: Alarm, stamp: tuple[int, int] | None = None,
-                 timeline_n: int = 0, closed_ms: int | None = None) -> None:
+                 timeline_n: int = 0, closed_ms: int | None = None,
+                 raised_at: tuple[int, int | None] | None = None) -> None:
         self.alarm = alarm
         self.stamp = stamp
         """(epoch, seq) of the last record applied to it: a redelivered record is not a
         re-raise, an older one arriving late changes nothing."""
         self.timeline_n = timeline_n
         self.closed_ms = closed_ms
+        self.raised_at = raised_at
+        """Gateway receive time and panel time of the latest raise (what a reset compares
+        with: collector.risk.compare_record_times); None for a gateway-level alarm."""
+
+    def but(self, alarm: Alarm, timeline_n: int, closed_ms: int | None) -> Stored:
+        """A copy with another alarm value, timeline count and closing time."""
+        return Stored(alarm, self.stamp, timeline_n, closed_ms, self.raised_at)
 
     def row(self) -> tuple[Any, ...]:
         a = self.alarm
         epoch, seq = self.stamp if self.stamp is not None else (None, None)
-        return (*(getattr(a, f) for f in _FIELDS), int(a.open), self.closed_ms,
-                _signed(epoch), seq, self.timeline_n)
+        at_ms, at_source_ms = self.raised_at if self.raised_at is not None else (None, None)
+        return (*(getattr(a, f) for f in _FIELDS), int(a.open), _signed(epoch), seq,
+                self.timeline_n, self.closed_ms, at_ms, at_source_ms)
 
 
 def _signed(epoch: int | None) -> int | None:
@@ -114,9 +127,9 @@ def _stored(row: Sequence[Any]) -> Stored:
     n = len(_FIELDS)
     values = dict(zip(_FIELDS, row[:n], strict=True))
     values["acknowledged"] = bool(values["acknowledged"])
-    epoch, seq, timeline_n, closed_ms = row[n:]
+    epoch, seq, timeline_n, closed_ms, at_ms, at_source_ms = row[n:]
     return Stored(Alarm(**values), None if seq is None else (_unsigned(epoch) or 0, seq),
-                  timeline_n, closed_ms)
+                  timeline_n, closed_ms, None if at_ms is None else (at_ms, at_source_ms))
 
 
 class AlarmStore:
@@ -134,6 +147,10 @@ class AlarmStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an alarm and its timer survive power loss
         self._db.executescript(SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(alarm)")}
+        for column in ("last_raise_ms", "last_raise_source_ms"):  # added during issue 15
+            if column not in have:
+                self._db.execute(f"ALTER TABLE alarm ADD COLUMN {column} INTEGER")
 
     def open_alarms(self) -> list[Stored]:
         """Every open alarm (loaded at start)."""

@@ -13,9 +13,9 @@ log names the user, or says that a token was refused.
 
 ``EventSource`` cannot send headers, so the console first trades its token for a short-lived
 **ticket** (``POST /api/v1/stream-ticket``): the user's name and an expiry, signed with
-HMAC-SHA256 under a key made at start (never stored). A ticket opens the stream only, for
-``ticket_ttl_s`` seconds; a leaked one (a proxy's access log) is worthless soon after, and
-the role and sites are read again from the config when it is used.
+HMAC-SHA256 under a key made at start (never stored). A ticket opens the stream only, once,
+within ``ticket_ttl_s`` seconds; a leaked one (a proxy's access log) is worthless once used
+or soon after, and the role and sites are read again from the config when it is used.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ __all__ = ["ApiError", "Authenticator", "User", "error_response", "require"]
 
 log = logging.getLogger("firegate.collector.api")
 _RANK = {r: i for i, r in enumerate(ROLES)}
+MAX_SPENT_TICKETS = 100_000
+"""Used tickets remembered until they expire; past this many unexpired ones, tickets are
+refused (401) until some expire: the memory stays bounded whatever a client does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,8 @@ class Authenticator:
         self._by_name = {user.name: user for _, user in self._users}
         self._ticket_key = secrets.token_bytes(32)
         self.ticket_ttl_s = ticket_ttl_s
+        self._spent: dict[str, float] = {}
+        """Nonces of the tickets used, until they expire (a ticket opens one stream)."""
         self.refused = 0
         """Calls refused for a missing or wrong token or ticket (401), since start."""
 
@@ -128,11 +133,17 @@ class Authenticator:
             return None
         try:
             doc = json.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
-            name, expires = doc["u"], float(doc["exp"])
+            name, expires, nonce = doc["u"], float(doc["exp"]), str(doc["n"])
         except (ValueError, KeyError, TypeError):
             return None
-        if (time.time() if now is None else now) > expires:
+        at = time.time() if now is None else now
+        if at > expires:
             return None
+        self._spent = {n: e for n, e in self._spent.items() if e >= at} \
+            if len(self._spent) > MAX_SPENT_TICKETS // 2 else self._spent
+        if nonce in self._spent or len(self._spent) >= MAX_SPENT_TICKETS:
+            return None
+        self._spent[nonce] = expires
         return self._by_name.get(name)
 
 

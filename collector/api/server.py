@@ -30,7 +30,7 @@ from collector.api.stream import Broadcaster
 if TYPE_CHECKING:
     import uvicorn
 
-__all__ = ["ApiServer"]
+__all__ = ["ApiServer", "ApiStartError"]
 
 log = logging.getLogger("firegate.collector.api")
 
@@ -52,6 +52,11 @@ def _uvicorn_server(config: uvicorn.Config) -> uvicorn.Server:
     return Server(config)
 
 
+class ApiStartError(OSError):
+    """The API cannot start: the message names the setting (``listen ...: ...``,
+    ``cert_file / key_file: ...``)."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound now: a port in use or an address not on this machine is
     an error at start (OSError), not a log line from a server task later."""
@@ -61,9 +66,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError:
+    except OSError as e:
         sock.close()
-        raise
+        raise ApiStartError(f"listen {host}:{port}: {e.strerror or e}") from None
     sock.set_inheritable(False)
     return sock
 
@@ -72,7 +77,7 @@ class ApiServer:
     """uvicorn serving :func:`collector.api.app.create_app` for one collector.
 
     The socket is bound and the TLS files loaded in the constructor, so a bad ``[http]``
-    (port in use, unreadable key) stops the collector at start with OSError / ssl.SSLError.
+    (port in use, unreadable key) stops the collector at start (:class:`ApiStartError`).
     ``listen`` with port 0 takes a free port (:attr:`url` tells which)."""
 
     def __init__(self, config: HttpConfig, *, book: Book, registry: ReadRegistry,
@@ -91,6 +96,7 @@ class ApiServer:
 
         uv = uvicorn.Config(
             self.app, host=config.host, port=config.port, log_level="warning",
+            log_config=None,  # uvicorn's loggers go to the collector's handlers, its format
             access_log=False, server_header=False, lifespan="off",
             proxy_headers=bool(config.trusted_proxies),
             forwarded_allow_ips=list(config.trusted_proxies) or None,
@@ -98,6 +104,10 @@ class ApiServer:
             timeout_graceful_shutdown=2, ws="none")
         try:
             uv.load()  # the TLS context: a bad certificate or key fails here
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            self._socket.close()
+            raise ApiStartError(f"cert_file / key_file ({config.cert_file}, "
+                                f"{config.key_file}): cannot be loaded: {e}") from None
         except BaseException:
             self._socket.close()
             raise
@@ -112,6 +122,13 @@ class ApiServer:
     @property
     def url(self) -> str:
         return self.config.base_url
+
+    def stats(self) -> dict[str, object]:
+        """For the collector's status snapshot: where it listens, stream clients, clients
+        dropped (too slow) and refused (too many), refused tokens, since start."""
+        b, auth = self.broadcaster, self.app.state.auth
+        return {"url": self.url, "stream_clients": b.clients, "stream_dropped": b.dropped,
+                "stream_refused": b.refused, "auth_refused": auth.refused}
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (the collector's ``http`` task)."""

@@ -147,7 +147,8 @@ def _run(opts: Options, console: Console) -> tuple[int, dict[str, Any]]:
         running, tap = _start(opts, story, stack)
         observer = Observer(tap=tap, site=story.site, gateway=story.gateway,
                             registry=layout.collector_dir / "registry.sqlite",
-                            agent_state=layout.edge_dir / "state.db", store=running.store)
+                            agent_state=layout.edge_dir / "state.db", store=running.store,
+                            console=running.console)
         with Display(console, _header(story, running)) as display:
             _watch(opts, stack, observer, display, running.t0)
     except KeyboardInterrupt:

@@ -117,6 +117,12 @@ class Display:
         if self._live is not None:
             self._live.update(self.render(view, scenario_s, note))
             return
+        for ack in view.new_acknowledged:
+            self.console.print(Text.assemble(
+                f"{_clock(ack.at_ms)} ", ("ACKNOWLEDGED", "bold green"),
+                visible(f"  by {ack.by}: {ack.type} {ack.description}"
+                        + (f" ({ack.note})" if ack.note else ""))),
+                highlight=False, soft_wrap=True)
         for item in new:
             style, label = event_style(item)
             where = f"{item.description} ({item.source_id})" if item.description \
@@ -198,6 +204,15 @@ class Display:
             body.append(f"\nstore error: {visible(c['sink_error'])}", style="red")
         if view.store_points is not None:
             body.append(f"\nin store: {sum(view.store_points.values())} points")
+        if view.open_alarms is not None:
+            body.append(f"\nopen alarms {view.open_alarms}, "
+                        f"{view.unacknowledged} not acknowledged",
+                        style="bold red" if view.unacknowledged else "")
+        for ack in view.acknowledged[:3]:
+            body.append(f"\n{_clock(ack.at_ms)} ", style="dim")
+            body.append(visible(ack.by), style="bold green")
+            body.append(visible(f" acknowledged {ack.type} {ack.description}"
+                                + (f": {ack.note}" if ack.note else "")))
         return Panel(body, title="collector", border_style="white")
 
     def _feed(self, view: View) -> Table:

@@ -8,7 +8,9 @@ Three read-only views, polled about once a second:
 * **the collector** (its state directory, read-only, as ``firegate collector status`` reads
   it): site colour and reasons, gateway online/offline, records stored, duplicates, dead
   letters; and with the embedded store, the points stored per measurement;
-* **the agent** (its ``state.db``, as ``firegate status`` reads it): links and outbox.
+* **the agent** (its ``state.db``, as ``firegate status`` reads it): links and outbox;
+* **the web console's API** (``GET /api/v1/alarms`` with the demo operator's token): the open
+  alarms, and who acknowledged what (in the browser or by any API client).
 
 :class:`Observer` keeps what the summary needs (events by type, colours and gateway states
 seen), so the summary says what happened during the run, not only how it ended.
@@ -17,18 +19,20 @@ seen), so the summary says what happened during the run, not only how it ended.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
+import urllib.request
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firegate.demo.plan import Broker, DemoError
+from firegate.demo.plan import Broker, ConsoleAccess, DemoError
 
-__all__ = ["FeedItem", "Observer", "Reading", "Tap", "View", "store_counts"]
+__all__ = ["Acknowledged", "FeedItem", "Observer", "Reading", "Tap", "View", "store_counts"]
 
 FEED_LENGTH = 200
 
@@ -49,6 +53,18 @@ class FeedItem:
     limit: float | None
     operations: tuple[str, ...] = ()
     """Operator actions of an ``operation`` event (``reset``, ``silence``...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """An alarm someone acknowledged (from the collector's API)."""
+
+    alarm_id: str
+    at_ms: int
+    by: str
+    type: str
+    description: str
+    note: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,16 +223,26 @@ class View:
     outbox_depth: int | None = None
     tap_connected: bool = False
     tap_undecodable: int = 0
+    open_alarms: int | None = None
+    """Open alarms of the collector's alarm book; None: the console's API not reached."""
+    unacknowledged: int = 0
+    acknowledged: list[Acknowledged] = field(default_factory=list)
+    """The latest acknowledgements, newest first."""
+    new_acknowledged: list[Acknowledged] = field(default_factory=list)
+    """Those first seen by the last poll."""
 
 
 class Observer:
     """Polls the three views into one :class:`View`."""
 
     def __init__(self, *, tap: Tap, site: str, gateway: str, registry: Path,
-                 agent_state: Path, store: Path | None) -> None:
+                 agent_state: Path, store: Path | None,
+                 console: ConsoleAccess | None = None) -> None:
         self.tap, self.site, self.gateway = tap, site, gateway
         self.registry, self.agent_state, self.store = registry, agent_state, store
+        self.console = console
         self.view = View()
+        self._acks_seen: set[str] = set()
 
     def poll(self) -> list[FeedItem]:
         """Refresh the view; returns the events that arrived since the last poll."""
@@ -233,7 +259,35 @@ class Observer:
         self._poll_collector()
         self._poll_agent()
         self._poll_store()
+        self._poll_console()
         return events
+
+    def _api(self, path: str) -> Any:
+        assert self.console is not None
+        request = urllib.request.Request(self.console.url + path, headers={
+            "Authorization": f"Bearer {self.console.token}"})
+        with urllib.request.urlopen(request, timeout=1.0) as answer:  # loopback only
+            return json.loads(answer.read())
+
+    def _poll_console(self) -> None:
+        """Open alarms and acknowledgements, from the API the console uses."""
+        if self.console is None:
+            return
+        try:
+            open_now = self._api("/api/v1/alarms?state=open&limit=1000")["alarms"]
+            acked = self._api("/api/v1/alarms?state=all&acknowledged=true&limit=20")["alarms"]
+        except (OSError, ValueError, KeyError):
+            return  # not up yet, or stopping: the next poll tries again
+        v = self.view
+        v.open_alarms = len(open_now)
+        v.unacknowledged = sum(1 for a in open_now if not a["acknowledged"])
+        latest = [Acknowledged(a["id"], a["acknowledged_ms"] or 0, a["acknowledged_by"] or "?",
+                               a["type"], a["description"] or a["source"], a["note"])
+                  for a in acked]
+        latest.sort(key=lambda a: a.at_ms, reverse=True)
+        v.acknowledged = latest[:5]
+        v.new_acknowledged = [a for a in reversed(latest) if a.alarm_id not in self._acks_seen]
+        self._acks_seen.update(a.alarm_id for a in latest)
 
     def _poll_collector(self) -> None:
         from collector.registry import read_status

@@ -497,6 +497,8 @@ class DeviceModel:
             return
         points = self._points(spec.quantity, event.param("point"))
         if a in (Action.HYDRANT_OPEN, Action.HYDRANT_CLOSE):
+            if self._of(Meaning.RUN):  # a pump controller: its outlet sees the network
+                points = points[:1]
             if a is Action.HYDRANT_OPEN:
                 self.hydrant_open, self.open_pressure = True, event.number("to") or 0.0
             else:

@@ -31,12 +31,24 @@ def reopened(path: Path, before: tuple[object, ...]) -> SeqLedger:
     return again
 
 
+def on_disk(ledger: SeqLedger) -> None:
+    """What the last operation saved, as a collector restarted right now (no close, no
+    flush of counters kept in memory) would read it: the same as the ledger in memory. A
+    later flush must not be what makes it right."""
+    crashed = SeqLedger(ledger.path)
+    try:
+        assert snapshot(crashed) == snapshot(ledger)
+    finally:
+        crashed.close()
+
+
 def test_what_mark_lost_saves_survives_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     ledger = SeqLedger(path)
     ledger.commit("gw", [1, 4, 9], 10)
     ledger.note_last_seq("gw", 12, 15)  # a tail 10..12, open since 15
     assert ledger.mark_lost("gw", 2, 3, 20) == 2
+    on_disk(ledger)
     stats = ledger.stats().gateways["gw"]
     assert (stats.lost, stats.stored, stats.last_commit_ms) == (2, 3, 10)  # settling is no commit
     assert ledger.gaps() == [Gap("gw", 5, 8, 10), Gap("gw", 10, 12, 15)]
@@ -44,6 +56,7 @@ def test_what_mark_lost_saves_survives_a_reopen(tmp_path: Path) -> None:
     ledger.close()
     again = reopened(path, before)
     assert again.mark_lost("gw", 10, 12, 30) == 3  # the tail too
+    on_disk(again)
     assert again.gaps() == [Gap("gw", 5, 8, 10)]
     assert again.stats().gateways["gw"].lost == 5  # added to what was saved, not replacing it
     before = snapshot(again)
@@ -70,6 +83,7 @@ def test_gaps_older_than_are_settled_the_same_age_is_not(tmp_path: Path) -> None
     ledger.commit("gx", [2], 200)  # gap 1..1 since 200
     assert ledger.settle_older_than(100, 300) == []  # since 100 is not older than 100
     assert ledger.settle_older_than(101, 300) == [Gap("gw", 1, 2, 100)]
+    on_disk(ledger)
     assert ledger.gaps() == [Gap("gx", 1, 1, 200)]
     assert ledger.stats().gateways["gw"].lost == 2
     before = snapshot(ledger)
@@ -83,8 +97,10 @@ def test_a_reset_and_the_closed_epoch_survive_a_reopen(tmp_path: Path) -> None:
     ledger.note_epoch("gw", E1, 5)
     ledger.commit("gw", [1, 2, 5], 10, E1)
     ledger.note_last_seq("gw", 7, 11, E1)
+    ledger.flush()
     reset = ledger.note_epoch("gw", E2, 20)
     assert reset == Reset("gw", 20, E1, E2, 7, 4)  # 3, 4, 6, 7 never stored
+    on_disk(ledger)
     stats = ledger.stats().gateways["gw"]
     assert (stats.epoch, stats.stored, stats.resets, stats.gaps) == (E2, 0, 1, 0)
     before = snapshot(ledger)
@@ -94,6 +110,8 @@ def test_a_reset_and_the_closed_epoch_survive_a_reopen(tmp_path: Path) -> None:
     # The closed epoch keeps its seqs (a late record of it is a duplicate) and its gaps stay
     # closed; the new epoch starts empty.
     assert again.fresh("gw", [1, 3], E1) == [False, True]
+    assert again.mark_lost("gw", 3, 3, 25, E1) == 1  # settling in the closed epoch ...
+    on_disk(again)  # ... keeps it closed
     assert again.gaps() == []
     again.commit("gw", [2], 30, E2)
     assert again.gaps() == [Gap("gw", 1, 1, 30, E2)]
@@ -171,3 +189,65 @@ def test_a_flush_that_cannot_be_saved_keeps_its_counts_for_the_next(tmp_path: Pa
     again = SeqLedger(path)
     assert again.stats().gateways["gw"].duplicates == 2
     again.close()
+
+
+# -- announced seqs (health) ------------------------------------------------------------------
+
+def test_a_gateway_known_only_from_its_health_is_known_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    assert ledger.note_last_seq("gw", 4, 10) is False
+    ledger.close()
+    again = SeqLedger(path)
+    assert again.gaps() == [Gap("gw", 1, 4, 10)]
+    assert again.stats().gateways["gw"].announced == 4
+    again.close()
+
+
+def test_regressions_are_counted_each_time_from_seq_1_and_never_for_0(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [1, 2, 3], 10)
+    assert ledger.note_last_seq("gw", 0, 11) is False  # nothing assigned yet: no claim
+    assert ledger.note_last_seq("gw", 3, 12) is False  # what is stored: fine
+    assert ledger.note_last_seq("gw", 1, 13) is True  # below what is stored: backwards
+    assert ledger.note_last_seq("gw", 2, 14) is True
+    assert ledger.stats().gateways["gw"].regressions == 2
+    ledger.close()
+    again = SeqLedger(path)
+    assert again.stats().gateways["gw"].regressions == 2  # saved on close
+    again.close()
+
+
+def test_a_tail_gap_is_as_old_as_the_first_report_above_the_stored_seqs(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit("gw", [1, 2, 3], 10)
+    ledger.note_last_seq("gw", 3, 20)  # equal to what is stored: no tail yet
+    assert ledger.gaps() == []
+    ledger.note_last_seq("gw", 5, 30)
+    assert ledger.gaps() == [Gap("gw", 4, 5, 30)]
+    ledger.note_last_seq("gw", 6, 40)  # a longer tail is still as old as its start
+    assert ledger.gaps() == [Gap("gw", 4, 6, 30)]
+    ledger.commit("gw", [4, 5, 6], 50)
+    ledger.note_last_seq("gw", 8, 60)  # a new tail after the old one filled: a new age
+    assert ledger.gaps() == [Gap("gw", 7, 8, 60)]
+    ledger.close()
+
+
+def test_gaps_are_those_of_the_gateway_s_current_epoch_only(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit("gw", [2], 10, E1)  # the first epoch seen becomes the current one
+    ledger.commit("gw", [3], 20, E2)  # another epoch's records, without a reset
+    assert ledger.current_epoch("gw") == E1
+    assert ledger.gaps() == [Gap("gw", 1, 1, 10, E1)]
+    assert ledger.gaps("gw") == [Gap("gw", 1, 1, 10, E1)] and ledger.gaps("other") == []
+    ledger.close()
+
+
+def test_the_newest_hundred_resets_by_default(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    for epoch in range(1, 103):  # 101 resets
+        ledger.note_epoch("gw", epoch, epoch)
+    assert len(ledger.resets()) == 100
+    assert ledger.resets()[0].new_epoch == 102 and len(ledger.resets(limit=500)) == 101
+    ledger.close()

@@ -1,8 +1,9 @@
 """Contacts: the same simulated changes give the same events from the firmware as from the agent.
 
 One Modbus simulator (pymodbus's server, in this process, on a real-time clock) serves a valve
-monitor, a fire pump controller (contacts packed in a register, one wired inverted) and a DI-8
-module whose channels the gateway config assigns. Two masters poll it at once over Modbus TCP:
+monitor, a fire pump controller (contacts packed in a register, one wired inverted; its pressure
+switch on its own outlet) and a DI-8 module whose channels the gateway config assigns. Two
+masters poll it at once over Modbus TCP:
 
 * the edge agent's Modbus driver (``edge.drivers.modbus``), configured from the site file by
   the agent's own loader;
@@ -39,12 +40,11 @@ from .helpers import WAIT, Collector, ProvisionedBroker, every, make_node
 
 BUS = "rs485"
 DEVICES = (
-    DeviceSpec(1, get_profile("pressure-a"), "hydrant-3F", {"pressure": 0.35}),
     DeviceSpec(7, get_profile("di-8"), "di-module"),
     DeviceSpec(8, get_profile("valve-4"), "valves"),
     DeviceSpec(9, get_profile("fire-pump"), "pump-1", {"outlet_pressure": 0.35,
                                                          "inlet_pressure": 0.05},
-               auto_start=AutoStart(1, 0.25)),
+               auto_start=AutoStart(9, 0.25)),  # the switch on its own outlet
 )
 
 
@@ -56,12 +56,6 @@ name = "{BUS}"
 host = "{host}"
 tcp_port = {port}
 timeout_s = 0.5
-
-[[modbus.device]]
-unit = 1
-profile = "pressure-a"
-name = "hydrant-3F"
-interval_s = 0.2
 
 [[modbus.device]]
 unit = 7
@@ -193,7 +187,7 @@ async def test_the_firmware_reports_contacts_as_the_agent_does(
                     len(state_changes(r)) == len(CONTACTS) and has("7/ch2", 1)(r)))
                 bus.trigger(8, Action.VALVE_CLOSE, point="valve_2", bounce=3, bounce_s=0.15)
                 await both("valve 2 closed", agent_records, col, has("8/valve_2", 1))
-                bus.trigger(1, Action.HYDRANT_OPEN)  # the pressure switch starts the pump
+                bus.trigger(9, Action.HYDRANT_OPEN)  # the pressure switch starts the pump
                 await both("the pump running", agent_records, col, has("9/run", 1))
                 bus.trigger(9, Action.PUMP_FAULT)
                 await both("the pump tripped", agent_records, col,

@@ -254,6 +254,7 @@ def main(path="config.json"):
         return 2
     del config
     _unload("config")
+    _unload("contactcheck")
     _preload(cfg.bus)
     hw = Hw(cfg)
     try:

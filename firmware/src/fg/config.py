@@ -126,8 +126,8 @@ def _check_bus(b):
             _get(sw, "block", q, int)
             _get(sw, "at", q, int)
             _get(sw, "bits", q, list)
-        if dev.get("contacts"):  # checked by fg/contacts.py: its text only on such a node
-            from fg.contacts import check
+        if dev.get("contacts"):  # fg/contactcheck.py: its code only on such a node, once
+            from fg.contactcheck import check
 
             check(b, dev, p, _get, ConfigError)
 

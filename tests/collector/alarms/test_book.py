@@ -309,3 +309,15 @@ def test_a_gateway_cannot_fill_the_book_but_fire_alarms_always_open(tmp_path: Pa
     assert len([a for a in b.list(state="open") if a.gateway == "gw-1"]) == 3
     b.apply([sig(Source("modbus/bus1/8/p", Bus.MODBUS), FAULT, 21)])
     assert b.refused == {"gw-1": 3}
+
+
+def test_a_reset_clears_what_was_raised_by_its_time_on_the_panels_clock(b: AlarmBook) -> None:
+    """collector.risk's rule: a panel's backlog may reach the gateway out of order, so the
+    panel's own times decide when both records have one (and come from that panel)."""
+    t = NOW - 60_000
+    b.apply([sig(SMOKE, FA, 6, source_ms=t),           # raised at t (recorded after the reset)
+             sig(SMOKE_2, FA, 4, source_ms=t + 5_000),  # raised after the reset, other panel
+             sig(PUMP, FA, 3, source_ms=t + 5_000)])    # raised after the reset, same panel
+    b.apply([sig(SYSTEM, EventType.RESET, 5, source_ms=t + 2_000)])
+    states = {a.source: a.state for a in b.list(state="all")}
+    assert states == {SMOKE.id: "cleared", SMOKE_2.id: "active", PUMP.id: "active"}

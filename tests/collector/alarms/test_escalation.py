@@ -5,14 +5,16 @@ steps that were due while the collector was down, what a step carries."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from collector.alarms.book import gateway_signal
+from collector.alarms.book import AlarmBook, gateway_signal
 from collector.alarms.config import EscalationPolicy, EscalationStep
 from collector.alarms.escalation import ESCALATION_KIND, ack_url_base, policy_for
 from collector.api.config import HttpConfig
 from collector.notify import FIRE, OTHER
 from protocols.wire import EventType
+from tests.collector.conftest import wait_until
 
 from .helpers import FAULTS, NOW, PUMP, SMOKE, Clock, Sent, book, sig
 from .helpers import FIRE as FIRE_POLICY
@@ -174,10 +176,13 @@ def test_the_ack_link_base() -> None:
 
 def test_a_flapping_contact_does_not_grow_the_timer_heap(tmp_path: Path) -> None:
     clock, sent = Clock(), Sent()
-    b = book(tmp_path, clock, sent, policies=[FAULTS])
-    for seq in range(1, 2001, 2):
-        b.apply([sig(PUMP, FAULT, seq), sig(PUMP, FAULT, seq + 1, active=False)])
-    assert len(b._timers) <= 3
+    policy = EscalationPolicy("f", frozenset({"fault"}), steps=(EscalationStep(600, ("a",)),))
+    b = book(tmp_path, clock, sent, policies=[policy])
+    for seq in range(1, 201, 2):
+        b.apply([sig(PUMP, FAULT, seq)])
+        b.apply([sig(PUMP, FAULT, seq + 1, active=False)])
+    assert b.list(state="all")[0].raise_count == 100
+    assert len(b._timers) == 1  # one per change of the due time, not one per apply
 
 
 def test_a_policy_gone_from_the_config_stops_after_a_restart(tmp_path: Path) -> None:
@@ -191,3 +196,24 @@ def test_a_policy_gone_from_the_config_stops_after_a_restart(tmp_path: Path) -> 
     clock.now = NOW + 3_600_000
     b.fire_due()
     assert len(sent.notes) == 1  # step 0, before the restart
+
+
+def test_the_loop_fires_on_time_and_outlives_a_failing_queue(tmp_path: Path) -> None:
+    """The alarm-escalation thread with the real clock: a step due in 0.3 s is queued once
+    due (waited for, never slept on); a queue that fails is retried, logged once."""
+    sent = Sent()
+    policy = EscalationPolicy("p", frozenset({"fault"}), steps=(EscalationStep(0.3, ("a",)),))
+    b = AlarmBook(tmp_path / "alarms.sqlite", [policy], notify=sent).start()
+    try:
+        sent.fail = True
+        b.apply([sig(PUMP, FAULT, 1)])
+        [a] = b.list()
+        wait_until(lambda: b._loop.errors >= 2, "the loop trying the failing queue again")
+        assert b._loop.alive() and sent.notes == []
+        sent.fail = False
+        wait_until(lambda: len(sent.notes) == 1, "the step once the queue works")
+        assert time.time() * 1000 >= a.raised_ms + 300
+        assert b.get(a.id).escalation_step == 0  # type: ignore[union-attr]
+    finally:
+        b.close()
+    assert not b._loop.alive()

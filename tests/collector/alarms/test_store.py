@@ -77,3 +77,17 @@ def test_closed_alarms_are_pruned_after_their_retention_open_ones_never(tmp_path
     assert [a.type for a in b.list(state="all")] == ["fire_alarm"]  # open: kept however old
     assert b.audit() == []  # the audit of the pruned period went with it
     assert EPOCH  # (the helpers' epoch: stamps are per store epoch)
+
+
+def test_the_latest_raise_time_survives_a_restart(tmp_path: Path) -> None:
+    """What a reset after the restart compares with: the panel time of the latest raise."""
+    from .helpers import SYSTEM
+    clock = Clock()
+    b = book(tmp_path, clock, Sent())
+    b.apply([sig(SMOKE, FA, 1, source_ms=NOW - 9_000), sig(PUMP, FA, 2, source_ms=NOW - 9_000)])
+    b.apply([sig(PUMP, FA, 3, source_ms=NOW - 1_000)])  # re-raised later by the panel's clock
+    b.close()
+    again = book(tmp_path, clock, Sent())
+    again.apply([sig(SYSTEM, EventType.RESET, 4, source_ms=NOW - 5_000)])
+    assert {a.source: a.state for a in again.list(state="all")} == \
+        {SMOKE.id: "cleared", PUMP.id: "active"}

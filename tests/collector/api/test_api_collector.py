@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +118,9 @@ def test_fire_alarm_through_the_collector(mosquitto: Mosquitto, tmp_path: Path,
         reader = StreamReader(url, OPERATOR)
         outsider = StreamReader(url, "fm-" + "9a8b7c6d5e4f3a2b" * 3)  # hz-* only: sees it
         try:
+            api = c.snapshot(0)["api"]  # what `collector status` shows
+            assert isinstance(api, dict)
+            assert (api["url"], api["stream_clients"], api["stream_dropped"]) == (url, 2, 0)
             gateway.publish("firegate/v1/hz-gw-1/status", encode_status(
                 Status("hz-gw-1", GatewayState.ONLINE, NOW, site="hz-0042")), qos=1)
             gateway.publish("firegate/v1/hz-gw-1/records", fire(1), qos=1).wait_for_publish(10)
@@ -244,4 +246,15 @@ def test_collector_run_serves_the_api_and_stops_on_sigterm(mosquitto: Mosquitto,
         proc.kill()
     log = proc.log.read_text()
     assert OPERATOR not in log and OPERATOR not in "".join(proc.lines)
-    assert signal.SIGTERM  # the stop above was by SIGTERM, by PID
+
+
+def test_an_unloadable_certificate_stops_the_collector_at_start(mosquitto: Mosquitto,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "api.crt").write_text("not a certificate\n")
+    (tmp_path / "api.key").write_text("not a key\n")
+    http = {**http_section(free_port()), "cert_file": str(tmp_path / "api.crt"),
+            "key_file": str(tmp_path / "api.key")}
+    cfg = write_config(tmp_path / "c.toml", config_data(
+        tmp_path / "state", mosquitto, http=http, user=users_section()))
+    with pytest.raises(CollectorError, match=r"\[http\] cert_file / key_file .*api\.crt"):
+        Collector(cfg)

@@ -10,6 +10,8 @@ from pathlib import Path
 from collector.config import parse_config
 from firegate.demo.plan import Broker, Layout, collector_config, console_access, dumps_toml
 
+from .conftest import OPERATOR, Api
+
 
 def test_the_demo_config_has_the_console(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
@@ -34,3 +36,34 @@ def test_the_demo_config_has_the_console(tmp_path: Path) -> None:
     plain = parse_config(tomllib.loads(dumps_toml(collector_config(
         layout, Broker("mqtt://127.0.0.1:1883"), None), "test")), base_dir=tmp_path)
     assert plain.http is None
+
+
+def test_the_demo_view_shows_who_acknowledged_what(api: Api, tmp_path: Path) -> None:
+    """The demo's live view reads the open alarms and the acknowledgements from the API with
+    the demo operator's token (here: the real API over the real alarm book)."""
+    from firegate.demo.plan import ConsoleAccess
+    from firegate.demo.watch import Observer
+
+    access = ConsoleAccess(api.url, "duty-officer", OPERATOR, tmp_path / "unused")
+    observer = Observer(tap=None, site="hz-0001", gateway="gw-1",  # type: ignore[arg-type]
+                        registry=tmp_path / "none.sqlite", agent_state=tmp_path / "none.db",
+                        store=None, console=access)
+    observer._poll_console()
+    assert (observer.view.open_alarms, observer.view.acknowledged) == (0, [])
+    fire = api.raise_alarm(description="3F 东侧走廊 感烟探测器")
+    api.raise_alarm(source="panel/1-1/43", type="fault", description="call point")
+    api.client(OPERATOR).post(f"/api/v1/alarms/{fire.id}/ack", json={"note": "到场"})
+    observer._poll_console()
+    v = observer.view
+    assert (v.open_alarms, v.unacknowledged) == (2, 1)
+    (ack,) = v.acknowledged
+    assert (ack.alarm_id, ack.by, ack.type, ack.note) == (fire.id, "duty-officer", "fire_alarm",
+                                                        "到场")
+    assert "感烟探测器" in ack.description
+    assert v.new_acknowledged == [ack]
+    observer._poll_console()
+    assert observer.view.new_acknowledged == []  # shown once
+    # A wrong token or no API: the view keeps what it had, no exception.
+    observer.console = ConsoleAccess(api.url, "x", "w" * 40, tmp_path / "unused")
+    observer._poll_console()
+    assert observer.view.open_alarms == 2
