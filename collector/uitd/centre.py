@@ -90,6 +90,8 @@ class Centre:
         self.links: set[UitdLink] = set()
         self.devices: dict[str, Device] = {}  # by gateway id
         self._by_raw: dict[bytes, Device] = {}
+        self._per_ip: Counter[str] = Counter()
+        """Links open per peer IP address (``max_connections_per_ip``)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
         self.ready = threading.Event()
@@ -184,12 +186,24 @@ class Centre:
                              self.config.max_connections, link.peer)
             link.close("max_connections")
             return False
+        if self._per_ip[link.host] >= self.config.max_connections_per_ip:
+            self.counters["refused_per_ip"] += 1
+            self._log_rarely("per_ip", "too many links from %s (max_connections_per_ip = %d): "
+                             "%s refused", link.host, self.config.max_connections_per_ip,
+                             link.peer)
+            link.close("per_ip")
+            return False
         self.links.add(link)
+        self._per_ip[link.host] += 1
         self.counters["accepted"] += 1
         return True
 
     def lost(self, link: UitdLink) -> None:
-        self.links.discard(link)
+        if link in self.links:
+            self.links.discard(link)
+            self._per_ip[link.host] -= 1
+            if self._per_ip[link.host] <= 0:
+                del self._per_ip[link.host]
         device = link.device
         if device is not None and device.link is link:
             device.link = None
@@ -217,6 +231,8 @@ class Centre:
             device = self._device(entry)
         old = device.link
         if old is not None and old is not link:
+            if not self._may_replace(device, old, link):
+                return None
             self.counters["replaced"] += 1
             log.info("UITD %s connected again from %s: the link from %s is replaced",
                      device.gateway, link.peer, old.peer)
@@ -233,6 +249,35 @@ class Centre:
                                retries=self.config.command_retries, clock=device.label,
                                memory=device.memory)
         return device
+
+    def _may_replace(self, device: Device, old: UitdLink, link: UitdLink) -> bool:
+        """Whether ``link`` may take ``device`` from ``old``. GB/T 26875.3 has no
+        authentication: anyone reaching the port can claim a UITD's address, and the real UITD,
+        pushed off, reconnects and pushes back. Past ``max_replacements`` within
+        ``replace_window_s`` the held link stays (the newcomer is closed, counted) and an
+        ``address_conflict`` link fault is raised, so that a person looks."""
+        now = time.monotonic()
+        window = self.config.replace_window_s
+        times = device.replaced_at
+        while times and now - times[0] >= window:
+            times.popleft()
+        if len(times) < self.config.max_replacements:
+            times.append(now)
+            return True
+        self.counters["refused_replace_storm"] += 1
+        device.conflict_at = now
+        self._log_rarely(f"storm:{device.gateway}", "UITD %s: its address claimed again from "
+                         "%s while held by %s, after %d replacements in %g s: refused "
+                         "(address_conflict)", device.gateway, link.peer, old.peer,
+                         len(times), window)
+        if not device.conflict_raised:
+            device.conflict_raised = True
+            self.counters["address_conflicts"] += 1
+            self._emit(device, [device.address_conflict(
+                True, _ms(), f"address claimed from {link.peer} while held by {old.peer}: "
+                             f"{len(times)} replacements in {window:g} s")])
+        link.close("replace_storm")
+        return False
 
     def _unknown_entry(self, raw: bytes) -> UitdEntry:
         p = self.config.unknown_profile
@@ -404,9 +449,17 @@ class Centre:
     def sweep(self, now: float) -> None:
         """Once a second: silent links closed, silent UITDs faulted, heartbeats, state file."""
         timeout = self.config.silence_timeout_s
-        for link in [lk for lk in self.links if now - lk.last_valid > timeout]:
-            link.close("silence")
+        ident = self.config.identify_timeout_s
+        for link in [lk for lk in self.links if now - lk.last_valid > timeout or
+                     (lk.device is None and now - lk.opened > ident)]:
+            link.close("silence" if link.device is not None or now - link.opened > timeout
+                       else "unidentified")
         for device in self.devices.values():
+            if device.conflict_raised and now - device.conflict_at >= self.config.replace_window_s:
+                device.conflict_raised = False  # a quiet window: no peer claims it any more
+                self._emit(device, [device.address_conflict(
+                    False, _ms(), "no conflicting claim for "
+                                  f"{self.config.replace_window_s:g} s")])
             if device.online and now - device.last_valid > timeout:
                 device.online = False
                 self.counters["link_faults"] += 1

@@ -106,6 +106,13 @@ class Device:
     commands: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=16))
     """The last downstream commands and their outcome (``uitd list``, the API)."""
     peer: str = ""
+    replaced_at: deque[float] = field(default_factory=deque)
+    """Monotonic times of the last replacements of its link (at most ``max_replacements``):
+    a peer claiming its address again and again (GB/T 26875.3 has no authentication)."""
+    conflict_raised: bool = False
+    """An ``address_conflict`` link fault is raised and not restored."""
+    conflict_at: float = 0.0
+    """Monotonic time of the last claim refused as a replacement storm."""
 
     @classmethod
     def create(cls, entry: UitdEntry, next_seq: int,
@@ -187,6 +194,13 @@ class Device:
         return Event(source=self.mapper.uitd_source("/centre_link"), type=EventType.LINK_FAULT,
                      active=active, receive_ms=receive_ms, detail=detail[:256])
 
+    def address_conflict(self, active: bool, receive_ms: int, detail: str) -> Event:
+        """Several peers claim this UITD's address (a spoofer, or two UITDs configured with
+        one address): a link fault of its own source, so that it opens an alarm."""
+        return Event(source=self.mapper.uitd_source("/address_conflict"),
+                     type=EventType.LINK_FAULT, active=active, receive_ms=receive_ms,
+                     detail=detail[:256])
+
     def status(self, now: float) -> dict[str, object]:
         """A plain view for ``uitd list`` and the API."""
         e = self.entry
@@ -197,4 +211,5 @@ class Device:
             "silent_s": None if not self.last_valid else round(now - self.last_valid, 1),
             "next_seq": self.next_seq, "queued": len(self.jobs) + (self.busy is not None),
             "counters": dict(self.counters), "commands": list(self.commands),
+            "address_conflict": self.conflict_raised,
         }

@@ -58,8 +58,8 @@ class UitdLink(asyncio.Protocol):
     """The protocol object of one accepted connection."""
 
     __slots__ = ("_centre", "_decoder", "_token_time", "_tokens", "answers", "bad", "closed",
-                 "device", "frames", "junk", "last_valid", "opened", "paused", "peer", "session",
-                 "timer", "transport")
+                 "device", "frames", "host", "junk", "last_valid", "opened", "paused", "peer",
+                 "session", "timer", "transport")
 
     def __init__(self, centre: Centre) -> None:
         self._centre = centre
@@ -67,7 +67,7 @@ class UitdLink(asyncio.Protocol):
         self._decoder: StreamDecoder | None = None
         self.session: Session | None = None
         self.device: Device | None = None
-        self.peer = ""
+        self.peer = self.host = ""
         self.opened = self.last_valid = self._token_time = time.monotonic()
         self._tokens = float(centre.config.flood_burst)
         self.frames = self.bad = self.junk = 0
@@ -83,6 +83,7 @@ class UitdLink(asyncio.Protocol):
         self.transport = transport
         name = transport.get_extra_info("peername")
         self.peer = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        self.host = str(name[0]) if isinstance(name, tuple) else self.peer
         if not self._centre.opened(self):
             return
         transport.set_write_buffer_limits(high=WRITE_LIMIT)

@@ -34,6 +34,7 @@ from .ledger import FireAlarm, FleetLedger
 __all__ = ["SimUitd"]
 
 PRESSURE = "pressure"
+CONNECT_TIMEOUT = 10.0  # s for one dial
 
 
 class _Link(asyncio.Protocol):
@@ -134,10 +135,13 @@ class SimUitd:
     async def _connect(self) -> None:
         self.ledger.count("dials")
         try:
-            await self.loop.create_connection(lambda: _Link(self), self.host, self.port)
-        except OSError as exc:
+            # bounded: a centre that drops SYNs must not hold a UITD for the kernel's 2 minutes
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.loop.create_connection(lambda: _Link(self), self.host, self.port)
+        except (OSError, TimeoutError) as exc:
             self.ledger.count("dial_failed")
-            why = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+            errno = getattr(exc, "errno", None)
+            why = os.strerror(errno).lower() if errno else "timed out"
             self.ledger.error(f"connect: {why}")
             self._redial(self.backoff.next())
 

@@ -31,6 +31,7 @@ from protocols.gb26875 import (
     decode_adu,
 )
 from simulators.uitd import Burst, Drop, FleetSpec, UitdFleet, identities, parse_spec
+from tests.infra.ports import free_port
 
 from .helpers import WAIT, CentreLink, MiniCentre, centre
 
@@ -255,3 +256,25 @@ async def test_a_slow_line_delivers_no_sooner_than_its_baud_rate_allows() -> Non
             assert fleet.report().ok
     # a 76-byte component-state frame takes 76 x 10 bits / 1200 baud = 0.633 s on the line
     assert took >= 76 * 10 / 1200 * 0.95
+
+
+async def test_uitds_keep_dialing_until_a_late_centre_listens() -> None:
+    port = free_port()
+    s = parse_spec({"centre": f"127.0.0.1:{port}", "uitds": 3, "state_interval": 0,
+                    "reconnect_min": 0.05, "reconnect_max": 0.2})
+    fleet = UitdFleet(s)
+    await fleet.start(check=False)  # no test connection: nothing listens yet
+    late = MiniCentre()
+    try:
+        assert await fleet.wait_until(lambda: fleet.ledger.counts["dial_failed"] >= 6, WAIT)
+        assert fleet.connected == 0
+        await late.start(port)
+        assert await fleet.wait_connected(WAIT)
+        assert await fleet.drain(WAIT)
+        report = fleet.report()
+    finally:
+        fleet.stop()
+        await late.stop()
+    assert report.ok
+    assert report.ledger.errors["connect: connection refused"] >= 6
+    assert len(late.by_address) == 3  # each announced itself once it got through

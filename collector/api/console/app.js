@@ -33,6 +33,7 @@
       t_backup_power_fault: "备电故障", t_bus_fault: "总线故障", t_link_fault: "通信故障",
       t_sensor_offline: "传感器离线", t_door_open: "防火门开启", t_disabled: "屏蔽",
       t_device_error: "设备错误", t_out_of_range: "超量程",
+      sound_on: "声音：开", sound_off: "声音：关", title_fire: "火警",
     },
     en: {
       title: "Fire monitoring console", conn_off: "offline", conn_live: "live",
@@ -59,10 +60,13 @@
       w_acknowledged: "acknowledged", w_cleared: "cleared", w_resolved: "resolved",
       w_escalation_stopped: "escalation stopped",
       t_fire_alarm: "fire alarm", t_fault: "fault", t_gateway_offline: "gateway offline",
+      sound_on: "sound: on", sound_off: "sound: off", title_fire: "FIRE",
     },
   };
   const PRIO = { fire: 0, alarm: 1, event: 2 };
   let lang = localStorage.getItem("firegate.lang") === "en" ? "en" : "zh";
+  let sound = localStorage.getItem("firegate.sound") !== "off";
+  let audio = null;
   const st = { token: null, me: null, sites: new Map(), alarms: new Map(), selected: null,
                es: null, retry: null, sitesTimer: null };
 
@@ -109,6 +113,7 @@
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
     $("lang").textContent = lang === "zh" ? "English" : "中文";
+    $("sound").textContent = t(sound ? "sound_on" : "sound_off");
     setConn($("conn").dataset.state);
     renderSites(); renderAlarms(); if (st.selected) loadDetail(st.selected);
   }
@@ -200,6 +205,7 @@
     es.addEventListener("alarm", (ev) => {
       const doc = JSON.parse(ev.data);
       const a = doc.alarm;
+      if (a.priority === "fire" && (doc.what === "raised" || doc.what === "re-raised")) beep();
       if (a.open) st.alarms.set(a.id, a); else st.alarms.delete(a.id);
       renderAlarms();
       if (st.selected === a.id) loadDetail(a.id);
@@ -213,6 +219,22 @@
     });
     es.addEventListener("dropped", () => { es.close(); retryLater(); });
     es.onerror = () => { es.close(); if (st.es === es) { st.es = null; retryLater(); } };
+  }
+  // A short two-tone alert for a new fire alarm (Web Audio; the sign-in click allows it).
+  function beep() {
+    if (!sound) return;
+    try {
+      audio = audio || new AudioContext();
+      const now = audio.currentTime;
+      for (const [i, freq] of [[0, 880], [1, 660], [2, 880]]) {
+        const osc = audio.createOscillator(), gain = audio.createGain();
+        osc.frequency.value = freq;
+        gain.gain.value = 0.15;
+        osc.connect(gain).connect(audio.destination);
+        osc.start(now + i * 0.25);
+        osc.stop(now + i * 0.25 + 0.2);
+      }
+    } catch (e) { /* no audio on this machine */ }
   }
   function retryLater() {
     setConn("retry");
@@ -268,6 +290,9 @@
     n.textContent = String(alarms.length);
     n.className = "count" + (alarms.length ? "" : " zero");
     $("no-alarms").hidden = alarms.length > 0;
+    const fires = alarms.filter((a) => a.priority === "fire" && !a.acknowledged).length;
+    document.title = (fires ? "(" + fires + ") " + t("title_fire") + " · " : "") +
+      "firegate · " + t("title");
     $("updated").textContent = t("updated") + fmtTime(Date.now());
   }
 
@@ -352,6 +377,11 @@
       login($("login-token").value.trim());
     });
     $("logout").addEventListener("click", () => logout(""));
+    $("sound").addEventListener("click", () => {
+      sound = !sound;
+      localStorage.setItem("firegate.sound", sound ? "on" : "off");
+      $("sound").textContent = t(sound ? "sound_on" : "sound_off");
+    });
     $("lang").addEventListener("click", () => {
       lang = lang === "zh" ? "en" : "zh";
       localStorage.setItem("firegate.lang", lang);
