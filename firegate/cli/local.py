@@ -9,7 +9,6 @@ prints one JSON document (``status``, ``outbox``) or JSON lines (``events``, ``s
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import time
@@ -22,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from common.proc import pid_alive
 from edge.state import StateReader
 from firegate.textsafe import escaped
 
@@ -88,9 +88,7 @@ def _since(text: str | None) -> int | None:
 def _agent_running(agent: dict[str, Any] | None, updated_ms: int | None) -> bool:
     if not agent or updated_ms is None:
         return False
-    try:
-        os.kill(int(agent["pid"]), 0)
-    except (OSError, KeyError, ValueError):
+    if not pid_alive(agent.get("pid")):  # an agent run as its service user is alive too
         return False
     return time.time() * 1000 - updated_ms < STALE_S * 1000
 
