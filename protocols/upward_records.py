@@ -163,17 +163,24 @@ def word(kind: TargetKind, conditions: Collection[str]) -> int:
     return value
 
 
+_DROPPED = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Controls (Cc), format characters (Cf: the bidirectional overrides and isolates U+202A-202E,
+U+2066-2069, which reorder the text around them on a display, and zero-width characters) and
+the line and paragraph separators: none belongs in a 31-byte component description."""
+
+
 def fit_text(text: str | None, size: int) -> str:
     """``text`` as the centre will read it back from a ``size``-byte GB 18030 field: control
     characters dropped (a NUL ends the field, §3.1 of the notes; an ESC or a newline is hostile
     to a display we do not know), and characters GB 18030 cannot hold; cut at a character
-    boundary to fit, surrounding blanks trimmed (the decoder trims them)."""
+    boundary to fit, surrounding blanks trimmed (the decoder trims them). Bidirectional
+    overrides and other format characters (:data:`_DROPPED`) are dropped too."""
     if not text:
         return ""
     out: list[str] = []
     used = 0
     for ch in text:
-        if unicodedata.category(ch) == "Cc":
+        if unicodedata.category(ch) in _DROPPED:
             continue
         try:
             n = len(ch.encode(TEXT_ENCODING))

@@ -11,14 +11,21 @@ every call.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from collector.alarms.model import Alarm, AuditEntry, TimelineEntry
 
-__all__ = ["AlarmStore", "Stored"]
+__all__ = ["FILE_MODE", "AlarmStore", "Stored", "private_file"]
+
+FILE_MODE = 0o600
+"""The book holds names, notes and the audit log (personal data), beside the state directory's
+other files: owner only, like a secret. SQLite gives its ``-wal`` and ``-shm`` files the mode
+of the database file, so they follow."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm (
@@ -84,6 +91,28 @@ _UPSERT = (f"INSERT OR REPLACE INTO alarm ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
 
+def private_file(path: Path) -> None:
+    """Make sure ``path`` is a regular file readable by its owner only, before SQLite opens it:
+    created 0600 (``O_NOFOLLOW``: a symlink planted in its place is refused, not followed),
+    an existing file with a looser mode tightened (one written by an older version). Its
+    directory, when created here, is 0700. OSError when it cannot be made so."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & ~FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for extra in ("-wal", "-shm"):  # left by an older version with its looser mode
+        side = path.with_name(path.name + extra)
+        if side.exists() and not side.is_symlink() and \
+                stat.S_IMODE(side.stat().st_mode) & ~FILE_MODE:
+            side.chmod(FILE_MODE)
+
+
 class Stored:
     """An alarm as the book keeps it: the public value and the book's own bookkeeping."""
 
@@ -142,7 +171,7 @@ class AlarmStore:
             self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                                        isolation_level=None, check_same_thread=False)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an alarm and its timer survive power loss

@@ -70,6 +70,8 @@ class HttpConfig:
     stream_queue: int = 1_000
     """Events waiting for one stream client; a client that falls this far behind is dropped."""
     max_stream_clients: int = 200
+    max_connections: int = 1000
+    """Open connections at once (streams included); past it uvicorn answers 503."""
     heartbeat_s: float = 15.0
     ticket_ttl_s: float = 60.0
     """How long a stream ticket (``POST /api/v1/stream-ticket``) can be used to connect."""
@@ -150,9 +152,14 @@ def parse_http(http: Table | None, users: Sequence[Table]) -> HttpConfig | None:
         max_limit=http.integer("max_limit", 10_000, min=1, max=1_000_000),
         stream_queue=http.integer("stream_queue", 1_000, min=8, max=1_000_000),
         max_stream_clients=http.integer("max_stream_clients", 200, min=1, max=100_000),
+        max_connections=http.integer("max_connections", 1000, min=2, max=1_000_000),
         heartbeat_s=http.number("heartbeat_s", 15.0, min=0.05, max=3600.0),
         ticket_ttl_s=http.number("ticket_ttl_s", 60.0, min=1.0, max=3600.0),
     )
+    if config.max_connections <= config.max_stream_clients:
+        http.fail("max_connections", f"must be more than max_stream_clients "
+                                     f"({config.max_stream_clients}): streams would leave no "
+                                     "connection for the other calls")
     http.finish()
     parsed = tuple(_user(t, i) for i, t in enumerate(users))
     if not parsed:

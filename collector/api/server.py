@@ -101,7 +101,9 @@ class ApiServer:
             proxy_headers=bool(config.trusted_proxies),
             forwarded_allow_ips=list(config.trusted_proxies) or None,
             ssl_certfile=config.cert_file, ssl_keyfile=config.key_file,
-            timeout_graceful_shutdown=2, ws="none")
+            timeout_graceful_shutdown=2, ws="none",
+            # uvicorn refuses once this many are open, the new one counted: + 1
+            limit_concurrency=config.max_connections + 1)
         try:
             uv.load()  # the TLS context: a bad certificate or key fails here
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError

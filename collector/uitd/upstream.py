@@ -78,6 +78,9 @@ IDLE_POLL_S = 1.0
 """Longest sleep of a link waiting for nothing (the queue wakes it at once otherwise)."""
 EXPIRE_EVERY_S = 60.0
 READ_SIZE = 65_536
+MAX_JUNK = 8 * 1024
+"""Bytes the centre may send without completing a valid frame (the largest is 1,054 bytes,
+表1): past it the link is taken as broken (``garbage``) and opened again after the back-off."""
 
 
 class LinkDown(Exception):
@@ -233,6 +236,7 @@ class Forwarder:
         self._flights = {}
         now = time.monotonic()
         last_traffic = now
+        junk = 0
         self.connected, self.connected_since, self.last_error = True, now, None
         self._gauge()
         log.info("upstream %s: connected to %s:%d", self.name, cfg.host, cfg.port)
@@ -262,8 +266,17 @@ class Forwarder:
                     data = sock.recv(READ_SIZE)
                     if not data:
                         raise LinkDown("closed by the centre")
-                    last_traffic = time.monotonic()
-                    self._received(sock, session, decoder, data)
+                    # Only a valid frame is traffic: a centre that sends garbage (or drips
+                    # bytes) must not keep an unpatrolled link looking alive.
+                    if self._received(sock, session, decoder, data):
+                        last_traffic = time.monotonic()
+                        junk = 0
+                    else:
+                        junk += len(data)
+                        if junk > MAX_JUNK:
+                            self._count("garbage")
+                            raise LinkDown(f"{junk} bytes from the centre without a valid "
+                                           "frame")
                 self._handle(sock, session, session.poll(time.monotonic()))
         finally:
             sel.close()
@@ -317,8 +330,10 @@ class Forwarder:
             view = view[n:]
 
     def _received(self, sock: socket.socket, session: Session, decoder: StreamDecoder,
-                  data: bytes) -> None:
+                  data: bytes) -> int:
+        """Handle what the centre sent; returns how many valid frames it held."""
         events: list[SessionEvent] = []
+        frames = 0
         for item in decoder.feed(data):
             if isinstance(item, DecodeError):
                 self._count(f"decode_{item.kind}")
@@ -326,8 +341,10 @@ class Forwarder:
                 if deny is not None:
                     self._write(sock, deny)
                 continue
+            frames += 1
             events += session.receive(item, time.monotonic())
         self._handle(sock, session, events)
+        return frames
 
     def _handle(self, sock: socket.socket, session: Session,
                 events: Sequence[SessionEvent]) -> None:

@@ -36,6 +36,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import NamedTuple
 
+from collector.alarms.store import private_file
 from collector.metrics import Metrics
 from collector.uitd.config import UpstreamConfig
 from protocols.gb26875 import EncodeError, encode_adu
@@ -149,6 +150,7 @@ class UpstreamQueue:
         self.lock = threading.Lock()
         self.counts: dict[str, Counter[str]] = {u.name: Counter() for u in upstreams}
         """Per upstream: queued, skipped (no bit / unchanged), evicted, expired, ..."""
+        private_file(path)  # sources, descriptions and addresses of every site: owner only
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a queued fire alarm survives power loss

@@ -95,8 +95,8 @@ def uitd_fleet(
     uitds: Annotated[int | None, typer.Option("--uitds", "-n",
                                               help="Number of UITDs (default 10).")] = None,
     scenario: Annotated[Path | None, typer.Option(
-        "--scenario", "-s", metavar="FILE", help="TOML file with a [uitd_fleet] table; the "
-                                                 "flags override it.")] = None,
+        "--scenario", "-s", metavar="FILE", help="TOML file with a \\[uitd_fleet] table; "
+                                                 "the flags override it.")] = None,
     first_address: Annotated[str | None, typer.Option(
         "--first-address", metavar="ADDRESS", help="Address of UITD 0 (0x + hex or decimal); "
                                                    "UITD i has this + i.")] = None,
@@ -138,8 +138,8 @@ def uitd_fleet(
         "--report", metavar="FILE", help="Write the ledger (with every fire alarm) as JSON.")
     ] = None,
     print_uitd_list: Annotated[bool, typer.Option(
-        "--print-uitd-list", help="Print the collector's [[gb26875.uitd]] tables for this "
-                                  "fleet and exit.")] = False,
+        "--print-uitd-list", help="Print the collector's \\[\\[gb26875.uitd]] tables for "
+                                  "this fleet and exit.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Simulate a fleet of UITDs dialing a GB/T 26875.3 centre, and account for every upload."""

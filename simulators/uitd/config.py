@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, Table, read_toml
 from protocols.gb26875 import PROFILES, Profile, get_profile
+from simulators.panel import FaultSettings
 
 __all__ = ["SECTION", "Burst", "Drop", "FleetSpec", "UitdIdentity", "identities", "load_spec",
            "parse_spec", "uitd_entries"]
@@ -81,6 +82,7 @@ class FleetSpec:
     seed: int = 0
     bursts: tuple[Burst, ...] = ()
     drops: tuple[Drop, ...] = ()
+    faults: FaultSettings = field(default_factory=FaultSettings)  # the panel simulator's rates
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -193,6 +195,7 @@ def _parse(t: Table) -> FleetSpec:
         seed=t.integer("seed", d.seed, min=0, max=2**63),
         bursts=tuple(_burst(b, detectors) for b in t.tables("bursts")),
         drops=tuple(_drop(x) for x in t.tables("drops")),
+        faults=_faults(t.table("faults")),
     )
     if spec.reconnect_max < spec.reconnect_min:
         t.fail("reconnect_max", f"must be at least reconnect_min ({spec.reconnect_min:g}), "
@@ -214,6 +217,27 @@ def _burst(t: Table, detectors: int) -> Burst:
                          f"own detector, got {burst.alarms}")
     t.finish()
     return burst
+
+
+_RATES = ("garbage", "split", "bad_checksum", "duplicate_frame", "withhold_confirm",
+          "duplicate_confirm")
+
+
+def _faults(t: Table | None) -> FaultSettings:
+    """``[uitd_fleet.faults]``: the panel simulator's per-frame fault rates (docs/simulators.md
+    "Fault injection"), for every UITD of the fleet."""
+    if t is None:
+        return FaultSettings()
+    rates = {name: rate for name in _RATES
+             if (rate := t.opt_number(name, min=0, max=1)) is not None}
+    settings = FaultSettings(
+        **rates,
+        garbage_bytes=t.integer("garbage_bytes", 16, min=1, max=4096),
+        split_parts=t.integer("split_parts", 3, min=2, max=1054),
+        split_gap=t.number("split_gap", 0.02, min=0, max=10),
+        seed=None)  # each UITD's own, from the fleet's seed (runner)
+    t.finish()
+    return settings
 
 
 def _drop(t: Table) -> Drop:
@@ -243,4 +267,7 @@ def to_data(spec: FleetSpec) -> dict[str, Any]:
                     "reset_after": seconds(b.reset_after)} for b in spec.bursts],
         "drops": [{"at": x.at, "fraction": x.fraction, "duration": x.duration}
                   for x in spec.drops],
+        "faults": {**{name: spec.faults.rate(name) for name in _RATES},
+                   "garbage_bytes": spec.faults.garbage_bytes,
+                   "split_parts": spec.faults.split_parts, "split_gap": spec.faults.split_gap},
     }

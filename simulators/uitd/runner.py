@@ -148,7 +148,10 @@ class UitdFleet:
             # Each UITD's clock starts at a random phase of the state interval, so periodic
             # state uploads are spread over the interval instead of arriving in one wave.
             phase = self.rng.uniform(0, spec.state_interval) if spec.state_interval else 0.0
-            engine = UitdEngine(replace(base, uitd_address=ident.address, profile=ident.profile),
+            # each UITD its own fault sequence (the same seed would hit every UITD alike)
+            faults = replace(spec.faults, seed=spec.seed * 1_000_003 + ident.index)
+            engine = UitdEngine(replace(base, uitd_address=ident.address, profile=ident.profile,
+                                        faults=faults),
                                 ledger=UploadLedger(max_entries=16, max_records=0,
                                                     describe=False),
                                 start=now - timedelta(seconds=phase))

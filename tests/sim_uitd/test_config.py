@@ -46,6 +46,8 @@ def test_the_sample_loads_and_round_trips() -> None:
     ({"reconnect_min": 5, "reconnect_max": 1}, "uitd_fleet.reconnect_max: must be at least "
                                                "reconnect_min (5)"),
     ({"uitd": 3}, "uitd_fleet.uitd: unknown key; allowed here:"),
+    ({"faults": {"garbage": 2}}, "uitd_fleet.faults.garbage: must be at most 1, got 2"),
+    ({"faults": {"noise": 0.1}}, "uitd_fleet.faults.noise: unknown key; allowed here:"),
 ])
 def test_bad_scenarios_name_the_key(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -278,3 +278,25 @@ async def test_uitds_keep_dialing_until_a_late_centre_listens() -> None:
     assert report.ok
     assert report.ledger.errors["connect: connection refused"] >= 6
     assert len(late.by_address) == 3  # each announced itself once it got through
+
+
+async def test_a_bad_line_costs_resends_but_loses_nothing() -> None:
+    async with centre() as c:
+        # retries enough that a run of damaged resends (a damaged frame written twice is
+        # denied twice) cannot exhaust them: this test is about damage, not giving up. Garbage
+        # holding a frame back until more bytes come is answered by the confirm timeout.
+        s = spec(c, uitds=4, rate=20, retries=30, confirm_timeout=1.0,
+                 faults={"garbage": 0.3, "split": 0.3, "bad_checksum": 0.15,
+                         "duplicate_frame": 0.2, "split_gap": 0.005})
+        async with UitdFleet(s) as fleet:
+            assert await fleet.wait_connected(WAIT)
+            fleet.burst(Burst(at=0, fraction=1.0, alarms=3, spread=0.5))
+            assert await fleet.drain(WAIT)
+            report = fleet.report()
+    assert report.ok, report.totals()
+    errors = [e.kind.value for link in c.links for e in link.errors]
+    assert "garbage" in errors and "bad_checksum" in errors  # the faults reached the wire
+    assert report.totals()["resends"] >= errors.count("bad_checksum") > 0  # denied, resent
+    fires = [(f.source, link.decoded(f).objects[0].address.value)  # type: ignore[attr-defined]
+             for link, f in c.uploads if is_fire(link, f)]
+    assert len(fires) == len(set(fires)) == 12  # each alarm taken once, duplicates known

@@ -132,6 +132,9 @@ def test_users_and_sections() -> None:
             users=[{"name": "a", "token": TOKEN}])
     refused("http.max_body_bytes", "at most", http={"max_body_bytes": 10**9},
             users=[{"name": "a", "token": TOKEN}])
+    refused("http.max_connections", "more than max_stream_clients",
+            http={"max_connections": 100, "max_stream_clients": 100},
+            users=[{"name": "a", "token": TOKEN}])
 
 
 def test_the_sample_files_http_section_loads(tmp_path: Path) -> None:

@@ -156,3 +156,21 @@ def test_hostile_text_stays_inside_its_frame(api: Api) -> None:
     assert "\r" not in encoded.decode()
     assert json.loads(lines[2][6:])["alarm"]["description"] == hostile
     assert frame("x", {"a": "\n"}) == b'event: x\ndata: {"a":"\\n"}\n\n'
+
+
+def test_connections_are_bounded(api_factory: Callable[..., Api]) -> None:
+    api = api_factory(max_connections=2, max_stream_clients=1)
+    with httpx.Client(timeout=WAIT) as client, client.stream(
+            "GET", api.url + "/api/v1/stream",
+            headers={"Authorization": f"Bearer {OPERATOR}"}) as r:
+        assert r.status_code == 200
+        wait_until(lambda: api.server.broadcaster.clients == 1, "the stream open")
+        with httpx.Client(timeout=WAIT) as second:  # keep-alive: holds the second connection
+            me = second.get(api.url + "/api/v1/me",
+                            headers={"Authorization": f"Bearer {VIEWER}"})
+            assert me.status_code == 200
+            third = httpx.get(api.url + "/api/v1/me",
+                              headers={"Authorization": f"Bearer {VIEWER}"})
+            assert third.status_code == 503
+    wait_until(lambda: httpx.get(api.url + "/api/v1/me", headers={
+        "Authorization": f"Bearer {VIEWER}"}).status_code == 200, "a connection free again")
