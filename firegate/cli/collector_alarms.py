@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import getpass
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ import typer
 
 __all__ = ["build", "register"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The collector's TOML file.",
                                             exists=True, dir_okay=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document, exact text.")]
@@ -79,7 +77,11 @@ def _reading(path: Path) -> Iterator[Any]:
 
 
 def _shown(text: object) -> str:
-    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+    """Field text for the terminal: the project's one rule (firegate/textsafe.py): C0 as
+    control pictures, C1, line separators and bidi controls as escapes."""
+    from firegate.textsafe import visible  # rich, imported only when something is shown
+
+    return visible(text)
 
 
 def _when(ms: int | None) -> str:
@@ -109,9 +111,10 @@ def list_command(
         typer.echo(f"no {state} alarms")
         return
     for a in alarms:
-        ack = f"ack {a.acknowledged_by}" if a.acknowledged else "NOT ACKNOWLEDGED"
-        verdict = f", {a.resolution}" if a.resolution else ""
-        typer.echo(f"{a.id}  {_when(a.raised_ms)}  {a.type:<18} {a.state:<7} {ack}{verdict}  "
+        ack = f"ack {_shown(a.acknowledged_by)}" if a.acknowledged else "NOT ACKNOWLEDGED"
+        verdict = f", {_shown(a.resolution)}" if a.resolution else ""
+        typer.echo(f"{a.id}  {_when(a.raised_ms)}  {_shown(a.type):<18} {a.state:<7} "
+                   f"{ack}{verdict}  "
                    f"site {_shown(a.site)}  {_shown(a.gateway)} {_shown(a.source)}  "
                    f"{_shown(a.description)}  step {a.escalation_step}")
 
@@ -134,7 +137,7 @@ def show_command(config: ConfigOption, alarm_id: IdArg, as_json: JsonOption = Fa
     typer.echo("timeline:")
     for e in timeline:
         who = f" by {_shown(e.by)}" if e.by else ""
-        typer.echo(f"  {_when(e.at_ms)}  {e.what}{who}" +
+        typer.echo(f"  {_when(e.at_ms)}  {_shown(e.what)}{who}" +
                    (f": {_shown(e.detail)}" if e.detail else ""))
 
 

@@ -1,7 +1,7 @@
 """``firegate sim uitd-fleet``: many simulated UITDs dialing one GB/T 26875.3 centre.
 
-asyncio and the fleet's runner are imported inside the command, so building the ``firegate``
-command tree stays fast.
+The simulator (asyncio, the panel engine) is imported inside the command, so building the
+``firegate`` command tree stays fast.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from common.config import ConfigError, Table, read_toml
-from simulators.uitd.config import SECTION, FleetSpec, parse_spec, uitd_entries
 
 if TYPE_CHECKING:
+    from simulators.uitd.config import FleetSpec
     from simulators.uitd.ledger import FleetReport
     from simulators.uitd.runner import Progress
 
@@ -63,6 +63,8 @@ def _drop(text: str) -> dict[str, Any]:
 def build_spec(scenario: Path | None, flags: dict[str, Any]) -> FleetSpec:
     """The ``[uitd_fleet]`` table of ``scenario`` with ``flags`` (keys as in the table) over
     it; an error in a flag names the flag (``--rate``), one in the file names the file."""
+    from simulators.uitd.config import SECTION, parse_spec
+
     data: dict[str, Any] = {}
     if scenario is not None:
         raw = read_toml(scenario)
@@ -176,6 +178,7 @@ def uitd_fleet(
         raise _fail(f"--report: directory {str(report.parent)!r} does not exist")
     if print_uitd_list:
         from firegate.toml_text import dumps_toml
+        from simulators.uitd.config import uitd_entries
 
         print(dumps_toml({"gb26875": {"uitd": uitd_entries(spec)}},
                          f"[[gb26875.uitd]] for a fleet of {spec.uitds} simulated UITDs "

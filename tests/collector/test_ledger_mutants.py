@@ -251,3 +251,50 @@ def test_the_newest_hundred_resets_by_default(tmp_path: Path) -> None:
     assert len(ledger.resets()) == 100
     assert ledger.resets()[0].new_epoch == 102 and len(ledger.resets(limit=500)) == 101
     ledger.close()
+
+
+def test_a_late_record_of_a_closed_epoch_keeps_that_epoch_closed(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.note_epoch("gw", E1, 1)
+    ledger.commit("gw", [1, 3], 10, E1)
+    ledger.note_epoch("gw", E2, 20)
+    ledger.commit("gw", [2], 30, E1)  # late, stored in its own (closed) stream
+    on_disk(ledger)
+    assert ledger.current_epoch("gw") == E2 and ledger.gaps() == []
+    ledger.close()
+
+
+def test_a_commit_that_cannot_be_saved_changes_nothing_and_the_next_one_works(
+        tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = SeqLedger(path)
+    ledger.commit("gw", [1], 10)
+    before = snapshot(ledger)
+    other = abort_inserts(path, "seq_intervals")
+    with pytest.raises(sqlite3.IntegrityError, match="injected: seq_intervals"):
+        ledger.commit("gw", [3], 20)
+    assert snapshot(ledger) == before and ledger.fresh("gw", [3]) == [True]
+    allow_inserts(other, "seq_intervals")
+    ledger.commit("gw", [3], 21)
+    assert ledger.gaps() == [Gap("gw", 2, 2, 21)]
+    on_disk(ledger)
+    ledger.close()
+
+
+def test_a_seq_below_1_is_refused_even_beside_good_ones(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match=r"^gw: seq 0 is below 1$"):
+        ledger.commit("gw", [0, 1, 2], 10)
+    with pytest.raises(ValueError, match=r"^gw: seq -3 is below 1$"):
+        ledger.commit("gw", [5, -3], 10, E1)
+    assert ledger.stats().gateways == {} and ledger.gaps() == []
+    ledger.close()
+
+
+def test_stats_name_the_gateway_and_count_no_resets_as_0(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit("gw", [2], 10)
+    (stats,) = ledger.stats().gateways.values()
+    assert (stats.gateway_id, stats.resets, stats.regressions, stats.lost) == ("gw", 0, 0, 0)
+    assert (stats.gaps, stats.missing, stats.epoch) == (1, 1, 0)
+    ledger.close()

@@ -283,8 +283,8 @@ async def test_uitds_keep_dialing_until_a_late_centre_listens() -> None:
 async def test_a_bad_line_costs_resends_but_loses_nothing() -> None:
     async with centre() as c:
         # retries enough that a run of damaged resends (a damaged frame written twice is
-        # denied twice) cannot exhaust them: this test is about damage, not giving up. Garbage
-        # holding a frame back until more bytes come is answered by the confirm timeout.
+        # denied twice) cannot exhaust them: this test is about damage, not giving up. What the
+        # centre could not answer at all is resent at the confirm timeout, short here.
         s = spec(c, uitds=4, rate=20, retries=30, confirm_timeout=1.0,
                  faults={"garbage": 0.3, "split": 0.3, "bad_checksum": 0.15,
                          "duplicate_frame": 0.2, "split_gap": 0.005})

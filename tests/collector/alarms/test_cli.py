@@ -41,7 +41,7 @@ def test_list_and_show(config: Path) -> None:
     fault = next(a for a in alarms if a["type"] == "fault")
     assert fault["description"] == "evil\x1b[31m\u202e"  # exact in JSON
     code, out = run("list", "-c", str(config))
-    assert code == 0 and "evil\\u001b[31m\\u202e" in out and "\x1b" not in out
+    assert code == 0 and "evil\u241b[31m\\u202e" in out and "\x1b" not in out
     assert "NOT ACKNOWLEDGED" in out
     code, out = run("show", "-c", str(config), fault["id"])
     assert code == 0 and "timeline:" in out and "raised" in out
