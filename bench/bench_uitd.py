@@ -357,7 +357,9 @@ def run_collector(args: argparse.Namespace) -> dict[str, Any]:
         data = config_data(Path(tmp) / "state", broker,
                            store={"sqlite": str(store), "retention_days": 0},
                            gb26875={"listen": f"127.0.0.1:{port}", "accept_unknown": True,
-                                    "max_connections": max(20_000, args.uitds * 2)},
+                                    "max_connections": max(20_000, args.uitds * 2),
+                                    # the whole fleet dials from 127.0.0.1
+                                    "max_connections_per_ip": max(20_000, args.uitds * 2)},
                            metrics={"listen": f"127.0.0.1:{metrics_port}"},
                            collector=collector_overrides(args))
         path = Path(tmp) / "collector.toml"

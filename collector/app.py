@@ -127,6 +127,8 @@ class Collector:
         self.centre = build_centre(config, prepared=self.prepared, render=self.decoder.render,
                                    ledger=self.ledger, registry=self.registry,
                                    metrics=self.metrics)
+        if self.centre is not None:  # its overflow joins the writer's groups (adaptive)
+            self.writer.backlog = self.centre.take_waiting
         self.metrics.queue_depth.read_from(lambda: self.inbox.qsize() + self.prepared.qsize())
         self.metrics_server: MetricsServer | None = None
         if config.metrics_listen is not None:

@@ -4,7 +4,9 @@
   are acknowledged to the broker, tell each gateway which seqs of which epoch are now safe
   with the collector (``firegate/v1/<gw>/stored``): every record of every batch message in the
   group - stored now, stored before (a resend whose first confirmation was lost), or accounted
-  for (dead-lettered alone, cut by a bound). Only then may the gateway delete them.
+  for (dead-lettered alone, cut by a bound). Only then may the gateway delete them. Items
+  that did not come over MQTT (a UITD's uploads, collector/uitd/) get none: a UITD is
+  confirmed on its own link.
 * :class:`ResendDesk`: ask a gateway for what the gap ledger finds missing (command
   ``resend``), so a gap closes by itself while the gateway still holds the records, and is
   settled as a real loss (:meth:`collector.ledger.SeqLedger.mark_lost`) when the gateway says
@@ -60,7 +62,8 @@ class Confirmer:
     def confirm(self, group: Sequence[Prepared], now_ms: int) -> None:
         seqs: dict[StreamKey, list[int]] = {}
         for item in group:
-            if item.kind is not Kind.BATCH or item.gateway_id is None:
+            if item.kind is not Kind.BATCH or item.gateway_id is None or \
+                    not item.inbound.confirm_over_mqtt:  # a UITD's: confirmed on its link
                 continue
             bucket = seqs.setdefault((item.gateway_id, item.epoch), [])
             if item.batch is not None:

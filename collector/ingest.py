@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -103,6 +103,10 @@ class Inbound:
     """Wall clock at receipt (ms); stored with LWT statuses."""
     received_ns: int
     """``time.perf_counter_ns()`` at receipt, for latency figures."""
+    confirm_over_mqtt: ClassVar[bool] = True
+    """Whether the sender learns over MQTT what was stored (``stored``,
+    :class:`collector.confirm.Confirmer`). False for items that did not come over MQTT
+    (collector/uitd: a UITD is confirmed on its own TCP link, and nobody listens for it)."""
 
 
 class Kind(Enum):

@@ -190,7 +190,17 @@ class _Seqs:
         i = bisect_right(self.firsts, seq) - 1
         return i >= 0 and self.lasts[i] >= seq
 
+    def gapless(self) -> bool:
+        """No gap for certain: one interval from seq 1 (or none) and nothing announced above
+        it - a stream without losses, the usual case (the periodic gap scans skip it)."""
+        lasts = self.lasts
+        if not lasts:
+            return self.announced <= 0
+        return len(lasts) == 1 and self.firsts[0] == 1 and self.announced <= lasts[0]
+
     def gaps(self, gateway_id: str, epoch: int = 0) -> list[Gap]:
+        if self.gapless():
+            return []
         out: list[Gap] = []
         firsts, lasts, sinces = self.firsts, self.lasts, self.sinces
         # A gap below interval i exists since the earliest commit of any seq above it.
@@ -535,7 +545,8 @@ class SeqLedger:
         those of each gateway's current epoch (a closed epoch's are in its :class:`Reset`)."""
         with self._lock:
             keys = sorted(k for k, st in self._gw.items()
-                          if st.closed_ms is None and (gateway_id is None or k[0] == gateway_id)
+                          if st.closed_ms is None and not st.gapless()
+                          and (gateway_id is None or k[0] == gateway_id)
                           and self._current.get(k[0], k[1]) == k[1])
             return [g for k in keys for g in self._gw[k].gaps(k[0], k[1])]
 

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +76,10 @@ class GatewayInfo:
     links_down: list[str] = field(default_factory=list)
 
     def row(self) -> tuple[Any, ...]:
-        values = asdict(self)
-        values["links_down"] = json.dumps(self.links_down)
-        return tuple(values[c] for c in _GW_COLUMNS)
+        # getattr, not asdict (a deep copy of every field): every gateway of every write
+        # group is saved, 10,000 UITDs' included
+        return tuple(json.dumps(self.links_down) if c == "links_down" else getattr(self, c)
+                     for c in _GW_COLUMNS)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> GatewayInfo:

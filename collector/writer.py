@@ -68,6 +68,10 @@ CUT_LOG_EVERY_S = 300.0
 """A gateway's cut records are logged at most once per this (the counter has every one)."""
 PRUNE_EVERY_S = 3600.0
 """Retention of the embedded store: how often old points are looked for ..."""
+BACKLOG_FACTOR = 8
+"""Items already waiting are taken into one group up to this many times
+``group_max_messages``: under a backlog (10,000 UITDs, a fire alarm burst) one store write
+and one ledger commit (two fsyncs) then cover hundreds of uploads instead of dozens."""
 PRUNE_BATCH = 5000
 """... and how many are deleted per tick (one short transaction; the next batch waits for
 the next tick, so writes go on in between)."""
@@ -100,6 +104,10 @@ class Writer:
         """Publishes what each group stored (the gateways' deletion point); None: nobody."""
         self.desk = desk
         """Asks gateways for the records the gap ledger misses; None: never asked."""
+        self.backlog: Callable[[int, int], list[Prepared]] | None = None
+        """Items waiting outside :attr:`prepared` (the GB/T 26875.3 centre's own queue, when
+        ``prepared`` was full): ``backlog(n, points)`` hands over at most ``n`` items of at
+        most ``points`` points together, without waiting, from any thread."""
         self._last_request = 0.0
         self.collector_id = collector_id
         self.prepared = prepared
@@ -142,8 +150,11 @@ class Writer:
             raise
 
     def _gather(self) -> list[Prepared]:
-        """Up to ``group_max_messages`` / ``group_max_points``; waits ``group_wait_ms`` for
-        more unless the group carries a fire alarm (GB 26875.1 §4.1.2.3: it goes at once)."""
+        """A group: waits up to ``group_wait_ms`` for ``group_max_messages`` (unless the group
+        carries a fire alarm: GB 26875.1 §4.1.2.3, it goes at once), but first takes
+        everything already waiting - the queue, then :attr:`backlog` - up to
+        ``BACKLOG_FACTOR`` x ``group_max_messages`` (adaptive: the deeper the queue, the more
+        one store write and one ledger commit cover). ``group_max_points`` bounds it all."""
         try:
             first = self.prepared.get(timeout=TICK_S)
         except queue.Empty:
@@ -151,6 +162,20 @@ class Writer:
         group, urgent = [first], first.urgent
         points = len(first.points or ())
         cfg = self.config
+        cap = cfg.group_max_messages * BACKLOG_FACTOR
+        while len(group) < cap and points < cfg.group_max_points:
+            try:
+                item = self.prepared.get_nowait()
+            except queue.Empty:
+                break
+            group.append(item)
+            points += len(item.points or ())
+            urgent |= item.urgent
+        if self.backlog is not None and len(group) < cap and points < cfg.group_max_points:
+            for item in self.backlog(cap - len(group), cfg.group_max_points - points):
+                group.append(item)
+                points += len(item.points or ())
+                urgent |= item.urgent
         deadline = time.monotonic() + cfg.group_wait_ms / 1000
         while len(group) < cfg.group_max_messages and points < cfg.group_max_points:
             try:

@@ -69,6 +69,7 @@ def configure(spec: dict[str, Any]) -> None:
     if "timeout" in spec:
         args = [a for a in cfg.pytest_add_cli_args if not a.startswith("--timeout=")]
         cfg.pytest_add_cli_args = [*args, f"--timeout={int(spec['timeout'])}"]
+    cfg.debug = bool(os.environ.get("FIREGATE_MUTATE_DEBUG"))  # mutmut prints pytest's output
     if spec.get("shrink", True) is False:  # property tests: no shrinking (tests/conftest.py)
         cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "--hypothesis-profile=mutation"]
 

@@ -5,22 +5,26 @@ message that carried the records is acknowledged), the API thread reads it and a
 resolves alarms, and the ``alarm-escalation`` thread fires the steps that come due. Every
 method takes one lock and holds it only for in-memory work and one SQLite transaction.
 
-Open alarms are kept in memory (by key and by id, with a heap of their step timers); closed
+Open alarms are kept in memory (by key and by id, with a heap of their step timers, and in
+newest-first order overall and per site, which is what :meth:`AlarmBook.list` reads); closed
 ones only in the file, for ``[alarms] retention_days``. Subscribers are called after a change
 is persisted, on the thread that made it, outside the lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import dataclasses
 import hashlib
 import heapq
+import itertools
+import json
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +67,24 @@ ALARM_EVENTS: frozenset[EventType] = frozenset(
 """Event types that open an alarm: the wire contract's fire and alarm classes."""
 RAISE, CLEAR, RESET = "raise", "clear", "reset"
 MAX_TEXT = 100_000
+OVERFLOW_SOURCE = "alarms/overflow"
+"""The source of a gateway's overflow fire alarm: fire alarms past
+``max_open_fire_per_gateway`` re-raise it instead of opening alarms of their own."""
 """A note longer than this is refused (the API's own limit is lower)."""
 STATES = ("active", "cleared", "open", "closed", "all")
 _STATE_SQL = {"active": "state = 'active'", "cleared": "state = 'cleared'", "open": "open = 1",
               "closed": "open = 0", "all": "1 = 1"}
 Key = tuple[str, str, str]
+Order = tuple[int, str]
+"""An alarm's place in a list: (-raised_ms, id), ascending is newest first (the SQL order
+``raised_ms DESC, id``; neither value changes while the alarm lives)."""
+Scope = tuple[str, ...] | None
+"""The sites a list may show (None: every site)."""
+SCOPE_CACHE = 256
+"""Users' site filters remembered with the sites they match (cleared when full)."""
+MERGE_SITES = 64
+"""A list scoped to at most this many sites merges their own orders; past it, it walks the
+overall order and skips other sites' alarms."""
 
 
 def _now_ms() -> int:
@@ -174,10 +191,18 @@ class AlarmBook:
         self._timers: list[tuple[int, str]] = []
         self._subscribers: list[Callable[[Change], None]] = []
         self._per_gateway: dict[str, int] = {}  # open alarms per gateway
+        self._order: builtins.list[Order] = []  # open alarms, newest first
+        self._by_site: dict[str, builtins.list[Order]] = {}  # the same, per site
+        self._sites: set[str] = set()  # every site the book has (open or in the file)
+        self._scopes: dict[Callable[[str], bool], tuple[int, tuple[str, ...]]] = {}
         self.refused: dict[str, int] = {}
         """Per gateway: alarms not opened, past ``max_open_per_gateway``."""
+        self.folded: dict[str, int] = {}
+        """Per gateway: fire alarms counted into its overflow alarm, past
+        ``max_open_fire_per_gateway``."""
         self.wake = threading.Event()
         """Set when a timer sooner than the others is set (wakes the escalation loop)."""
+        self._sites.update(self._store.sites())
         moved = []
         for st in self._store.open_alarms():
             self._index(st)
@@ -246,9 +271,20 @@ class AlarmBook:
     def _raise(self, s: Signal, batch: _Batch) -> None:
         st = self._open.get(s.key)
         if st is None:
-            if (self._per_gateway.get(s.gateway, 0) >= self.config.max_open_per_gateway
-                    and s.priority != "fire" and s.type not in FIRE_KINDS):
+            n = self._per_gateway.get(s.gateway, 0)
+            fire = s.priority == "fire" or s.type in FIRE_KINDS
+            if n >= self.config.max_open_per_gateway and not fire:
                 self._refuse(s)
+                return
+            if fire and n >= self.config.max_open_fire_per_gateway and \
+                    s.source != OVERFLOW_SOURCE:
+                self._refuse(s, folded=True)
+                self._raise(dataclasses.replace(
+                    s, source=OVERFLOW_SOURCE, description=(
+                        f"more than {self.config.max_open_fire_per_gateway} open alarms "
+                        f"(max_open_fire_per_gateway): further fire alarms are counted here "
+                        f"(raise_count); the first from {s.source}: {s.description}"
+                    )[:MAX_TEXT]), batch)
                 return
             policy = policy_for(self.policies, s.type, s.site)
             alarm = Alarm(
@@ -480,13 +516,81 @@ class AlarmBook:
 
     def list(self, *, state: str = "active", site: str | None = None,
              sites: Callable[[str], bool] | None = None, acknowledged: bool | None = None,
-             limit: int = 500) -> builtins.list[Alarm]:
+             limit: int = 500, before_ms: int | None = None,
+             before_id: str | None = None) -> builtins.list[Alarm]:
         """Alarms newest first: ``state`` is ``active``, ``cleared``, ``open`` (not yet
         acknowledged and cleared or resolved), ``closed`` or ``all``; ``site`` one site,
-        ``sites`` the user's filter; ``acknowledged`` True / False / None (either)."""
+        ``sites`` the user's filter; ``acknowledged`` True / False / None (either).
+        ``before_ms``/``before_id``: the page after the alarm raised at ``before_ms`` with
+        id ``before_id`` (the last of the previous page); ``before_ms`` alone: alarms raised
+        before it.
+
+        Open alarms come from memory, in their kept order, site by site: only the alarms
+        returned are looked at past their order key (a user of 10 sites among 200 does not
+        pay for the other 190). Closed ones come from the file, with the user's sites (their
+        filter run once per site, remembered) in the query."""
+        if state not in _STATE_SQL:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        if limit <= 0:
+            return []
+        after = _after(before_ms, before_id)
         with self._lock:
-            return select_alarms(self._store, state=state, site=site, sites=sites,
-                                 acknowledged=acknowledged, limit=limit)
+            scope = self._scope(site, sites)
+            out = [] if state == "closed" else self._open_page(state, scope, acknowledged,
+                                                                limit, after)
+            if state == "open" or scope == ():
+                return out
+            closed = _select(self._store, state, scope, acknowledged, limit, after,
+                             closed_only=True)
+        if not out:
+            return closed
+        merged = heapq.merge(out, closed, key=lambda a: (-a.raised_ms, a.id))
+        return builtins.list(itertools.islice(merged, limit))
+
+    def _scope(self, site: str | None, sites: Callable[[str], bool] | None) -> Scope:
+        """The sites a list may show: ``site`` if the filter lets it, else the book's sites
+        the filter lets (remembered per filter until a new site appears), None: all."""
+        if site is not None:
+            return (site,) if sites is None or sites(site) else ()
+        if sites is None:
+            return None
+        version = len(self._sites)  # sites are only ever added
+        try:
+            cached = self._scopes.get(sites)
+        except TypeError:  # an unhashable filter: not remembered
+            return tuple(s for s in self._sites if sites(s))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if len(self._scopes) >= SCOPE_CACHE:
+            self._scopes.clear()
+        scope = tuple(sorted(s for s in self._sites if sites(s)))
+        self._scopes[sites] = (version, scope)
+        return scope
+
+    def _open_page(self, state: str, scope: Scope, acknowledged: bool | None, limit: int,
+                   after: Order | None) -> builtins.list[Alarm]:
+        """Up to ``limit`` open alarms in ``scope`` matching ``state`` and ``acknowledged``,
+        newest first, after ``after``."""
+        if scope is None:
+            keys: Iterable[Order] = _from(self._order, after)
+        elif len(scope) <= MERGE_SITES:
+            keys = heapq.merge(*(_from(self._by_site[s], after) for s in scope
+                                 if s in self._by_site))
+        else:
+            wanted = set(scope)
+            keys = (k for k in _from(self._order, after)
+                    if self._ids[k[1]].alarm.site in wanted)
+        out: builtins.list[Alarm] = []
+        for _, alarm_id in keys:
+            a = self._ids[alarm_id].alarm
+            if ((state == "active" and a.state != ACTIVE)
+                    or (state == "cleared" and a.state != CLEARED)
+                    or (acknowledged is not None and a.acknowledged != acknowledged)):
+                continue
+            out.append(a)
+            if len(out) >= limit:
+                break
+        return out
 
     def timeline(self, alarm_id: str) -> builtins.list[TimelineEntry]:
         """Everything that happened to the alarm, in order ([] for an unknown id)."""
@@ -553,10 +657,15 @@ class AlarmBook:
     # -- internals ---------------------------------------------------------------------------
 
     def _index(self, st: Stored) -> None:
-        self._open[st.alarm.key] = st
-        self._ids[st.alarm.id] = st
-        gw = st.alarm.gateway
+        a = st.alarm
+        self._open[a.key] = st
+        self._ids[a.id] = st
+        gw = a.gateway
         self._per_gateway[gw] = self._per_gateway.get(gw, 0) + 1
+        key = (-a.raised_ms, a.id)
+        bisect.insort(self._order, key)
+        bisect.insort(self._by_site.setdefault(a.site, []), key)
+        self._sites.add(a.site)
 
     def _unindex(self, st: Stored) -> None:
         if self._open.get(st.alarm.key) is st:
@@ -565,11 +674,26 @@ class AlarmBook:
             self._per_gateway[gw] -= 1
             if not self._per_gateway[gw]:
                 del self._per_gateway[gw]
-        self._ids.pop(st.alarm.id, None)
+        if self._ids.pop(st.alarm.id, None) is not None:
+            a = st.alarm
+            key = (-a.raised_ms, a.id)
+            _remove(self._order, key)
+            keys = self._by_site[a.site]
+            _remove(keys, key)
+            if not keys:
+                del self._by_site[a.site]
 
-    def _refuse(self, s: Signal) -> None:
+    def _refuse(self, s: Signal, *, folded: bool = False) -> None:
         """A gateway past ``max_open_per_gateway``: counted, logged (the first, then every
-        1,000th)."""
+        1,000th). ``folded``: a fire alarm past ``max_open_fire_per_gateway``, counted into
+        the gateway's overflow alarm."""
+        if folded:
+            m = self.folded[s.gateway] = self.folded.get(s.gateway, 0) + 1
+            if m % 1000 == 1:
+                log.error("gateway %s has %d open alarms (max_open_fire_per_gateway): fire "
+                          "alarm from %r re-raises its overflow alarm, %d so far",
+                          s.gateway, self._per_gateway.get(s.gateway, 0), s.source, m)
+            return
         n = self.refused[s.gateway] = self.refused.get(s.gateway, 0) + 1
         if n % 1000 == 1:
             log.warning("gateway %s has %d open alarms (max_open_per_gateway): %s from %r "
@@ -591,27 +715,64 @@ class AlarmBook:
 
 def select_alarms(store: AlarmStore, *, state: str = "active", site: str | None = None,
                   sites: Callable[[str], bool] | None = None, acknowledged: bool | None = None,
-                  limit: int = 500) -> list[Alarm]:
+                  limit: int = 500, before_ms: int | None = None,
+                  before_id: str | None = None) -> list[Alarm]:
     """:meth:`AlarmBook.list` on a store (the command line reads a running collector's file
     with it)."""
     if state not in _STATE_SQL:
         raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
-    where, args = [_STATE_SQL[state]], list[object]()
+    if limit <= 0:
+        return []
+    scope: Scope = None
     if site is not None:
-        where.append("site = ?")
-        args.append(site)
+        scope = (site,) if sites is None or sites(site) else ()
+    elif sites is not None:
+        scope = tuple(s for s in store.sites() if sites(s))
+    if scope == ():
+        return []
+    return _select(store, state, scope, acknowledged, limit, _after(before_ms, before_id))
+
+
+def _select(store: AlarmStore, state: str, scope: Scope, acknowledged: bool | None, limit: int,
+            after: Order | None, *, closed_only: bool = False) -> list[Alarm]:
+    """The file's alarms matching, newest first, at most ``limit``: the sites, the cursor and
+    the limit are in the query (SQL from fixed fragments, values as parameters)."""
+    where, args = [_STATE_SQL[state]], list[object]()
+    if closed_only:
+        where.append("open = 0")
+    if scope is not None:
+        where.append("site IN (SELECT value FROM json_each(?))")  # any number of sites
+        args.append(json.dumps(scope))
     if acknowledged is not None:
         where.append("acknowledged = ?")
         args.append(int(acknowledged))
-    out: list[Alarm] = []
-    if limit <= 0:
-        return out
-    for a in store.select(" AND ".join(where), args):
-        if sites is None or sites(a.site):
-            out.append(a)
-            if len(out) >= limit:
-                break
-    return out
+    if after is not None:
+        where.append("(raised_ms < ? OR (raised_ms = ? AND id > ?))")
+        args += [-after[0], -after[0], after[1]]
+    return list(store.select(" AND ".join(where), args, limit))
+
+
+def _after(before_ms: int | None, before_id: str | None) -> Order | None:
+    """The order key a page starts after (exclusive); None: from the newest."""
+    if before_ms is None:
+        if before_id is not None:
+            raise ValueError("before_id needs before_ms")
+        return None
+    # Without an id: every alarm raised at before_ms is excluded too (U+10FFFF sorts after
+    # every id, in Python and in SQLite's byte order alike).
+    return (-before_ms, "\U0010ffff" if before_id is None else before_id)
+
+
+def _from(keys: list[Order], after: Order | None) -> Iterator[Order]:
+    """``keys`` (sorted) from the first one past ``after``, read lazily."""
+    start = 0 if after is None else bisect.bisect_right(keys, after)
+    return (keys[i] for i in range(start, len(keys)))
+
+
+def _remove(keys: list[Order], key: Order) -> None:
+    i = bisect.bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        del keys[i]
 
 
 class _Batch:

@@ -66,6 +66,11 @@ class AlarmsConfig:
     max_open_per_gateway: int = 5_000
     """Open alarms per gateway past which a new one is not opened (counted, logged), unless it
     is a fire alarm: a broken or hostile gateway must not fill the book."""
+    max_open_fire_per_gateway: int = 20_000
+    """Open alarms per gateway past which a new fire alarm is not opened on its own either: it
+    re-raises the gateway's one overflow fire alarm (source ``alarms/overflow``), so a hostile
+    gateway or a spoofed UITD cannot grow the book (and the escalations) without bound, and
+    still no fire alarm goes unseen."""
 
 
 def parse_alarms(t: Table | None) -> AlarmsConfig:
@@ -77,6 +82,8 @@ def parse_alarms(t: Table | None) -> AlarmsConfig:
                                 max=36_500.0),
         max_timeline=t.integer("max_timeline", 200, min=20, max=100_000),
         max_open_per_gateway=t.integer("max_open_per_gateway", 5_000, min=1, max=1_000_000),
+        max_open_fire_per_gateway=t.integer("max_open_fire_per_gateway", 20_000, min=1,
+                                            max=1_000_000),
     )
     t.finish()
     return config

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS alarm (
 CREATE INDEX IF NOT EXISTS alarm_open ON alarm (open, raised_ms);
 CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_ms);
 CREATE INDEX IF NOT EXISTS alarm_closed ON alarm (closed_ms) WHERE open = 0;
+CREATE INDEX IF NOT EXISTS alarm_closed_state ON alarm (state, raised_ms) WHERE open = 0;
 CREATE TABLE IF NOT EXISTS timeline (
     alarm_id TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
@@ -206,12 +207,16 @@ class AlarmStore:
             db.execute("ROLLBACK")
             raise
 
-    def select(self, where: str, args: Sequence[object]) -> Iterator[Alarm]:
+    def select(self, where: str, args: Sequence[object], limit: int = -1) -> Iterator[Alarm]:
         """Alarms matching ``where`` (SQL built by the book from fixed fragments), newest
-        first."""
-        for row in self._db.execute(f"{_SELECT} WHERE {where} ORDER BY raised_ms DESC, id",
-                                    args):
+        first, at most ``limit`` (-1: all)."""
+        for row in self._db.execute(f"{_SELECT} WHERE {where} ORDER BY raised_ms DESC, id "
+                                    "LIMIT ?", (*args, limit)):
             yield _stored(row).alarm
+
+    def sites(self) -> list[str]:
+        """Every site the file has an alarm of."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT site FROM alarm")]
 
     def timeline(self, alarm_id: str) -> list[TimelineEntry]:
         return [TimelineEntry(*r) for r in self._db.execute(

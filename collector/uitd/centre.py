@@ -32,6 +32,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ log = logging.getLogger("firegate.collector.uitd")
 STATE_FILE = "uitd.json"
 """The centre's view, rewritten every few seconds in the state directory (``uitd list``)."""
 SWEEP_S = 1.0
+STATE_ROWS_PER_STEP = 250
+"""UITDs put into ``uitd.json`` per loop callback (a few ms): the file is built in steps."""
 RETRY_PUT_S = 0.01
 LOG_EVERY_S = 60.0
 MAX_DEVICES_FACTOR = 2
@@ -92,6 +95,8 @@ class Centre:
         self._by_raw: dict[bytes, Device] = {}
         self._per_ip: Counter[str] = Counter()
         """Links open per peer IP address (``max_connections_per_ip``)."""
+        self._unidentified: Counter[str] = Counter()
+        """Of those, the links without a valid frame yet (``max_unidentified_per_ip``)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
         self.ready = threading.Event()
@@ -108,7 +113,16 @@ class Centre:
         self._waiting: deque[Prepared] = deque()
         """Items for the writer while its queue is full (bounded by the UITDs: each has at
         most one upload being stored, plus its status items)."""
+        self._waiting_lock = threading.Lock()
+        """The loop drains the waiting items into the writer's queue; the writer's thread
+        takes them straight into its group (:meth:`take_waiting`)."""
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._state_job: _StateJob | None = None
+        """The periodic ``uitd.json`` being built (:meth:`_write_state`)."""
+        self._stored_lock = threading.Lock()
+        self._stored_jobs: deque[tuple[Device, Job]] = deque()
+        """Stored by the writer, to be confirmed on the loop (:meth:`_stored_soon`)."""
+        self._stored_wake = False
 
     # -- running -------------------------------------------------------------------------------
 
@@ -186,24 +200,33 @@ class Centre:
                              self.config.max_connections, link.peer)
             link.close("max_connections")
             return False
-        if self._per_ip[link.host] >= self.config.max_connections_per_ip:
+        cap = self.config.max_connections_per_ip
+        if self._unidentified[link.host] >= self.config.max_unidentified_per_ip or \
+                (cap and self._per_ip[link.host] >= cap):
             self.counters["refused_per_ip"] += 1
-            self._log_rarely("per_ip", "too many links from %s (max_connections_per_ip = %d): "
-                             "%s refused", link.host, self.config.max_connections_per_ip,
-                             link.peer)
+            self._log_rarely("per_ip", "too many links from %s (max_unidentified_per_ip = %d, "
+                             "max_connections_per_ip = %d): %s refused", link.host,
+                             self.config.max_unidentified_per_ip, cap, link.peer)
             link.close("per_ip")
             return False
         self.links.add(link)
         self._per_ip[link.host] += 1
+        self._unidentified[link.host] += 1
         self.counters["accepted"] += 1
         return True
+
+    @staticmethod
+    def _uncount(counter: Counter[str], host: str) -> None:
+        counter[host] -= 1
+        if counter[host] <= 0:
+            del counter[host]
 
     def lost(self, link: UitdLink) -> None:
         if link in self.links:
             self.links.discard(link)
-            self._per_ip[link.host] -= 1
-            if self._per_ip[link.host] <= 0:
-                del self._per_ip[link.host]
+            self._uncount(self._per_ip, link.host)
+            if link.device is None:
+                self._uncount(self._unidentified, link.host)
         device = link.device
         if device is not None and device.link is link:
             device.link = None
@@ -230,7 +253,7 @@ class Centre:
                 return None
             device = self._device(entry)
         old = device.link
-        if old is not None and old is not link:
+        if old is not None and old is not link and not old.closed:
             if not self._may_replace(device, old, link):
                 return None
             self.counters["replaced"] += 1
@@ -239,6 +262,8 @@ class Centre:
             old.close("replaced")
         device.link = link
         device.peer = link.peer
+        if link.device is None and link in self.links:
+            self._uncount(self._unidentified, link.host)
         link.device = device
         p = device.entry.profile
         # Our address: the configured one, else the one the UITD addresses us by (表1).
@@ -259,6 +284,8 @@ class Centre:
         now = time.monotonic()
         window = self.config.replace_window_s
         times = device.replaced_at
+        if times is None:
+            times = device.replaced_at = deque()
         while times and now - times[0] >= window:
             times.popleft()
         if len(times) < self.config.max_replacements:
@@ -388,24 +415,54 @@ class Centre:
 
     def _drain(self) -> None:
         self._drain_timer = None
-        for waiting in (self._waiting_fire, self._waiting):
-            while waiting:
-                try:
-                    self.prepared.put_nowait(waiting[0])
-                except queue.Full:
-                    self._drain_later()
-                    return
-                waiting.popleft()
+        with self._waiting_lock:
+            for waiting in (self._waiting_fire, self._waiting):
+                while waiting:
+                    try:
+                        self.prepared.put_nowait(waiting[0])
+                    except queue.Full:
+                        self._drain_later()
+                        return
+                    waiting.popleft()
+
+    def take_waiting(self, n: int, points: int) -> list[Prepared]:
+        """For the writer's thread (``Writer.backlog``): up to ``n`` waiting items (fire
+        alarms first) until ``points`` points are taken, straight into the group it is
+        gathering - under a backlog one write then covers more uploads than the writer's
+        queue holds. A UITD has at most one upload in the pipeline, so its order holds."""
+        out: list[Prepared] = []
+        with self._waiting_lock:
+            for waiting in (self._waiting_fire, self._waiting):
+                while waiting and len(out) < n and points > 0:
+                    item = waiting.popleft()
+                    points -= len(item.points or ())
+                    out.append(item)
+        return out
 
     def _alive(self) -> bool:
         return self._running
 
     def _stored_soon(self, device: Device, job: Job) -> None:
+        """From the writer's thread: ``job`` is stored. Handed to the loop with one wake-up
+        for all the jobs a write group stored, not one per job."""
         loop = self.loop
         if loop is None:
             return
+        with self._stored_lock:
+            self._stored_jobs.append((device, job))
+            if self._stored_wake:
+                return
+            self._stored_wake = True
         with contextlib.suppress(RuntimeError):  # the loop is gone: the process is ending
-            loop.call_soon_threadsafe(self._stored, device, job)
+            loop.call_soon_threadsafe(self._stored_all)
+
+    def _stored_all(self) -> None:
+        with self._stored_lock:
+            jobs = list(self._stored_jobs)
+            self._stored_jobs.clear()
+            self._stored_wake = False
+        for device, job in jobs:
+            self._stored(device, job)
 
     def _stored(self, device: Device, job: Job) -> None:
         """The writer stored and committed ``job``: confirm it (图3), then the next job."""
@@ -499,41 +556,81 @@ class Centre:
     def status(self) -> dict[str, Any]:
         """Every UITD known, and the counters (``uitd list``, the API)."""
         now = time.monotonic()
-        known = {**{u.gateway: None for u in self.config.uitds}, **dict.fromkeys(self.devices)}
-        rows = []
-        for gw in known:
-            d = self.devices.get(gw)
-            if d is not None:
-                rows.append(d.status(now))
-            else:
-                entry = next(u for u in self.config.uitds if u.gateway == gw)
-                rows.append({"address": f"0x{entry.address:012x}", "gateway": gw,
-                             "site": entry.site, "profile": entry.profile.name,
-                             "connected": False, "online": False, "link_fault": False,
-                             "peer": "", "silent_s": None, "next_seq": None, "queued": 0,
-                             "counters": {}, "commands": []})
+        listed = {u.gateway: u for u in self.config.uitds}
+        rows = [self._row(gw, listed, now) for gw in self._known()]
+        return {**self._header(), "uitds": rows}
+
+    def _known(self) -> list[str]:
+        """Gateway ids of the configured UITDs, then of every other one known."""
+        return list({**{u.gateway: None for u in self.config.uitds},
+                     **dict.fromkeys(self.devices)})
+
+    def _header(self) -> dict[str, Any]:
         return {"collector": self.collector_id, "listen": self.config.listen,
                 "port": self.port, "connections": len(self.links),
                 "updated_ms": _ms(), "running": self._running,
-                "counters": dict(self.counters), "uitds": rows}
+                "counters": dict(self.counters)}
+
+    def _row(self, gw: str, listed: Mapping[str, UitdEntry], now: float) -> dict[str, Any]:
+        d = self.devices.get(gw)
+        if d is not None:
+            return d.status(now)
+        entry = listed[gw]
+        return {"address": f"0x{entry.address:012x}", "gateway": gw,
+                "site": entry.site, "profile": entry.profile.name,
+                "connected": False, "online": False, "link_fault": False,
+                "peer": "", "silent_s": None, "next_seq": None, "queued": 0,
+                "counters": {}, "commands": []}
 
     def _write_state(self, now: float, final: bool = False) -> None:
+        """``uitd.json``. The last one (``final``) at once; the periodic ones in steps of
+        ``STATE_ROWS_PER_STEP`` UITDs between the loop's other callbacks, the file written
+        off the loop: 10,000 UITDs make a few MB of JSON, which built in one go held the
+        links' loop (and, encoded in a thread, the GIL) for tens of ms every few seconds."""
         self._last_state = now
         if self.state_dir is None:
             return
-        body = self.status()
-        if final:
-            body["running"] = False
         path = self.state_dir / STATE_FILE
         if final or self.loop is None:
-            self._save(path, body)
-        else:  # 10,000 UITDs make a few MB of JSON: off the loop that serves the links
-            self.loop.run_in_executor(None, self._save, path, body)
+            self._state_job = None
+            body = self.status()
+            if final:
+                body["running"] = False
+            self._save(path, json.dumps(body, ensure_ascii=False))
+            return
+        if self._state_job is not None:  # the previous one is still being built
+            return
+        job = _StateJob(self._known(), {u.gateway: u for u in self.config.uitds})
+        self._state_job = job
+        self.loop.call_soon(self._state_step, job, path)
 
-    def _save(self, path: Path, body: dict[str, Any]) -> None:
+    def _state_step(self, job: _StateJob, path: Path) -> None:
+        if self._state_job is not job or self.loop is None:
+            return  # superseded by the final write
+        now = time.monotonic()
+        end = min(len(job.names), job.done + STATE_ROWS_PER_STEP)
+        job.parts.extend(json.dumps(self._row(gw, job.listed, now), ensure_ascii=False)
+                         for gw in job.names[job.done:end] if gw in self.devices or
+                         gw in job.listed)
+        job.done = end
+        if end < len(job.names):
+            self.loop.call_soon(self._state_step, job, path)
+            return
+        self._state_job = None
+        head = json.dumps(self._header(), ensure_ascii=False)
+        text = f'{head[:-1]}, "uitds": [{", ".join(job.parts)}]}}'
+        self.loop.run_in_executor(None, self._save, path, text)
+
+    def _save(self, path: Path, text: str) -> None:
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+            # Owner only (peers' addresses, commands and who gave them), written with
+            # O_NOFOLLOW: a symlink planted in the state directory is not followed.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                os.fchmod(fd, 0o600)
+                f.write(text)
             os.replace(tmp, path)
         except OSError as exc:
             self._log_rarely("state", "cannot write %s: %s", path, exc)
@@ -562,6 +659,16 @@ def _raise_file_limit(links: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < want:
         log.warning("open-file limit %d is below max_connections (%d) + 1024: the centre will "
                     "refuse links before its cap (raise LimitNOFILE / ulimit -n)", soft, links)
+
+
+@dataclass(slots=True)
+class _StateJob:
+    """A periodic ``uitd.json`` in the making: the UITDs to write, and their rows so far."""
+
+    names: list[str]
+    listed: dict[str, UitdEntry]
+    parts: list[str] = field(default_factory=list)
+    done: int = 0
 
 
 def _ms() -> int:

@@ -122,12 +122,17 @@ class CentreConfig:
     """No valid frame this long: ``link_fault``, gateway offline, connection closed. GB 26875.1
     asks a UITD to signal a broken link within 100 s, so the centre should not be slower."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
-    max_connections_per_ip: int = 256
-    """Links at once from one peer IP address: one host (or one hostile script) must not take
-    every slot of ``max_connections``. UITDs behind one NAT address need it raised."""
-    identify_timeout_s: float = 30.0
-    """A link that has not sent one valid frame this long is closed (``unidentified``): a
-    half-open or slowloris connection must not hold a slot for the whole silence timeout."""
+    max_unidentified_per_ip: int = 1024
+    """Links at once from one peer IP address that have not yet sent a valid frame: one host
+    (a slowloris script, a port scanner) must not take every slot of ``max_connections``.
+    Identified links need no such cap: each holds a configured address, one link per
+    address. Behind a TCP load balancer every UITD has the balancer's address: raise it."""
+    max_connections_per_ip: int = 0
+    """Links at once from one peer IP address, identified or not; 0: no such cap (a balancer
+    or a NAT puts many UITDs behind one address)."""
+    identify_timeout_s: float = 90.0
+    """A link that has not sent one valid frame this long is closed (``unidentified``). The
+    default is the silence timeout's; lower it when the UITDs speak first on connecting."""
     max_replacements: int = 5
     replace_window_s: float = 600.0
     """GB/T 26875.3 has no authentication: a peer that claims a connected UITD's address
@@ -285,9 +290,10 @@ def parse_gb26875(t: Table | None) -> CentreConfig | None:
         silence_timeout_s=t.number("silence_timeout_s", 90.0, min=1.0, max=MAX_SILENCE_S),
         max_connections=t.integer("max_connections", DEFAULT_MAX_CONNECTIONS, min=1,
                                   max=1_000_000),
-        max_connections_per_ip=t.integer("max_connections_per_ip", 256, min=1,
-                                         max=1_000_000),
-        identify_timeout_s=t.number("identify_timeout_s", 30.0, min=1.0, max=MAX_SILENCE_S),
+        max_unidentified_per_ip=t.integer("max_unidentified_per_ip", 1024, min=1,
+                                          max=1_000_000),
+        max_connections_per_ip=t.integer("max_connections_per_ip", 0, min=0, max=1_000_000),
+        identify_timeout_s=t.number("identify_timeout_s", 90.0, min=1.0, max=MAX_SILENCE_S),
         max_replacements=t.integer("max_replacements", 5, min=1, max=10_000),
         replace_window_s=t.number("replace_window_s", 600.0, min=1.0, max=86_400.0),
         max_frames_per_s=t.number("max_frames_per_s", 50.0, above=0.0, max=100_000.0),

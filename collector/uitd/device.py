@@ -106,9 +106,10 @@ class Device:
     commands: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=16))
     """The last downstream commands and their outcome (``uitd list``, the API)."""
     peer: str = ""
-    replaced_at: deque[float] = field(default_factory=deque)
+    replaced_at: deque[float] | None = None
     """Monotonic times of the last replacements of its link (at most ``max_replacements``):
-    a peer claiming its address again and again (GB/T 26875.3 has no authentication)."""
+    a peer claiming its address again and again (GB/T 26875.3 has no authentication). Made
+    at the first replacement: an empty deque costs 760 bytes, most UITDs never need one."""
     conflict_raised: bool = False
     """An ``address_conflict`` link fault is raised and not restored."""
     conflict_at: float = 0.0

@@ -20,7 +20,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from collector.ingest import Inbound, Kind, Prepared
 from collector.points import Storable
@@ -49,6 +49,8 @@ class UitdInbound(Inbound):
 
     on_stored: Callable[[], None] = field(default=_nothing)
     alive: Callable[[], bool] = field(default=lambda: True)
+    confirm_over_mqtt: ClassVar[bool] = False
+    """Confirmed on the UITD's link (图3), never by an MQTT ``stored`` message."""
 
 
 class SplitAcker:

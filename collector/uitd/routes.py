@@ -1,6 +1,7 @@
 """HTTP routes of the GB/T 26875.3 centre, added to the collector's API (collector/api/).
 
-* ``GET /api/v1/uitds`` (viewer): the UITDs of the caller's sites, and the counters;
+* ``GET /api/v1/uitds`` (viewer): the UITDs of the caller's sites, and the centre's counters
+  (only to a user of every site: they count other sites' UITDs too);
 * ``POST /api/v1/uitds/{uitd}/clock-sync`` (operator): time sync (type 90, 图44);
 * ``POST /api/v1/uitds/{uitd}/check-post`` (operator): 查岗 (type 91, 图46), body
   ``{"minutes": 10}``;
@@ -85,6 +86,9 @@ def uitd_routes(centre: Centre) -> list[BaseRoute]:
         user = require(request)
         data = await run_command(centre, _status(centre))
         data["uitds"] = [u for u in data["uitds"] if user.sees(str(u["site"]))]
+        if not user.all_sites:  # the centre's totals tell of other sites' UITDs and peers
+            data["counters"] = {}
+            data["connections"] = sum(1 for u in data["uitds"] if u["connected"])
         return JSONResponse(data)
 
     async def do_clock_sync(request: Request) -> Response:

@@ -14,7 +14,6 @@ Text from the field is shown with control characters made visible; ``--json`` ke
 from __future__ import annotations
 
 import json
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,7 +27,6 @@ __all__ = ["build", "register"]
 STATE_FILE = "uitd.json"
 TIMEOUT_S = 60.0
 """A command waits for the UITD's answer: up to 4 transmissions of 10 s each (§6.5.4-5)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 UrlOption = Annotated[str | None, typer.Option(
     "--url", help="The collector's API, e.g. https://collector.example:8443")]
@@ -55,7 +53,11 @@ def build() -> typer.Typer:
 
 
 def _visible(text: object) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """Field text for the terminal by the project's one rule (firegate/textsafe.py): C0 as
+    control pictures; C1, line separators, bidi overrides and isolates as escapes."""
+    from firegate.textsafe import visible  # rich, imported only when something is shown
+
+    return visible(text)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -305,6 +305,8 @@ class DeviceModel:
         for b in self._of(Meaning.RUN)[:1]:
             self._set(b, a is Action.PUMP_START, event)
         points = list(self.profile.points_of(Quantity.PRESSURE))
+        if not points:  # a fan or pump controller with contacts only
+            return
         if self._of(Meaning.RUN):
             points = points[:1]
         motion: Motion = Approach(self._pressure_target(), event.number("tau") or 1.0)

@@ -11,9 +11,15 @@ import pytest
 
 import simulators.modbus
 from common.config import ConfigError
-from protocols.registers import Meaning
+from protocols.registers import BitPoint, BitTable, DeviceProfile, Meaning
 from simulators.modbus.model import Action, ManualClock
-from simulators.modbus.scenario import load_scenario, parse_device_option, parse_scenario
+from simulators.modbus.scenario import (
+    DeviceSpec,
+    Scenario,
+    load_scenario,
+    parse_device_option,
+    parse_scenario,
+)
 
 SAMPLE = Path(simulators.modbus.__file__).parent / "sample.toml"
 DEVICES = """
@@ -209,3 +215,22 @@ def test_no_automatic_start_in_manual_and_a_restart_when_the_pressure_falls_agai
     clock.advance(5.0)  # and the hydrant, still open, pulls it down again: a restart
     assert [e.action for e in bus.advance()] == [Action.PUMP_START, Action.PUMP_START]
     assert pump.state("run", clock.now()) == "running"
+
+
+def test_a_fan_controller_with_contacts_only_starts_trips_and_stops() -> None:
+    """pump_start / pump_fault / pump_stop on a device without a pressure point move only its
+    contacts (a fan's run and trip relays)."""
+    fan = DeviceProfile("fan", "fan", "coils", (), bit_points=(
+        BitPoint("run", Meaning.RUN, BitTable.COIL, 15),
+        BitPoint("trip", Meaning.FAULT, BitTable.COIL, 16)))
+    bus = Scenario((DeviceSpec(3, fan, "fan"),), noise=0.0).build(ManualClock())
+    dev = bus.devices[3]
+    bus.trigger(3, Action.PUMP_START)
+    assert (dev.state("run", 0), dev.state("trip", 0)) == ("running", "ok")
+    bus.trigger(3, Action.PUMP_FAULT)
+    assert (dev.state("run", 0), dev.state("trip", 0)) == ("stopped", "fault")
+    bus.trigger(3, Action.CONTACT, point="trip", state="ok")
+    bus.trigger(3, Action.PUMP_START)
+    bus.trigger(3, Action.PUMP_STOP)
+    assert (dev.state("run", 0), dev.state("trip", 0)) == ("stopped", "ok")
+    assert dev.reading(0).contacts == {"run": False, "trip": False}

@@ -101,3 +101,28 @@ def test_the_upstream_queue_is_owner_only(tmp_path: Path) -> None:
         assert _mode(tmp_path / "state" / FILE_NAME) == 0o600
     finally:
         q.close()
+
+
+def test_fire_alarms_past_the_cap_fold_into_one_overflow_alarm(tmp_path: Path) -> None:
+    """A hostile gateway (or a spoofed UITD) raising fire alarms from ever new sources: past
+    ``max_open_fire_per_gateway`` each re-raises one overflow fire alarm; nothing unseen, the
+    book bounded; other gateways unaffected."""
+    from collector.alarms.book import OVERFLOW_SOURCE
+    from collector.alarms.config import AlarmsConfig
+
+    cfg = AlarmsConfig(max_open_per_gateway=2, max_open_fire_per_gateway=3)
+    b = book(tmp_path, Clock(), Sent(), policies=(), config=cfg)
+    try:
+        srcs = [Source(f"panel/1-1/42-0x{i:08x}", Bus.GB26875, description=f"d{i}")
+                for i in range(10)]
+        b.apply([sig(src, EventType.FIRE_ALARM, i + 1) for i, src in enumerate(srcs)])
+        opened = b.list(state="open", limit=100)
+        assert len(opened) == 4
+        [overflow] = [a for a in opened if a.source == OVERFLOW_SOURCE]
+        assert overflow.type == "fire_alarm" and overflow.raise_count == 7
+        assert "max_open_fire_per_gateway" in overflow.description
+        assert b.folded == {"gw-1": 7}
+        b.apply([sig(srcs[0], EventType.FIRE_ALARM, 1, gateway="gw-2")])
+        assert len(b.list(state="open", limit=100)) == 5
+    finally:
+        b.close()

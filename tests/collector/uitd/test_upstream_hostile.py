@@ -113,3 +113,36 @@ def test_bidi_overrides_and_separators_are_not_forwarded() -> None:
     assert shown == "3F东侧走廊烟感\U00020000"
     assert fit_text("\u202e" + "楼" * 40, DESCRIPTION_LEN) == "楼" * 15  # 30 of 31 bytes
     assert len(fit_text("a" + "\U00020000" * 10, DESCRIPTION_LEN).encode(TEXT_ENCODING)) <= 31
+
+
+def test_confirms_of_serials_never_sent_confirm_nothing(tmp_path: Path) -> None:
+    """A centre that confirms serials we never sent (and nothing we did): every upload stays
+    queued; the stray confirms are counted ``unmatched``."""
+    from protocols.gb26875 import Command, Session, address_from_int
+
+    from .test_upstream_link import _alarms
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+    fwd = Forwarding(tmp_path, [_config(port)], tz=UTC).start()
+    try:
+        fwd.offer(_alarms(1, 3))
+        srv.settimeout(WAIT)
+        conn, _ = srv.accept()
+        with conn:
+            liar = Session(bytes(6), address_from_int(0x0A0001))
+            stray = b""
+            for serial in range(30_000, 30_050):  # far from anything the forwarder uses
+                fake = Frame(serial, Command.SEND_DATA, b"", address_from_int(0x0A0001),
+                             bytes(6), None, 0x0101)
+                stray += liar.confirm(fake)
+            conn.sendall(stray)
+            stats = fwd.forwarders[0].stats
+            wait_until(lambda: stats["unmatched"] >= 50, "the stray confirms counted")
+            assert stats["confirmed"] == 0
+            assert fwd.queue.pending("province") == 3
+    finally:
+        fwd.close()
+        srv.close()
