@@ -9,9 +9,10 @@ alarm list answers with many open alarms.
    the probe's publish to the event on the stream.
 2. **list**: the real AlarmBook with ``--open`` open alarms (fed as the writer feeds it) behind
    the real API server (uvicorn, in this process on its own thread); ``GET
-   /api/v1/alarms?state=active`` with the default limit (500) and with every alarm
-   (``limit=--open``), ``--requests`` times each over one keep-alive connection, plus a
-   site-restricted user's query (the filter runs over every open alarm).
+   /api/v1/alarms?state=active`` with the default limit (500) and the largest
+   (``max_limit``, 1,000), ``--requests`` times each over one keep-alive connection, a
+   site-restricted user's query (10 of the 200 sites), and every open alarm read page by
+   page through the answers' ``next`` cursor.
 
     python bench/bench_api.py [--background 10000] [--probes 400] [--open 10000]
         [--requests 200] [--only stream list]
@@ -171,7 +172,7 @@ def _serve_book(directory: Path, n_open: int, port: int, ready: Any, stop: Any) 
     print(f"{n_open:,} alarms opened in {time.perf_counter() - t0:.1f} s", flush=True)
     config = HttpConfig("127.0.0.1", port, users=(
         UserConfig("bench", TOKEN, "operator"),
-        UserConfig("firm", FIRM, "operator", ("site-00*",))), max_limit=max(n_open, 500))
+        UserConfig("firm", FIRM, "operator", ("site-00*",))))
     server = ApiServer(config, book=book, registry=registry.view).start_thread()
     ready.set()
     stop.wait()
@@ -196,10 +197,14 @@ def list_alarms(tmp: Path, n_open: int, requests: int) -> None:
     try:
         assert ready.wait(300), "the API process did not start"
         url = f"http://127.0.0.1:{port}"
-        for label, token, params in (
-                ("state=active (default limit 500)", TOKEN, {"state": "active"}),
-                (f"state=active&limit={n_open}", TOKEN, {"state": "active", "limit": n_open}),
-                ("state=active, a user of 10 of the 200 sites", FIRM, {"state": "active"})):
+        big = HttpConfig("127.0.0.1", 0).max_limit
+        cases: tuple[tuple[str, str, dict[str, Any]], ...] = (
+            ("state=active (default limit 500)", TOKEN, {"state": "active"}),
+            (f"state=active&limit={big} (max_limit)", TOKEN, {"state": "active", "limit": big}),
+            ("state=active, a user of 10 of the 200 sites", FIRM, {"state": "active"}),
+            (f"state=active&limit={big}, a user of 10 of the 200 sites", FIRM,
+             {"state": "active", "limit": big}))
+        for label, token, params in cases:
             times: list[float] = []
             size = 0
             count = 0
@@ -220,9 +225,37 @@ def list_alarms(tmp: Path, n_open: int, requests: int) -> None:
                   f"{size / 1024:,.0f} KiB, {summary(times)} (request to last byte); server "
                   f"CPU {cpu:.1f} ms a request; load average {os.getloadavg()[0]:.1f}",
                   flush=True)
+        every_page(url, n_open, big, max(3, requests // 20))
     finally:
         stop.set()
         child.join(60)
+
+
+def every_page(url: str, n_open: int, size: int, rounds: int) -> None:
+    """Every open alarm, page by page (``limit=size``, then the answer's ``next``)."""
+    totals: list[float] = []
+    pages: list[float] = []
+    seen = 0
+    with httpx.Client(base_url=url, timeout=30,
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        for _ in range(rounds):
+            params: dict[str, Any] = {"state": "active", "limit": size}
+            ids: set[str] = set()
+            t0 = time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                doc = c.get("/api/v1/alarms", params=params).json()
+                pages.append((time.perf_counter() - t) * 1000)
+                ids.update(a["id"] for a in doc["alarms"])
+                if doc["next"] is None:
+                    break
+                params = {**params, **doc["next"]}
+            totals.append((time.perf_counter() - t0) * 1000)
+            seen = len(ids)
+    assert seen == n_open, f"paging found {seen} of {n_open} alarms"
+    print(f"every one of {n_open:,} open alarms through next, pages of {size:,}: "
+          f"{len(pages) // rounds} pages, whole list {summary(totals)}; one page "
+          f"{summary(pages)}; load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main() -> None:

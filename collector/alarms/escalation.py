@@ -25,8 +25,8 @@ from collector.alarms.model import CLEARED, Alarm
 from collector.api.config import HttpConfig
 from collector.notify import FIRE_KINDS, Notification
 
-__all__ = ["ESCALATION_KIND", "EscalationLoop", "ack_url", "ack_url_base", "due_ms", "policy_for",
-           "step_notification"]
+__all__ = ["ESCALATION_KIND", "EscalationLoop", "ack_url", "ack_url_base", "alarm_url", "due_ms",
+           "policy_for", "step_notification"]
 
 log = logging.getLogger("firegate.collector.alarms")
 
@@ -72,8 +72,15 @@ def ack_url_base(http: HttpConfig | None) -> str | None:
 
 
 def ack_url(base: str | None, alarm_id: str) -> str | None:
-    """The API's link that acknowledges the alarm (``POST``); None without an API."""
+    """The API's route that acknowledges the alarm (``POST`` with a token: for integrators'
+    programs, not a link a person can follow); None without an API."""
     return None if base is None else f"{base.rstrip('/')}/api/v1/alarms/{alarm_id}/ack"
+
+
+def alarm_url(base: str | None, alarm_id: str) -> str | None:
+    """The console's page of the alarm (its detail, with the acknowledge button, after
+    sign-in): the link for people; None without an API. The id is URL-safe (``a`` + hex)."""
+    return None if base is None else f"{base.rstrip('/')}/#alarm={alarm_id}"
 
 
 def step_notification(alarm: Alarm, policy: EscalationPolicy, step: int, now_ms: int,
@@ -85,7 +92,8 @@ def step_notification(alarm: Alarm, policy: EscalationPolicy, step: int, now_ms:
     key = f"alarm:{alarm.id}:step:{step}"
     body = {"v": 1, "kind": ESCALATION_KIND, "key": key, "alarm_id": alarm.id, "step": step,
             "policy": policy.name, "webhooks": list(webhooks), "time_ms": now_ms,
-            "ack_url": ack_url(base_url, alarm.id), "alarm": alarm.to_json()}
+            "url": alarm_url(base_url, alarm.id), "ack_url": ack_url(base_url, alarm.id),
+            "alarm": alarm.to_json()}
     return Notification(ESCALATION_KIND,
                         key, json.dumps(body, ensure_ascii=False,
                                         separators=(",", ":")).encode(),

@@ -240,7 +240,10 @@ class AlarmStore:
                        "WHERE open = 0 AND closed_ms < ?)", (closed_before_ms,))
             n = db.execute("DELETE FROM alarm WHERE open = 0 AND closed_ms < ?",
                            (closed_before_ms,)).rowcount
-            db.execute("DELETE FROM audit WHERE at_ms < ?", (closed_before_ms,))
+            # An alarm still kept (open, or closed within the retention) keeps its audit: who
+            # acknowledged a fire alarm that is still active must not be forgotten.
+            db.execute("DELETE FROM audit WHERE at_ms < ? AND alarm_id NOT IN "
+                       "(SELECT id FROM alarm)", (closed_before_ms,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

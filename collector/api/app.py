@@ -55,6 +55,7 @@ CONSOLE_FILES = {"app.js": "text/javascript; charset=utf-8",
 DEFAULT_LIMIT = 500
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_ALARM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 """Control characters refused in notes (a tab and line breaks are fine)."""
 
@@ -167,7 +168,7 @@ def _json(data: object, status: int = 200) -> JSONResponse:
 async def list_alarms(request: Request) -> Response:
     user = require(request)
     config: HttpConfig = request.app.state.config
-    q = _query(request, ("state", "site", "acknowledged", "limit"))
+    q = _query(request, ("state", "site", "acknowledged", "limit", "before_ms", "before_id"))
     state = q.get("state", "active")
     if state not in STATES:
         raise ApiError(400, "bad_request", f"state must be one of {', '.join(STATES)}")
@@ -181,11 +182,21 @@ async def list_alarms(request: Request) -> Response:
         acknowledged = q["acknowledged"] == "true"
     limit = _int(q, "limit", min(DEFAULT_LIMIT, config.max_limit), 1, config.max_limit)
     assert limit is not None
+    # The page after (before_ms, before_id): the last alarm of the previous page ("next").
+    before_ms = _int(q, "before_ms", None, 0, 2**62)
+    before_id = q.get("before_id")
+    if before_id is not None and (before_ms is None or not _ALARM_ID.fullmatch(before_id)):
+        raise ApiError(400, "bad_request", "before_id must be an alarm id, given with before_ms")
     alarms = await run_in_threadpool(
         lambda: _book(request).list(state=state, site=site,
                                     sites=None if user.all_sites else user.sees,
-                                    acknowledged=acknowledged, limit=limit))
-    return _json({"alarms": [alarm_json(a) for a in alarms]})
+                                    acknowledged=acknowledged, limit=limit,
+                                    before_ms=before_ms, before_id=before_id))
+    more = len(alarms) == limit  # perhaps more: the client asks for the next page
+    last = alarms[-1] if more else None
+    return _json({"alarms": [alarm_json(a) for a in alarms],
+                  "next": None if last is None else {"before_ms": last.raised_ms,
+                                                     "before_id": last.id}})
 
 
 async def get_alarm(request: Request) -> Response:

@@ -25,12 +25,16 @@ from urllib.parse import urlsplit
 
 from common.config import ConfigError, Table, is_loopback
 
-__all__ = ["MIN_TOKEN_CHARS", "ROLES", "HttpConfig", "UserConfig", "parse_http"]
+__all__ = ["MAX_LIMIT", "MIN_TOKEN_CHARS", "ROLES", "HttpConfig", "UserConfig", "parse_http"]
 
 ROLES = ("viewer", "operator", "admin")
 """Each role can do what the one before it can: viewer reads, operator also acknowledges
 and resolves, admin also reads the audit log."""
 MIN_TOKEN_CHARS = 32
+MAX_LIMIT = 2_000
+"""The highest ``max_limit``: 2,000 alarms are ~1.3 MB of JSON and ~20 ms to encode on a small
+machine (bench/bench_api.py); more in one answer would hold a worker thread for seconds under
+load. Clients page (``before_ms``/``before_id``) instead."""
 TOKEN_HINT = "make one with `openssl rand -hex 32`"
 USER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 USER_HINT = "1-64 chars of A-Z a-z 0-9 _ . @ -, starting with a letter or digit"
@@ -65,8 +69,9 @@ class HttpConfig:
     """Addresses whose ``X-Forwarded-For`` is believed (the audit's "from where")."""
     max_body_bytes: int = 16_384
     max_note_chars: int = 1_000
-    max_limit: int = 10_000
-    """The largest ``limit`` a list accepts (the default is 500)."""
+    max_limit: int = 1_000
+    """The largest ``limit`` a list accepts (the default is 500; at most :data:`MAX_LIMIT`:
+    one answer stays tens of milliseconds, a client pages on with ``before_ms``)."""
     stream_queue: int = 1_000
     """Events waiting for one stream client; a client that falls this far behind is dropped."""
     max_stream_clients: int = 200
@@ -149,7 +154,7 @@ def parse_http(http: Table | None, users: Sequence[Table]) -> HttpConfig | None:
         trusted_proxies=tuple(http.texts("trusted_proxies", [])),
         max_body_bytes=http.integer("max_body_bytes", 16_384, min=256, max=1_048_576),
         max_note_chars=http.integer("max_note_chars", 1_000, min=1, max=100_000),
-        max_limit=http.integer("max_limit", 10_000, min=1, max=1_000_000),
+        max_limit=http.integer("max_limit", 1_000, min=1, max=MAX_LIMIT),
         stream_queue=http.integer("stream_queue", 1_000, min=8, max=1_000_000),
         max_stream_clients=http.integer("max_stream_clients", 200, min=1, max=100_000),
         max_connections=http.integer("max_connections", 1000, min=2, max=1_000_000),

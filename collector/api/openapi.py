@@ -126,16 +126,27 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/alarms": {"get": {
         "summary": "Alarms, newest first", "operationId": "listAlarms",
         "parameters": [
-            _param("state", "query", {"type": "string", "enum": ["active", "cleared", "all"],
-                                      "default": "active"},
-                   "active: open alarms still raised or not yet acknowledged (docs/alarms.md)"),
+            _param("state", "query", {"type": "string", "enum": [
+                "active", "cleared", "open", "closed", "all"], "default": "active"},
+                   "active / cleared: the condition's state; open: still raised or not yet "
+                   "acknowledged; closed; all (docs/alarms.md)"),
             _param("site", "query", {"type": "string"}, "one site (403 outside your sites)"),
             _param("acknowledged", "query", {"type": "string", "enum": ["true", "false"]},
                    "only acknowledged / unacknowledged ones"),
             _param("limit", "query", {"type": "integer", "minimum": 1, "default": 500},
-                   "at most this many (the server's max_limit caps it)")],
+                   "at most this many (the server's max_limit caps it: 1000 by default, "
+                   "2000 at most)"),
+            _param("before_ms", "query", {"type": "integer", "minimum": 0},
+                   "the next page: next.before_ms of the previous answer (alone: alarms "
+                   "raised before it)"),
+            _param("before_id", "query", {"type": "string"},
+                   "the next page: next.before_id of the previous answer (with before_ms)")],
         "responses": {"200": _ok({"type": "object", "properties": {
-            "alarms": {"type": "array", "items": _ref("Alarm")}}}), "400": _ERROR,
+            "alarms": {"type": "array", "items": _ref("Alarm")},
+            "next": {"type": ["object", "null"], "description": "the cursor of the next "
+                     "page (null: this was the last)", "properties": {
+                         "before_ms": {"type": "integer"},
+                         "before_id": {"type": "string"}}}}}), "400": _ERROR,
             **_ERRORS_READ}}},
     "/api/v1/alarms/{alarm_id}": {"get": {
         "summary": "One alarm with its timeline", "operationId": "getAlarm",

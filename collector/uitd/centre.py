@@ -114,10 +114,13 @@ class Centre:
         """Items for the writer while its queue is full (bounded by the UITDs: each has at
         most one upload being stored, plus its status items)."""
         self._waiting_lock = threading.Lock()
+        self.taken_by_writer = 0
+        """Waiting items the writer took straight into a group (:meth:`take_waiting`)."""
         """The loop drains the waiting items into the writer's queue; the writer's thread
         takes them straight into its group (:meth:`take_waiting`)."""
         self._drain_timer: asyncio.TimerHandle | None = None
         self._state_job: _StateJob | None = None
+        self._save_lock = threading.Lock()
         """The periodic ``uitd.json`` being built (:meth:`_write_state`)."""
         self._stored_lock = threading.Lock()
         self._stored_jobs: deque[tuple[Device, Job]] = deque()
@@ -437,6 +440,7 @@ class Centre:
                     item = waiting.popleft()
                     points -= len(item.points or ())
                     out.append(item)
+            self.taken_by_writer += len(out)
         return out
 
     def _alive(self) -> bool:
@@ -596,7 +600,8 @@ class Centre:
             body = self.status()
             if final:
                 body["running"] = False
-            self._save(path, json.dumps(body, ensure_ascii=False))
+            with self._save_lock:
+                self._save(path, json.dumps(body, ensure_ascii=False))
             return
         if self._state_job is not None:  # the previous one is still being built
             return
@@ -619,7 +624,12 @@ class Centre:
         self._state_job = None
         head = json.dumps(self._header(), ensure_ascii=False)
         text = f'{head[:-1]}, "uitds": [{", ".join(job.parts)}]}}'
-        self.loop.run_in_executor(None, self._save, path, text)
+        self.loop.run_in_executor(None, self._save_periodic, path, text)
+
+    def _save_periodic(self, path: Path, text: str) -> None:
+        with self._save_lock:  # one writer of the file (and of its .tmp) at a time
+            if self._running:  # the last file (running: false) is never overwritten
+                self._save(path, text)
 
     def _save(self, path: Path, text: str) -> None:
         tmp = path.with_suffix(".tmp")

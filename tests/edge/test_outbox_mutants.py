@@ -151,3 +151,13 @@ async def test_a_failed_transaction_is_rolled_back_and_the_next_one_runs(
 
         await core.transact(look)  # type: ignore[arg-type]
         assert [r.seq for r in await ob.append([])] == []
+
+
+async def test_a_new_outbox_is_not_disk_full_and_wants_its_documented_headroom(
+        tmp_path: Path) -> None:
+    cfg = config(tmp_path, reserve_bytes=MB, wal_autocheckpoint_pages=100)
+    async with Outbox(cfg) as ob:
+        s = await ob.stats()
+        assert s.disk_full is False and s.reserve_ok is True
+        # "the reserve plus two WAL cycles free" (disk.py), a WAL cycle in 4 KiB pages
+        assert ob._core.disk.headroom == MB + 2 * 100 * 4096

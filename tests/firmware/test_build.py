@@ -45,11 +45,15 @@ def test_mpy_cross_refuses_cpython_only_syntax(snippet: str, tmp_path: Path) -> 
 
 
 def test_the_firmware_tables_are_the_contract(fw_build: Path) -> None:
-    out = run_mpy("import json\nfrom fg import records as r\n"
-                  "print('T', json.dumps([r.QUANTITIES, r.UNITS, r.EVENT_TYPES, r.FIRMWARE, "
+    out = run_mpy("import json\nfrom fg import records as r, contacts as c\n"
+                  "print('T', json.dumps([r.QUANTITIES + tuple(q for q, _ in c.QUANTITIES), "
+                  "r.UNITS + tuple(u for _, u in c.QUANTITIES), r.EVENT_TYPES + c.EVENT_TYPES, "
+                  "r.FIRMWARE, "
                   "r.RULE, r.VERSION, [r.EV_LOW, r.EV_HIGH, r.EV_OFFLINE, r.EV_RANGE, "
-                  "r.EV_DEVICE, r.EV_FAULT, r.EV_LINK]]))", fw_build)
-    quantities, units, events, firmware, rule, version, codes = json_lines(out, "T")[0]
+                  "r.EV_DEVICE, r.EV_FAULT, r.EV_LINK], [c.Q_STATE, len(r.QUANTITIES)]]))",
+                  fw_build)
+    quantities, units, events, firmware, rule, version, codes, state = json_lines(out, "T")[0]
+    assert state == [quantities.index("state")] * 2  # contacts' code follows records' table
     # the quantity codes provisioning writes are the firmware's
     assert quantities == [q.value for q in FIRMWARE_QUANTITIES]
     for q, u in zip(quantities, units, strict=True):

@@ -164,11 +164,24 @@
   }
 
   async function reload() {
-    const [sites, alarms] = await Promise.all([
-      api("GET", "/api/v1/sites"), api("GET", "/api/v1/alarms?state=active&limit=2000")]);
+    const [sites, alarms] = await Promise.all([api("GET", "/api/v1/sites"), openAlarms()]);
     st.sites = new Map(sites.sites.map((s) => [s.id, s]));
-    st.alarms = new Map(alarms.alarms.map((a) => [a.id, a]));
+    st.alarms = new Map(alarms.map((a) => [a.id, a]));
     renderSites(); renderAlarms();
+  }
+  // Every open alarm (what the stream keeps: a.open), page by page through "next" (one answer
+  // holds at most the server's limit); at most 40 pages of the default 500.
+  async function openAlarms() {
+    const out = [];
+    let path = "/api/v1/alarms?state=open";
+    for (let i = 0; i < 40; i++) {
+      const doc = await api("GET", path);
+      out.push(...doc.alarms);
+      if (!doc.next) break;
+      path = "/api/v1/alarms?state=open&before_ms=" + encodeURIComponent(doc.next.before_ms) +
+        "&before_id=" + encodeURIComponent(doc.next.before_id);
+    }
+    return out;
   }
   function refreshSitesSoon() {
     clearTimeout(st.sitesTimer);

@@ -23,7 +23,11 @@ from micropython import const
 
 from fg.records import FIRMWARE, M, record
 
-Q_STATE = const(4)  # records.QUANTITIES.index("state")
+# The quantity and the event types of contacts, codes after records.QUANTITIES and
+# records.EVENT_TYPES (stored on flash: append only); a fault contact raises records.EV_FAULT.
+QUANTITIES = (("state", ""),)  # (name, unit): a contact's logical state, 1 or 0
+EVENT_TYPES = ("valve_off_normal", "running", "manual_mode", "door_open", "supervisory")
+Q_STATE = const(4)  # len(records.QUANTITIES): the code of "state"
 
 
 # One contact of a config.json row (a named tuple: a tenth of an object's memory in
@@ -49,11 +53,31 @@ def contact(row, ix, base):
                    row[ix["channel"]], row[ix["desc"]], base + "/" + row[ix["name"]])
 
 
-def load(cs, ix, base):
-    """Turn a device's contact set [rows, None, debounce_ms, report_ms] into [Contacts, their
-    debounce state: [accepted, pending, since, reported] each, debounce_ms, report_ms]."""
-    cs[0] = [contact(r, ix, base) for r in cs[0]]
-    cs[1] = [None, None, 0, None] * len(cs[0])
+def attach(poller, ix):
+    """Turn each device's contact set [rows, None, debounce_ms, report_ms] into [Contacts,
+    their debounce state: [accepted, pending, since, reported] each, debounce_ms, report_ms],
+    and name their sources in the poller's ``by_sid``."""
+    for d in poller.devices:
+        cs = d.cs
+        if cs:
+            cs[0] = [contact(r, ix, d.sid) for r in cs[0]]
+            cs[1] = [None, None, 0, None] * len(cs[0])
+            for c in cs[0]:
+                poller.by_sid[c.sid] = c
+
+
+def conclude(app, poller, dev, regs_of, conds, values, now, rt):
+    """The end of a poll of a device with contacts (fg/poller.py): debounce them, poll again
+    when a pending change is due, store everything, then note when each state was sent."""
+    states, due = scan(dev.cs, regs_of, now, rt, poller.counters, conds)
+    if due is not None and time.ticks_diff(due, dev.due) < 0:
+        dev.due = due
+    for i, rec in states:
+        values.append((dev.cs[0][i], rec))
+    if app.conditions(conds, values, poller, rt):
+        st = dev.cs[1]
+        for i, _ in states:
+            st[4 * i + REPORTED] = rt
 
 
 def bit(data, i):

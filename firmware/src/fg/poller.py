@@ -19,8 +19,6 @@
 
 import time
 
-import gc
-
 from fg import modbus
 from fg.points import canonical, columns, physical, point
 from fg.records import (
@@ -79,16 +77,6 @@ class Poller:
             self.devices.append(_Device(raw[i], self.name, ix))
             raw[i] = None  # free each raw map as soon as it is converted
         cfg["devices"] = None
-        self.cmod = None
-        if any(d.cs for d in self.devices):
-            gc.collect()  # the config's device maps are garbage now: load into their room
-            from fg import contacts
-
-            self.cmod = contacts
-            cix = columns(cfg["contact_fields"])
-            for d in self.devices:
-                if d.cs:
-                    contacts.load(d.cs, cix, d.sid)
         self.master = None
         self.reopen_at = time.ticks_ms()
         self.reopen_ms = 1000
@@ -99,11 +87,15 @@ class Poller:
             self.by_sid[dev.sid] = dev
             for p in dev.points:
                 self.by_sid[p.sid] = p
-            for c in dev.cs[0] if dev.cs else ():
-                self.by_sid[c.sid] = c
             for _, _, word, bits in dev.words:
                 for b in bits:
                     self.by_sid[b[4]] = (word, b[0], b[1], dev.name)
+        self.cmod = None
+        if "contact_fields" in cfg:  # fg/contacts.py takes the devices' contacts from here
+            from fg import contacts
+
+            self.cmod = contacts
+            contacts.attach(self, columns(cfg["contact_fields"]))
 
     def desc(self, sid):
         """The description of a source: the device's name (the port for the bus)."""
@@ -233,16 +225,10 @@ class Poller:
             conds.append((_key(dev.sid), EV_DEVICE, False, None, None, 0))
         rt = self.hw.now_ms()
         values = self._values(dev, regs_of, conds)
-        states = ()
         if dev.cs:
-            states, due = self.cmod.scan(dev.cs, regs_of, now, rt, self.counters, conds)
-            if due is not None and time.ticks_diff(due, dev.due) < 0:
-                dev.due = due
-            for i, rec in states:
-                values.append((dev.cs[0][i], rec))
-        if app.conditions(conds, values, self, rt):
-            for i, _ in states:
-                dev.cs[1][4 * i + 3] = rt  # contacts.REPORTED
+            self.cmod.conclude(app, self, dev, regs_of, conds, values, now, rt)
+        else:
+            app.conditions(conds, values, self, rt)
 
     @staticmethod
     def _later(due, interval, now):

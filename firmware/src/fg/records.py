@@ -26,13 +26,14 @@ ACTIVE = const(1)
 HAS_V = const(2)
 HAS_LIM = const(4)
 
-# These indexes are stored on flash: append only, never reorder.
-QUANTITIES = ("pressure", "level", "temperature", "residual_current", "state")
-UNITS = ("MPa", "m", "\u00b0C", "mA", "")  # the canonical unit of each quantity above
+# These indexes are stored on flash: append only, never reorder. The codes after them are a
+# contact's (fg/contacts.py QUANTITIES, EVENT_TYPES: loaded only on a node with contacts, so
+# their names cost the others no heap); provisioning writes the whole list.
+QUANTITIES = ("pressure", "level", "temperature", "residual_current")
+UNITS = ("MPa", "m", "\u00b0C", "mA")  # the canonical unit of each quantity above
 EVENT_TYPES = (
     "threshold_low", "threshold_high", "sensor_offline", "out_of_range", "device_error",
-    "fault", "link_fault", "valve_off_normal", "running", "manual_mode", "door_open",
-    "supervisory",
+    "fault", "link_fault",
 )
 # spec "Event types": default class of each (all are alarms, class 1)
 EV_LOW = const(0)
@@ -42,8 +43,6 @@ EV_RANGE = const(3)
 EV_DEVICE = const(4)
 EV_FAULT = const(5)
 EV_LINK = const(6)
-# 7-11: the events of contacts (fg/contacts.py; a fault contact raises EV_FAULT), written into
-# config.json by provisioning with their default priority
 
 FIRMWARE = "firmware"  # spec "Source": bus of records an ESP32 node makes itself
 RULE = "rule"  # bus of threshold events derived by a rule (as the edge agent's rule engine)
@@ -68,14 +67,27 @@ def source_json(src, desc):
     return '{"id":%s,"bus":"%s"}' % (json.dumps(sid), bus)
 
 
+def _contacts(quantities):
+    # the codes past the tables above: fg/contacts.py's (loaded on a node with contacts)
+    from fg import contacts
+
+    return contacts.QUANTITIES if quantities else contacts.EVENT_TYPES
+
+
 def record_json(rec, desc, detail):
     """One record in the compact form of spec "Records"."""
     kind, prio, code, flags, src, seq, rt, value, limit, _ = rec
     if kind == M:
+        if code < len(QUANTITIES):
+            q, u = QUANTITIES[code], UNITS[code]
+        else:
+            q, u = _contacts(True)[code - len(QUANTITIES)]
         return '{"seq":%d,"k":"m","rt":%d,"src":%s,"q":"%s","v":%s,"u":"%s"}' % (
-            seq, rt, source_json(src, desc), QUANTITIES[code], _num(value), UNITS[code])
+            seq, rt, source_json(src, desc), q, _num(value), u)
+    n = len(EVENT_TYPES)
     out = '{"seq":%d,"k":"e","rt":%d,"pr":%d,"src":%s,"ev":"%s","on":%s' % (
-        seq, rt, prio, source_json(src, desc), EVENT_TYPES[code],
+        seq, rt, prio, source_json(src, desc),
+        EVENT_TYPES[code] if code < n else _contacts(False)[code - n],
         "true" if flags & ACTIVE else "false")
     if flags & HAS_V:
         out += ',"v":' + _num(value)

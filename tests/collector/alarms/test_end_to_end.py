@@ -115,7 +115,15 @@ def test_a_fire_alarm_escalates_until_acknowledged_through_its_link(
             (0, "fire", f"alarm:{ignored['alarm_id']}:step:0")
         assert ignored["alarm"]["description"] == "三层东走廊感烟探测器"
         assert ignored["alarm"]["type"] == "fire_alarm" and ignored["alarm"]["site"] == "north-1"
-        # The link acknowledges the alarm through the collector's own API.
+        # The link for people opens the alarm in the console, served at that address
+        # (the console reads the #alarm= fragment: tests/collector/api/test_console.py).
+        page = acked["url"]
+        assert page == f"http://127.0.0.1:{port}/#alarm={acked['alarm_id']}"
+        assert ignored["url"] == f"http://127.0.0.1:{port}/#alarm={ignored['alarm_id']}"
+        with urllib.request.urlopen(page.split("#")[0], timeout=30) as console:
+            assert console.status == 200 and "text/html" in console.headers["content-type"]
+            assert b'src="/console/app.js"' in console.read()
+        # The route for integrators acknowledges the alarm through the collector's own API.
         link = acked["ack_url"]
         assert link == f"http://127.0.0.1:{port}/api/v1/alarms/{acked['alarm_id']}/ack"
         answer = ack(link, token, "on my way")

@@ -56,6 +56,7 @@ def test_what_a_step_carries(tmp_path: Path) -> None:
         (ESCALATION_KIND, FIRE, ("duty",), f"gw-1/{SMOKE.id}")
     assert body["alarm_id"] == a.id and body["step"] == 0 and body["policy"] == "fire"
     assert body["ack_url"] == f"https://fire.example.net/api/v1/alarms/{a.id}/ack"
+    assert body["url"] == f"https://fire.example.net/#alarm={a.id}"
     assert body["alarm"]["description"] == "三层东走廊感烟探测器"
     assert body["alarm"]["escalation_step"] == 0 and body["key"] == n.key
 

@@ -126,3 +126,27 @@ def test_fire_alarms_past_the_cap_fold_into_one_overflow_alarm(tmp_path: Path) -
         assert len(b.list(state="open", limit=100)) == 5
     finally:
         b.close()
+
+
+def test_retention_keeps_the_audit_of_alarms_still_kept(tmp_path: Path) -> None:
+    """An acknowledged fire alarm still active after the retention: its audit entry (who
+    acknowledged it, from where) stays; the audit of an alarm pruned goes with it."""
+    from collector.alarms.config import AlarmsConfig
+    from tests.collector.alarms.helpers import NOW
+
+    clock = Clock()
+    b = book(tmp_path, clock, Sent(), policies=(), config=AlarmsConfig(retention_days=1))
+    try:
+        still = Source("panel/1-1/42-0x00000001", Bus.GB26875)
+        gone = Source("panel/1-1/42-0x00000002", Bus.GB26875)
+        b.apply([sig(still, EventType.FIRE_ALARM, 1), sig(gone, EventType.FAULT, 2)])
+        ids = {a.source: a.id for a in b.list(state="open", limit=10)}
+        b.acknowledge(ids[still.id], by="li.wei", note=None, origin="10.0.0.9")
+        b.acknowledge(ids[gone.id], by="li.wei", note=None, origin="10.0.0.9")
+        b.apply([sig(gone, EventType.FAULT, 3, active=False)])  # acknowledged + cleared
+        clock.now = NOW + 3 * 86_400_000
+        assert b.prune() == 1
+        kept = [e.alarm_id for e in b.audit(limit=10)]
+        assert kept == [ids[still.id]]
+    finally:
+        b.close()

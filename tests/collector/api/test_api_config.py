@@ -132,6 +132,8 @@ def test_users_and_sections() -> None:
             users=[{"name": "a", "token": TOKEN}])
     refused("http.max_body_bytes", "at most", http={"max_body_bytes": 10**9},
             users=[{"name": "a", "token": TOKEN}])
+    refused("http.max_limit", "at most 2000", http={"max_limit": 10_000},
+            users=[{"name": "a", "token": TOKEN}])
     refused("http.max_connections", "more than max_stream_clients",
             http={"max_connections": 100, "max_stream_clients": 100},
             users=[{"name": "a", "token": TOKEN}])

@@ -190,8 +190,40 @@ def test_list_filters_and_bounds(api: Api) -> None:
         error(op.get("/api/v1/alarms", params=bad), 400, "bad_request")
     error(op.get("/api/v1/alarms?limit=1&limit=2"), 400, "bad_request")
     big = api.server.config.max_limit
+    assert big == 1000
     assert op.get("/api/v1/alarms", params={"limit": big}).status_code == 200
     error(op.get("/api/v1/alarms", params={"limit": big + 1}), 400, "bad_request")
+    cursors: list[dict[str, str | int]] = [
+        {"before_id": a1.id}, {"before_ms": 1, "before_id": "a/../b"}, {"before_ms": "soon"},
+        {"before_ms": -1}]
+    for cursor in cursors:
+        error(op.get("/api/v1/alarms", params=cursor), 400, "bad_request")
+
+
+def test_a_long_list_is_read_page_by_page(api: Api) -> None:
+    """``next`` leads through every alarm once, newest first, for a user of some sites as
+    for one of all; the last page says there is no other."""
+    made = [api.raise_alarm(site=f"{'hz' if i % 3 else 'sh'}-{i % 5:04d}", source=f"s-{i}",
+                            seq=i + 1) for i in range(40)]  # many share a raise time
+    for token, sees in ((OPERATOR, lambda s: True), (FIRM, lambda s: s.startswith("hz-"))):
+        client = api.client(token)
+        want = [a.id for a in sorted(made, key=lambda a: (-a.raised_ms, a.id))
+                if sees(a.site)]
+        got: list[str] = []
+        params: dict[str, str | int] = {"state": "active", "limit": 6}
+        for _ in range(100):
+            doc = client.get("/api/v1/alarms", params=params).json()
+            got += [a["id"] for a in doc["alarms"]]
+            if doc["next"] is None:
+                break
+            assert len(doc["alarms"]) == 6
+            params = {**params, **doc["next"]}
+        assert got == want and len(want) >= 20
+        # before_ms alone: the alarms raised before that time.
+        newest = max(a.raised_ms for a in made)
+        older = client.get("/api/v1/alarms", params={"before_ms": newest}).json()["alarms"]
+        assert {a["id"] for a in older} == \
+            {a.id for a in made if a.raised_ms < newest and sees(a.site)}
 
 
 def test_bodies_and_notes_are_bounded(api: Api) -> None:

@@ -236,3 +236,25 @@ def test_a_wrong_token_is_refused_and_sign_out_forgets_it(browser: WebDriver,
     logs = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"
             and "Content Security Policy" in e.get("message", "")]
     assert logs == []
+
+
+def test_signing_in_loads_every_open_alarm_page_by_page(browser: WebDriver,
+                                                       stack: Stack) -> None:
+    """More open alarms than one answer holds (500 by default) all reach the list, and so
+    does a cleared fire alarm nobody acknowledged (open, no longer active); a resolved one
+    still in alarm (active, closed) does not."""
+    from collector.alarms.book import Signal
+
+    book = stack.collector.alarms
+    book.apply([Signal("raise", "hz-gw-1", "hz-0042", f"panel/1-1/{i}-0x00000102",
+                       "fire_alarm", "fire", f"smoke {i}", stamp=(7, i + 1))
+                for i in range(1203)])
+    book.apply([Signal("clear", "hz-gw-1", "hz-0042", "panel/1-1/0-0x00000102", "fire_alarm",
+                       stamp=(7, 5000))])
+    done = next(a for a in book.list(limit=2000) if a.source == "panel/1-1/1-0x00000102")
+    book.resolve(done.id, verdict="test", by="op", note=None, origin="cli")
+    want = {a.id for a in book.list(state="open", limit=5000)}
+    assert len(want) == 1202 and any(a.state == "cleared" for a in book.list(state="open"))
+    sign_in(browser, stack.url, OPERATOR)
+    wait(browser).until(lambda d: len(alarm_rows(d)) == len(want))
+    assert {r.get_attribute("data-id") for r in alarm_rows(browser)} == want

@@ -12,7 +12,7 @@ import tomli_w
 
 from collector.app import Collector
 from collector.config import load_config
-from collector.points import Storable
+from collector.points import Point, Storable
 from collector.sinks.base import SinkError
 from collector.sinks.sqlite import SqliteSink
 from collector.uitd.centre import Centre
@@ -34,12 +34,17 @@ class SwitchSink(SqliteSink):
         super().__init__(path)
         self.down = False
         self.failed = 0
+        self.event_gateways: list[int] = []
+        """Per successful write: how many gateways' ``fg_event`` points it held."""
 
     def write(self, points: Sequence[Storable]) -> None:
         if self.down:
             self.failed += 1
             raise SinkError("store down (test)")
         super().write(points)
+        self.event_gateways.append(len({p.tag("gateway") for p in points
+                                        if isinstance(p, Point) and
+                                        p.measurement == "fg_event"}))
 
 
 def gb_section(**over: Any) -> dict[str, Any]:

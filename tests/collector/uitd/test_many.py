@@ -5,10 +5,14 @@ link (garbage) and a silent half-open one sit beside them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from collector.uitd import centre as centre_module
 from protocols.gb26875 import Command, Frame, Session, StreamDecoder, address_from_int
 from tests.collector.conftest import async_wait_until, stored_records
 from tests.infra.mosquitto import Mosquitto
@@ -21,12 +25,12 @@ UPLOADS = 4
 BASE = 0x0000_1000_0000
 
 
-async def _uitd(port: int, address: int) -> list[int]:
+async def _uitd(port: int, address: int, uploads: int = UPLOADS) -> list[int]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     session = Session(address_from_int(address), bytes(6))
     decoder = StreamDecoder()
     confirmed = []
-    for i in range(UPLOADS):
+    for i in range(uploads):
         raw = session.send(Command.SEND_DATA, fire_alarm(i + 1, active=True, second=i),
                            time.monotonic())
         writer.write(raw)
@@ -66,7 +70,8 @@ async def test_a_full_writer_queue_holds_uploads_until_the_store_is_back(
         mosquitto: Mosquitto, tmp_path: Path) -> None:
     """The store is down while 150 UITDs upload: more items than the writer's queue holds
     (128) wait in the centre (one drain timer), nothing is confirmed, and once the store is
-    back every upload is stored once and confirmed."""
+    back every upload is stored once and confirmed - in groups larger than
+    ``group_max_messages``, taking from the centre's queue too (adaptive grouping)."""
     with centre(tmp_path, mosquitto, accept_unknown=True) as (_, ctr, sink):
         sink.down = True
         tasks = [asyncio.create_task(_uitd(ctr.port or 0, BASE + i)) for i in range(UITDS)]
@@ -79,3 +84,31 @@ async def test_a_full_writer_queue_holds_uploads_until_the_store_is_back(
         have = stored_records(tmp_path / "store.sqlite")
         assert len(have) == UITDS
         assert all(seqs == Counter(range(1, UPLOADS + 1)) for seqs in have.values())
+        # Adaptive grouping: what waited (the writer's queue and the centre's own) went
+        # into groups larger than group_max_messages (64), one store write each
+        assert max(sink.event_gateways) > 64, sink.event_gateways
+        assert ctr.taken_by_writer > 0  # ... the centre's taken by the writer directly
+
+
+async def test_the_state_file_built_in_steps_lists_every_uitd(
+        mosquitto: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uitd.json`` is built a few UITDs per loop callback (10,000 UITDs must not hold the
+    loop): with 4 per step, 30 UITDs take 8 steps and the file still lists every one, as
+    JSON; the last file, written on the way out, says the centre stopped."""
+    monkeypatch.setattr(centre_module, "STATE_ROWS_PER_STEP", 4)
+    path = tmp_path / "c1" / "uitd.json"
+    n = 30
+    with centre(tmp_path, mosquitto, accept_unknown=True) as (_, ctr, _):
+        await asyncio.gather(*(_uitd(ctr.port or 0, BASE + i, uploads=1) for i in range(n)))
+
+        def listed() -> set[str]:
+            try:
+                body = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return set()
+            return {row["gateway"] for row in body["uitds"] if row["next_seq"] == 2}
+
+        await async_wait_until(lambda: len(listed()) == n, "every UITD in uitd.json")
+        body = json.loads(path.read_text(encoding="utf-8"))
+        assert body["running"] is True and body["counters"]["confirmed"] >= n
+    assert json.loads(path.read_text(encoding="utf-8"))["running"] is False
