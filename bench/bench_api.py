@@ -12,10 +12,11 @@ alarm list answers with many open alarms.
    /api/v1/alarms?state=active`` with the default limit (500) and the largest
    (``max_limit``, 1,000), ``--requests`` times each over one keep-alive connection, a
    site-restricted user's query (10 of the 200 sites), and every open alarm read page by
-   page through the answers' ``next`` cursor.
+   page through the answers' ``next`` cursor; then ``state=closed``, ``cleared`` and ``all``
+   with ``--closed`` closed alarms of the day before in the book's file.
 
     python bench/bench_api.py [--background 10000] [--probes 400] [--open 10000]
-        [--requests 200] [--only stream list]
+        [--closed 50000] [--requests 200] [--only stream list]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.alarms.book import AlarmBook, Signal
+from collector.alarms.model import Alarm
+from collector.alarms.store import AlarmStore, Stored
 from collector.api.config import HttpConfig, UserConfig
 from collector.api.server import ApiServer
 from collector.registry import Registry
@@ -159,9 +162,33 @@ def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None
           f"{summary(lat)})", flush=True)
 
 
-def _serve_book(directory: Path, n_open: int, port: int, ready: Any, stop: Any) -> None:
+def _closed_history(path: Path, n: int) -> None:
+    """``n`` closed alarms (acknowledged, cleared, some resolved) over the day before, written
+    to the book's file as its own rows (one transaction) before the book opens it."""
+    day_ago = time.time_ns() // 1_000_000 - 86_400_000
+    store = AlarmStore(path)
+    rows = []
+    for i in range(n):
+        t = day_ago + i
+        rows.append(Stored(Alarm(
+            id=f"c{i:016x}", gateway=f"gw-{i % 200}", site=f"site-{i % 200:03d}",
+            source=f"panel/2-1/{i}", description=f"喷淋泵 {i}", type="fault",
+            priority="alarm", state="cleared", raised_ms=t, panel_ms=None, cleared_ms=t + 50,
+            raise_count=1, acknowledged=True, acknowledged_by="duty", acknowledged_ms=t + 9,
+            note=None, resolution="real" if i % 3 else None,
+            resolved_by="duty" if i % 3 else None, resolved_ms=t + 60 if i % 3 else None,
+            resolution_note=None, escalation_policy=None, escalation_step=-1),
+            closed_ms=t + 50))
+    store.save(rows, [])
+    store.close()
+
+
+def _serve_book(directory: Path, n_open: int, n_closed: int, port: int, ready: Any,
+                stop: Any) -> None:
     """The book and the API server in a process of their own (the client's JSON parsing
     must not take the server's GIL)."""
+    if n_closed:
+        _closed_history(directory / "alarms.sqlite", n_closed)
     book = AlarmBook(directory / "alarms.sqlite").start()
     registry = Registry(directory / "registry.sqlite")
     t0 = time.perf_counter()
@@ -187,12 +214,12 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def list_alarms(tmp: Path, n_open: int, requests: int) -> None:
+def list_alarms(tmp: Path, n_open: int, n_closed: int, requests: int) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     ctx = multiprocessing.get_context("fork")
     ready, stop = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_serve_book, args=(tmp, n_open, port, ready, stop))
+    child = ctx.Process(target=_serve_book, args=(tmp, n_open, n_closed, port, ready, stop))
     child.start()
     try:
         assert ready.wait(300), "the API process did not start"
@@ -203,7 +230,13 @@ def list_alarms(tmp: Path, n_open: int, requests: int) -> None:
             (f"state=active&limit={big} (max_limit)", TOKEN, {"state": "active", "limit": big}),
             ("state=active, a user of 10 of the 200 sites", FIRM, {"state": "active"}),
             (f"state=active&limit={big}, a user of 10 of the 200 sites", FIRM,
-             {"state": "active", "limit": big}))
+             {"state": "active", "limit": big}),
+            (f"state=closed (default limit 500), {n_closed:,} closed", TOKEN,
+             {"state": "closed"}),
+            (f"state=cleared, a user of 10 of the 200 sites, {n_closed:,} closed", FIRM,
+             {"state": "cleared"}),
+            (f"state=all&limit={big}, a user of 10 of the 200 sites, {n_closed:,} closed",
+             FIRM, {"state": "all", "limit": big}))
         for label, token, params in cases:
             times: list[float] = []
             size = 0
@@ -264,6 +297,8 @@ def main() -> None:
     ap.add_argument("--background", type=float, default=10_000)
     ap.add_argument("--probes", type=int, default=400)
     ap.add_argument("--open", type=int, default=10_000)
+    ap.add_argument("--closed", type=int, default=50_000,
+                    help="closed alarms in the book's file (history for state=closed/all)")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--only", nargs="*", choices=("stream", "list"), default=None)
     args = ap.parse_args()
@@ -271,7 +306,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as d:
         tmp = Path(d)
         if "list" in only:
-            list_alarms(tmp / "list", args.open, args.requests)
+            list_alarms(tmp / "list", args.open, args.closed, args.requests)
         if "stream" in only:
             with Mosquitto(tmp / "broker") as broker:
                 stream(tmp, broker, args.background, args.probes)

@@ -56,6 +56,7 @@ from collector.uitd.pipeline import SplitAcker
 from collector.uitd.upstream import Forwarding
 from collector.uitd.wiring import build_centre
 from collector.writer import Writer
+from common.files import private_dir, private_file
 
 if TYPE_CHECKING:
     from collector.api.server import ApiServer
@@ -77,7 +78,7 @@ class Collector:
         """``sink`` replaces the configured one (tests inject faults through it)."""
         self.config = config
         self.started_ms = time.time_ns() // 1_000_000
-        config.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.state_dir)  # owner only: every file in it (docs/collector.md)
         self._lock_file = _lock(config.state_dir)
         self.metrics = Metrics()
         self.sink = sink if sink is not None else open_sink(config.sink)
@@ -287,6 +288,7 @@ def _api_server(collector: Collector) -> ApiServer:
 
 
 def _lock(state_dir: Path) -> IO[str]:
+    private_file(state_dir / "collector.lock")  # 0600, a planted symlink refused
     f = open(state_dir / "collector.lock", "a+")  # noqa: SIM115 - held for the process's life
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

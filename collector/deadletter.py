@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import private_file
 from protocols.wire import MAX_PAYLOAD_BYTES
 
 __all__ = ["DeadLetter", "DeadLetters"]
@@ -72,7 +73,7 @@ class DeadLetters:
         self.path = Path(path)
         self.max_rows = max_rows
         self.max_payload_bytes = max_payload_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # the refused messages' bytes: owner only
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the message is acknowledged to the broker right after add() returns.

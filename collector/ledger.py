@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.files import private_file
 from protocols.wire import seq_ranges
 
 __all__ = ["Gap", "GatewaySeqStats", "LedgerStats", "Reset", "SeqLedger", "StreamKey"]
@@ -243,7 +244,7 @@ class SeqLedger:
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # gateway ids and their streams: owner only
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False,
                                      isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")

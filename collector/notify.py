@@ -44,6 +44,7 @@ from collector.config import WebhookConfig
 from collector.metrics import Metrics
 from collector.webhook import Attempt, error_text, post, sign
 from common.backoff import Backoff
+from common.files import private_file
 from protocols.wire import Event
 
 __all__ = ["FIRE_KINDS", "LANES", "Notification", "Notifier", "event_body", "gateway_body",
@@ -219,7 +220,7 @@ class Notifier:
         self.webhooks = tuple(webhooks)
         self.metrics = metrics
         self._clock = clock
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # queued webhook bodies (and what they carry): owner only
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a queued fire alarm survives power loss

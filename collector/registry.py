@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.risk import Assessment, Colour, Condition
+from common.files import private_file
 from protocols.wire import GatewayState, Health, LinkState, Status
 
 __all__ = ["GatewayInfo", "Registry", "RegistryView", "SiteInfo", "StatusView", "Transition",
@@ -125,7 +126,7 @@ class Registry:
     """The writer thread's registry: in memory, flushed to SQLite in one transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # gateway ids, sites and their conditions: owner only
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

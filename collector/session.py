@@ -102,8 +102,13 @@ class SessionWatch:
                 return  # keep the first time it was made
         tmp = self.marker.with_name(self.marker.name + ".new")
         try:
-            tmp.write_text(json.dumps({"url": self.url, "client_id": self.client_id,
-                                       "since_ms": now_ms}), encoding="utf-8")
+            # 0600 before anything is written (the state directory's rule, common.files);
+            # a symlink planted in its place is refused, not followed.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"url": self.url, "client_id": self.client_id,
+                                    "since_ms": now_ms}))
             os.replace(tmp, self.marker)
         except OSError as exc:  # the check then only covers reconnects of this process
             log.warning("cannot write %s: %s", self.marker, exc.strerror)

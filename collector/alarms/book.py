@@ -597,18 +597,18 @@ class AlarmBook:
         with self._lock:
             return self._store.timeline(alarm_id)
 
-    def audit(self, *, limit: int = 500, before_ms: int | None = None) -> builtins.list[AuditEntry]:
-        """Who acknowledged or resolved what, newest first."""
+    def audit(self, *, limit: int = 500, before_ms: int | None = None,
+              sites: Callable[[str], bool] | None = None) -> builtins.list[AuditEntry]:
+        """Who acknowledged or resolved what, newest first; ``sites`` the user's filter,
+        applied in the query before ``limit`` (a page is short only at the end)."""
         with self._lock:
-            return self._store.audit(limit, before_ms)
+            visible = None if sites is None else [s for s in self._store.sites() if sites(s)]
+            return self._store.audit(limit, before_ms, visible)
 
     def open_counts(self) -> dict[str, int]:
         """Open alarms per site."""
-        out: dict[str, int] = {}
         with self._lock:
-            for st in self._open.values():
-                out[st.alarm.site] = out.get(st.alarm.site, 0) + 1
-        return out
+            return {site: len(keys) for site, keys in self._by_site.items()}
 
     def open_alarms(self) -> builtins.list[Alarm]:
         """Every open alarm (a copy), oldest first."""
@@ -738,17 +738,26 @@ def _select(store: AlarmStore, state: str, scope: Scope, acknowledged: bool | No
     """The file's alarms matching, newest first, at most ``limit``: the sites, the cursor and
     the limit are in the query (SQL from fixed fragments, values as parameters)."""
     where, args = [_STATE_SQL[state]], list[object]()
-    if closed_only:
+    # A few sites' closed history: a lazy query per site, merged (not for "active": the
+    # closed active alarms are few, alarm_closed_state finds them at once).
+    by_site = (closed_only and scope is not None and len(scope) <= MERGE_SITES
+               and state != "active")
+    if closed_only and not by_site:
         where.append("open = 0")
-    if scope is not None:
+    if scope is not None and not by_site:
         where.append("site IN (SELECT value FROM json_each(?))")  # any number of sites
         args.append(json.dumps(scope))
     if acknowledged is not None:
         where.append("acknowledged = ?")
         args.append(int(acknowledged))
     if after is not None:
-        where.append("(raised_ms < ? OR (raised_ms = ? AND id > ?))")
+        # "raised_ms <= ?" first: a range on the index, so a deep page does not scan the
+        # newer rows.
+        where.append("raised_ms <= ? AND (raised_ms < ? OR id > ?)")
         args += [-after[0], -after[0], after[1]]
+    if by_site:
+        assert scope is not None
+        return store.select_closed_by_site(" AND ".join(where), args, scope, limit)
     return list(store.select(" AND ".join(where), args, limit))
 
 

@@ -11,21 +11,22 @@ every call.
 
 from __future__ import annotations
 
-import os
+import heapq
+import itertools
+import json
 import sqlite3
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from collector.alarms.model import Alarm, AuditEntry, TimelineEntry
+from common.files import FILE_MODE, private_file
 
 __all__ = ["FILE_MODE", "AlarmStore", "Stored", "private_file"]
 
-FILE_MODE = 0o600
-"""The book holds names, notes and the audit log (personal data), beside the state directory's
-other files: owner only, like a secret. SQLite gives its ``-wal`` and ``-shm`` files the mode
-of the database file, so they follow."""
+# FILE_MODE and private_file live in common.files (every state file of the collector uses
+# them): the book holds names, notes and the audit log (personal data), owner only like a
+# secret. SQLite gives its -wal and -shm files the mode of the database file, so they follow.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alarm (
@@ -65,6 +66,7 @@ CREATE INDEX IF NOT EXISTS alarm_open ON alarm (open, raised_ms);
 CREATE INDEX IF NOT EXISTS alarm_raised ON alarm (raised_ms);
 CREATE INDEX IF NOT EXISTS alarm_closed ON alarm (closed_ms) WHERE open = 0;
 CREATE INDEX IF NOT EXISTS alarm_closed_state ON alarm (state, raised_ms) WHERE open = 0;
+CREATE INDEX IF NOT EXISTS alarm_closed_site ON alarm (site, raised_ms) WHERE open = 0;
 CREATE TABLE IF NOT EXISTS timeline (
     alarm_id TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
@@ -88,30 +90,10 @@ _EXTRA = ("last_epoch", "last_seq", "timeline_n", "closed_ms", "last_raise_ms",
           "last_raise_source_ms")
 _COLUMNS = (*_FIELDS, "open", *_EXTRA)
 _SELECT = f"SELECT {', '.join((*_FIELDS, *_EXTRA))} FROM alarm"
+_SELECT_ALARM = f"SELECT {', '.join(_FIELDS)} FROM alarm"
+_ACKNOWLEDGED, _RAISED, _ID = (_FIELDS.index(f) for f in ("acknowledged", "raised_ms", "id"))
 _UPSERT = (f"INSERT OR REPLACE INTO alarm ({', '.join(_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_COLUMNS))})")
-
-
-def private_file(path: Path) -> None:
-    """Make sure ``path`` is a regular file readable by its owner only, before SQLite opens it:
-    created 0600 (``O_NOFOLLOW``: a symlink planted in its place is refused, not followed),
-    an existing file with a looser mode tightened (one written by an older version). Its
-    directory, when created here, is 0700. OSError when it cannot be made so."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if stat.S_IMODE(st.st_mode) & ~FILE_MODE:
-            os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
-    for extra in ("-wal", "-shm"):  # left by an older version with its looser mode
-        side = path.with_name(path.name + extra)
-        if side.exists() and not side.is_symlink() and \
-                stat.S_IMODE(side.stat().st_mode) & ~FILE_MODE:
-            side.chmod(FILE_MODE)
 
 
 class Stored:
@@ -151,6 +133,13 @@ def _signed(epoch: int | None) -> int | None:
 
 def _unsigned(epoch: int | None) -> int | None:
     return None if epoch is None else epoch & ((1 << 64) - 1)
+
+
+def _alarm(row: Sequence[Any]) -> Alarm:
+    """An alarm from its columns in field order (positional: what a list does per row)."""
+    values = list(row)
+    values[_ACKNOWLEDGED] = bool(values[_ACKNOWLEDGED])
+    return Alarm(*values)
 
 
 def _stored(row: Sequence[Any]) -> Stored:
@@ -210,9 +199,25 @@ class AlarmStore:
     def select(self, where: str, args: Sequence[object], limit: int = -1) -> Iterator[Alarm]:
         """Alarms matching ``where`` (SQL built by the book from fixed fragments), newest
         first, at most ``limit`` (-1: all)."""
-        for row in self._db.execute(f"{_SELECT} WHERE {where} ORDER BY raised_ms DESC, id "
-                                    "LIMIT ?", (*args, limit)):
-            yield _stored(row).alarm
+        for row in self._db.execute(f"{_SELECT_ALARM} WHERE {where} ORDER BY raised_ms DESC, "
+                                    "id LIMIT ?", (*args, limit)):
+            yield _alarm(row)
+
+    def select_closed_by_site(self, where: str, args: Sequence[object], sites: Sequence[str],
+                              limit: int) -> list[Alarm]:
+        """Closed alarms of ``sites`` matching ``where``, newest first, at most ``limit``:
+        one query per site on ``alarm_closed_site``, read lazily and merged, so only the rows
+        returned are read past the index (a user of 10 sites among 200 does not scan the
+        other 190's history)."""
+        query = (f"{_SELECT_ALARM} INDEXED BY alarm_closed_site WHERE open = 0 AND site = ? "
+                 f"AND {where} ORDER BY raised_ms DESC, id LIMIT ?")
+        cursors = [self._db.execute(query, (site, *args, limit)) for site in sites]
+        try:
+            merged = heapq.merge(*cursors, key=lambda r: (-r[_RAISED], r[_ID]))
+            return [_alarm(r) for r in itertools.islice(merged, limit)]
+        finally:
+            for c in cursors:
+                c.close()
 
     def sites(self) -> list[str]:
         """Every site the file has an alarm of."""
@@ -223,11 +228,21 @@ class AlarmStore:
             "SELECT at_ms, what, by, detail FROM timeline WHERE alarm_id = ? ORDER BY rowid",
             (alarm_id,))]
 
-    def audit(self, limit: int, before_ms: int | None) -> list[AuditEntry]:
-        rows = self._db.execute(
-            "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
-            "WHERE at_ms < ? ORDER BY at_ms DESC, rowid DESC LIMIT ?",
-            (before_ms if before_ms is not None else 1 << 62, limit))
+    def audit(self, limit: int, before_ms: int | None,
+              sites: Sequence[str] | None = None) -> list[AuditEntry]:
+        """Audit entries, newest first; with ``sites``, only those of alarms of these sites
+        (filtered before the limit; an entry whose alarm is gone shows to all-sites only)."""
+        before = before_ms if before_ms is not None else 1 << 62
+        if sites is None:
+            rows = self._db.execute(
+                "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
+                "WHERE at_ms < ? ORDER BY at_ms DESC, rowid DESC LIMIT ?", (before, limit))
+        else:  # one JSON parameter: no limit on the number of sites
+            rows = self._db.execute(
+                "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
+                "WHERE at_ms < ? AND alarm_id IN (SELECT id FROM alarm WHERE site IN "
+                "(SELECT value FROM json_each(?))) ORDER BY at_ms DESC, rowid DESC LIMIT ?",
+                (before, json.dumps(list(sites)), limit))
         return [AuditEntry(*r) for r in rows]
 
     def prune(self, closed_before_ms: int) -> int:

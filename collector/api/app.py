@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from collector.alarms.book import STATES, AlarmBook
-from collector.alarms.model import VERDICTS, Alarm, AlarmConflict, AlarmNotFound, AuditEntry
+from collector.alarms.model import VERDICTS, Alarm, AlarmConflict, AlarmNotFound
 from collector.api.auth import (
     ApiError,
     Authenticator,
@@ -56,8 +56,15 @@ DEFAULT_LIMIT = 500
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _ALARM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-"""Control characters refused in notes (a tab and line breaks are fine)."""
+_REFUSED_IN_NOTE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e"
+    "\u2060-\u206f\ufeff]")
+"""Refused in notes (a tab and line breaks are fine): C0 and C1 controls and DEL (a terminal
+takes ESC or 0x9B as the start of a command), the line and paragraph separators, the
+bidirectional marks, embeddings, overrides and isolates (U+202A-202E, U+2066-2069: a U+202E
+shows "…ydal" for "lady…", a location or name read backwards) and the zero-width and
+invisible characters (U+200B-200F, U+2060-2064, U+FEFF) that hide text or make two notes look
+alike. The console shows the same set visibly in what it did not write (app.js ``visible``)."""
 
 
 ReadRegistry = Callable[[], RegistryView]
@@ -135,8 +142,11 @@ def _note(request: Request, doc: dict[str, Any]) -> str | None:
     if len(note) > limit:
         raise ApiError(400, "bad_request", f"note must be at most {limit} characters, "
                                            f"got {len(note)}")
-    if _CONTROL.search(note):
-        raise ApiError(400, "bad_request", "note must not contain control characters")
+    bad = _REFUSED_IN_NOTE.search(note)
+    if bad is not None:
+        raise ApiError(400, "bad_request", f"note must not contain U+{ord(bad.group()):04X} "
+                                           f"(a control, bidirectional or invisible "
+                                           f"character) at position {bad.start()}")
     return note.strip() or None
 
 
@@ -291,12 +301,10 @@ async def audit(request: Request) -> Response:
     before = _int(q, "before_ms", None, 0, 2**62)
     assert limit is not None
     book = _book(request)
-    entries = await run_in_threadpool(lambda: book.audit(limit=limit, before_ms=before))
-    if not user.all_sites:
-        def visible(entry: AuditEntry) -> bool:
-            alarm = book.get(entry.alarm_id)
-            return alarm is not None and user.sees(alarm.site)
-        entries = await run_in_threadpool(lambda: [e for e in entries if visible(e)])
+    # The user's sites are applied in the query, before the limit: a page is short only at
+    # the end of the log, never because other sites' entries took its places.
+    entries = await run_in_threadpool(lambda: book.audit(
+        limit=limit, before_ms=before, sites=None if user.all_sites else user.sees))
     return _json({"audit": [e.to_json() for e in entries]})
 
 
@@ -308,6 +316,12 @@ async def me(request: Request) -> Response:
 async def stream_ticket(request: Request) -> Response:
     user = require(request)
     auth: Authenticator = request.app.state.auth
+    wait_s = auth.ticket_wait(user)
+    if wait_s > 0:
+        raise ApiError(429, "too_many_requests",
+                       f"{user.name} was issued {auth.tickets_per_minute} stream tickets in the "
+                       f"last minute; try again in {wait_s:.0f} s",
+                       {"Retry-After": str(max(1, round(wait_s + 0.5)))})
     ticket, ttl = auth.issue_ticket(user)
     return _json({"ticket": ticket, "expires_in_s": ttl})
 
@@ -327,9 +341,12 @@ async def stats(request: Request) -> Response:
     require(request, "admin")
     b: Broadcaster = request.app.state.broadcaster
     auth: Authenticator = request.app.state.auth
+    guard = getattr(request.app.state, "connection_guard", None)
     return _json({"stream_clients": b.clients, "stream_dropped": b.dropped,
-                  "stream_refused": b.refused, "stream_published": b.published,
-                  "stream_missed": b.missed, "auth_refused": auth.refused})
+                  "stream_refused": b.refused, "stream_replaced": b.replaced,
+                  "stream_published": b.published, "stream_missed": b.missed,
+                  "auth_refused": auth.refused, "tickets_refused": auth.tickets_refused,
+                  **(guard.stats() if guard is not None else {})})
 
 
 async def openapi(request: Request) -> Response:
@@ -443,10 +460,11 @@ def create_app(*, book: Book, registry: ReadRegistry, config: HttpConfig,
     app.state.book = book
     app.state.registry = registry
     app.state.config = config
-    app.state.auth = Authenticator(config.users, ticket_ttl_s=config.ticket_ttl_s)
+    app.state.auth = Authenticator(config.users, ticket_ttl_s=config.ticket_ttl_s,
+                                   tickets_per_minute=config.tickets_per_minute)
     app.state.broadcaster = broadcaster or Broadcaster(
         queue_size=config.stream_queue, max_clients=config.max_stream_clients,
-        heartbeat_s=config.heartbeat_s)
+        heartbeat_s=config.heartbeat_s, max_per_user=config.max_streams_per_user)
     app.state.openapi = openapi_document(routes)
     app.state.console = _console_files()
     app.add_middleware(SecurityHeaders, tls=config.tls)

@@ -28,6 +28,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -93,7 +94,8 @@ def _digest(token: str) -> bytes:
 class Authenticator:
     """The configured users, looked up by token in constant time; stream tickets."""
 
-    def __init__(self, users: Sequence[UserConfig], *, ticket_ttl_s: float = 60.0) -> None:
+    def __init__(self, users: Sequence[UserConfig], *, ticket_ttl_s: float = 60.0,
+                 tickets_per_minute: int = 60) -> None:
         self._users = [(_digest(u.token), User(u.name, u.role, u.sites)) for u in users]
         self._by_name = {user.name: user for _, user in self._users}
         self._ticket_key = secrets.token_bytes(32)
@@ -102,6 +104,27 @@ class Authenticator:
         """Nonces of the tickets used, until they expire (a ticket opens one stream)."""
         self.refused = 0
         """Calls refused for a missing or wrong token or ticket (401), since start."""
+        self.tickets_per_minute = tickets_per_minute
+        self._issued: dict[str, deque[float]] = {}
+        """Per user, when its tickets of the last 60 s were issued (at most
+        ``tickets_per_minute`` each: bounded by the configured users)."""
+        self.tickets_refused = 0
+        """Tickets refused for ``tickets_per_minute`` (429), since start."""
+
+    def ticket_wait(self, user: User, now: float | None = None) -> float:
+        """0 when ``user`` may have another ticket now (and it is counted), else how many
+        seconds until one is allowed. Tickets are not free: each used one is remembered
+        until it expires, so a client minting them without end would fill that memory and
+        take stream slots; ``tickets_per_minute`` per user bounds both."""
+        at = time.monotonic() if now is None else now
+        issued = self._issued.setdefault(user.name, deque())
+        while issued and issued[0] <= at - 60.0:
+            issued.popleft()
+        if len(issued) >= self.tickets_per_minute:
+            self.tickets_refused += 1
+            return max(0.001, issued[0] + 60.0 - at)
+        issued.append(at)
+        return 0.0
 
     def user_for(self, token: str) -> User | None:
         """The user whose token this is, or None; the same work whoever matches."""

@@ -75,8 +75,24 @@ class HttpConfig:
     stream_queue: int = 1_000
     """Events waiting for one stream client; a client that falls this far behind is dropped."""
     max_stream_clients: int = 200
+    max_streams_per_user: int = 4
+    """Streams one user may hold at once; a new one past it closes that user's oldest (a
+    console reopened in the duty room wins over the tab left behind), so one user cannot
+    take the slots of the others."""
+    tickets_per_minute: int = 60
+    """Stream tickets one user may be issued in any 60 s; past it 429 with Retry-After."""
     max_connections: int = 1000
     """Open connections at once (streams included); past it uvicorn answers 503."""
+    max_connections_per_ip: int = 64
+    """Open connections from one address (its socket's, not X-Forwarded-For; the
+    ``trusted_proxies`` are exempt); past it a new one is answered 503 and closed."""
+    header_timeout_s: float = 10.0
+    """How long a connection may wait before its request's head is complete (a new one, or
+    one kept alive after a response); then it is closed. Idle sockets cannot hold the
+    ``max_connections`` slots longer than this."""
+    keepalive_s: int = 5
+    """uvicorn's keep-alive: an idle kept-alive connection is closed after this (whole
+    seconds, uvicorn's type)."""
     heartbeat_s: float = 15.0
     ticket_ttl_s: float = 60.0
     """How long a stream ticket (``POST /api/v1/stream-ticket``) can be used to connect."""
@@ -157,7 +173,13 @@ def parse_http(http: Table | None, users: Sequence[Table]) -> HttpConfig | None:
         max_limit=http.integer("max_limit", 1_000, min=1, max=MAX_LIMIT),
         stream_queue=http.integer("stream_queue", 1_000, min=8, max=1_000_000),
         max_stream_clients=http.integer("max_stream_clients", 200, min=1, max=100_000),
+        max_streams_per_user=http.integer("max_streams_per_user", 4, min=1, max=1_000),
+        tickets_per_minute=http.integer("tickets_per_minute", 60, min=1, max=100_000),
         max_connections=http.integer("max_connections", 1000, min=2, max=1_000_000),
+        max_connections_per_ip=http.integer("max_connections_per_ip", 64, min=1,
+                                            max=1_000_000),
+        header_timeout_s=http.number("header_timeout_s", 10.0, min=0.1, max=300.0),
+        keepalive_s=http.integer("keepalive_s", 5, min=1, max=300),
         heartbeat_s=http.number("heartbeat_s", 15.0, min=0.05, max=3600.0),
         ticket_ttl_s=http.number("ticket_ttl_s", 60.0, min=1.0, max=3600.0),
     )
@@ -165,6 +187,9 @@ def parse_http(http: Table | None, users: Sequence[Table]) -> HttpConfig | None:
         http.fail("max_connections", f"must be more than max_stream_clients "
                                      f"({config.max_stream_clients}): streams would leave no "
                                      "connection for the other calls")
+    if config.max_connections_per_ip > config.max_connections:
+        http.fail("max_connections_per_ip", f"must be at most max_connections "
+                                            f"({config.max_connections})")
     http.finish()
     parsed = tuple(_user(t, i) for i, t in enumerate(users))
     if not parsed:

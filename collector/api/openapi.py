@@ -188,7 +188,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "summary": "Who the token belongs to", "operationId": "me",
         "responses": {"200": _ok(_ref("User")), "401": _ERROR}}},
     "/api/v1/stats": {"get": {
-        "summary": "Stream clients, dropped and refused clients, refused tokens (admin)",
+        "summary": "Stream clients (dropped, refused, replaced), refused tokens and tickets, "
+                   "connections refused per address and closed idle (admin)",
         "operationId": "stats",
         "responses": {"200": _ok({"type": "object", "additionalProperties":
                                   {"type": "integer"}}), **_ERRORS_READ}}},
@@ -197,11 +198,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "operationId": "streamTicket",
         "responses": {"200": _ok({"type": "object", "properties": {
             "ticket": {"type": "string"}, "expires_in_s": {"type": "number"}}}),
-            "401": _ERROR}}},
+            "401": _ERROR, "429": _ERROR}}},
     "/api/v1/stream": {"get": {
         "summary": "Server-Sent Events: alarm and site changes of your sites",
         "description": "Events `hello`, `alarm` ({what, alarm}), `site` ({site, colour, "
-                       "reasons, at_ms}), `dropped` (the client fell too far behind); "
+                       "reasons, at_ms}), `dropped` (the client fell too far behind), "
+                       "`replaced` (a newer stream of the same user took its place: do not "
+                       "reconnect); "
                        "`: heartbeat` comments. Authenticate with the bearer header or "
                        "`?ticket=` from POST /api/v1/stream-ticket.",
         "operationId": "stream",

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 
 from collector.api.app import Book, ReadRegistry, create_app
 from collector.api.config import HttpConfig
+from collector.api.guard import ConnectionGuard, guarded_protocol
 from collector.api.stream import Broadcaster
 
 if TYPE_CHECKING:
@@ -89,9 +90,14 @@ class ApiServer:
         self.book = book
         self.broadcaster = Broadcaster(queue_size=config.stream_queue,
                                        max_clients=config.max_stream_clients,
-                                       heartbeat_s=config.heartbeat_s)
+                                       heartbeat_s=config.heartbeat_s,
+                                       max_per_user=config.max_streams_per_user)
         self.app = create_app(book=book, registry=registry, config=config,
                               broadcaster=self.broadcaster, extra_routes=extra_routes)
+        self.guard = ConnectionGuard(per_ip=config.max_connections_per_ip,
+                                     header_timeout_s=config.header_timeout_s,
+                                     exempt=config.trusted_proxies)
+        self.app.state.connection_guard = self.guard
         import uvicorn
 
         uv = uvicorn.Config(
@@ -102,6 +108,8 @@ class ApiServer:
             forwarded_allow_ips=list(config.trusted_proxies) or None,
             ssl_certfile=config.cert_file, ssl_keyfile=config.key_file,
             timeout_graceful_shutdown=2, ws="none",
+            # Idle and half-sent connections do not hold slots (collector.api.guard).
+            http=guarded_protocol(self.guard), timeout_keep_alive=config.keepalive_s,
             # uvicorn refuses once this many are open, the new one counted: + 1
             limit_concurrency=config.max_connections + 1)
         try:
@@ -130,7 +138,9 @@ class ApiServer:
         dropped (too slow) and refused (too many), refused tokens, since start."""
         b, auth = self.broadcaster, self.app.state.auth
         return {"url": self.url, "stream_clients": b.clients, "stream_dropped": b.dropped,
-                "stream_refused": b.refused, "auth_refused": auth.refused}
+                "stream_refused": b.refused, "stream_replaced": b.replaced,
+                "auth_refused": auth.refused, "tickets_refused": auth.tickets_refused,
+                **self.guard.stats()}
 
     async def serve(self) -> None:
         """Serve until :meth:`stop` (the collector's ``http`` task)."""

@@ -15,11 +15,16 @@ so (``event: dropped``) when its connection can be written again, and counted
 (:attr:`Broadcaster.dropped`); everybody else is unaffected. EventSource reconnects by
 itself; the console then reloads the list, so nothing is lost to a person looking at it.
 
+One user holds at most ``[http] max_streams_per_user`` streams: a newer one closes that
+user's oldest (``event: replaced``, counted :attr:`Broadcaster.replaced`; the console that
+gets it stops reconnecting), so a console reopened in the duty room always gets its stream
+and one user (a viewer's script) cannot take the slots of the duty officer.
+
 Frames (https://html.spec.whatwg.org/multipage/server-sent-events.html): ``id`` (a counter
-of this process), ``event`` (``alarm``, ``site``, ``hello``, ``dropped``) and one ``data``
-line of JSON (``json.dumps`` escapes CR and LF, so hostile text cannot end a frame early or
-forge another). A comment line (``: heartbeat``) every ``heartbeat_s`` keeps proxies from
-closing an idle stream and lets the server notice a client that went away.
+of this process), ``event`` (``alarm``, ``site``, ``hello``, ``dropped``, ``replaced``) and
+one ``data`` line of JSON (``json.dumps`` escapes CR and LF, so hostile text cannot end a
+frame early or forge another). A comment line (``: heartbeat``) every ``heartbeat_s`` keeps
+proxies from closing an idle stream and lets the server notice a client that went away.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class Subscriber:
         self.user = user
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
         self.dropped = False
+        self.replaced = False
+        """Closed for a newer stream of the same user (``max_per_user``)."""
         self.sent = 0
 
     def end(self) -> None:
@@ -83,17 +90,22 @@ class Broadcaster:
     """Fans the book's changes out to the stream clients (see the module's docstring)."""
 
     def __init__(self, *, queue_size: int = 1000, max_clients: int = 200,
-                 heartbeat_s: float = 15.0) -> None:
+                 heartbeat_s: float = 15.0, max_per_user: int = 4) -> None:
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.max_per_user = max_per_user
         self.heartbeat_s = heartbeat_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: set[Subscriber] = set()
+        self._by_user: dict[str, list[Subscriber]] = {}
+        """Each user's streams, oldest first (the per-user cap closes the oldest)."""
         self._next_id = 0
         self.dropped = 0
         """Clients dropped for falling ``queue_size`` events behind, since start."""
         self.refused = 0
         """Clients refused because ``max_clients`` were connected."""
+        self.replaced = 0
+        """Streams closed for a newer one of the same user past ``max_per_user``."""
         self.missed = 0
         """Changes published while no loop was bound (the server not running)."""
         self.published = 0
@@ -137,7 +149,7 @@ class Broadcaster:
                 self._drop(sub)
 
     def _drop(self, sub: Subscriber) -> None:
-        self._subscribers.discard(sub)
+        self._forget(sub)
         sub.dropped = True
         self.dropped += 1
         sub.end()
@@ -145,16 +157,41 @@ class Broadcaster:
                     self.queue_size)
 
     def subscribe(self, user: User) -> Subscriber | None:
-        """A new client, or None when ``max_clients`` are connected."""
+        """A new client, or None when ``max_clients`` are connected. A user who holds
+        ``max_per_user`` streams already gets the new one and loses the oldest (told
+        ``event: replaced``): a console reopened in the duty room wins over a tab left
+        behind, and no user can take every slot (the others would get 503)."""
+        mine = self._by_user.setdefault(user.name, [])
+        while len(mine) >= self.max_per_user:
+            old = mine[0]
+            self._forget(old)
+            old.replaced = True
+            self.replaced += 1
+            old.end()
+            log.info("stream of %s replaced by a newer one (%d per user)", user.name,
+                     self.max_per_user)
         if len(self._subscribers) >= self.max_clients:
             self.refused += 1
             return None
         sub = Subscriber(user, self.queue_size)
         self._subscribers.add(sub)
+        self._by_user.setdefault(user.name, []).append(sub)
         return sub
 
-    def unsubscribe(self, sub: Subscriber) -> None:
+    def streams_of(self, name: str) -> int:
+        """How many streams user ``name`` holds."""
+        return len(self._by_user.get(name, ()))
+
+    def _forget(self, sub: Subscriber) -> None:
         self._subscribers.discard(sub)
+        mine = self._by_user.get(sub.user.name)
+        if mine is not None and sub in mine:
+            mine.remove(sub)
+            if not mine:
+                del self._by_user[sub.user.name]
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._forget(sub)
 
     def close_all_soon(self) -> None:
         """:meth:`close_all` on the loop, from any thread."""
@@ -166,7 +203,7 @@ class Broadcaster:
     def close_all(self) -> None:
         """End every client's stream (the server stops)."""
         for sub in list(self._subscribers):
-            self._subscribers.discard(sub)
+            self._forget(sub)
             sub.end()
 
     async def frames(self, sub: Subscriber) -> AsyncIterator[bytes]:
@@ -182,6 +219,10 @@ class Broadcaster:
             if item is None:
                 if sub.dropped:
                     yield frame("dropped", {"reason": "too slow: reconnect and reload"})
+                elif sub.replaced:
+                    yield frame("replaced", {"reason": f"{sub.user.name} opened a newer "
+                                             f"stream ({self.max_per_user} at most per "
+                                             "user): this one does not reconnect"})
                 return
             sub.sent += 1
             yield item

@@ -31,6 +31,7 @@ from typing import Any
 from collector.points import FieldValue, Point, Storable
 from collector.sinks.base import RewriteGuarantee, SinkError
 from collector.sinks.config import DEFAULT_RETENTION_DAYS
+from common.files import private_file
 
 __all__ = ["SCHEMA_VERSION", "SqliteSink", "StoredPoint", "connect", "read_points"]
 
@@ -96,7 +97,7 @@ def connect(path: Path, *, read_only: bool = False,
                                check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
         return conn
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)  # every record of every site: owner only
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -159,9 +159,11 @@ def _firmware_bus(site: SiteConfig) -> dict[str, Any]:
         if dev["contacts"]:
             dev.update(debounce_ms=math.ceil(d.debounce_ms),
                        report_ms=round(d.report_interval_s * 1000))
+        else:
+            del dev["contacts"]  # a node keeps nothing of contacts it does not have
         devices.append(dev)
     out["devices"] = devices
-    if any(d["contacts"] for d in devices):  # only then: the node keeps this list in its heap
+    if any("contacts" in d for d in devices):  # only then: the node keeps this list in heap
         out["contact_fields"] = list(FIRMWARE_CONTACT_FIELDS)
     return out
 

@@ -298,3 +298,21 @@ def test_stats_name_the_gateway_and_count_no_resets_as_0(tmp_path: Path) -> None
     assert (stats.gateway_id, stats.resets, stats.regressions, stats.lost) == ("gw", 0, 0, 0)
     assert (stats.gaps, stats.missing, stats.epoch) == (1, 1, 0)
     ledger.close()
+
+
+def test_commit_many_takes_a_bare_gateway_id_as_epoch_0(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit_many({"gw": [2], ("gx", E1): [1]}, 10)
+    assert ledger.gaps() == [Gap("gw", 1, 1, 10, 0)]
+    assert ledger.fresh("gw", [2], 0) == [False] and ledger.fresh("gw", [2], 1) == [True]
+    assert (ledger.current_epoch("gw"), ledger.current_epoch("gx")) == (0, E1)
+    ledger.close()
+
+
+def test_a_commit_of_nothing_new_keeps_the_tail_gap_s_age(tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.note_last_seq("gw", 1, 10)  # seq 1 announced, nothing stored
+    ledger.commit("gw", [], 20)
+    assert ledger.gaps() == [Gap("gw", 1, 1, 10)]
+    assert ledger.stats().gateways["gw"].last_commit_ms == 20
+    ledger.close()

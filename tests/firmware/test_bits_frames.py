@@ -234,6 +234,6 @@ def test_a_bus_without_contacts_carries_no_contact_keys(tmp_path: Path) -> None:
                     'profile = "level"\n')
     cfg = json.loads(provision(load_site(site), "firmware").files["config.json"][0])
     assert "contact_fields" not in cfg["modbus"]
-    assert cfg["modbus"]["devices"][0]["contacts"] == []
+    assert "contacts" not in cfg["modbus"]["devices"][0]
     assert "debounce_ms" not in cfg["modbus"]["devices"][0]
     assert json.loads(_config(tmp_path))["modbus"]["devices"][0]["debounce_ms"] == 500

@@ -192,11 +192,13 @@ def test_a_payload_of_exactly_max_bytes_is_sent_one_byte_less_is_too_large() -> 
     assert len(encode_batch(b, max_bytes=size)) == size
     err = refusal(encode_batch, b, max_bytes=size - 1)
     assert str(err) == f"too_large at <payload>: {size} bytes > {size - 1}"
+    assert err.path == ""  # the whole payload
     fragments = [encode_record(r) for r in b.records]
     assert encode_batch_from_encoded("gw-1", None, 1, fragments, max_bytes=size) == \
         encode_batch(b)
     err = refusal(encode_batch_from_encoded, "gw-1", None, 1, fragments, max_bytes=size - 1)
     assert str(err) == f"too_large at <payload>: {size} bytes > {size - 1}"
+    assert err.path == ""
 
 
 def test_the_count_refusals_of_encode_batch_from_encoded() -> None:
@@ -252,6 +254,8 @@ def test_max_records_bounds_and_packing_by_count() -> None:
         with pytest.raises(ValueError, match=f"max_records must be in 1..{MAX_RECORDS_PER_BATCH}"):
             pack_batches("gw-1", None, 1, records, max_records=bad)
     assert pack_batches("gw-1", None, 1, []) == [] and encode_batches("gw-1", None, 1, []) == []
+    payloads = encode_batches("gw-1", None, 1, records, max_records=2)  # passed on to packing
+    assert [len(decode_batch(p).records) for p in payloads] == [2, 2, 1]
 
 
 def test_a_seq_twice_in_one_call_names_the_second() -> None:
@@ -262,6 +266,7 @@ def test_a_seq_twice_in_one_call_names_the_second() -> None:
 def test_something_that_is_not_a_record_is_refused_by_name() -> None:
     err = refusal(encode_record, "not a record")  # type: ignore[arg-type]
     assert str(err) == "bad_type at <payload>: expected an Event or a Measurement, not str"
+    assert err.path == ""
     err = refusal(pack_batches, "gw-1", None, 1, [reading(1), 42])  # type: ignore[list-item]
     assert (err.reason, err.path) == (R.BAD_TYPE, "recs[1]")
     assert err.message == "expected an Event or a Measurement, not int"

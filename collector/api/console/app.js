@@ -8,6 +8,7 @@
   const I18N = {
     zh: {
       title: "消防监控台", conn_off: "未连接", conn_live: "实时", conn_retry: "重新连接中",
+      conn_replaced: "已在别处打开（刷新以接管）",
       logout: "退出", login_title: "值班登录", token: "访问令牌", login: "登录",
       login_hint: "令牌只保存在本标签页（sessionStorage），关闭即清除。",
       sites: "场所", open_alarms: "未处理报警", no_alarms: "当前没有未处理的报警",
@@ -37,7 +38,9 @@
     },
     en: {
       title: "Fire monitoring console", conn_off: "offline", conn_live: "live",
-      conn_retry: "reconnecting", logout: "Sign out", login_title: "Duty sign-in",
+      conn_retry: "reconnecting",
+      conn_replaced: "opened elsewhere (reload to take over)",
+      logout: "Sign out", login_title: "Duty sign-in",
       token: "Access token", login: "Sign in",
       login_hint: "The token is kept in this tab only (sessionStorage) and gone when it closes.",
       sites: "Sites", open_alarms: "Open alarms", no_alarms: "No open alarms",
@@ -80,11 +83,19 @@
     const k = prefix + value;
     return (I18N[lang][k] ?? I18N.zh[k]) ? t(k) : String(value);
   };
-  // Hostile text: control characters shown as symbols (U+2400 block), length capped.
+  // Hostile text, the command line's rule (firegate/textsafe.py): C0 controls and DEL shown
+  // as their control pictures (U+2400 block); C1 controls, the line and paragraph separators,
+  // the bidirectional marks, embeddings, overrides and isolates (U+202A-202E, U+2066-2069: a
+  // U+202E would show a location backwards) and zero-width / invisible characters shown as
+  // escapes (\u202e), never applied. Length capped.
+  const HIDDEN = /[\u0080-\u009f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]/g;
   function visible(text) {
     if (text === null || text === undefined) return "";
     let s = String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g,
       (c) => c === "\u007f" ? "\u2421" : String.fromCharCode(0x2400 + c.charCodeAt(0)));
+    s = s.replace(HIDDEN, (c) => c.charCodeAt(0) < 0x100
+      ? "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0")
+      : "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
     if (s.length > 2000) s = s.slice(0, 2000) + "…";
     return s;
   }
@@ -137,7 +148,7 @@
     try {
       st.me = await api("GET", "/api/v1/me");
     } catch (e) {
-      $("login-error").textContent = e.message; return;
+      $("login-error").textContent = visible(e.message); return;
     }
     sessionStorage.setItem("firegate.token", token);
     $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
@@ -197,7 +208,8 @@
   function setConn(state) {
     const node = $("conn");
     node.dataset.state = state;
-    node.textContent = t(state === "live" ? "conn_live" : state === "retry" ? "conn_retry" : "conn_off");
+    node.textContent = t(state === "live" ? "conn_live" : state === "retry" ? "conn_retry" :
+      state === "replaced" ? "conn_replaced" : "conn_off");
   }
   async function connect() {
     if (!st.token) return;
@@ -231,6 +243,11 @@
       renderSites(); refreshSitesSoon();
     });
     es.addEventListener("dropped", () => { es.close(); retryLater(); });
+    // This user opened more consoles than the server keeps streams for: the newest won.
+    // Reconnecting would take the stream back from it (and so on, for ever): stop here.
+    es.addEventListener("replaced", () => {
+      es.close(); if (st.es === es) st.es = null; clearTimeout(st.retry); setConn("replaced");
+    });
     es.onerror = () => { es.close(); if (st.es === es) { st.es = null; retryLater(); } };
   }
   // A short two-tone alert for a new fire alarm (Web Audio; the sign-in click allows it).
@@ -325,7 +342,7 @@
   async function loadDetail(id) {
     let a;
     try { a = await api("GET", "/api/v1/alarms/" + encodeURIComponent(id)); }
-    catch (e) { $("action-error").textContent = e.message; return; }
+    catch (e) { $("action-error").textContent = visible(e.message); return; }
     if (st.selected !== id) return;
     $("detail").hidden = false;
     $("main").classList.add("with-detail");
@@ -376,7 +393,7 @@
       renderAlarms();
       await loadDetail(id);
     } catch (e) {
-      $("action-error").textContent = e.message;
+      $("action-error").textContent = visible(e.message);
     } finally {
       button.disabled = false;
     }

@@ -48,17 +48,6 @@ def _open_ring(path, kb, counters):
     return ring
 
 
-def _preload(bus):
-    # fg/contacts.py for a bus with contacts: its code now, before the ring, TLS and the poller
-    # take the heap's room (loaded later, it may find no block large enough). A function, so
-    # no local of main() keeps a device map alive after the poller has freed them.
-    for d in bus["devices"]:
-        if d.get("contacts"):
-            from fg import contacts  # noqa: F401 (fg/poller.py uses it)
-
-            return
-
-
 class Settings:
     """The loaded config.json (attributes set by fg/config.py)."""
 
@@ -254,8 +243,7 @@ def main(path="config.json"):
         return 2
     del config
     _unload("config")
-    _unload("contactcheck")
-    _preload(cfg.bus)
+    gc.collect()  # the parser's leftovers: the ring's index and the poller fill their holes
     hw = Hw(cfg)
     try:
         App(cfg, hw, batch, _tls(tls, cfg.mqtt)).run()

@@ -273,7 +273,7 @@ class Poller:
 def condition_record(cond, rt):
     """The event record of a condition tuple (key, code, active, value, limit, aux[,
     priority]); without a priority, class 1 (alarm: every Modbus condition's default)."""
-    key, code, active, value, limit, aux = cond[:6]
+    key, code, active, value, limit, aux = cond[0], cond[1], cond[2], cond[3], cond[4], cond[5]
     flags = ACTIVE if active else 0
     if value is not None:
         flags |= HAS_V

@@ -87,6 +87,11 @@ def test_memory_and_file_agree(tmp_path: Path, seed: int, merge_sites: int,
         assert any(a.open for a in every) and any(not a.open for a in every)
         assert any(a.state == "active" and not a.open for a in every), \
             "no active closed alarm: the merge of memory and file goes untested"
+        counts: dict[str, int] = {}
+        for a in every:
+            if a.open:
+                counts[a.site] = counts.get(a.site, 0) + 1
+        assert b.open_counts() == counts
         tie = {a.raised_ms for a in every}
         assert len(tie) < len(every), "no equal raise times: the id order goes untested"
         scopes: list[dict[str, object]] = [
