@@ -38,7 +38,7 @@ from collector.api.auth import (
     require_ticket,
 )
 from collector.api.config import HttpConfig
-from collector.api.jsonview import alarm_json
+from collector.api.jsonview import alarm_json, alarms_body
 from collector.api.openapi import openapi_document
 from collector.api.stream import Broadcaster, EventStream
 from collector.registry import RegistryView
@@ -204,9 +204,9 @@ async def list_alarms(request: Request) -> Response:
                                     before_ms=before_ms, before_id=before_id))
     more = len(alarms) == limit  # perhaps more: the client asks for the next page
     last = alarms[-1] if more else None
-    return _json({"alarms": [alarm_json(a) for a in alarms],
-                  "next": None if last is None else {"before_ms": last.raised_ms,
-                                                     "before_id": last.id}})
+    body = alarms_body(alarms, {"next": None if last is None else {
+        "before_ms": last.raised_ms, "before_id": last.id}})
+    return Response(body, media_type="application/json")
 
 
 async def get_alarm(request: Request) -> Response:

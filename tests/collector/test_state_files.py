@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from collector.app import Collector
+from collector.config import CollectorConfig
 from tests.collector.conftest import config_data, write_config
 from tests.infra.mosquitto import Mosquitto
 
@@ -19,7 +20,7 @@ STATE_DBS = ("registry.sqlite", "ledger.sqlite", "notify.sqlite", "deadletters.s
              "alarms.sqlite")
 
 
-def _config(tmp_path: Path, mosquitto: Mosquitto) -> object:
+def _config(tmp_path: Path, mosquitto: Mosquitto) -> CollectorConfig:
     return write_config(tmp_path / "c.toml", config_data(
         tmp_path / "state", mosquitto,
         webhook=[{"url": "http://127.0.0.1:9/hook", "secret": SECRET}]))
@@ -43,7 +44,7 @@ def test_a_fresh_collector_keeps_its_state_owner_only(tmp_path: Path,
                                                       mosquitto: Mosquitto) -> None:
     old = os.umask(0o022)  # the usual installer's umask: files 0644 unless made otherwise
     try:
-        c = Collector(_config(tmp_path, mosquitto))  # type: ignore[arg-type]
+        c = Collector(_config(tmp_path, mosquitto))
         try:
             state = tmp_path / "state"
             names = {p.name for p in state.iterdir()}
@@ -59,12 +60,12 @@ def test_a_fresh_collector_keeps_its_state_owner_only(tmp_path: Path,
 def test_an_older_looser_install_is_tightened_at_start(tmp_path: Path,
                                                        mosquitto: Mosquitto) -> None:
     cfg = _config(tmp_path, mosquitto)
-    Collector(cfg).close()  # type: ignore[arg-type]
+    Collector(cfg).close()
     state = tmp_path / "state"
     for p in [state, *state.iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)  # what the version before wrote
     assert _loose(state)  # the test can fail
-    Collector(cfg).close()  # type: ignore[arg-type]
+    Collector(cfg).close()
     assert _loose(state) == []
 
 
@@ -75,5 +76,5 @@ def test_a_symlink_planted_as_a_state_file_is_refused(tmp_path: Path,
     target = tmp_path / "elsewhere.sqlite"
     (state / "registry.sqlite").symlink_to(target)
     with pytest.raises(OSError):
-        Collector(_config(tmp_path, mosquitto))  # type: ignore[arg-type]
+        Collector(_config(tmp_path, mosquitto))
     assert not target.exists()
