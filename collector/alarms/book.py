@@ -540,8 +540,10 @@ class AlarmBook:
                                                                 limit, after)
             if state == "open" or scope == ():
                 return out
+            # A full page from memory: a closed alarm raised before its last can't be in it.
+            floor = out[-1].raised_ms if len(out) >= limit else None
             closed = _select(self._store, state, scope, acknowledged, limit, after,
-                             closed_only=True)
+                             closed_only=True, floor_ms=floor)
         if not out:
             return closed
         merged = heapq.merge(out, closed, key=lambda a: (-a.raised_ms, a.id))
@@ -734,7 +736,8 @@ def select_alarms(store: AlarmStore, *, state: str = "active", site: str | None 
 
 
 def _select(store: AlarmStore, state: str, scope: Scope, acknowledged: bool | None, limit: int,
-            after: Order | None, *, closed_only: bool = False) -> list[Alarm]:
+            after: Order | None, *, closed_only: bool = False,
+            floor_ms: int | None = None) -> list[Alarm]:
     """The file's alarms matching, newest first, at most ``limit``: the sites, the cursor and
     the limit are in the query (SQL from fixed fragments, values as parameters)."""
     where, args = [_STATE_SQL[state]], list[object]()
@@ -750,6 +753,9 @@ def _select(store: AlarmStore, state: str, scope: Scope, acknowledged: bool | No
     if acknowledged is not None:
         where.append("acknowledged = ?")
         args.append(int(acknowledged))
+    if floor_ms is not None:
+        where.append("raised_ms >= ?")
+        args.append(floor_ms)
     if after is not None:
         # "raised_ms <= ?" first: a range on the index, so a deep page does not scan the
         # newer rows.
