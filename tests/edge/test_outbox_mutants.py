@@ -161,3 +161,13 @@ async def test_a_new_outbox_is_not_disk_full_and_wants_its_documented_headroom(
         assert s.disk_full is False and s.reserve_ok is True
         # "the reserve plus two WAL cycles free" (disk.py), a WAL cycle in 4 KiB pages
         assert ob._core.disk.headroom == MB + 2 * 100 * 4096
+
+
+async def test_the_connection_of_a_closed_outbox_is_refused_by_name(tmp_path: Path) -> None:
+    from edge.outbox import OutboxClosed
+
+    ob = await Outbox.open(config(tmp_path))
+    await ob.close()
+    with pytest.raises(OutboxClosed) as info:
+        ob._core.conn()
+    assert str(info.value) == "the outbox is not open"

@@ -243,7 +243,6 @@ def main(path="config.json"):
         return 2
     del config
     _unload("config")
-    gc.collect()  # the parser's leftovers: the ring's index and the poller fill their holes
     hw = Hw(cfg)
     try:
         App(cfg, hw, batch, _tls(tls, cfg.mqtt)).run()
