@@ -6,7 +6,9 @@ alarm list answers with many open alarms.
    separate ``firegate sim fleet`` process), and a probe gateway publishing one fire alarm
    every 50 ms, each from a new source (a new alarm). A stream client in this process
    (``GET /api/v1/stream``) notes when each alarm's ``raised`` event arrives. Measured: from
-   the probe's publish to the event on the stream.
+   the probe's publish to the event on the stream; also the same alarms' records appearing in
+   the store, and the collector's own share from its ``/metrics`` (receipt -> committed, and
+   how many sink writes, i.e. groups, the run took).
 2. **list**: the real AlarmBook with ``--open`` open alarms (fed as the writer feeds it) behind
    the real API server (uvicorn, in this process on its own thread); ``GET
    /api/v1/alarms?state=active`` with the default limit (500) and the largest
@@ -84,14 +86,41 @@ def poll_store(path: Path, seen: dict[int, float], done: threading.Event) -> Non
     conn.close()
 
 
+def collector_side(metrics_url: str) -> str:
+    """The collector's own share, from its /metrics: fire alarms from MQTT receipt to committed
+    (histogram, so p50/p99 as the bucket bound they fall in), and its sink writes (groups)."""
+    values: dict[str, float] = {}
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("firegate_collector_") and " " in line:
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    prefix = "firegate_collector_fire_alarm_latency_seconds"
+    count = values.get(f"{prefix}_count", 0.0)
+    bounds = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in values.items()
+                    if k.startswith(f"{prefix}_bucket") and "+Inf" not in k)
+
+    def upto(q: float) -> str:
+        for bound, n in bounds:
+            if n >= q * count:
+                return f"<= {bound * 1000:g} ms"
+        return f"> {bounds[-1][0] * 1000:g} ms" if bounds else "?"
+
+    writes = values.get("firegate_collector_write_seconds_count", 0.0)
+    mean = values.get("firegate_collector_write_seconds_sum", 0.0) / max(writes, 1.0)
+    return (f"collector side, MQTT receipt -> committed: {count:.0f} fire alarms, p50 "
+            f"{upto(0.5)}, p99 {upto(0.99)}; {writes:.0f} sink writes (groups), mean "
+            f"{mean * 1000:.1f} ms")
+
+
 def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None:
     port = free_port()
+    metrics_port = free_port()
     path = tmp / "stream.toml"
     path.write_text(toml({
         "collector": {"id": "stream", "state_dir": str(tmp / "stream"),
                       "snapshot_interval_s": 1.0, "gap_grace_s": 600.0},
         "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "share_group": "stream"},
-        "metrics": {"listen": ""},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
         "http": {"listen": f"127.0.0.1:{port}"},
         "user": [{"name": "bench", "token": TOKEN, "role": "operator"}],
     }))
@@ -152,6 +181,7 @@ def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None
     pub.disconnect()
     pub.loop_stop()
     client.close()
+    side = collector_side(f"http://127.0.0.1:{metrics_port}/metrics")
     proc.stop()
     lat = [(arrived[s] - t) * 1000 for s, t in sent.items() if s in arrived]
     print(f"fire alarm publish -> on the stream, {background:,.0f} records/s background: "
@@ -160,6 +190,7 @@ def stream(tmp: Path, broker: Mosquitto, background: float, probes: int) -> None
     lat = [(stored[q] - t) * 1000 for q, t in by_seq.items() if q in stored]
     print(f"  (the same alarms publish -> in the store, polled every 2 ms: {len(lat)}/{probes}, "
           f"{summary(lat)})", flush=True)
+    print(f"  ({side})", flush=True)
 
 
 def _closed_history(path: Path, n: int) -> None:

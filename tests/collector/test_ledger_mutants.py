@@ -316,3 +316,33 @@ def test_a_commit_of_nothing_new_keeps_the_tail_gap_s_age(tmp_path: Path) -> Non
     assert ledger.gaps() == [Gap("gw", 1, 1, 10)]
     assert ledger.stats().gateways["gw"].last_commit_ms == 20
     ledger.close()
+
+
+def test_a_reset_to_a_smaller_epoch_number_is_still_the_current_one_after_a_restart(
+        tmp_path: Path) -> None:
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    ledger.commit("gw", [1, 2], 10, E2)
+    assert ledger.note_epoch("gw", E1, 20) is not None  # epochs are random: E1 < E2 here
+    on_disk(ledger)
+    ledger.close()
+
+
+def test_the_ledger_is_used_from_more_than_one_thread(tmp_path: Path) -> None:
+    """The collector's decode and write threads share it (``check_same_thread=False``)."""
+    import threading
+
+    ledger = SeqLedger(tmp_path / "l.sqlite")
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            ledger.commit("gw", [1], 10)
+            ledger.flush()
+        except BaseException as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors == [] and ledger.fresh("gw", [1]) == [False]
+    ledger.close()

@@ -176,15 +176,17 @@ class App:
                 recs.append(self._rule_record(self.poller.by_sid[sid], ev))
         self._store(recs, (), bool(recs))
 
-    def render(self, rec):
-        """A stored record as wire JSON, with the source's description and the event's text
-        (fg/texts.py, loaded for events only; the uplink drops it after the batch)."""
+    def render(self, rec, buf, n, end):
+        """A stored record as wire JSON written into ``buf`` at ``n`` (records.Full past
+        ``end``), with the source's description and the event's text (fg/texts.py, loaded for
+        events only; the uplink drops it after the batch); returns the new end."""
         detail = None
         if rec[0] == E:
             from fg import texts
 
             detail = texts.detail(self, rec)
-        return records.record_json(rec, self.poller.desc(rec[4].partition("\t")[2]), detail)
+        return records.write_json(buf, n, end, rec, self.poller.desc(rec[4].partition("\t")[2]),
+                                  detail)
 
     def heap(self):
         now = time.ticks_ms()
@@ -243,6 +245,7 @@ def main(path="config.json"):
         return 2
     del config
     _unload("config")
+    gc.collect()  # the parse's garbage (~6 KB, the loader's code and the JSON's pieces) joined
     hw = Hw(cfg)
     try:
         App(cfg, hw, batch, _tls(tls, cfg.mqtt)).run()

@@ -60,11 +60,28 @@ def _num(x):
     return json.dumps(x)
 
 
-def source_json(src, desc):
+class Full(ValueError):
+    """What is being written does not fit the buffer's end."""
+
+
+def put(buf, n, text, end):
+    """Write ``text`` (str or bytes) into ``buf`` at ``n``; the new end, or Full past ``end``.
+    Records and the health report are written piece by piece so: no joined copy, no encoded
+    copy of the whole, so a fragmented heap needs no free block larger than one piece."""
+    data = text.encode() if isinstance(text, str) else text
+    m = n + len(data)
+    if m > end:
+        raise Full()
+    buf[n:m] = data
+    return m
+
+
+def _source(buf, n, end, src, desc):
     bus, _, sid = src.partition("\t")
+    n = put(buf, n, '{"id":%s,"bus":"%s"' % (json.dumps(sid), bus), end)
     if desc:
-        return '{"id":%s,"bus":"%s","desc":%s}' % (json.dumps(sid), bus, json.dumps(desc))
-    return '{"id":%s,"bus":"%s"}' % (json.dumps(sid), bus)
+        n = put(buf, n, ',"desc":' + json.dumps(desc), end)
+    return put(buf, n, "}", end)
 
 
 def _contacts(quantities):
@@ -74,25 +91,28 @@ def _contacts(quantities):
     return contacts.QUANTITIES if quantities else contacts.EVENT_TYPES
 
 
-def record_json(rec, desc, detail):
-    """One record in the compact form of spec "Records"."""
+def write_json(buf, n, end, rec, desc, detail):
+    """One record in the compact form of spec "Records", written into ``buf`` at ``n``
+    (``put``); returns the new end."""
     kind, prio, code, flags, src, seq, rt, value, limit, _ = rec
     if kind == M:
         if code < len(QUANTITIES):
             q, u = QUANTITIES[code], UNITS[code]
         else:
             q, u = _contacts(True)[code - len(QUANTITIES)]
-        return '{"seq":%d,"k":"m","rt":%d,"src":%s,"q":"%s","v":%s,"u":"%s"}' % (
-            seq, rt, source_json(src, desc), q, _num(value), u)
-    n = len(EVENT_TYPES)
-    out = '{"seq":%d,"k":"e","rt":%d,"pr":%d,"src":%s,"ev":"%s","on":%s' % (
-        seq, rt, prio, source_json(src, desc),
-        EVENT_TYPES[code] if code < n else _contacts(False)[code - n],
-        "true" if flags & ACTIVE else "false")
+        n = put(buf, n, '{"seq":%d,"k":"m","rt":%d,"src":' % (seq, rt), end)
+        n = _source(buf, n, end, src, desc)
+        return put(buf, n, ',"q":"%s","v":%s,"u":"%s"}' % (q, _num(value), u), end)
+    k = len(EVENT_TYPES)
+    ev = EVENT_TYPES[code] if code < k else _contacts(False)[code - k]
+    n = put(buf, n, '{"seq":%d,"k":"e","rt":%d,"pr":%d,"src":' % (seq, rt, prio), end)
+    n = _source(buf, n, end, src, desc)
+    n = put(buf, n, ',"ev":"%s","on":%s' % (ev, "true" if flags & ACTIVE else "false"), end)
     if flags & HAS_V:
-        out += ',"v":' + _num(value)
+        n = put(buf, n, ',"v":' + _num(value), end)
     if flags & HAS_LIM:
-        out += ',"lim":' + _num(limit)
+        n = put(buf, n, ',"lim":' + _num(limit), end)
     if detail:
-        out += ',"det":' + json.dumps(detail[:256])
-    return out + "}"
+        n = put(buf, n, ',"det":', end)
+        n = put(buf, n, json.dumps(detail[:256]), end)
+    return put(buf, n, "}", end)

@@ -18,6 +18,7 @@ import time
 from micropython import const
 
 from fg.mqtt import MQTTException
+from fg.records import Full, put
 from fg.ring import AGE_STEPS
 
 _TOPIC = "firegate/v1/%s/%s"
@@ -169,16 +170,20 @@ class Uplink:
             self.cfg.gw, ',"site":"%s"' % self.cfg.site if self.cfg.site else "",
             self.ring.epoch_hex(), self.hw.now_ms())
         n = _put(buf, 0, head)
+        end = len(buf) - 2  # room for the closing "]}"
         used = []
         for slot, rec in zip(slots, self.ring.read(slots)):
-            part = self.app.render(rec).encode()
-            if n + len(part) + 3 > len(buf):
+            # written in place, piece by piece: a record that does not fit is cut off again
+            start = n
+            try:
+                if used:
+                    n = put(buf, n, b",", end)
+                n = self.app.render(rec, buf, n, end)
+            except Full:
                 if not used:  # cannot happen with the limits provisioning enforces
-                    raise MQTTException("record_too_large")
+                    raise MQTTException("record_too_large") from None
+                n = start
                 break
-            if used:
-                n = _put(buf, n, b",")
-            n = _put(buf, n, part)
             used.append(slot)
         n = _put(buf, n, b"]}")
         self.app.unload("texts")  # loaded by render() for the events of this batch
@@ -200,14 +205,29 @@ class Uplink:
                 self._count("unconfirmed_resent", n)
 
     def publish_health(self):
-        from fg import health  # built once a minute: loaded for it, then dropped
-
+        # Written into the batch buffer (fg/health.py): confirmations kept there are applied
+        # first (a command's ack may have waited for its PUBACK while one came). A report that
+        # finds no memory is lost, counted (health_dropped), never a reset: the next one is due
+        # in health_interval_s, and a fire alarm matters more than a health report.
         self.health_at = time.ticks_add(time.ticks_ms(), int(self.m["health_interval_s"] * 1000))
+        self._confirmations()
+        gc.collect()  # the report's code and pieces find the heap's free blocks joined
+        n = 0
         try:
-            payload = health.build(self.app).encode()
+            from fg import health  # built once a minute: loaded for it, then dropped
+
+            n = health.build(self.app, self.buf)
+        except (MemoryError, ValueError):  # ValueError: records.Full (cannot happen: ~0.4 KB)
+            n = 0
+            try:
+                self._count("health_dropped")
+                self.app.log("uplink: no memory for the health report: dropped")
+            except MemoryError:
+                pass
         finally:
             self.app.unload("health")
-        self.client.publish(self.topic("health"), payload, False, 1)
+        if n:
+            self.client.publish(self.topic("health"), self.buf[:n], False, 1)
 
     def _keepalive(self):
         ka = self.m["keepalive_s"] * 1000
@@ -262,5 +282,7 @@ class Uplink:
 
         try:
             cmd.run(self, msg)
+        except MemoryError:  # lost, counted, never a reset (the sender may send it again)
+            self._count("cmd_no_memory")
         finally:
             self.app.unload("cmd")
