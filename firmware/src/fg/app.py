@@ -182,9 +182,13 @@ class App:
         events only; the uplink drops it after the batch); returns the new end."""
         detail = None
         if rec[0] == E:
-            from fg import texts
+            try:
+                from fg import texts
 
-            detail = texts.detail(self, rec)
+                detail = texts.detail(self, rec)
+            except MemoryError:  # the event goes without its text rather than not at all
+                self.unload("texts")
+                self._count("modbus", "detail_no_memory")
         return records.write_json(buf, n, end, rec, self.poller.desc(rec[4].partition("\t")[2]),
                                   detail)
 

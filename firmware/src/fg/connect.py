@@ -77,4 +77,7 @@ def session(up):
         client.close()
         up.counters["connect_failed"] = up.counters.get("connect_failed", 0) + 1
         up.retry("cannot connect to %s:%d: %s" % (m["host"], m["port"], e))
+    except MemoryError:  # the TLS handshake found no room: fg/uplink.py counts it, retries
+        client.close()
+        raise
     return None

@@ -76,7 +76,6 @@ class Poller:
         for i in range(len(raw)):
             self.devices.append(_Device(raw[i], self.name, ix))
             raw[i] = None  # free each raw map as soon as it is converted
-        cfg["devices"] = None
         self.master = None
         self.reopen_at = time.ticks_ms()
         self.reopen_ms = 1000
@@ -96,6 +95,8 @@ class Poller:
 
             self.cmod = contacts
             contacts.attach(self, columns(cfg["contact_fields"]))
+        # the column names are needed only to convert the rows: ~1.4 KB of strings and lists
+        cfg["devices"] = cfg["point_fields"] = cfg["contact_fields"] = None
 
     def desc(self, sid):
         """The description of a source: the device's name (the port for the bus)."""

@@ -71,12 +71,16 @@ class Uplink:
     # -- connection ---------------------------------------------------------------------------
 
     def _connect(self):
-        from fg import connect  # needed once per connection: loaded for it, then dropped
-
         self._confirmations()  # the new client reads into the whole buffer again
         gc.collect()
         try:
+            from fg import connect  # needed once per connection: loaded for it, then dropped
+
             client = connect.session(self)
+        except MemoryError:  # no reset for it: tried again with back-off, counted
+            client = None
+            self._count("connect_no_memory")
+            self.retry("no memory to connect")
         finally:
             self.app.unload("connect")
         if client is None:
@@ -263,14 +267,16 @@ class Uplink:
         # spec "Stored": free what the collector stored of this ring's epoch
         if not self.arrived:
             return
-        from fg import stored  # about once a batch; 2 KB of heap: loaded for it, then dropped
-
         try:
+            from fg import stored  # about once a batch; 2 KB of heap: loaded, then dropped
+
             for msg in self.arrived:
                 stored.apply(self, msg)
         except OSError as e:  # flash failing: the records stay held, are resent, confirmed
             self._count("confirm_failed")
             self.app.log("ring: cannot apply a confirmation: %s" % (e,))
+        except MemoryError:  # the same: what it named is resent after the timeout, confirmed
+            self._count("confirm_no_memory")
         finally:
             self.arrived = []
             if self.client is not None:
