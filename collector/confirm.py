@@ -142,9 +142,10 @@ class ResendDesk:
         ack = item.ack
         if ack is None:
             return
-        request = self._open.pop(ack.id, None)
+        request = self._open.get(ack.id)
         if request is None or item.gateway_id != request.gateway_id:
-            return
+            return  # another gateway's answer (a guessed id) leaves our request open
+        del self._open[ack.id]
         if not ack.ok or ack.result is None:
             log.warning("gateway %s could not resend %d..%d: %s", request.gateway_id,
                         request.first, request.last, ack.error)

@@ -254,6 +254,11 @@ def test_an_answer_from_another_gateway_settles_nothing(
     desk.answer(prepare(inbound("gw-x", "cmd/ack", encode_ack(ack))), NOW + 5)
     assert metrics.records_lost.value() == 0
     assert [(g.first, g.last) for g in ledger.gaps("gw-r")] == [(2, 8)]
+    # The foreign answer (a guessed id) did not close our request: the real gateway's
+    # answer to the same id still settles what it no longer has.
+    desk.answer(prepare(inbound("gw-r", "cmd/ack", encode_ack(ack))), NOW + 6)
+    assert metrics.records_lost.value() == 7
+    assert ledger.gaps("gw-r") == []
 
 
 def test_an_answer_is_clipped_to_the_request_and_bad_pairs_are_passed_over(
