@@ -177,7 +177,7 @@ class App:
         self._store(recs, (), bool(recs))
 
     def render(self, rec, buf, n, end):
-        """A stored record as wire JSON written into ``buf`` at ``n`` (records.Full past
+        """A stored record as wire JSON written into ``buf`` at ``n`` (ValueError past
         ``end``), with the source's description and the event's text (fg/texts.py, loaded for
         events only; the uplink drops it after the batch); returns the new end."""
         detail = None

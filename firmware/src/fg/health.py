@@ -16,7 +16,7 @@ from fg.records import PRIO_LABELS, VERSION, put
 
 
 def _put(buf, n, text):
-    return put(buf, n, text, len(buf))  # records.Full (a ValueError) past the end
+    return put(buf, n, text, len(buf))  # ValueError past the end
 
 
 def build(app, buf):

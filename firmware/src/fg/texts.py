@@ -11,23 +11,23 @@ from fg.records import (
 )
 
 # Modbus Application Protocol V1.1b3 §7: exception codes (the edge agent's texts)
-MEANINGS = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
+# (by code; a tuple, not a dict: no hash table to find room for while an alarm is sent)
+MEANINGS = (
+    None, "illegal function", "illegal data address", "illegal data value",
+    "server device failure", "acknowledge", "server device busy", "negative acknowledge",
+    "memory parity error", None, "gateway path unavailable",
+    "gateway target device failed to respond",
+)
 
 
 # function code -> the table's name in the agent's texts (protocols/registers.py BitTable and
 # RegisterType values)
 TABLES = (None, "coil", "discrete_input", "holding", "input")
+
+
+def _meaning(code):
+    text = MEANINGS[code] if code < len(MEANINGS) else None
+    return text or "non-standard exception code"
 
 
 def _g(x):
@@ -76,7 +76,7 @@ def detail(app, rec):
     if code == EV_DEVICE:
         fn, start, count = what.blocks[aux >> 8 & 0xFF]
         return "exception %d (%s) reading %s %d..%d" % (
-            aux & 0xFF, MEANINGS.get(aux & 0xFF, "non-standard exception code"),
+            aux & 0xFF, _meaning(aux & 0xFF),
             TABLES[fn], start, start + count - 1)
     if code == EV_RANGE:
         v = value if flags & HAS_V else float("nan")

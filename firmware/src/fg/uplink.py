@@ -18,7 +18,7 @@ import time
 from micropython import const
 
 from fg.mqtt import MQTTException
-from fg.records import Full, put
+from fg.records import put
 from fg.ring import AGE_STEPS
 
 _TOPIC = "firegate/v1/%s/%s"
@@ -183,7 +183,7 @@ class Uplink:
                 if used:
                     n = put(buf, n, b",", end)
                 n = self.app.render(rec, buf, n, end)
-            except Full:
+            except ValueError:  # records.put: past the end
                 if not used:  # cannot happen with the limits provisioning enforces
                     raise MQTTException("record_too_large") from None
                 n = start
@@ -221,7 +221,7 @@ class Uplink:
             from fg import health  # built once a minute: loaded for it, then dropped
 
             n = health.build(self.app, self.buf)
-        except (MemoryError, ValueError):  # ValueError: records.Full (cannot happen: ~0.4 KB)
+        except (MemoryError, ValueError):  # ValueError: records.put, past the end (~0.4 KB: cannot)
             n = 0
             try:
                 self._count("health_dropped")
