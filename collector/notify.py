@@ -30,12 +30,13 @@ for a week.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -251,11 +252,10 @@ class Notifier:
             return 0
         with self._lock:
             before = self._db.total_changes
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO outbox (webhook, key, kind, body, created_ms, next_ms, "
-                "order_key, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (webhook, key, kind, body, created_ms, "
+                    "next_ms, order_key, lane) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             added = self._db.total_changes - before
         for name, lane in {(r[0], r[7]) for r in rows}:
             self._lanes[name, lane].wake.set()
@@ -421,11 +421,9 @@ class Notifier:
                 self._send(lane, row, sent)
         finally:  # what was delivered is marked so, whatever happened after it
             if sent:
-                with self._lock:
-                    self._db.execute("BEGIN")
+                with self._lock, _transaction(self._db):
                     self._db.executemany("UPDATE outbox SET state='sent', attempts=?, "
                                          "done_ms=?, last_error=NULL WHERE id=?", sent)
-                    self._db.execute("COMMIT")
         return 0.0
 
     def _send(self, lane: _Lane, row: _Row, sent: list[tuple[int, int, int]]) -> None:
@@ -517,6 +515,20 @@ class Notifier:
             self._db.execute("DELETE FROM outbox WHERE state != 'pending' AND done_ms < ?",
                              (self._clock() - KEEP_SENT_MS,))
             return self._db.total_changes - before
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction, rolled back if anything in it fails: a failed insert (a full disk)
+    must not leave the connection inside an open transaction, where every later enqueue would
+    fail with "cannot start a transaction within a transaction"."""
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _migrate(db: sqlite3.Connection) -> None:
