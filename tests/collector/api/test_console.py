@@ -131,6 +131,14 @@ def alarm_rows(driver: WebDriver) -> list[WebElement]:
     return driver.find_elements(By.CSS_SELECTOR, "#alarms tbody tr[data-id]")
 
 
+def first_row(driver: WebDriver) -> tuple[str, str] | bool:
+    """The first alarm row's id and text, read together (False while there is none)."""
+    rows = alarm_rows(driver)
+    if not rows:
+        return False
+    return rows[0].get_attribute("data-id") or "", rows[0].text
+
+
 def shot(driver: WebDriver, name: str) -> None:
     if SHOTS is not None:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -146,27 +154,33 @@ def test_a_fire_alarm_appears_live_and_a_click_acknowledges_it(browser: WebDrive
     assert marker == "still here"
 
     stack.publish_fire()
-    row = wait(browser).until(lambda d: alarm_rows(d)[0] if alarm_rows(d) else False)
-    alarm_id = row.get_attribute("data-id")
+    # Read inside the wait: the list is drawn again on every change (a site change too), so a
+    # row found a moment ago may be stale by the time its text is read.
+    found = wait(browser).until(first_row)
+    assert isinstance(found, tuple)
+    alarm_id, row_text = found
     assert browser.execute_script("return window.__noReload") == "still here"  # no reload
-    assert "火警" in row.text and "hz-0042" in row.text
+    assert "火警" in row_text and "hz-0042" in row_text
     # Hostile text shown as text: no element made from it, the script never ran, and the
     # ESC character is shown as a visible symbol.
-    assert '<img src=x onerror="document.title=' in row.text
-    assert "\u241b[31m" in row.text
+    assert '<img src=x onerror="document.title=' in row_text
+    assert "\u241b[31m" in row_text
     assert browser.find_elements(By.CSS_SELECTOR, "#alarms img") == []
     assert browser.title.startswith("(1) 火警")  # an unacknowledged fire alarm shows there
-    site = wait(browser).until(lambda d: d.find_element(
-        By.CSS_SELECTOR, '#sites li[data-site="hz-0042"][data-colour="red"]'))
-    assert "1" in site.text
+    site_text = wait(browser).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, '#sites li[data-site="hz-0042"][data-colour="red"]').text)
+    assert "1" in site_text
     shot(browser, "1-alarm")
 
     # The list is drawn again on every change: find the row afresh to click it.
-    browser.find_element(By.CSS_SELECTOR, f'#alarms tr[data-id="{alarm_id}"]').click()
+    def open_detail(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, f'#alarms tr[data-id="{alarm_id}"]').click()
+        return True
+
+    wait(browser).until(open_detail)
     wait(browser).until(ec.visibility_of_element_located((By.ID, "detail")))
     assert browser.find_element(By.ID, "detail").get_attribute("data-id") == alarm_id
-    timeline = browser.find_element(By.ID, "timeline").text
-    assert "报警" in timeline
+    wait(browser).until(lambda d: "报警" in d.find_element(By.ID, "timeline").text)
     browser.find_element(By.ID, "ack-note").send_keys("值班员已到场 <b>bold</b>")
     shot(browser, "2-detail")
     browser.find_element(By.ID, "ack-btn").click()
