@@ -189,6 +189,8 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path | Non
         lag_task = asyncio.create_task(loop_lag(lags, lag_stop))
         fleet.start_load(args.rate)
         await asyncio.sleep(args.measure / 2)
+        t_burst = asyncio.get_running_loop().time()
+        out["burst_wall"] = datetime.now().isoformat(timespec="milliseconds")
         fleet.burst(Burst(at=0, fraction=args.burst_fraction, alarms=2, spread=2.0,
                           reset_after=5.0))
         peak = 0
@@ -213,6 +215,11 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path | Non
         out["write_ms"] = ((m1["write_seconds_sum"] - m0["write_seconds_sum"]) / writes * 1000
                            if writes else 0.0)
         out["load_latency"] = fleet.ledger.latency_summary()
+        out["windows"] = latency_windows(fleet.ledger, t_burst)
+        if args.dump_latencies:  # (confirm time from the burst s, latency ms) per confirm
+            args.dump_latencies.write_text("".join(
+                f"{at - t_burst:.4f} {v * 1000:.3f}\n"
+                for v, at in zip(fleet.ledger.latencies, fleet.ledger.latency_at, strict=True)))
         out["uploads_per_s"] = (fleet.ledger.counts["confirmed"] - confirmed0) / window
         out["collector_cpu"] = (cpu_s(pid) - c0[0]) / window
         out["fleet_cpu"] = (own_cpu_s() - c0[1]) / window
@@ -235,6 +242,23 @@ async def drive(args: argparse.Namespace, port: int, pid: int, store: Path | Non
     out["alarms_stored_once"] = stored == expected
     out["alarms_missing"] = sum((expected - stored).values())
     out["alarms_extra"] = sum((stored - expected).values())
+    return out
+
+
+def latency_windows(ledger: Any, t_burst: float) -> dict[str, tuple[int, float, float]]:
+    """(count, p50 ms, p99 ms) of the confirms before the burst, in the 5 s from its start,
+    and after: which part of the window makes the p99."""
+    parts: dict[str, list[float]] = {"before burst": [], "burst + 5 s": [], "after": []}
+    for value, at in zip(ledger.latencies, ledger.latency_at, strict=True):
+        key = ("before burst" if at < t_burst else
+               "burst + 5 s" if at < t_burst + 5.0 else "after")
+        parts[key].append(value)
+    out = {}
+    for key, values in parts.items():
+        values.sort()
+        n = len(values)
+        out[key] = (n, values[n // 2] * 1000 if n else 0.0,
+                    values[min(n - 1, int(n * 0.99))] * 1000 if n else 0.0)
     return out
 
 
@@ -306,6 +330,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="analog uploads/s on top")
     ap.add_argument("--state-interval", type=float, default=60.0)
     ap.add_argument("--measure", type=float, default=30.0, help="seconds of the load window")
+    ap.add_argument("--dump-latencies", type=Path, metavar="PATH",
+                    help="write 'seconds-from-burst latency-ms' per confirm, for a timeline")
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--connect-rate", type=float, default=1000.0)
     ap.add_argument("--burst-fraction", type=float, default=0.05)
@@ -393,6 +419,9 @@ def report(args: argparse.Namespace, r: dict[str, Any], soft: int, hard: int) ->
     print(f"confirm latency while connecting (announce uploads): {r['idle_latency']}")
     if args.py_spy and args.profile_out.exists():
         summarize_profile(args.profile_out)
+    print(f"burst at {r['burst_wall']}; confirm latency by part of the window: " + "; ".join(
+        f"{k} {n:,} confirms p50 {a:.1f} / p99 {b:.1f} ms"
+        for k, (n, a, b) in r["windows"].items()))
     print(f"fleet event loop lag under load: p50 {r['loop_lag_ms'][0]:.1f} ms, p99 "
           f"{r['loop_lag_ms'][1]:.1f} ms")
     centre = "collector" if args.against == "collector" else "codec centre"

@@ -46,6 +46,11 @@ def run(config: Path, log_level: str = "info") -> int:
     # (docs/wire-protocol.md, "Implementation notes").
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+    # The writer thread gives up the GIL around every SQLite step and fsync, and needs it
+    # back to confirm. With CPython's default 5 ms switch interval each of those waits could
+    # last 5 ms while the event loop (thousands of UITD links) computed: a group's write took
+    # 50-150 ms instead of 5 (docs/benchmarks.md, issue 16). A shorter interval bounds it.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         asyncio.run(run_collector(cfg, on_ready=ready))
     except (CollectorError, SinkError) as e:  # state directory in use, store cannot open
@@ -53,6 +58,10 @@ def run(config: Path, log_level: str = "info") -> int:
         return 1
     print("stopped", flush=True)
     return 0
+
+
+SWITCH_INTERVAL_S = 0.0005
+"""``sys.setswitchinterval`` of the collector process (CPython's default is 0.005 s)."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m collector") -> int:

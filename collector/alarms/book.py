@@ -190,7 +190,9 @@ class AlarmBook:
         self._ids: dict[str, Stored] = {}
         self._timers: list[tuple[int, str]] = []
         self._subscribers: list[Callable[[Change], None]] = []
-        self._per_gateway: dict[str, int] = {}  # open alarms per gateway
+        # open alarms per gateway: a panel reset looks only at its own gateway's (500 resets
+        # among 10,000 open alarms walked them all, 0.15 s on the writer's thread)
+        self._per_gateway: dict[str, dict[Key, Stored]] = {}
         self._order: builtins.list[Order] = []  # open alarms, newest first
         self._by_site: dict[str, builtins.list[Order]] = {}  # the same, per site
         self._sites: set[str] = set()  # every site the book has (open or in the file)
@@ -271,7 +273,7 @@ class AlarmBook:
     def _raise(self, s: Signal, batch: _Batch) -> None:
         st = self._open.get(s.key)
         if st is None:
-            n = self._per_gateway.get(s.gateway, 0)
+            n = len(self._per_gateway.get(s.gateway, ()))
             fire = s.priority == "fire" or s.type in FIRE_KINDS
             if n >= self.config.max_open_per_gateway and not fire:
                 self._refuse(s)
@@ -325,7 +327,7 @@ class AlarmBook:
         """The risk colours' rule (collector.risk): the ``reset_clears`` alarms under the
         reset's panel, raised at or before the reset by record time."""
         prefix = reset_prefix(s.source)
-        for st in list(self._open.values()):
+        for st in list(self._per_gateway.get(s.gateway, {}).values()):
             a = st.alarm
             if (a.gateway == s.gateway and a.type in self.reset_clears
                     and a.source.startswith(prefix) and _raised_by(st, s, bool(prefix))):
@@ -663,7 +665,7 @@ class AlarmBook:
         self._open[a.key] = st
         self._ids[a.id] = st
         gw = a.gateway
-        self._per_gateway[gw] = self._per_gateway.get(gw, 0) + 1
+        self._per_gateway.setdefault(gw, {})[a.key] = st
         key = (-a.raised_ms, a.id)
         bisect.insort(self._order, key)
         bisect.insort(self._by_site.setdefault(a.site, []), key)
@@ -673,8 +675,9 @@ class AlarmBook:
         if self._open.get(st.alarm.key) is st:
             del self._open[st.alarm.key]
             gw = st.alarm.gateway
-            self._per_gateway[gw] -= 1
-            if not self._per_gateway[gw]:
+            own = self._per_gateway[gw]
+            del own[st.alarm.key]
+            if not own:
                 del self._per_gateway[gw]
         if self._ids.pop(st.alarm.id, None) is not None:
             a = st.alarm
@@ -694,13 +697,13 @@ class AlarmBook:
             if m % 1000 == 1:
                 log.error("gateway %s has %d open alarms (max_open_fire_per_gateway): fire "
                           "alarm from %r re-raises its overflow alarm, %d so far",
-                          s.gateway, self._per_gateway.get(s.gateway, 0), s.source, m)
+                          s.gateway, len(self._per_gateway.get(s.gateway, ())), s.source, m)
             return
         n = self.refused[s.gateway] = self.refused.get(s.gateway, 0) + 1
         if n % 1000 == 1:
             log.warning("gateway %s has %d open alarms (max_open_per_gateway): %s from %r "
                         "not opened as an alarm, %d so far (fire alarms always are)",
-                        s.gateway, self._per_gateway.get(s.gateway, 0), s.type, s.source, n)
+                        s.gateway, len(self._per_gateway.get(s.gateway, ())), s.type, s.source, n)
 
     def _new_id(self, s: Signal) -> str:
         """From the raising record when there is one (its redelivery after a crash opens the

@@ -53,6 +53,12 @@ STATE_FILE = "uitd.json"
 """The centre's view, rewritten every few seconds in the state directory (``uitd list``)."""
 SWEEP_S = 1.0
 STATE_ROWS_PER_STEP = 250
+STATE_EVERY_S = 5.0
+"""``uitd.json`` is rewritten this often, or less often for a large fleet (below)."""
+STATE_CPU_SHARE = 0.01
+"""... at most this share of a core goes to building it: 10,000 UITDs take ~0.15 s of CPU
+per build, so their file is rewritten every ~15 s, not every 5 s (each build holds the GIL
+the writer needs to confirm uploads: docs/benchmarks.md, issue 16)."""
 """UITDs put into ``uitd.json`` per loop callback (a few ms): the file is built in steps."""
 RETRY_PUT_S = 0.01
 LOG_EVERY_S = 60.0
@@ -109,6 +115,7 @@ class Centre:
         self.error: CentreError | None = None
         """Why :meth:`serve` could not listen (a port in use)."""
         self._last_state = 0.0
+        self._state_every = STATE_EVERY_S
         self._waiting_fire: deque[Prepared] = deque()
         self._waiting: deque[Prepared] = deque()
         """Items for the writer while its queue is full (bounded by the UITDs: each has at
@@ -536,7 +543,7 @@ class Centre:
                 # sends keep-alives is seen through these.
                 device.last_heartbeat = now
                 self._status(device, True, "uitd_connected")
-        if now - self._last_state >= 5.0:
+        if now - self._last_state >= self._state_every:
             self._write_state(now)
 
     # -- downstream commands (loop thread) -------------------------------------------------------
@@ -612,16 +619,19 @@ class Centre:
     def _state_step(self, job: _StateJob, path: Path) -> None:
         if self._state_job is not job or self.loop is None:
             return  # superseded by the final write
+        started = time.perf_counter()
         now = time.monotonic()
         end = min(len(job.names), job.done + STATE_ROWS_PER_STEP)
         job.parts.extend(json.dumps(self._row(gw, job.listed, now), ensure_ascii=False)
                          for gw in job.names[job.done:end] if gw in self.devices or
                          gw in job.listed)
         job.done = end
+        job.cpu_s += time.perf_counter() - started
         if end < len(job.names):
             self.loop.call_soon(self._state_step, job, path)
             return
         self._state_job = None
+        self._state_every = max(STATE_EVERY_S, job.cpu_s / STATE_CPU_SHARE)
         head = json.dumps(self._header(), ensure_ascii=False)
         text = f'{head[:-1]}, "uitds": [{", ".join(job.parts)}]}}'
         self.loop.run_in_executor(None, self._save_periodic, path, text)
@@ -679,6 +689,7 @@ class _StateJob:
     listed: dict[str, UitdEntry]
     parts: list[str] = field(default_factory=list)
     done: int = 0
+    cpu_s: float = 0.0  # time spent building it, summed over its steps
 
 
 def _ms() -> int:

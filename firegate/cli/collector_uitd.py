@@ -14,6 +14,7 @@ Text from the field is shown with control characters made visible; ``--json`` ke
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -137,8 +138,12 @@ def list_command(
 
 def _render(data: dict[str, Any]) -> None:
     running = "running" if data.get("running") else "not running"
+    age = ""
+    if isinstance(data.get("updated_ms"), int):  # the file is rewritten every 5-15 s
+        age = f", as of {max(0, time.time_ns() // 1_000_000 - data['updated_ms']) / 1000:.0f} s ago"
     typer.echo(f"centre {_visible(data.get('collector', '?'))} ({running}), listen "
-               f"{_visible(data.get('listen'))}, {data.get('connections', 0)} connection(s)")
+               f"{_visible(data.get('listen'))}, {data.get('connections', 0)} connection(s)"
+               f"{age}")
     rows = data.get("uitds") or []
     header = ("ADDRESS", "GATEWAY", "SITE", "LINK", "STATE", "SILENT", "PEER")
     table: list[tuple[str, ...]] = [header]

@@ -35,8 +35,9 @@ _ID_HINT = "1-41 chars of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 @dataclass(frozen=True, slots=True)
 class Burst:
     """``[[uitd_fleet.bursts]]``: at ``at`` s, a ``fraction`` of the fleet raises ``alarms``
-    fire alarms each (distinct detectors), spread over ``spread`` s; the panels are reset
-    ``reset_after`` s later (type 4 + type 1), so a later burst can alarm again."""
+    fire alarms each (distinct detectors), spread over ``spread`` s; each panel is reset
+    ``reset_after`` s after its own last alarm (type 4 + type 1), so a later burst can alarm
+    again."""
 
     at: float
     fraction: float = 1.0

@@ -258,7 +258,8 @@ class SimUitd:
             led.count("uploads_sent" if event == "sent" else "resends")
         elif event == "confirmed":
             led.count("confirmed")
-            led.latency(self.loop.time() - self._tx_at)
+            now = self.loop.time()
+            led.latency(now - self._tx_at, now)
         elif event == "queued":
             led.count("uploads")
             if record["action"] == "fire_alarm" and self._raising is not None:

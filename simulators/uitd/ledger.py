@@ -64,6 +64,7 @@ class FleetLedger:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.latencies = array("d")
+        self.latency_at = array("d")  # when each latency's confirm came (loop time)
         self.alarms: list[FireAlarm] = []
         self.errors: Counter[str] = Counter()
 
@@ -76,9 +77,10 @@ class FleetLedger:
         else:
             self.counts["errors_not_kept"] += 1
 
-    def latency(self, seconds: float) -> None:
+    def latency(self, seconds: float, at: float = 0.0) -> None:
         if len(self.latencies) < MAX_LATENCIES:
             self.latencies.append(seconds)
+            self.latency_at.append(at)
         else:
             self.counts["latencies_not_kept"] += 1
 
@@ -88,6 +90,7 @@ class FleetLedger:
     def reset_latencies(self) -> None:
         """Forget the latency sample (a benchmark measures after its warm-up)."""
         self.latencies = array("d")
+        self.latency_at = array("d")
 
     def latency_summary(self) -> dict[str, float | int | None]:
         """Count, p50, p90, p99, p99.9 and max of the confirm latency, in milliseconds."""

@@ -209,9 +209,11 @@ class UitdFleet:
         for i in sorted(chosen):
             dev = self.devices[i]
             free = [k for k in range(1, self.spec.detectors + 1) if k not in dev.alarmed]
+            last = 0.0  # this panel's last alarm: its reset comes reset_after s after it
             for k in self.rng.sample(free, min(len(free), b.alarms)):
                 dev.alarmed.add(k)
                 delay = self.rng.uniform(0, b.spread)
+                last = max(last, delay)
                 if delay > 0:
                     self._scheduled_alarms += 1
                     self._handles.append(loop.call_later(delay, self._fire, dev, k))
@@ -219,7 +221,10 @@ class UitdFleet:
                     dev.fire_alarm(k)
                 started += 1
             if b.reset_after != NEVER:
-                self._handles.append(loop.call_later(b.spread + b.reset_after, dev.reset))
+                # Each building's operator resets its own panel after its own alarms, not
+                # all of them in the same instant (500 resets at once was a wave no fleet
+                # makes: issue 16's bench).
+                self._handles.append(loop.call_later(last + b.reset_after, dev.reset))
         self.ledger.count("burst_alarms", started)
         self.ledger.count("bursts")
         return started
