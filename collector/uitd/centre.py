@@ -53,13 +53,13 @@ STATE_FILE = "uitd.json"
 """The centre's view, rewritten every few seconds in the state directory (``uitd list``)."""
 SWEEP_S = 1.0
 STATE_ROWS_PER_STEP = 250
+"""UITDs put into ``uitd.json`` per loop callback (a few ms): the file is built in steps."""
 STATE_EVERY_S = 5.0
 """``uitd.json`` is rewritten this often, or less often for a large fleet (below)."""
 STATE_CPU_SHARE = 0.01
-"""... at most this share of a core goes to building it: 10,000 UITDs take ~0.15 s of CPU
-per build, so their file is rewritten every ~15 s, not every 5 s (each build holds the GIL
-the writer needs to confirm uploads: docs/benchmarks.md, issue 16)."""
-"""UITDs put into ``uitd.json`` per loop callback (a few ms): the file is built in steps."""
+"""... at most this share of a core goes to building it: the next build waits 100 times the
+CPU the last one took (each build holds the GIL the writer needs to confirm uploads:
+docs/benchmarks.md, issue 16)."""
 RETRY_PUT_S = 0.01
 LOG_EVERY_S = 60.0
 MAX_DEVICES_FACTOR = 2
