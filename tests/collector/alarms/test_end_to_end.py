@@ -25,7 +25,7 @@ from tests.infra.mosquitto import Mosquitto
 from tests.infra.ports import free_port
 
 # Step 1 falls due this long after the raise: the test acknowledges one alarm before then, so
-# it must cover a loaded machine's publish -> webhook -> HTTP ack (3 s failed once beside
+# it must cover a loaded machine's publish -> webhook -> HTTP ack (3 s left little room beside
 # stress-ng); the ignored alarm's step 1 is waited for, so a longer one costs test time.
 STEP_1_S = 6.0
 SMOKE = Source("panel/1-1/42-0x00000102", Bus.GB26875, description="三层东走廊感烟探测器")
