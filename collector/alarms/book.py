@@ -602,12 +602,14 @@ class AlarmBook:
             return self._store.timeline(alarm_id)
 
     def audit(self, *, limit: int = 500, before_ms: int | None = None,
-              sites: Callable[[str], bool] | None = None) -> builtins.list[AuditEntry]:
+              before_seq: int | None = None, sites: Callable[[str], bool] | None = None
+              ) -> builtins.list[AuditEntry]:
         """Who acknowledged or resolved what, newest first; ``sites`` the user's filter,
-        applied in the query before ``limit`` (a page is short only at the end)."""
+        applied in the query before ``limit`` (a page is short only at the end); the page
+        after ``(before_ms, before_seq)``, the previous page's last entry."""
         with self._lock:
             visible = None if sites is None else [s for s in self._store.sites() if sites(s)]
-            return self._store.audit(limit, before_ms, visible)
+            return self._store.audit(limit, before_ms, visible, before_seq)
 
     def open_counts(self) -> dict[str, int]:
         """Open alarms per site."""

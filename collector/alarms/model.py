@@ -123,6 +123,9 @@ class AuditEntry:
     origin: str
     """The client's address, or ``cli``."""
     detail: str | None = None
+    seq: int = 0
+    """Its place in the log (SQLite rowid, increasing): with ``at_ms`` the paging cursor, so
+    entries of the same millisecond are neither skipped nor repeated between pages."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

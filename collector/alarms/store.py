@@ -229,20 +229,23 @@ class AlarmStore:
             (alarm_id,))]
 
     def audit(self, limit: int, before_ms: int | None,
-              sites: Sequence[str] | None = None) -> list[AuditEntry]:
-        """Audit entries, newest first; with ``sites``, only those of alarms of these sites
-        (filtered before the limit; an entry whose alarm is gone shows to all-sites only)."""
+              sites: Sequence[str] | None = None, before_seq: int | None = None
+              ) -> list[AuditEntry]:
+        """Audit entries, newest first (time, then place in the log); with ``sites``, only
+        those of alarms of these sites (filtered before the limit; an entry whose alarm is gone
+        shows to all-sites only). The page after ``(before_ms, before_seq)``, the last entry
+        of the previous one; ``before_ms`` alone: entries older than that millisecond."""
         before = before_ms if before_ms is not None else 1 << 62
-        if sites is None:
-            rows = self._db.execute(
-                "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
-                "WHERE at_ms < ? ORDER BY at_ms DESC, rowid DESC LIMIT ?", (before, limit))
-        else:  # one JSON parameter: no limit on the number of sites
-            rows = self._db.execute(
-                "SELECT at_ms, user, action, alarm_id, origin, detail FROM audit "
-                "WHERE at_ms < ? AND alarm_id IN (SELECT id FROM alarm WHERE site IN "
-                "(SELECT value FROM json_each(?))) ORDER BY at_ms DESC, rowid DESC LIMIT ?",
-                (before, json.dumps(list(sites)), limit))
+        seq = before_seq if before_seq is not None and before_ms is not None else 0
+        where = "(at_ms < ? OR (at_ms = ? AND rowid < ?))"
+        args: tuple[object, ...] = (before, before, seq)
+        if sites is not None:  # one JSON parameter: no limit on the number of sites
+            where += (" AND alarm_id IN (SELECT id FROM alarm WHERE site IN "
+                      "(SELECT value FROM json_each(?)))")
+            args += (json.dumps(list(sites)),)
+        rows = self._db.execute(
+            "SELECT at_ms, user, action, alarm_id, origin, detail, rowid FROM audit "
+            f"WHERE {where} ORDER BY at_ms DESC, rowid DESC LIMIT ?", (*args, limit))
         return [AuditEntry(*r) for r in rows]
 
     def prune(self, closed_before_ms: int) -> int:

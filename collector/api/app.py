@@ -296,16 +296,25 @@ async def list_gateways(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     user = require(request, "admin")
     config: HttpConfig = request.app.state.config
-    q = _query(request, ("limit", "before_ms"))
+    q = _query(request, ("limit", "before_ms", "before_seq"))
     limit = _int(q, "limit", min(DEFAULT_LIMIT, config.max_limit), 1, config.max_limit)
     before = _int(q, "before_ms", None, 0, 2**62)
+    # The page after (before_ms, before_seq): the last entry of the previous page ("next").
+    # before_ms alone would skip the entries of that millisecond not on the previous page.
+    before_seq = _int(q, "before_seq", None, 0, 2**62)
+    if before_seq is not None and before is None:
+        raise ApiError(400, "bad_request", "before_seq must be given with before_ms")
     assert limit is not None
     book = _book(request)
     # The user's sites are applied in the query, before the limit: a page is short only at
     # the end of the log, never because other sites' entries took its places.
     entries = await run_in_threadpool(lambda: book.audit(
-        limit=limit, before_ms=before, sites=None if user.all_sites else user.sees))
-    return _json({"audit": [e.to_json() for e in entries]})
+        limit=limit, before_ms=before, before_seq=before_seq,
+        sites=None if user.all_sites else user.sees))
+    last = entries[-1] if len(entries) == limit else None  # perhaps more: the next page
+    return _json({"audit": [e.to_json() for e in entries],
+                  "next": None if last is None else {"before_ms": last.at_ms,
+                                                     "before_seq": last.seq}})
 
 
 async def me(request: Request) -> Response:

@@ -111,7 +111,8 @@ SCHEMAS: dict[str, Any] = {
                        "action": {"type": "string", "enum": ["acknowledge", "resolve"]},
                        "alarm_id": {"type": "string"},
                        "origin": {"type": "string", "description": "the client's address"},
-                       "detail": _NULL_STR},
+                       "detail": _NULL_STR,
+                       "seq": {"type": "integer", "description": "place in the log (paging)"}},
     },
     "User": {"type": "object", "properties": {
         "name": {"type": "string"}, "role": {"type": "string",
@@ -181,9 +182,15 @@ PATHS: dict[str, dict[str, Any]] = {
         "operationId": "listAudit",
         "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1}, "at most"),
                        _param("before_ms", "query", {"type": "integer"},
-                              "older than this (paging)")],
+                              "older than this, or with before_seq the page after the entry "
+                              "(at_ms, seq) (paging: the response's next)"),
+                       _param("before_seq", "query", {"type": "integer"},
+                              "the previous page's last seq, with before_ms")],
         "responses": {"200": _ok({"type": "object", "properties": {
-            "audit": {"type": "array", "items": _ref("AuditEntry")}}}), **_ERRORS_READ}}},
+            "audit": {"type": "array", "items": _ref("AuditEntry")},
+            "next": {"type": ["object", "null"], "properties": {
+                "before_ms": {"type": "integer"}, "before_seq": {"type": "integer"}}}}}),
+            **_ERRORS_READ}}},
     "/api/v1/me": {"get": {
         "summary": "Who the token belongs to", "operationId": "me",
         "responses": {"200": _ok(_ref("User")), "401": _ERROR}}},

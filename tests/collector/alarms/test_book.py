@@ -321,3 +321,27 @@ def test_a_reset_clears_what_was_raised_by_its_time_on_the_panels_clock(b: Alarm
     b.apply([sig(SYSTEM, EventType.RESET, 5, source_ms=t + 2_000)])
     states = {a.source: a.state for a in b.list(state="all")}
     assert states == {SMOKE.id: "cleared", SMOKE_2.id: "active", PUMP.id: "active"}
+
+
+def test_audit_pages_keep_entries_of_the_same_millisecond(b: AlarmBook) -> None:
+    """Five acknowledgements in one millisecond, read two at a time through the cursor of the
+    previous page's last entry: each exactly once, newest first. (``before_ms`` alone would
+    skip the three not on the first page.)"""
+    sources = [Source(f"panel/1-1/42-0x{i:08x}", Bus.GB26875) for i in range(5)]
+    b.apply([sig(s, FA, i + 1) for i, s in enumerate(sources)])
+    for a in b.list():  # the clock does not move: every entry has the same at_ms
+        b.acknowledge(a.id, by="wang", note=None, origin="10.1.2.3")
+    everything = b.audit()
+    assert len(everything) == 5 and len({e.at_ms for e in everything}) == 1
+    assert [e.seq for e in everything] == sorted((e.seq for e in everything), reverse=True)
+    pages, cursor = [], None
+    while True:
+        page = b.audit(limit=2, before_ms=None if cursor is None else cursor.at_ms,
+                       before_seq=None if cursor is None else cursor.seq)
+        pages.append(page)
+        if len(page) < 2:
+            break
+        cursor = page[-1]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [e for p in pages for e in p] == everything
+    assert b.audit(before_ms=everything[0].at_ms) == []  # the old meaning: strictly older

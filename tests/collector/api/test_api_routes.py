@@ -88,7 +88,7 @@ def test_roles(api: Api) -> None:
     error(api.client(OPERATOR).get("/api/v1/stats"), 403, "forbidden")
     got = api.book.get(alarm.id)
     assert got is not None and not got.acknowledged
-    assert api.client(ADMIN).get("/api/v1/audit").json() == {"audit": []}
+    assert api.client(ADMIN).get("/api/v1/audit").json() == {"audit": [], "next": None}
     assert api.client(VIEWER).get("/api/v1/me").json() == {
         "name": "watcher", "role": "viewer", "sites": ["*"]}
 
@@ -119,10 +119,17 @@ def test_acknowledge_and_resolve_are_audited(api: Api) -> None:
         ("duty-officer", "acknowledge", alarm.id, "127.0.0.1")]
     assert "cooking smoke" in audit[0]["detail"] and audit[1]["detail"] == "到场核实中"
     assert all(a["at_ms"] > 0 for a in audit)
-    # Paging: before the newest entry there is only the older one.
-    older = api.client(ADMIN).get("/api/v1/audit", params={
-        "before_ms": audit[0]["at_ms"] + 1, "limit": 1}).json()["audit"]
-    assert len(older) == 1
+    # Paging: one entry a page, each page's "next" the cursor of the following one (the two
+    # entries may share a millisecond: the cursor holds the log's seq too).
+    admin = api.client(ADMIN)
+    first = admin.get("/api/v1/audit", params={"limit": 1}).json()
+    assert first["audit"] == audit[:1]
+    assert first["next"] == {"before_ms": audit[0]["at_ms"], "before_seq": audit[0]["seq"]}
+    second = admin.get("/api/v1/audit", params={"limit": 1, **first["next"]}).json()
+    assert second["audit"] == audit[1:]
+    third = admin.get("/api/v1/audit", params={"limit": 1, **second["next"]}).json()
+    assert third == {"audit": [], "next": None}
+    error(admin.get("/api/v1/audit", params={"before_seq": 5}), 400, "bad_request")
 
 
 def test_resolve_acknowledges_too_and_needs_a_verdict(api: Api) -> None:
