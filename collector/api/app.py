@@ -10,6 +10,7 @@ the OpenAPI document (:mod:`collector.api.openapi`) lists every route.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -108,11 +109,18 @@ async def _body(request: Request, allowed: Sequence[str]) -> dict[str, Any]:
         raise ApiError(413, "too_large", f"the body must be at most {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too_large", f"the body must be at most {limit} bytes")
-        chunks.append(chunk)
+    # The whole body within the head's deadline: a client dripping it a byte at a time would
+    # otherwise hold a connection (and a slot of its address) as long as it likes.
+    try:
+        async with asyncio.timeout(config.header_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "too_large", f"the body must be at most {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "timeout", f"the body did not arrive within "
+                                       f"{config.header_timeout_s:g} s") from None
     raw = b"".join(chunks)
     if not raw.strip():
         return {}
@@ -401,7 +409,7 @@ CONSOLE_ROUTES: tuple[Route, ...] = (
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415:
+          405: "method_not_allowed", 408: "timeout", 409: "conflict", 413: "too_large", 415:
           "unsupported_media_type", 503: "unavailable"}
 
 

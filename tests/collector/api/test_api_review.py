@@ -86,6 +86,29 @@ def test_a_half_sent_head_and_a_dripping_kept_alive_connection_are_closed(
     wait_until(lambda: api.server.guard.idle_closed == 2, "both counted")
 
 
+def test_a_body_that_drips_is_answered_408_and_the_alarm_is_untouched(
+        api_factory: Callable[..., Api]) -> None:
+    """A whole head, then a body promised and not sent: the body has the head's deadline
+    (it held the connection, and a slot of its address, for as long as the client liked)."""
+    api = api_factory(header_timeout_s=1.0, keepalive_s=60)
+    alarm = api.raise_alarm()
+    s = _connect(api)
+    try:
+        s.sendall(f"POST /api/v1/alarms/{alarm.id}/ack HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {OPERATOR}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: 40\r\n\r\n{{\"note\": ".encode())  # 9 of the 40 bytes
+        answer = _read_to_end(s)
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"code":"timeout"' in answer.replace(b" ", b"")
+    got = api.book.get(alarm.id)
+    assert got is not None and not got.acknowledged
+    # The same request sent whole is served (positive control: the route and token work).
+    r = api.client(OPERATOR).post(f"/api/v1/alarms/{alarm.id}/ack", json={"note": "ok"})
+    assert r.status_code == 200 and r.json()["acknowledged"] is True
+
+
 def test_the_head_deadline_never_cuts_a_stream(api_factory: Callable[..., Api]) -> None:
     api = api_factory(header_timeout_s=0.3, heartbeat_s=0.1)
     events: list[tuple[str, str]] = []
