@@ -21,7 +21,7 @@ VERSION = "1.0.0"
 _ERROR = {"$ref": "#/components/responses/Error"}
 _ERRORS_READ = {"401": _ERROR, "403": _ERROR}
 _ERRORS_ACT = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR,
-               "413": _ERROR, "415": _ERROR}
+               "408": _ERROR, "413": _ERROR, "415": _ERROR}
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
