@@ -105,7 +105,8 @@ class Collector:
                                lines_for_batch if self.sink.renders_lines else points_for_batch)
         # Forwarding upward to higher centres as a UITD (collector/uitd/upstream.py).
         ups = config.gb26875.upstreams if config.gb26875 is not None else ()
-        self.forwarding = Forwarding(config.state_dir, ups, self.metrics) if ups else None
+        self.forwarding = Forwarding(config.state_dir, ups, self.metrics,
+                                     alarms=self.alarms) if ups else None
         self.effects = Effects(registry=self.registry, risk=self.risk, notifier=self.notifier,
                                ledger=self.ledger, metrics=self.metrics, config=pipe,
                                connected_for=self._connected_for,

@@ -23,6 +23,7 @@ from protocols.wire import EventType
 __all__ = [
     "DEFAULT_FORWARD_EVENTS",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_OPERATOR",
     "MAX_SILENCE_S",
     "CentreConfig",
     "UitdEntry",
@@ -43,6 +44,8 @@ DEFAULT_FORWARD_EVENTS: tuple[str, ...] = (
 )
 """What an upstream receives unless its ``events`` says otherwise: the states a GB/T 26875.3
 centre expects from a UITD (图7 component states, 图6 system states)."""
+DEFAULT_OPERATOR = 1
+"""The operator number of a check-post answer by a user ``operators`` does not list."""
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _ID_HINT = "1-64 chars of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 _ADDRESS_HINT = '"0x" and 12 hex digits (e.g. "0x000000000379") or an integer below 2**48'
@@ -105,6 +108,21 @@ class UpstreamConfig:
     """Resends of one packet before the link is taken as broken (§6.5.5: "宜为3次")."""
     keepalive_s: float = 60.0
     """Idle this long, the link is patrolled with a UITD status upload (type 21)."""
+    site: str | None = None
+    """The site of the alarm a check-post (查岗, type 91) from this centre opens; None: the
+    alarm's gateway id ``upstream:<name>`` is its own site (docs/gb26875-upstream.md)."""
+    operators: tuple[tuple[str, int], ...] = ()
+    """Operator numbers (操作员编号, 1 byte) of the users who answer check-posts, by user
+    name; a user not listed answers as :data:`DEFAULT_OPERATOR`."""
+
+    @property
+    def check_post_site(self) -> str:
+        """The site of this centre's check-post alarms."""
+        return self.site if self.site is not None else f"upstream:{self.name}"
+
+    def operator_of(self, user: str | None) -> int:
+        """The operator number a check-post answered by ``user`` carries."""
+        return dict(self.operators).get(user or "", DEFAULT_OPERATOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +239,16 @@ def _uitd(t: Table) -> UitdEntry:
     return entry
 
 
+def _operators(t: Table) -> tuple[tuple[str, int], ...]:
+    """``operators = { alice = 2, bob = 3 }``: user name -> operator number (0-255)."""
+    sub = t.table("operators")
+    if sub is None:
+        return ()
+    out = tuple((str(user), sub.integer(str(user), min=0, max=255)) for user in sub.data)
+    sub.finish()
+    return out
+
+
 def _upstream(t: Table, index: int) -> UpstreamConfig:
     connect = t.text("connect")
     host, sep, port = connect.rpartition(":")
@@ -252,6 +280,8 @@ def _upstream(t: Table, index: int) -> UpstreamConfig:
         timeout_s=t.number("timeout_s", 10.0, above=0.0, max=10.0),
         retries=t.integer("retries", 3, min=0, max=10),
         keepalive_s=t.number("keepalive_s", 60.0, min=1.0, max=MAX_SILENCE_S),
+        site=t.opt_text("site", pattern=_ID_PATTERN, hint=_ID_HINT),
+        operators=_operators(t),
     )
     if upstream.reconnect_max_s < upstream.reconnect_min_s:
         t.fail("reconnect_max_s", f"must be at least reconnect_min_s "

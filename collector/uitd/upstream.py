@@ -18,10 +18,12 @@ uploads queued for it (:mod:`collector.uitd.upstream_queue`) under GB/T 26875.3:
   confirmed after its resends breaks the link like any upload;
 * reconnects with jittered exponential back-off (common/backoff.py), ``reconnect_min_s`` to
   ``reconnect_max_s``;
-* the centre's own packets are answered: uploads and keep-alives confirmed, clock sync (90),
-  initialise (89) and check-post (91) confirmed (the collector keeps its own clock and has no
-  operator at a UITD panel: counted, not acted on), a read of the UITD state (81) answered with
-  type 21, anything else denied.
+* the centre's own packets are answered: uploads and keep-alives confirmed, clock sync (90)
+  and initialise (89) confirmed (the collector keeps its own clock: counted, not acted on), a
+  read of the UITD state (81) answered with type 21, anything else denied;
+* a check-post (查岗, 91) is confirmed and opens an alarm in the alarm book for the people on
+  duty (:class:`CheckPosts`); when one of them acknowledges it, the answer (查岗应答, type 24
+  with bit 5 and their operator number) is queued like any upload, and the alarm cleared.
 
 :class:`Forwarding` is what the rest of the collector sees: :meth:`Forwarding.offer` on the
 writer thread (collector/effects.py, before the acknowledgement), :meth:`Forwarding.status` for
@@ -36,18 +38,21 @@ import selectors
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 
+from collector.alarms.book import CLEAR, RAISE, AlarmBook, Signal
+from collector.alarms.model import ACKNOWLEDGED, Alarm, AlarmChange, Change
 from collector.metrics import Metrics
 from collector.uitd.config import UpstreamConfig
 from collector.uitd.upstream_queue import FILE_NAME, Offer, Row, UpstreamQueue
 from common.backoff import Backoff
 from protocols.gb26875 import (
     ApplicationData,
+    CheckPost,
     Command,
     Completed,
     DecodeError,
@@ -61,13 +66,17 @@ from protocols.gb26875 import (
     SessionEvent,
     StreamDecoder,
     TimeLabel,
+    UitdOperation,
+    UitdOperationRecord,
     UitdState,
     UitdStatus,
     address_from_int,
     decode_adu,
+    encode_adu,
 )
+from protocols.wire import EventType, Priority
 
-__all__ = ["WINDOW", "Forwarder", "Forwarding", "LinkDown"]
+__all__ = ["CHECK_POST", "WINDOW", "CheckPosts", "Forwarder", "Forwarding", "LinkDown"]
 
 log = logging.getLogger("firegate.collector.upstream")
 
@@ -81,6 +90,10 @@ READ_SIZE = 65_536
 MAX_JUNK = 8 * 1024
 """Bytes the centre may send without completing a valid frame (the largest is 1,054 bytes,
 表1): past it the link is taken as broken (``garbage``) and opened again after the back-off."""
+
+
+CHECK_POST = EventType.CHECK_POST.value
+"""The type of a check-post alarm (the wire's ``check_post``)."""
 
 
 class LinkDown(Exception):
@@ -124,6 +137,7 @@ class Forwarder:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=0.5)
         self._last_expire = 0.0
         self._last_gauges = 0.0
+        self.check_posts = CheckPosts(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,6 +165,7 @@ class Forwarder:
         fault is counted, logged and followed by a reconnect."""
         while not self.stop.is_set():
             self._expire()
+            self.check_posts.answer_acknowledged()
             try:
                 sock = socket.create_connection((self.config.host, self.config.port),
                                                 timeout=CONNECT_TIMEOUT_S)
@@ -184,6 +199,7 @@ class Forwarder:
         self._drain_wake()
         while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
             self.gauges()  # the queue grows while the centre is away: show it
+            self.check_posts.answer_acknowledged()  # queued now, sent once the link is up
             self.stop.wait(min(left, IDLE_POLL_S))
 
     def gauges(self, force: bool = False) -> None:
@@ -249,6 +265,7 @@ class Forwarder:
             while not self.stop.is_set():
                 now = time.monotonic()
                 self._expire()
+                self.check_posts.answer_acknowledged()
                 self._fill(sock, session, now)
                 if not self._flights and now - last_traffic >= cfg.keepalive_s:
                     self._send(sock, session, None, now)
@@ -395,6 +412,11 @@ class Forwarder:
             if not duplicate:
                 self._count(f"control_{mark}")
             self._write(sock, session.confirm(frame))
+            if mark == 91 and not duplicate:
+                assert isinstance(adu, ApplicationData)
+                ask = adu.objects[0] if adu.objects else None
+                self.check_posts.asked(ask.timeout_minutes if isinstance(ask, CheckPost)
+                                       else 0)
         elif mark == 81 and frame.command == Command.REQUEST:
             self._write(sock, session.respond(frame, ApplicationData(
                 21, (UitdStatus(UitdState(1), _label()),))))
@@ -430,16 +452,157 @@ class Forwarder:
         }
 
 
+class CheckPosts:
+    """The check-posts (查岗, type 91) of one higher centre, put to the people on duty
+    (docs/gb26875-upstream.md, "Check-posts").
+
+    * :meth:`asked` (the forwarder's thread, after the confirm): the deadline is kept in the
+      queue's file, and an alarm raised in the book: gateway ``upstream:<name>``, source
+      ``gb26875/upstream/<name>``, type ``check_post``, priority ``alarm``, at the upstream's
+      ``site``. A check-post while the last one's alarm is still open re-raises it (one alarm,
+      ``raise_count``) and moves the deadline to the newest. Without a book: counted
+      (``check_post_unseen``) and logged, never answered.
+    * :meth:`changed` (the book's subscriber, on whatever thread acknowledged: it only notes
+      the alarm and wakes the forwarder): the alarm acknowledged, or resolved (which
+      acknowledges it).
+    * :meth:`answer_acknowledged` (the forwarder's thread): each noted alarm's answer queued
+      like any upload (type 24 with bit 5, the operator number of the user who acknowledged,
+      the time label of the acknowledgement), once per alarm; then the alarm is cleared, which
+      closes it. An acknowledgement after the deadline is answered too, counted
+      ``check_post_late`` and logged: its time label tells the centre when the person answered.
+    """
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+        self.name = forwarder.name
+        self.gateway = f"upstream:{self.name}"
+        self.source = f"gb26875/upstream/{self.name}"
+        self.site = forwarder.config.check_post_site
+        self.alarms: AlarmBook | None = None
+        self._acked: deque[Alarm] = deque()  # appended by any thread, taken by the forwarder
+
+    def asked(self, minutes: int, now_ms: int | None = None) -> None:
+        """The centre checks the post: the people on duty must answer within ``minutes``
+        (0: the centre gave no limit)."""
+        fw = self.forwarder
+        now = _now_ms() if now_ms is None else now_ms
+        self.answer_acknowledged()  # an answer still waiting closes its alarm first
+        due = now + minutes * 60_000 if minutes > 0 else None
+        fw.queue.set_check_post_due(self.name, due)
+        if self.alarms is None:
+            fw._count("check_post_unseen")
+            log.warning("upstream %s: check-post (查岗) from the centre, answer within %d min: "
+                        "no alarm book to show it to anyone; not answered", self.name, minutes)
+            return
+        if due is None:
+            zh, en = "未给应答时限", "no time limit given"
+        else:
+            by = datetime.fromtimestamp(due / 1000, fw.queue.tz).strftime("%H:%M:%S")
+            zh = f"值班人员须在{minutes}分钟内（{by}前）应答"
+            en = f"the operator on duty must answer within {minutes} min (by {by})"
+        text = (f"上级监控中心“{self.name}”查岗：{zh}，确认本报警即应答。"
+                f" Check-post from the higher monitoring centre {self.name}: {en};"
+                " acknowledging this alarm answers it.")
+        try:
+            self.alarms.apply([Signal(RAISE, self.gateway, self.site, self.source, CHECK_POST,
+                                      "alarm", text, gateway_ms=now, stamp=(now, 0))], now)
+        except Exception:  # the link goes on; the check-post stays unanswered
+            fw._count("check_post_errors")
+            log.exception("upstream %s: the check-post's alarm could not be raised", self.name)
+            return
+        fw._count("check_post_alarms")
+        log.info("upstream %s: check-post (查岗), answer within %d min: alarm raised at site %s",
+                 self.name, minutes, self.site)
+
+    def changed(self, change: AlarmChange) -> None:
+        """A change of an alarm of this centre's gateway (the book's subscriber: must not
+        block): acknowledged (or resolved, which acknowledges), it is to be answered. A
+        second note of the same alarm (its clear, a later verdict) queues nothing: the
+        answer's key is the alarm's id."""
+        a = change.alarm
+        if a.source == self.source and a.type == CHECK_POST and a.acknowledged:
+            self._acked.append(a)
+            self.forwarder.wake()
+
+    def answer_acknowledged(self) -> int:
+        """Queue the answers of the acknowledged check-post alarms noted so far, and clear the
+        alarms; returns the answers queued (an alarm answered before queues none)."""
+        n = 0
+        while self._acked:
+            a = self._acked.popleft()
+            try:
+                n += self._answer(a)
+            except Exception:  # the link goes on; the alarm stays open, acknowledged
+                self.forwarder._count("check_post_errors")
+                log.exception("upstream %s: the answer to check-post alarm %s failed",
+                              self.name, a.id)
+        return n
+
+    def _answer(self, a: Alarm) -> int:
+        fw = self.forwarder
+        at = a.acknowledged_ms if a.acknowledged_ms is not None else _now_ms()
+        due = fw.queue.check_post_due(self.name)
+        late = due is not None and at > due
+        operator = fw.config.operator_of(a.acknowledged_by)
+        label = TimeLabel.from_datetime(
+            datetime.fromtimestamp(at / 1000, fw.queue.tz).replace(tzinfo=None))
+        body = encode_adu(ApplicationData(24, (UitdOperationRecord(
+            UitdOperation.CHECK_POST_ANSWER, operator, label),)), fw.config.profile.max_adu)
+        n = fw.queue.enqueue_own(self.name, f"check_post:{a.id}", int(Priority.ALARM),
+                                 "check_post_answer", body)
+        if n:
+            fw._count("check_post_answered")
+            if late:
+                assert due is not None
+                fw._count("check_post_late")
+                log.warning("upstream %s: check-post alarm %s acknowledged by %s %.0f s after "
+                            "its deadline: answered late (operator %d)", self.name, a.id,
+                            a.acknowledged_by, (at - due) / 1000, operator)
+            else:
+                log.info("upstream %s: check-post alarm %s acknowledged by %s: answered "
+                         "(operator %d)", self.name, a.id, a.acknowledged_by, operator)
+            fw.wake()
+        if self.alarms is not None:  # acknowledged and cleared: closed
+            self.alarms.apply([Signal(CLEAR, self.gateway, self.site, self.source,
+                                      CHECK_POST)])
+        return n
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class Forwarding:
     """The queue and every upstream's forwarder of one collector."""
 
     def __init__(self, state_dir: Path, upstreams: Sequence[UpstreamConfig],
                  metrics: Metrics | None = None, *, tz: tzinfo | None = None,
-                 window: int = WINDOW) -> None:
+                 window: int = WINDOW, alarms: AlarmBook | None = None) -> None:
+        """``alarms``: the book check-posts open their alarms in (None: counted and logged
+        only, never answered)."""
         self.queue = UpstreamQueue(state_dir / FILE_NAME, upstreams, tz=tz, metrics=metrics)
         self.forwarders = [Forwarder(u, self.queue, metrics, window=window)
                            for u in upstreams]
         self.metrics = metrics
+        self.alarms = alarms
+        self._unsubscribe: Callable[[], None] | None = None
+        if alarms is not None:
+            by_gateway = {f.check_posts.gateway: f.check_posts for f in self.forwarders}
+            for f in self.forwarders:
+                f.check_posts.alarms = alarms
+
+            def changed(change: Change) -> None:
+                if isinstance(change, AlarmChange):
+                    cp = by_gateway.get(change.alarm.gateway)
+                    if cp is not None:
+                        cp.changed(change)
+            self._unsubscribe = alarms.subscribe(changed)
+            # Acknowledged while the collector was down (the command line), or killed between
+            # an acknowledgement and its answer: answered now (once per alarm: the key).
+            for a in alarms.open_alarms():
+                cp = by_gateway.get(a.gateway)
+                if cp is not None:
+                    cp.changed(AlarmChange(a, ACKNOWLEDGED))
 
     def offer(self, offers: Sequence[Offer]) -> int:
         """Queue stored events (writer thread; durable when this returns) and wake the links."""
@@ -458,6 +621,8 @@ class Forwarding:
         return self
 
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         for f in self.forwarders:
             f.close()
         self.queue.close()

@@ -50,8 +50,8 @@ from protocols.upward_records import (
 )
 from protocols.wire import Event
 
-__all__ = ["FILE_NAME", "GENERIC_BASE", "KEEP_DONE_MS", "MAX_TARGETS", "ROW_BYTES_MAX", "Offer",
-           "Row", "UpstreamQueue"]
+__all__ = ["FILE_NAME", "GENERIC_BASE", "KEEP_DONE_MS", "MAX_TARGETS", "OWN_TARGET",
+           "ROW_BYTES_MAX", "Offer", "Row", "UpstreamQueue"]
 
 log = logging.getLogger("firegate.collector.upstream")
 
@@ -60,6 +60,8 @@ KEEP_DONE_MS = 86_400_000
 """Keys of confirmed and evicted rows are kept a day: long enough for any redelivery."""
 MAX_DONE_ROWS = 200_000
 """... and at most this many per upstream (the oldest forgotten first)."""
+OWN_TARGET = "uitd"
+"""The target of the UITD's own uploads (a component's is ``c:...``, a system's ``s:...``)."""
 ROW_BYTES_MAX = 1024
 """An ADU is at most 1024 bytes (表1): ``queue_max`` rows bound the bytes too."""
 GENERIC_BASE = 0x8000_0000
@@ -225,20 +227,20 @@ class UpstreamQueue:
             return 0
         n = 0
         if head is not None:  # the system's text first: its word has none (图6)
-            n += self._insert(name, key + ":cfg", place.target, int(ev.priority), "config",
-                              True, head, now)
+            n += self._insert(name, key + ":cfg", place.target.key, int(ev.priority),
+                              "config", True, head, now)
             place.described = text
-        n += self._insert(name, key, place.target, int(ev.priority), made.sent_as.value,
-                          ev.active, body, now)
+        n += self._insert(name, key, place.target.key, int(ev.priority),
+                          made.sent_as.value, ev.active, body, now)
         self._save_place(name, offer, place, made)
         return n
 
-    def _insert(self, name: str, key: str, target: Target, priority: int, kind: str,
+    def _insert(self, name: str, key: str, target: str, priority: int, kind: str,
                 active: bool, adu: bytes, now: int) -> int:
         self._db.execute(
             "INSERT INTO queue (upstream, key, target, priority, kind, active, adu, created_ms)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, key, target.key, priority, kind, int(active), adu, now))
+            (name, key, target, priority, kind, int(active), adu, now))
         depth = self._depth[name]
         depth[0] += 1
         depth[1] += len(adu)
@@ -361,6 +363,44 @@ class UpstreamQueue:
             self.metrics.upstream_dropped.inc(name, why)
 
     # -- the forwarder threads ---------------------------------------------------------------
+
+    def enqueue_own(self, name: str, key: str, priority: int, kind: str, adu: bytes,
+                    now_ms: int | None = None) -> int:
+        """Queue an upload of the UITD's own (target :data:`OWN_TARGET`: the check-post answer,
+        type 24), once per ``key`` like any upload, durable when this returns. Returns 1 if
+        queued, 0 if the key was queued before."""
+        now = _now_ms() if now_ms is None else now_ms
+        with self.lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT 1 FROM queue WHERE upstream = ? AND key = ?",
+                              (name, key)).fetchone() is not None:
+                    self.counts[name]["duplicate"] += 1
+                    db.execute("COMMIT")
+                    return 0
+                n = self._insert(name, key, OWN_TARGET, priority, kind, True, adu, now)
+                self._evict(name)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_places()
+                raise
+        return n
+
+    def check_post_due(self, name: str) -> int | None:
+        """When the answer to the latest check-post of ``name`` is due (epoch ms); None: no
+        check-post known, or one without a time limit."""
+        with self.lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                                   (f"check_post_due:{name}",)).fetchone()
+        return None if row is None or int(row[0]) <= 0 else int(row[0])
+
+    def set_check_post_due(self, name: str, due_ms: int | None) -> None:
+        """Remember (durably) when the latest check-post of ``name`` is to be answered."""
+        with self.lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (f"check_post_due:{name}", 0 if due_ms is None else due_ms))
 
     def next_rows(self, name: str, busy: Sequence[int], limit: int) -> list[Row]:
         """Up to ``limit`` rows to send now: heads of their targets, not in ``busy`` (in
