@@ -284,9 +284,11 @@ class Uplink:
             self.app.unload("stored")
 
     def _command(self, msg):
-        from fg import cmd  # commands are rare: their code is loaded for them and dropped
-
         try:
+            # commands are rare: their code is loaded for them and dropped; loading it is
+            # where room runs out first (~3.7 KB), so it is inside the try
+            from fg import cmd
+
             cmd.run(self, msg)
         except MemoryError:  # lost, counted, never a reset (the sender may send it again)
             self._count("cmd_no_memory")
