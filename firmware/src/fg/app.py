@@ -70,6 +70,7 @@ class App:
         self.poller = Poller(cfg.bus, hw, self.counters["modbus"], self.links)
         reported, active = self._load_state()
         self.reported = set(reported)
+        self.unsaved = False  # state.json could not be written (flash failing): try again
         self.sensors = {}  # point source id -> rules.Sensor, for the points a rule applies to
         for dev in self.poller.devices:
             for p in dev.points:
@@ -98,6 +99,14 @@ class App:
             return [], []
 
     def _save_state(self):
+        try:
+            self._write_state()
+        except OSError as e:  # flash failing: RAM is right; saved again at the next tick
+            self.unsaved = True
+            self._count("ring", "state_failed")
+            log("state: cannot save: %s" % (e,))
+
+    def _write_state(self):
         active = []
         for sid, sensor in self.sensors.items():
             for kind in sensor.active_kinds():
@@ -106,13 +115,15 @@ class App:
         with open(tmp, "w") as f:
             json.dump({"reported": sorted(self.reported), "rules": active}, f)
         os.rename(tmp, self.state_path)
+        self.unsaved = False
 
     # -- records ------------------------------------------------------------------------------
 
     def conditions(self, conds, measurements, poller, rt=None):
         """Store the conditions that changed, the measurements (through the rules) and the
         threshold events they bring; level-triggered against what was stored before. False
-        when they could not be stored (the conditions stay unreported)."""
+        when they could not be stored: the conditions stay unreported and the rules' changes
+        are undone, so both are raised again; the measurements are dropped (counted)."""
         rt = rt or self.hw.now_ms()
         recs = []
         marks = []
@@ -121,7 +132,7 @@ class App:
             if (k in self.reported) != c[2]:
                 recs.append(condition_record(c, rt))
                 marks.append((k, c[2]))
-        flipped = False
+        flips = []
         for p, m in measurements:
             sensor = self.sensors.get(p.sid)
             if sensor is None:
@@ -134,13 +145,12 @@ class App:
                 self._count("rules", "suppressed")
             for ev in evs:
                 recs.append(self._rule_record(p, ev))
-                flipped = True
-        return self._store(recs, marks, flipped)
+                flips.append((sensor, ev))
+        return self._store(recs, marks, flips)
 
     def _rule_record(self, p, ev):
         kind, active, value, limit, ms = ev
         prio = self.cfg.rules[p.rule]["priority"]
-        self._count("rules", "raised" if active else "cleared")
         return records.record(E, prio, kind, (ACTIVE if active else 0) | HAS_V | HAS_LIM,
                               RULE + "\t" + p.sid, ms, value, limit)
 
@@ -148,13 +158,21 @@ class App:
         c = self.counters[group]
         c[reason] = c.get(reason, 0) + n
 
-    def _store(self, recs, marks=(), persist=False):
+    def _store(self, recs, marks=(), flips=()):
+        """Append ``recs`` to the ring; then note the conditions (``marks``) and the rules'
+        changes (``flips``: (sensor, event)) as reported. A flash write that fails (OSError:
+        flash full or failing) stores none of them (fg/ring.py: all or nothing) and notes
+        nothing: conditions are level-triggered against ``reported``, and the rules' changes
+        are undone, so the next poll or tick raises them again until they are stored
+        (docs/firmware.md "Flash write failures"); measurements are dropped."""
         if not recs:
             return True
         try:
             self.ring.append(recs)
-        except OSError as e:  # flash full or failing: the conditions stay unreported
+        except OSError as e:
             self._count("ring", "store_failed", len(recs))
+            for sensor, ev in reversed(flips):
+                sensor.unflip(ev)
             log("ring: cannot store %d records: %s" % (len(recs), e))
             return False
         for k, on in marks:
@@ -162,19 +180,25 @@ class App:
                 self.reported.add(k)
             else:
                 self.reported.discard(k)
-        if marks or persist:
+        for _, ev in flips:
+            self._count("rules", "raised" if ev[1] else "cleared")
+        if marks or flips:
             self._save_state()
         return True
 
     def tick_rules(self):
         now = self.hw.now_ms()
         recs = []
+        flips = []
         for sid, sensor in self.sensors.items():
             evs = []
             sensor.tick(now, evs)
             for ev in evs:
                 recs.append(self._rule_record(self.poller.by_sid[sid], ev))
-        self._store(recs, (), bool(recs))
+                flips.append((sensor, ev))
+        self._store(recs, (), flips)
+        if self.unsaved:
+            self._save_state()
 
     def render(self, rec, buf, n, end):
         """A stored record as wire JSON written into ``buf`` at ``n`` (ValueError past

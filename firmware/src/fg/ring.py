@@ -5,6 +5,10 @@
 # * seqs strictly increase across reboots: each slot keeps its seq after it is confirmed (only
 #   its state byte changes), so the highest seq on flash is the last one assigned, and only a
 #   newer record ever overwrites a slot;
+# * an append is all or nothing: slots are written first, then listed in RAM; a failed write
+#   (OSError: flash full or failing) puts RAM back as flash holds it and gives its seqs to the
+#   next records, each in the slot it may already hold (``retry``): no gap, no seq with two
+#   contents (docs/firmware.md "Flash write failures");
 # * when every slot is taken, the oldest record of the least urgent class goes: measurements
 #   oldest-first, alarms last; each eviction is counted per class in ``meta``, which survives;
 # * delivered means stored (docs/wire-protocol.md "Stored"): the broker's PUBACK only marks a
@@ -79,15 +83,21 @@ class Ring:
         self.epoch_hi = 0
         self.epoch_lo = 0
         self.gen = 0  # the generation SENT slots are marked with (see age())
+        # slots a failed append's writes reached, for the seqs after last_seq (see _undo)
+        self.retry = []
 
     def epoch_hex(self):
         # four 16-bit parts: each a small int on every port (%x of a long int is not)
         hi, lo = self.epoch_hi, self.epoch_lo
         return "%04x%04x%04x%04x" % (hi >> 16, hi & 0xFFFF, lo >> 16, lo & 0xFFFF)
 
-    def write_meta(self):
+    def write_meta(self, seq=-1):
+        # ``seq``: the seq to carry over (default last_seq); append writes the one before its
+        # records, which are not on flash yet (a floor: opening takes the highest on flash)
+        if seq < 0:
+            seq = self.last_seq
         data = struct.pack(META, MAGIC, SLOT, SEG_SLOTS, self.segs, *self.evicted,
-                           self.last_seq >> 32, self.last_seq & 0xFFFFFFFF,
+                           seq >> 32, seq & 0xFFFFFFFF,
                            self.epoch_hi, self.epoch_lo)
         tmp = join(self.dir, "meta.tmp")
         with open(tmp, "wb") as f:
@@ -150,47 +160,99 @@ class Ring:
         return v, prio[v]  # a victim may be sent and unconfirmed: still only stored here
 
     def append(self, records):
-        """Store records (tuples of fg/records.py); returns their seqs. Evicts when full."""
+        """Store records (tuples of fg/records.py); returns their seqs. Evicts when full.
+        All or nothing: if a flash write fails (OSError: flash full or failing), the RAM index
+        is put back as flash holds it, the seqs are given again to the next records, and the
+        error is raised (docs/firmware.md "Flash write failures")."""
         if not records:
             return []
+        retry = self.retry
+        saved = (self.last_seq, self.cursor, self.depth, self.live, self.evicted[:])
+        undo = []  # (slot, prio, seq) as they were before this call
+        out = []  # (slot, slot bytes) in seq order
         seqs = []
-        slots = {}  # slot -> slot bytes; a slot taken twice in one call keeps the later record
         evicted = False
-        for rec in records:
-            i, victim = self._free_slot()
-            if victim >= 0:
-                self.evicted[victim & 3] += 1
-                self.depth -= 1
-                if victim < SENT:
-                    self.live -= 1
-                evicted = True
-            self.last_seq += 1
-            seq = self.last_seq
-            seqs.append(seq)
-            kind, prio, code, flags, src, _, rt, value, limit, aux = rec
-            data = bytearray(struct.pack(
-                FMT, LIVE, kind << 4 | prio, code, flags, self._source_index(src),
-                seq >> 32, seq & 0xFFFFFFFF, rt >> 32, rt & 0xFFFFFFFF,
-                value, limit, aux, 0))
-            c = crc(data)
-            data[SLOT - 2] = c >> 8
-            data[SLOT - 1] = c & 0xFF
-            slots[i] = data
-            self.prio[i] = prio  # live from here on: the next record may evict it (oldest)
-            self.seq[i // SEG_SLOTS][i % SEG_SLOTS] = seq & 0xFFFFFFFF
-            self.depth += 1
-            self.live += 1
-        if evicted:
-            self.write_meta()  # count first: a cut after this over-counts, never hides one
-        by_seg = {}
-        for i, data in slots.items():
-            by_seg.setdefault(i // SEG_SLOTS, []).append((i, data))
-        for s, items in by_seg.items():
-            with open(self.seg(s), "r+b") as f:
-                for i, data in items:
+        tried = 0  # records whose slot a write reached (in seq order)
+        try:
+            for rec in records:
+                n = len(seqs)
+                if n < len(retry) and self.prio[retry[n]] == FREE:
+                    # a failed write may have left this seq in that slot: it goes there again
+                    i, victim = retry[n], -1
+                else:
+                    i, victim = self._free_slot()
+                if victim >= 0:
+                    self.evicted[victim & 3] += 1
+                    self.depth -= 1
+                    if victim < SENT:
+                        self.live -= 1
+                    evicted = True
+                sq = self.seq[i // SEG_SLOTS]
+                undo.append((i, self.prio[i], sq[i % SEG_SLOTS]))
+                self.last_seq += 1
+                seq = self.last_seq
+                seqs.append(seq)
+                kind, prio, code, flags, src, _, rt, value, limit, aux = rec
+                data = bytearray(struct.pack(
+                    FMT, LIVE, kind << 4 | prio, code, flags, self._source_index(src),
+                    seq >> 32, seq & 0xFFFFFFFF, rt >> 32, rt & 0xFFFFFFFF,
+                    value, limit, aux, 0))
+                c = crc(data)
+                data[SLOT - 2] = c >> 8
+                data[SLOT - 1] = c & 0xFF
+                out.append((i, data))
+                self.prio[i] = prio  # taken from here on: the next record may evict it (oldest)
+                sq[i % SEG_SLOTS] = seq & 0xFFFFFFFF
+                self.depth += 1
+                self.live += 1
+            if evicted:
+                # count first: a cut after this over-counts, never hides one
+                self.write_meta(saved[0])
+            # in seq order, so that whatever a failure leaves on flash is a run of the first seqs
+            f = None
+            seg = -1
+            try:
+                for i, data in out:
+                    if i // SEG_SLOTS != seg:
+                        if f:
+                            f.close()
+                            f = None
+                        seg = i // SEG_SLOTS
+                        f = open(self.seg(seg), "r+b")
+                    tried += 1
                     f.seek((i % SEG_SLOTS) * SLOT)
                     f.write(data)
+            finally:
+                if f:
+                    f.close()
+        except BaseException:
+            self._undo(saved, undo, [i for i, _ in out[:tried]])
+            raise
+        self.retry = retry[len(records):] if retry else retry
         return seqs
+
+    def _undo(self, saved, undo, tried):
+        # An append failed: RAM as flash holds it. Its seqs are assigned again; a slot a write
+        # reached may hold one of them (seq last_seq + 1 + k for the k-th of ``tried``), so the
+        # same seq goes to the same slot next time (``retry``): a seq never names two different
+        # records on flash, and whatever is found there after a reboot is a run of the next
+        # seqs, no gap. A record such a slot held before (a victim) may be overwritten: it is
+        # evicted, as it would have been.
+        self.last_seq, self.cursor, self.depth, self.live, self.evicted = saved
+        prio = self.prio
+        for i, p, q in reversed(undo):
+            prio[i] = p
+            self.seq[i // SEG_SLOTS][i % SEG_SLOTS] = q
+        for i in tried:
+            v = prio[i]
+            if v != FREE:
+                self.evicted[v & 3] += 1
+                self.depth -= 1
+                if v < SENT:
+                    self.live -= 1
+                prio[i] = FREE
+        if tried:
+            self.retry = tried + self.retry[len(tried):]
 
     # -- read and acknowledge -----------------------------------------------------------------
 

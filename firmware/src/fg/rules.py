@@ -80,6 +80,18 @@ class Sensor:
         every = self.rule["report_interval_s"]
         return every is not None and ms - self.last_ms >= every * 1000
 
+    def unflip(self, ev):
+        """Undo the change ``ev`` (one of ours) that could not be stored (flash failing): the
+        limit is as it was and the change is due at once, so the next tick or sample reports
+        it again, unless a value on the other side comes first (then there is no change to
+        report, as for any change that does not hold)."""
+        kind, active, value, _, ms = ev
+        for lim in self.limits:
+            if lim.kind == kind:
+                lim.active = not active
+                lim.since = ms - self.debounce_ms
+                lim.pending = value
+
     def tick(self, now, out):
         """Changes whose debounce ran out with no contrary sample."""
         for lim in self.limits:
