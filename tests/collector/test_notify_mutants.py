@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import socket
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import collector.notify
 from collector.config import WebhookConfig
 from collector.metrics import Metrics
 from collector.notify import (
@@ -46,6 +50,8 @@ class Receiver:
         self.script: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
+        self.hold: threading.Event | None = None
+        """When set to an event: each answer waits for it (a POST kept under way)."""
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +62,9 @@ class Receiver:
                     owner.requests.append((headers, body))
                     todo = owner.script.get(headers.get("X-Firegate-Delivery", ""), [])
                     status, extra = todo.pop(0) if todo else (200, {})
+                    hold = owner.hold
+                if hold is not None:
+                    hold.wait(10.0)
                 self.send_response(status)
                 for k, v in extra.items():
                     self.send_header(k, v)
@@ -67,7 +76,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)  # quick to stop: 50 ms, not 500
         self.thread.start()
 
     def delivered(self) -> list[str]:
@@ -658,3 +668,430 @@ def test_a_failed_enqueue_rolls_back_and_the_next_one_is_queued(q: Queue) -> Non
     assert "before" not in q.rows()  # the failed batch is rolled back whole
     assert q.n.enqueue([note("after")]) == 1
     assert set(q.rows()) == {"after"}
+
+
+# -- added for the rest of the run: close, prune, migration, streaks, supervision ------------
+
+def _old_queue(path: Path, rows: list[tuple[str, str, bytes, str]], *,
+               with_order_key: bool) -> None:
+    """An ``outbox`` as an earlier version left it: without the lane column, and without the
+    order key column too unless ``with_order_key``; rows are (key, kind, body, order key)."""
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, webhook TEXT NOT NULL, key TEXT NOT "
+               "NULL, kind TEXT NOT NULL, body BLOB NOT NULL, created_ms INTEGER NOT NULL, "
+               "attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL, state TEXT NOT "
+               "NULL DEFAULT 'pending', last_error TEXT, done_ms INTEGER, "
+               + ("order_key TEXT NOT NULL DEFAULT '', " if with_order_key else "")
+               + "UNIQUE (webhook, key))")
+    if with_order_key:
+        db.executemany("INSERT INTO outbox (webhook, key, kind, body, created_ms, next_ms, "
+                       "order_key) VALUES ('h', ?, ?, ?, ?, ?, ?)",
+                       [(k, kind, body, NOW, NOW, order) for k, kind, body, order in rows])
+    else:
+        db.executemany("INSERT INTO outbox (webhook, key, kind, body, created_ms, next_ms) "
+                       "VALUES ('h', ?, ?, ?, ?, ?)",
+                       [(k, kind, body, NOW, NOW) for k, kind, body, _ in rows])
+    db.commit()
+    db.close()
+
+
+def _columns(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
+    finally:
+        db.close()
+
+
+def _in_join(thread: threading.Thread) -> bool:
+    """Whether ``thread`` waits in ``Thread.join`` now (read from its stack)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "join" and frame.f_code.co_filename == threading.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _dead_thread() -> threading.Thread:
+    """A thread that has ended: stands for a lane thread that died."""
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    return dead
+
+
+def test_close_waits_for_a_post_under_way_and_marks_it_sent(tmp_path: Path,
+                                                            receiver: Receiver) -> None:
+    """close() while a lane waits for the receiver's answer: it waits for the lane, so the
+    delivery is marked sent before the queue closes (else it stays pending and is sent again
+    after the restart, and the last counts say pending)."""
+    receiver.hold = threading.Event()
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url)], Metrics(), watchdog_s=None)
+    n.start()
+    closer = threading.Thread(target=n.close)
+    try:
+        n.enqueue([note("k1")])
+        wait_until(lambda: receiver.delivered() == ["k1"], "the POST under way", 10.0)
+        closer.start()
+        # the answer goes out once close() waits for a lane (or, wrongly, has returned)
+        wait_until(lambda: not closer.is_alive() or _in_join(closer), "close() waiting", 10.0)
+    finally:
+        receiver.hold.set()
+    closer.join(10.0)
+    assert not closer.is_alive()
+    assert n.counts() == {"h": {"sent": 1}}
+    db = sqlite3.connect(tmp_path / "n.db")
+    try:
+        assert db.execute("SELECT state, attempts FROM outbox").fetchall() == [("sent", 1)]
+    finally:
+        db.close()
+
+
+def test_prune_says_how_many_rows_went(q: Queue, receiver: Receiver) -> None:
+    receiver.answer("c", 500)
+    q.n.enqueue([note("a", source="s1"), note("b", source="s2"), note("c", source="s3")])
+    q.step()  # a and b sent at NOW, c waits for its retry
+    q.clock.ms = NOW + KEEP_SENT_MS
+    assert q.n._prune() == 0  # done exactly a week ago: kept
+    q.clock.ms = NOW + KEEP_SENT_MS + 1
+    assert q.n._prune() == 2
+    assert q.n._prune() == 0
+    assert list(q.rows()) == ["c"]
+
+
+def test_a_failed_migration_leaves_the_old_queue_and_the_next_start_migrates(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """A migration that fails half-way (a trigger that aborts the update, standing for a full
+    disk) raises the error itself and leaves the queue as it was; the next start migrates it
+    and its rows are delivered."""
+    path = tmp_path / "old.db"
+    _old_queue(path, [("raised", "fire_alarm", b'{"gateway":"gw","source":{"id":"loop1/3"}}',
+                       "")], with_order_key=False)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TRIGGER full BEFORE UPDATE ON outbox BEGIN SELECT RAISE(ABORT, "
+               "'disk full'); END")
+    db.commit()
+    db.close()
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        Notifier(path, [hook(receiver.url)], Metrics(), clock=Clock(), watchdog_s=None)
+    assert "order_key" not in _columns(path) and "lane" not in _columns(path)
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER full")
+    db.commit()
+    db.close()
+    q = Queue(path, [hook(receiver.url)])
+    try:
+        assert q.rows()["raised"][5:7] == ("gw/loop1/3", "fire")
+        q.step("fire")
+        assert receiver.delivered() == ["raised"]
+    finally:
+        q.n.close()
+
+
+def test_a_queue_with_order_keys_but_no_lanes_is_sent_on_the_other_lane(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """The version before the lanes had order keys and one lane: its rows keep their order key
+    and are sent on ``other`` (a row with no order key yet gets both from its body)."""
+    path = tmp_path / "old.db"
+    _old_queue(path, [("f1", "fire_alarm", b"{}", "gw/loop1/3"),
+                      ("f2", "fire_alarm", b'{"gateway":"gw","source":{"id":"loop1/4"}}', "")],
+               with_order_key=True)
+    q = Queue(path, [hook(receiver.url)])
+    try:
+        assert {k: r[5:7] for k, r in q.rows().items()} == {
+            "f1": ("gw/loop1/3", "other"), "f2": ("gw/loop1/4", "fire")}
+        q.step("other")
+        q.step("fire")
+        assert receiver.delivered() == ["f1", "f2"]
+    finally:
+        q.n.close()
+
+
+def test_a_streak_of_retries_is_logged_once_per_error_and_its_end_once(
+        q: Queue, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="firegate.collector.notify")
+    q.n.enqueue([note("k0", source="s0")])
+    q.step()  # delivered without a streak: nothing to say
+    assert caplog.messages == []
+    receiver.answer("k1", 500, 500, 503)
+    q.n.enqueue([note("k1")])
+    q.step()
+    q.clock.ms += 1000
+    q.step()  # the same error again: not logged again
+    assert caplog.messages == ["webhook h (other lane): k1 not delivered (HTTP 500); retrying "
+                               "with back-off (repeats are not logged)"]
+    q.clock.ms += 2000
+    q.step()  # another error: logged
+    assert caplog.messages[1:] == ["webhook h (other lane): k1 not delivered (HTTP 503); "
+                                   "retrying with back-off (repeats are not logged)"]
+    assert q.n.status()["h"]["last_error"] == "HTTP 503"
+    assert q.n.status()["h"]["last_error_ms"] == NOW + 3000
+    q.clock.ms += 4000
+    q.step()
+    assert caplog.messages[2:] == ["webhook h (other lane): delivering again"]
+    q.n.enqueue([note("k2", source="s2")])
+    q.step()
+    assert receiver.delivered() == ["k0", "k1", "k1", "k1", "k1", "k2"]
+    assert len(caplog.messages) == 3  # the streak is over: the next delivery says nothing
+
+
+def test_a_lane_is_alive_while_its_thread_runs_and_beats(q: Queue) -> None:
+    """Alive: a thread that runs and a beat younger than timeout_s + the longest fault pause
+    + MAX_WAIT_S + 5 s (here 5 + 10 + 2 + 5 = 22 s); the gauge and the status say the same."""
+    lane = q.n._lanes["h", "other"]
+    lane.beat = 1000.0
+    assert not lane.alive(1000.0)  # no thread
+    stop = threading.Event()
+    stand_in = threading.Thread(target=stop.wait)  # stand-in for a running lane thread
+    stand_in.start()
+    try:
+        lane.thread = stand_in
+        assert lane.alive(1000.0)
+        assert lane.alive(1021.999)
+        assert not lane.alive(1022.0)
+        lane.beat = time.monotonic()
+        q.n._gauge(time.monotonic())
+        assert q.metrics.webhook_sender_up.values() == {("h", "fire"): 0.0,
+                                                        ("h", "other"): 1.0}
+        lanes = q.n.status()["h"]["lanes"]
+        assert (lanes["other"]["alive"], lanes["fire"]["alive"]) == (True, False)
+    finally:
+        stop.set()
+        stand_in.join()
+    assert not lane.alive(lane.beat)  # the thread has ended
+
+
+def test_status_per_webhook(tmp_path: Path, receiver: Receiver) -> None:
+    q = Queue(tmp_path / "n.db", [hook(receiver.url, "busy"),
+                                  hook(receiver.url, "idle", events=frozenset({"fire_alarm"}))])
+    try:
+        receiver.answer("k2", 404)
+        receiver.answer("k3", 500)
+        q.n.enqueue([note("k1", source="s1"), note("k2", source="s2"), note("k3", source="s3")])
+        q.clock.ms = NOW + 5
+        q.step(name="busy")
+        for lane in q.n._lanes.values():
+            lane.beat = time.monotonic() - 100.04
+        status = q.n.status()
+        for name in ("busy", "idle"):
+            for lane_name in ("fire", "other"):
+                idle = status[name]["lanes"][lane_name].pop("idle_s")
+                assert isinstance(idle, float) and 100.0 <= idle < 200.0
+                assert idle == round(idle, 1)
+        assert status == {
+            "busy": {"lanes": {"fire": {"alive": False, "restarts": 0},
+                               "other": {"alive": False, "restarts": 0}},
+                     "pending": 1, "sent": 1, "failed": 1, "errors": 0,
+                     "last_error": "HTTP 500", "last_error_ms": NOW + 5},
+            "idle": {"lanes": {"fire": {"alive": False, "restarts": 0},
+                               "other": {"alive": False, "restarts": 0}},
+                     "pending": 0, "sent": 0, "failed": 0, "errors": 0,
+                     "last_error": None, "last_error_ms": None}}
+    finally:
+        q.n.close()
+
+
+def test_the_watchdog_restarts_a_dead_lane_by_itself(tmp_path: Path, receiver: Receiver,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url)], metrics, watchdog_s=0.05)
+    n.start()
+    try:
+        threads = {t.name: t for t in threading.enumerate()}
+        for name in ("webhook-h-fire", "webhook-h-other", "webhook-watchdog"):
+            assert threads[name].daemon  # a collector that exits without close() is not held
+        lane = n._lanes["h", "other"]
+        for restarts in (1, 2):
+            dead = _dead_thread()
+            lane.thread = dead
+
+            def restarted(r: int = restarts, d: threading.Thread = dead) -> bool:
+                return lane.restarts == r and lane.thread is not d
+
+            wait_until(restarted, f"restart {restarts} by the watchdog", 10.0)
+        assert metrics.webhook_restarts.value("h", "other") == 2
+        assert metrics.webhook_restarts.value("h", "fire") == 0
+        n.enqueue([note("k1")])
+        wait_until(lambda: n.counts().get("h") == {"sent": 1}, "the lane delivered", 10.0)
+    finally:
+        n.close()
+    assert caplog.messages.count("webhook h: the other sender thread died; restarted") == 2
+
+
+def test_supervise_restarts_every_dead_lane_at_once(tmp_path: Path, receiver: Receiver) -> None:
+    metrics = Metrics()
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url)], metrics, watchdog_s=None)
+    n.start()
+    try:
+        for lane in n._lanes.values():
+            lane.thread = _dead_thread()
+        assert n.supervise() == 2
+        assert metrics.webhook_restarts.values() == {("h", "fire"): 1.0, ("h", "other"): 1.0}
+        assert metrics.webhook_sender_up.values() == {("h", "fire"): 1.0, ("h", "other"): 1.0}
+    finally:
+        n.close()
+    # closed: the threads have ended and none is restarted
+    assert n.supervise() == 0
+    assert metrics.webhook_sender_up.values() == {("h", "fire"): 0.0, ("h", "other"): 0.0}
+
+
+def test_the_watchdog_prunes_the_history(tmp_path: Path, receiver: Receiver,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog forgets old history every PRUNE_EVERY_S (here every tick)."""
+    monkeypatch.setattr(collector.notify, "PRUNE_EVERY_S", 0.0)
+    clock = Clock()
+    receiver.answer("waiting", 500)
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url)], Metrics(), clock=clock,
+                 watchdog_s=0.05)
+    n.start()
+    try:
+        n.enqueue([note("old", source="s1"), note("waiting", source="s2")])
+        wait_until(lambda: n.counts().get("h", {}).get("sent") == 1, "old delivered", 10.0)
+        # a week on: waiting is failed now (given up) and kept, old is forgotten
+        clock.ms = NOW + KEEP_SENT_MS + 1
+        wait_until(lambda: n.counts().get("h") == {"failed": 1}, "old forgotten", 10.0)
+    finally:
+        n.close()
+
+
+def test_a_running_lane_outlives_a_fault_and_delivers_after_it(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    """The queue's table gone for a while (renamed by a second connection, standing for a
+    damaged database): each lane's step raises; it is counted, logged once per lane, and the
+    same lane threads deliver once the table is back (no watchdog here to restart them)."""
+    path = tmp_path / "n.db"
+    metrics = Metrics()
+    n = Notifier(path, [hook(receiver.url)], metrics, watchdog_s=None)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("ALTER TABLE outbox RENAME TO outbox_away")
+        n.start()
+        wait_until(lambda: metrics.webhook_errors.value("h") >= 2, "both lanes failed", 10.0)
+        assert n._last_error["h"][0].startswith("OperationalError: no such table")
+        other.execute("ALTER TABLE outbox_away RENAME TO outbox")
+        n.enqueue([note("k1"), note("f1", kind="fire_alarm")])
+        wait_until(lambda: n.counts().get("h") == {"sent": 2}, "both lanes delivered", 10.0)
+    finally:
+        n.close()
+        other.close()
+    logged = sorted(r.getMessage() for r in caplog.records if "unexpected" in r.getMessage())
+    assert logged == [f"webhook h ({lane} lane): unexpected error, counted and retried (repeats "
+                      "are not logged)" for lane in ("fire", "other")]
+
+
+def test_the_watchdog_outlives_a_failed_prune(tmp_path: Path, receiver: Receiver,
+                                              caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog's prune (here every tick) fails while the table is gone: logged with its
+    traceback, and the watchdog goes on (it restarts a dead lane afterwards)."""
+    monkeypatch.setattr(collector.notify, "PRUNE_EVERY_S", 0.0)
+    path = tmp_path / "n.db"
+    n = Notifier(path, [hook(receiver.url)], Metrics(), watchdog_s=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+
+    def watchdog_failed() -> bool:
+        return any(r.getMessage() == "webhook watchdog" and r.exc_info is not None
+                   for r in list(caplog.records))
+
+    try:
+        other.execute("ALTER TABLE outbox RENAME TO outbox_away")
+        n.start()
+        wait_until(watchdog_failed, "the watchdog's prune failed", 10.0)
+        other.execute("ALTER TABLE outbox_away RENAME TO outbox")
+        lane = n._lanes["h", "fire"]
+        dead = _dead_thread()
+        lane.thread = dead
+        wait_until(lambda: lane.restarts == 1 and lane.thread is not dead,
+                   "a restart by the watchdog", 10.0)
+    finally:
+        n.close()
+        other.close()
+
+
+def _waiting_in_run(thread: threading.Thread | None) -> bool:
+    """Whether ``thread`` (a lane) waits on an event from ``Notifier._run`` now (the mutation
+    run calls ``_run``'s body as ``xǁNotifierǁ_run__mutmut_<name>``)."""
+    frame = sys._current_frames().get(thread.ident or -1) if thread is not None else None
+    waits = False
+    while frame is not None:
+        name = frame.f_code.co_name
+        if name == "wait" and frame.f_code.co_filename == threading.__file__:
+            waits = True
+        if name == "_run" or name.startswith("xǁNotifierǁ_run__mutmut_"):
+            return waits
+        frame = frame.f_back
+    return False
+
+
+def test_a_lane_waits_for_a_head_not_yet_due_instead_of_spinning(tmp_path: Path,
+                                                                 receiver: Receiver) -> None:
+    """A retry due in half a second (the clock stands still here): the lane sleeps on its wake
+    event until then, it does not step again and again (which would burn a core)."""
+    receiver.answer("k1", 503)
+    clock = Clock()
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url, retry_min_s=0.5)], Metrics(),
+                 clock=clock, watchdog_s=None)
+    n.start()
+    try:
+        n.enqueue([note("k1")])
+        wait_until(lambda: n.counts().get("h") == {"pending": 1} and receiver.delivered()
+                   == ["k1"] and n._last_error.get("h") is not None, "the first attempt", 10.0)
+        lane = n._lanes["h", "other"]
+        wait_until(lambda: _waiting_in_run(lane.thread), "the lane asleep", 10.0)
+    finally:
+        n.close()
+
+
+def test_a_running_lane_sends_a_retry_when_it_is_due(tmp_path: Path,
+                                                     receiver: Receiver) -> None:
+    """Nothing else queued: the lane wakes by itself when the retry is due."""
+    receiver.answer("k1", 503)
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url, retry_min_s=0.05)], Metrics(),
+                 watchdog_s=None)
+    n.start()
+    try:
+        n.enqueue([note("k1")])
+        wait_until(lambda: n.counts().get("h") == {"sent": 1}, "the retry delivered", 10.0)
+        assert receiver.delivered() == ["k1", "k1"]
+    finally:
+        n.close()
+
+
+def test_the_default_clock_is_wall_clock_milliseconds(tmp_path: Path,
+                                                      receiver: Receiver) -> None:
+    n = Notifier(tmp_path / "n.db", [hook(receiver.url)], Metrics(), watchdog_s=None)
+    try:
+        before = time.time_ns() // 1_000_000
+        n.enqueue([note("k1")])
+        after = time.time_ns() // 1_000_000
+    finally:
+        n.close()
+    db = sqlite3.connect(tmp_path / "n.db")
+    try:
+        (created,) = db.execute("SELECT created_ms FROM outbox").fetchone()
+    finally:
+        db.close()
+    assert isinstance(created, int) and before <= created <= after
+
+
+def test_a_failed_mark_sent_rolls_back_and_the_row_is_sent_again(q: Queue,
+                                                                 receiver: Receiver) -> None:
+    """Marking the step's deliveries fails (a trigger aborts it, standing for a full disk): the
+    step raises, nothing is half-marked, no transaction stays open; the rows are still pending
+    and the next step sends them again under the same delivery key."""
+    other = sqlite3.connect(q.path)
+    other.execute("CREATE TRIGGER full BEFORE UPDATE OF state ON outbox WHEN NEW.state = 'sent' "
+                  "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    other.commit()
+    q.n.enqueue([note("k1", source="s1"), note("k2", source="s2")])
+    with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+        q.step()
+    assert [r[:2] for r in q.rows().values()] == [("pending", 0), ("pending", 0)]
+    other.execute("DROP TRIGGER full")
+    other.commit()
+    other.close()
+    assert q.n.enqueue([note("k3", source="s3")]) == 1
+    q.step()
+    assert receiver.delivered() == ["k1", "k2", "k1", "k2", "k3"]
+    assert q.n.counts() == {"h": {"sent": 3}}
