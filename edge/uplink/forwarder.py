@@ -322,6 +322,8 @@ class Forwarder:
             await self._outbox.wait_for_records()
             if self._linger_s > 0:
                 await self._linger()
+            if not self._may_take(window):
+                continue  # a PUBACK 0x10 came meanwhile: paused (the records it put back woke us)
             try:
                 batch = await self._outbox.next_batch(self._batch_max)
             except OutboxError as e:  # counted by the outbox too; the disk may recover
