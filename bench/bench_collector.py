@@ -205,7 +205,8 @@ def latency(tmp: Path, broker: Mosquitto, vm: VictoriaMetrics | None, background
             probes: int) -> None:
     receiver = Receiver()
     path = config(tmp, broker, vm, "latency", webhook=[{
-        "url": receiver.url, "secret": "bench-" + "0" * 32, "events": ["fire_alarm"], "restores": False}])
+        "url": receiver.url, "secret": "bench-" + "0" * 32, "events": ["fire_alarm"],
+        "restores": False}])
     proc = CollectorProcess(path).start()
     seconds = probes * 0.05 + 6
     fleet = subprocess.Popen([FIREGATE, "sim", "fleet", "--broker",
