@@ -57,9 +57,9 @@ STATE_ROWS_PER_STEP = 250
 STATE_EVERY_S = 5.0
 """``uitd.json`` is rewritten this often, or less often for a large fleet (below)."""
 STATE_CPU_SHARE = 0.01
-"""... at most this share of a core goes to building it: the next build waits 100 times the
-CPU the last one took (each build holds the GIL the writer needs to confirm uploads:
-docs/benchmarks.md, issue 16)."""
+"""... at most this share of the loop's time goes to building it: the next build waits 100
+times as long as the last one held the loop, summed over its steps (each step holds the GIL the
+writer needs to confirm uploads: docs/benchmarks.md, issue 16)."""
 RETRY_PUT_S = 0.01
 LOG_EVERY_S = 60.0
 MAX_DEVICES_FACTOR = 2
@@ -626,12 +626,12 @@ class Centre:
                          for gw in job.names[job.done:end] if gw in self.devices or
                          gw in job.listed)
         job.done = end
-        job.cpu_s += time.perf_counter() - started
+        job.busy_s += time.perf_counter() - started
         if end < len(job.names):
             self.loop.call_soon(self._state_step, job, path)
             return
         self._state_job = None
-        self._state_every = max(STATE_EVERY_S, job.cpu_s / STATE_CPU_SHARE)
+        self._state_every = max(STATE_EVERY_S, job.busy_s / STATE_CPU_SHARE)
         head = json.dumps(self._header(), ensure_ascii=False)
         text = f'{head[:-1]}, "uitds": [{", ".join(job.parts)}]}}'
         self.loop.run_in_executor(None, self._save_periodic, path, text)
@@ -689,7 +689,7 @@ class _StateJob:
     listed: dict[str, UitdEntry]
     parts: list[str] = field(default_factory=list)
     done: int = 0
-    cpu_s: float = 0.0  # time spent building it, summed over its steps
+    busy_s: float = 0.0  # how long its steps held the loop, summed
 
 
 def _ms() -> int:
