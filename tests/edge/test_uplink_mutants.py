@@ -71,6 +71,7 @@ from tests.infra.mosquitto import Mosquitto
 
 from .helpers import config as outbox_config
 from .helpers import event, measurement
+from .test_uplink_infra import until
 
 FIRE, ALARM, EVENT, MEAS = Priority
 GW = "gw-mut"
@@ -79,15 +80,6 @@ NOW = 1_718_000_000_000
 RECORDS = topic(GW, Channel.RECORDS)
 STORED = topic(GW, Channel.STORED)
 WAIT = 10.0  # generous: a loaded 2-core machine; never a timing assertion
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll ``predicate`` until true, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 # -- the stand-in at the broker boundary ---------------------------------------------------
